@@ -1,0 +1,3 @@
+from slum.cli import main
+
+main()

@@ -1,0 +1,227 @@
+"""The one nursery: open the store, reap what a killed slum left, start ingestion, the
+supervisor, the web app and the edge in dependency order; on SIGINT/SIGTERM stop them in reverse
+(edge and web first, then children with their grace period, then drain the logs, then close)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from slum import config as cfg
+from slum.errors import SlumError
+from slum.events import Hub
+from slum.fleet import registry
+from slum.proxy.edge import Edge, EdgeOptions
+from slum.proxy.routing import RouteTable, TenantRoute
+from slum.store.db import Store
+from slum.store.logs import IngestStatistics, run_ingest
+from slum.supervisor import Instance, Supervisor
+from slum.supervisor.process import reap_leftovers
+from slum.web.auth import Authenticator, active_tokens
+from slum.web.context import WebContext
+
+log = logging.getLogger("slum")
+ROUTES_POLL_S = 1.0
+
+
+@dataclass
+class ServeOptions:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    database: str = "slum.db"
+    config: str | None = None
+    domain: str = "localhost"
+    control_socket: str | None = None
+
+
+@dataclass
+class Running:
+    """What `serve` hands to whoever started it (tests, the CLI banner)."""
+
+    port: int
+    control_socket: str
+    supervisor: Supervisor
+    store: Store
+    hub: Hub
+    edge: Edge
+    reaped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class StoreJournal:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def process_started(self, inst: Instance, pid: int, started_at: float) -> None:
+        await self.store.write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at) "
+            "VALUES (?, ?, ?, ?)", (inst.id, pid, pid, started_at)))
+
+    async def process_exited(self, inst: Instance) -> None:
+        await self.store.write(lambda c: c.execute(
+            "DELETE FROM processes WHERE instance_id = ?", (inst.id,)))
+
+    async def instance_known(self, inst: Instance) -> None:
+        await self.store.write(lambda c: c.execute(
+            "INSERT OR IGNORE INTO instances (id, service, name) VALUES (?, ?, ?)",
+            (inst.id, inst.service.name, inst.name)))
+
+
+def load_config(path: str | None) -> cfg.Config:
+    if path is not None:
+        return cfg.load(path)
+    if Path("tenement.toml").is_file():
+        return cfg.load("tenement.toml")
+    return cfg.empty_config()
+
+
+def default_instance(config: cfg.Config) -> str | None:
+    service = config.default_service
+    if service is None:
+        return None
+    names = config.instances.get(service)
+    return f"{service}:{names[0] if names else 'default'}"
+
+
+def bind_control_socket(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # left by a slum that did not exit cleanly
+        else:
+            raise SlumError(f"another slum is serving this database (control socket {path})")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(opts: ServeOptions, *,
+                task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+    config = load_config(opts.config)
+    cfg.check_label(opts.domain.replace(".", "-"), "domain")
+    store = Store(opts.database)
+    try:
+        await _serve(opts, config, store, task_status)
+    finally:
+        store.close()
+
+
+async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
+                 task_status: trio.TaskStatus[Running]) -> None:
+    leftovers = store.write_sync(lambda c: list(c.execute(
+        "SELECT pid, pgid, started_at FROM processes")))
+    reaped = await trio.to_thread.run_sync(reap_leftovers, leftovers)
+    if reaped:
+        log.warning("reaped %d processes left by a slum that did not stop cleanly", reaped)
+    store.write_sync(lambda c: c.execute("DELETE FROM processes"))
+    store.write_sync(registry.ensure_local)
+    known = store.write_sync(lambda c: list(c.execute("SELECT service, name FROM instances")))
+
+    hub = Hub()
+    supervisor = Supervisor(config, hub, StoreJournal(store))
+    table = RouteTable(opts.domain.lower())
+    version = ""
+
+    async def refresh_routes() -> None:
+        nonlocal version
+        version, (rows, aliases) = await store.read(
+            lambda c: (registry.registry_version(c), registry.route_rows(c)))
+        table.replace({tid: TenantRoute(tid, service or _only_service(config), server, address,
+                                        status)
+                       for tid, service, status, server, address in rows}, aliases)
+
+    async def watch_routes() -> None:
+        # The CLI writes the registry straight into the database: notice it within a second.
+        while True:
+            await trio.sleep(ROUTES_POLL_S)
+            current = await store.read(registry.registry_version)
+            if current != version:
+                await refresh_routes()
+
+    await refresh_routes()
+    auth = Authenticator(lambda: store.read(active_tokens))
+    ingest = IngestStatistics()
+    control_path = Path(opts.control_socket) if opts.control_socket else (
+        cfg.control_socket_path(opts.database))
+    control = bind_control_socket(control_path)
+    edge = Edge(table, supervisor, str(control_path),
+                EdgeOptions(max_body=config.settings.max_body_mb * 1024 * 1024,
+                            default_instance=default_instance(config)))
+    ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
+                     refresh_routes, ingest)
+    from slum.web.create_app import create_app
+
+    app = create_app(ctx)
+    try:
+        async with trio.open_nursery() as outer:
+            await outer.start(run_ingest, hub, store, ingest)
+            async with trio.open_nursery() as procs:
+                await procs.start(supervisor.run, known)
+                async with trio.open_nursery() as front:
+                    web_stop = trio.Event()
+                    await front.start(_serve_web, app, control, web_stop)
+                    listeners = await front.start(edge.serve, opts.host, opts.port)
+                    port = listeners[0].socket.getsockname()[1]
+                    front.start_soon(watch_routes)
+                    ctx.public_port = port
+                    task_status.started(Running(port, str(control_path), supervisor, store, hub,
+                                                edge, reaped, list(config.warnings)))
+                    await _wait_for_signal()
+                    log.info("stopping: edge and web first, then %d instances",
+                             len(supervisor.instances))
+                    web_stop.set()
+                    front.cancel_scope.cancel()
+                procs.cancel_scope.cancel()
+            hub.close()  # ingestion drains what the children wrote, then returns
+    finally:
+        with contextlib.suppress(OSError):
+            control.close()
+            control_path.unlink()
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+async def _serve_web(app: Any, sock: socket.socket, stop: trio.Event, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    from hypercorn.config import Config as HyperConfig
+    from hypercorn.trio import serve as hyper_serve
+
+    hc = HyperConfig()
+    hc.bind = [f"fd://{sock.fileno()}"]
+    hc.accesslog = None
+    hc.graceful_timeout = 1.0
+    hc.keep_alive_timeout = 75.0
+    await hyper_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
+
+
+def _only_service(config: cfg.Config) -> str | None:
+    if config.default_service:
+        return config.default_service
+    if len(config.services) == 1:
+        return next(iter(config.services))
+    return None

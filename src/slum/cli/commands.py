@@ -1,0 +1,332 @@
+"""The commands. Process commands talk to the running server through slum.Client; fleet registry
+commands work on --database directly, like the original slum."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+from cyclopts import App, Parameter
+
+from slum import __version__
+from slum.cli.output import duration, error, log_line, print_json, size, table
+from slum.errors import BadRequest, ServerUnreachable
+
+
+def _version() -> str:
+    import apsw
+
+    return f"slum {__version__} (SQLite {apsw.sqlite_lib_version()}, FTS5)"
+
+
+def _format_error(e: Any) -> str:
+    return f"slum: error: {e}"
+
+
+app = App(
+    name="slum",
+    help="One process per tenant, routed by subdomain, woken on request. Run `slum serve`.",
+    version=_version,
+    version_flags=["--version", "-V"],
+    error_formatter=_format_error,
+)
+
+Server = Annotated[str | None, Parameter(name=["--server"], help="http://host:port or unix:/path "
+                                          "(env SLUM_SERVER; default: the local control socket)")]
+Token = Annotated[str | None, Parameter(name=["--token"], help="API token (env SLUM_TOKEN)")]
+Database = Annotated[str, Parameter(name=["--database", "-d"], help="SQLite database file")]
+Json = Annotated[bool, Parameter(name=["--json"], negative="", help="print JSON")]
+
+
+def _client(server: str | None, token: str | None, database: str | None = None) -> Any:
+    from slum.client import Client
+
+    return Client(server, token, database=database)
+
+
+def _ref(ref: str, instance_id: str | None = None) -> str:
+    from slum.config import parse_instance_ref
+
+    if instance_id is not None:
+        ref = f"{ref}:{instance_id}"
+    service, name = parse_instance_ref(ref)
+    return f"{service}:{name}"
+
+
+# --- server ---
+@app.command
+def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = "slum.db",
+          config: Annotated[str | None, Parameter(name=["--config", "-c"])] = None,
+          domain: str = "localhost") -> int:
+    """Run slum: supervise the config's instances, route requests, serve the API and dashboard."""
+    import logging
+
+    import trio
+
+    from slum.app import ServeOptions, serve as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    opts = ServeOptions(host=host, port=port, database=database, config=config, domain=domain)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(run, opts)
+            for warning in running.warnings:
+                sys.stderr.write(f"slum: warning: {warning}\n")
+            shown = "localhost" if host in ("0.0.0.0", "::") else host
+            sys.stderr.write(
+                f"slum {__version__} serving http://{host}:{running.port} (domain {domain})\n"
+                f"  dashboard:      http://{shown}:{running.port}/_/\n"
+                f"  control socket: {running.control_socket}\n"
+                f"  instances:      {len(running.supervisor.instances)}\n")
+
+    trio.run(main)
+    return 0
+
+
+# --- processes ---
+@app.command
+def spawn(ref: str, *, id: Annotated[str | None, Parameter(name=["--id"])] = None,
+          server: Server = None, token: Token = None, json: Json = False) -> int:
+    """Start an instance: `slum spawn notes --id alice` or `slum spawn notes:alice`."""
+    inst = _client(server, token).spawn(*_ref(ref, id).split(":"))
+    if json:
+        print_json(inst)
+    else:
+        print(f"{inst['id']} {inst['status']}" + (f" on port {inst['port']}" if inst["port"] else "")
+              + (f" ({inst['reason']})" if inst.get("reason") else ""))
+    return 0 if inst["status"] in ("healthy", "degraded", "unhealthy", "starting") else 1
+
+
+@app.command
+def stop(ref: str, *, server: Server = None, token: Token = None, json: Json = False) -> int:
+    """Stop an instance (SIGTERM to its process group, SIGKILL after the grace period)."""
+    inst = _client(server, token).stop(_ref(ref))
+    print_json(inst) if json else print(f"{inst['id']} {inst['status']}")
+    return 0
+
+
+@app.command
+def restart(ref: str, *, server: Server = None, token: Token = None, json: Json = False) -> int:
+    """Restart an instance and wait until it is healthy again."""
+    inst = _client(server, token).restart(_ref(ref))
+    print_json(inst) if json else print(f"{inst['id']} {inst['status']}" +
+                                        (f" on port {inst['port']}" if inst["port"] else ""))
+    return 0 if inst["status"] in ("healthy", "degraded") else 1
+
+
+@app.command
+def health(ref: str, *, server: Server = None, token: Token = None, json: Json = False) -> int:
+    """Health of one instance: healthy, unhealthy or unknown."""
+    h = _client(server, token).health(_ref(ref))
+    print_json(h) if json else print(h["health"] if h["status"] != "stopped" else
+                                     f"{h['health']} (stopped)")
+    return 0 if h["health"] == "healthy" else 1
+
+
+@app.command(name=["ps", "ls"])
+def ps(*, server: Server = None, token: Token = None, json: Json = False) -> int:
+    """List instances: status, health, port, pid, uptime, restarts."""
+    instances = _client(server, token).instances()
+    if json:
+        print_json(instances)
+        return 0
+    if not instances:
+        print("no instances (spawn one with `slum spawn SERVICE --id ID`)")
+        return 0
+    rows = [(i["id"], i["status"], i["health"], i["port"], i["pid"], duration(i["uptime_secs"]),
+             i["restarts"], i["wakes"], i.get("reason") or "") for i in instances]
+    print(table(["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
+                 "REASON"], rows))
+    return 0
+
+
+@app.command
+def config(*, server: Server = None, token: Token = None, json: Json = False) -> int:
+    """Show the configuration the server runs with."""
+    c = _client(server, token).config()
+    if json:
+        print_json(c)
+        return 0
+    print(f"config: {c['path'] or '(none: fleet router only)'}")
+    print("settings:")
+    for k, v in c["settings"].items():
+        print(f"  {k} = {v}")
+    for name, svc in c["service"].items():
+        print(f"service {name}:")
+        for k, v in svc.items():
+            print(f"  {k} = {v}")
+    for name, ids in c["instances"].items():
+        print(f"instances {name}: {', '.join(ids)}")
+    if c["routing"]["default"]:
+        print(f"routing default: {c['routing']['default']}")
+    return 0
+
+
+@app.command
+def status(*, server: Server = None, token: Token = None, json: Json = False) -> int:
+    """A summary: instances by state, servers, tenants, what needs attention."""
+    s = _client(server, token).status()
+    if json:
+        print_json(s)
+        return 0
+    states = ", ".join(f"{n} {k}" for k, n in s["by_state"].items() if n) or "none"
+    print(f"slum {s['version']} up {duration(s['uptime_secs'])}, domain {s['domain']}")
+    print(f"instances: {s['instances']} ({states})")
+    print(f"servers:   {s['servers']}")
+    for srv in s["server_list"]:
+        print(f"  {srv['name']:<16} {srv['status']:<8} {srv['tenant_count']} tenants  "
+              f"{srv['address']}")
+    print(f"tenants:   {s['tenants']}")
+    print(f"logs:      {s['logs_stored']} lines stored this run, {s['dropped_logs']} dropped")
+    for item in s["attention"]:
+        print(f"attention: {item['kind']} {item['id']}: {item['message']}")
+    return 0
+
+
+@app.command
+def logs(ref: Annotated[str | None, Parameter()] = None, *,
+         follow: Annotated[bool, Parameter(name=["--follow", "-f"], negative="")] = False,
+         search: Annotated[str | None, Parameter(name=["--search", "-s"])] = None,
+         level: Annotated[str | None, Parameter(name=["--level", "-l"])] = None,
+         since: str | None = None, tenant: str | None = None,
+         lines: Annotated[int, Parameter(name=["-n", "--lines"])] = 100,
+         server: Server = None, token: Token = None, json: Json = False) -> int:
+    """Show logs (newest last); -f follows like tail -f, across restarts of the instance."""
+    import json as jsonlib
+
+    client = _client(server, token)
+    filters: dict[str, Any] = {
+        "instance_id": _ref(ref) if ref else None, "tenant_id": tenant, "search": search,
+        "min_level": level, "since": since}
+    entries = list(reversed(client.logs(limit=lines, **filters)))
+    for entry in entries:
+        print(jsonlib.dumps(entry) if json else log_line(entry), flush=True)
+    if not follow:
+        return 0
+    last = entries[-1]["id"] if entries else None
+    if last is None:
+        newest = client.logs(limit=1)
+        last = newest[0]["id"] if newest else 0
+    filters.pop("since")
+    while True:
+        try:
+            for entry in client.follow_logs(after_id=last, **filters):
+                if "lagged" in entry:
+                    error(f"missed {entry['lagged']} lines (too slow)")
+                    continue
+                last = entry["id"]
+                print(jsonlib.dumps(entry) if json else log_line(entry), flush=True)
+        except ServerUnreachable:
+            time.sleep(1)  # the server restarts: pick up where we were
+
+
+# --- auth ---
+@app.command(name="token-gen")
+def token_gen(*, database: Database = "slum.db") -> int:
+    """Create an API token (printed once; only its Argon2 hash is stored)."""
+    from slum.store import connect
+    from slum.web.auth import generate_token, store_token
+
+    token, token_hash = generate_token()
+    conn = connect(database)
+    with conn:
+        store_token(conn, token_hash)
+    conn.close()
+    print(token)
+    sys.stderr.write("Save this token: it is shown only once. Use it as "
+                     "`Authorization: Bearer <token>` or SLUM_TOKEN.\n")
+    return 0
+
+
+# --- fleet registry (on --database) ---
+def _registry(database: str, fn: Any) -> Any:
+    from slum.store import connect
+
+    conn = connect(database)
+    try:
+        with conn:
+            return fn(conn)
+    finally:
+        conn.close()
+
+
+def _server_rows(servers: list[dict[str, Any]]) -> str:
+    return table(["NAME", "ADDRESS", "STATUS", "TENANTS", "CAPACITY", "ID"],
+                 [(s["name"], s["address"], s["status"], s["tenant_count"], s["capacity"],
+                   s["id"]) for s in servers])
+
+
+@app.command(name="server-add")
+def server_add(address: str, *, name: Annotated[str | None, Parameter(name=["--name", "-n"])] = None,
+               token: Annotated[str | None, Parameter(name=["--token"])] = None,
+               capacity: int | None = None, database: Database = "slum.db",
+               json: Json = False) -> int:
+    """Add a server (a node running `slum serve`) to the fleet."""
+    from slum.fleet import registry
+
+    s = _registry(database, lambda c: registry.add_server(c, address, name, token, capacity))
+    print_json(s) if json else print(f"added server {s['name']} ({s['address']})")
+    return 0
+
+
+@app.command(name="server-list")
+def server_list(*, database: Database = "slum.db", json: Json = False) -> int:
+    """List servers."""
+    from slum.fleet import registry
+
+    servers = _registry(database, registry.list_servers)
+    print_json(servers) if json else print(_server_rows(servers))
+    return 0
+
+
+@app.command(name="server-remove")
+def server_remove(server: str, *, database: Database = "slum.db") -> int:
+    """Remove a server (it must have no tenants)."""
+    from slum.fleet import registry
+
+    s = _registry(database, lambda c: registry.remove_server(c, server))
+    print(f"removed server {s['name']}")
+    return 0
+
+
+@app.command(name="tenant-add")
+def tenant_add(id: str, *, server: Annotated[str | None, Parameter(name=["--server", "-s"])] = None,
+               service: str | None = None, database: Database = "slum.db",
+               json: Json = False) -> int:
+    """Add a tenant, placed on the server with the most room (or -s SERVER)."""
+    from slum.fleet import registry
+
+    t = _registry(database, lambda c: registry.add_tenant(c, id, server, service))
+    print_json(t) if json else print(f"added tenant {t['id']} on server {t['server']}")
+    return 0
+
+
+@app.command(name="tenant-list")
+def tenant_list(*, database: Database = "slum.db", json: Json = False) -> int:
+    """List tenants."""
+    from slum.fleet import registry
+
+    tenants = _registry(database, registry.list_tenants)
+    if json:
+        print_json(tenants)
+    else:
+        print(table(["TENANT", "SERVER", "SERVICE", "STATUS", "CREATED"],
+                    [(t["id"], t["server"], t["service"], t["status"], t["created_at"])
+                     for t in tenants]))
+    return 0
+
+
+@app.command(name="tenant-remove")
+def tenant_remove(id: str, *, database: Database = "slum.db") -> int:
+    """Remove a tenant."""
+    from slum.fleet import registry
+
+    t = _registry(database, lambda c: registry.remove_tenant(c, id))
+    print(f"removed tenant {t['id']}")
+    return 0
+
+
+__all__ = ["BadRequest", "app", "size"]

@@ -1,0 +1,1 @@
+"""The fleet: servers, tenants placed on them, domain aliases."""

@@ -1,0 +1,147 @@
+"""The edge listener: accepts HTTP/1.1 connections, routes each request by Host, wakes the
+instance if it sleeps, and forwards. slum's own /api and /_/ go to the web app on the control
+socket like any other upstream, marked so the web app knows they came from the network."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httptools
+import trio
+
+from slum.errors import SlumError
+from slum.proxy.forward import Pool, Upstream, UpstreamError, forward
+from slum.proxy.http import ClientConnection, ClientGone, HeadTooLarge, Request, simple_response
+from slum.proxy.routing import RouteTable, is_own_path
+from slum.supervisor import Instance, Supervisor
+
+# (target label, method, status, seconds): metrics recording, a few microseconds, no await
+RequestHook = Callable[[str, bytes, int, float], None]
+
+
+@dataclass
+class EdgeOptions:
+    max_body: int = 0
+    default_instance: str | None = None
+    router_secret: str | None = None
+
+
+class Edge:
+    def __init__(self, table: RouteTable, supervisor: Supervisor | None, control_socket: str,
+                 options: EdgeOptions | None = None, on_request: RequestHook | None = None) -> None:
+        self.table = table
+        self.supervisor = supervisor
+        self.instances: dict[str, Instance] = supervisor.instances if supervisor else {}
+        self.options = options or EdgeOptions()
+        self.pool = Pool()
+        self.web = Upstream(("web",), unix_path=control_socket)
+        self.on_request = on_request
+        self.connections = 0
+
+    async def serve(self, host: str, port: int, *,
+                    task_status: trio.TaskStatus[list[trio.SocketListener]] = (
+                        trio.TASK_STATUS_IGNORED)) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
+        task_status.started(listeners)
+        await trio.serve_listeners(self.handle, listeners)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        conn = ClientConnection(stream)
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    req = await conn.next_request()
+                except httptools.HttpParserError:
+                    await stream.send_all(simple_response(400, "bad request", keep_alive=False))
+                    return
+                except HeadTooLarge:
+                    await stream.send_all(simple_response(431, "request head too large",
+                                                          keep_alive=False))
+                    return
+                if req is None or not await self.dispatch(conn, req):
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ClientGone, OSError):
+            pass
+        finally:
+            self.connections -= 1
+            stream.socket.close()
+
+    async def dispatch(self, conn: ClientConnection, req: Request) -> bool:
+        started = time.perf_counter()
+        if not req.host:
+            return await self._reply(conn, req, 400, "missing Host header")
+        target = self.table.resolve(req.host.decode("latin-1"))
+        kind = target.kind
+        inst: Instance | None = None
+        label = kind
+        extra = b""
+        if kind == "instance":
+            inst = self.instances.get(target.value)
+            if inst is None:
+                return await self._reply(conn, req, 404, f"no instance {target.value}")
+        elif kind == "own":
+            if is_own_path(req.path):
+                up, extra, label = self.web, b"X-Slum-Edge: 1\r\n", "slum"
+            elif self.options.default_instance:
+                inst = self.instances.get(self.options.default_instance)
+                if inst is None:
+                    return await self._reply(conn, req, 404, "no default instance")
+            else:
+                return await self._reply(conn, req, 302, "see /_/", location="/_/")
+        elif kind == "tenant" and target.tenant is not None:
+            route = target.tenant
+            if route.status != "active":
+                return await self._reply(conn, req, 503, f"tenant {route.tenant} is suspended")
+            if route.server == "local":
+                inst = self.instances.get(f"{route.service}:{route.tenant}")
+                if inst is None and self.supervisor is not None and route.service:
+                    inst = self.supervisor.ensure_known(route.service, route.tenant)
+                if inst is None:
+                    return await self._reply(conn, req, 404,
+                                             f"tenant {route.tenant} has no instance here")
+            else:
+                return await self._reply(conn, req, 502,
+                                         f"tenant {route.tenant} is on server {route.server}, "
+                                         "which this node cannot reach")
+        else:
+            return await self._reply(conn, req, 404, f"unknown host {target.value}")
+        if inst is not None:
+            label = inst.id
+            if not inst.serving:
+                assert self.supervisor is not None
+                try:
+                    await self.supervisor.wake(inst)
+                except SlumError as e:
+                    return await self._reply(conn, req, e.status, e.message, retry=True)
+            up = Upstream((inst.port, inst.pid), inst.port or 0)
+            extra = b"X-Tenant-ID: " + inst.name.encode() + b"\r\n"
+            inst.streams += 1
+            inst.touch()
+        try:
+            ex = await forward(conn, req, up, self.pool, extra, max_body=self.options.max_body)
+        except UpstreamError as e:
+            return await self._reply(conn, req, e.status, e.message)
+        finally:
+            if inst is not None:
+                inst.streams -= 1
+                inst.touch()
+        if self.on_request is not None:
+            self.on_request(label, req.method, ex.status, time.perf_counter() - started)
+        return ex.keep_alive
+
+    async def _reply(self, conn: ClientConnection, req: Request, status: int, text: str, *,
+                     location: str | None = None, retry: bool = False) -> bool:
+        # A body we did not read would be taken for the next request: close instead.
+        keep = req.keep_alive and req.content_length <= 0 and not req.chunked
+        extra = []
+        if location:
+            extra.append(("Location", location))
+        if retry and status == 503:
+            extra.append(("Retry-After", "2"))
+        await conn.stream.send_all(simple_response(status, text, keep_alive=keep, extra=extra))
+        if self.on_request is not None:
+            self.on_request("edge", req.method, status, 0.0)
+        return keep

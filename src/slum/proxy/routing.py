@@ -1,0 +1,96 @@
+"""Host -> where the request goes. Pure: a dict lookup on tables kept in memory, no I/O.
+
+  {id}.{service}.{domain}   -> local instance service:id
+  {tenant}.{domain}         -> the tenant's server (this node's instance, or a remote node)
+  alias (custom domain)     -> its tenant, as above
+  {domain}, IP, localhost   -> slum's own /api and /_/ ; other paths -> [routing] default or /_/
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRoute:
+    tenant: str
+    service: str | None
+    server: str  # "local" or the name of a remote server
+    address: str | None  # remote node's base address
+    status: str  # active | suspended
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: str  # own | instance | tenant | default | unknown
+    value: str = ""
+    tenant: TenantRoute | None = None
+
+
+OWN = Target("own")
+DEFAULT = Target("default")
+
+
+@dataclass
+class RouteTable:
+    domain: str
+    tenants: dict[str, TenantRoute] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    _cache: dict[str, Target] = field(default_factory=dict)
+
+    def replace(self, tenants: dict[str, TenantRoute], aliases: dict[str, str]) -> None:
+        self.tenants, self.aliases = tenants, aliases
+        self._cache = {}
+
+    def resolve(self, host: str) -> Target:
+        target = self._cache.get(host)
+        if target is None:
+            target = self._resolve(host)
+            if len(self._cache) < 65536:
+                self._cache[host] = target
+        return target
+
+    def _resolve(self, raw_host: str) -> Target:
+        host = strip_port(raw_host).lower().rstrip(".")
+        domain = self.domain
+        if host == domain or host == "localhost" or is_ip(host):
+            return OWN
+        if host.endswith("." + domain):
+            sub = host[: -len(domain) - 1]
+            name, dot, service = sub.partition(".")
+            if dot:
+                if "." in service or not name or not service:
+                    return Target("unknown", host)
+                return Target("instance", f"{service}:{name}")
+            return self._tenant(sub, host)
+        alias = self.aliases.get(host)
+        if alias is not None:
+            return self._tenant(alias, host)
+        return Target("unknown", host)
+
+    def _tenant(self, tenant: str, host: str) -> Target:
+        route = self.tenants.get(tenant)
+        if route is None:
+            return Target("unknown", host)
+        return Target("tenant", tenant, route)
+
+
+def strip_port(host: str) -> str:
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    name, _, port = host.rpartition(":")
+    return name if name and port.isdigit() else host
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_own_path(path: bytes) -> bool:
+    return path.startswith((b"/api/", b"/_/", b"/_?", b"/api?")) or path in (b"/api", b"/_")

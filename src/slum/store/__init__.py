@@ -1,0 +1,5 @@
+"""SQLite (APSW): one file, WAL, one writer, readers on their own connections."""
+
+from slum.store.db import Store, connect
+
+__all__ = ["Store", "connect"]

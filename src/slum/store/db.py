@@ -1,0 +1,81 @@
+"""One SQLite file. Writes go through one connection, one at a time, in a worker thread; reads use
+a small pool of their own connections (WAL lets them run beside the writer). The event loop never
+touches SQLite itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+import trio
+
+from slum.errors import SlumError
+from slum.store.migrations import migrate
+
+T = TypeVar("T")
+READERS = 4
+
+
+class StoreError(SlumError):
+    pass
+
+
+def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> Any:
+    """Open (and create, and migrate) the database; usable from plain sync code like the CLI."""
+    p = Path(path)
+    try:
+        if p.parent and not p.parent.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        conn = apsw.Connection(str(p))
+        conn.set_busy_timeout(5000)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if migrate_schema:
+            migrate(conn)
+    except (apsw.Error, OSError) as e:
+        raise StoreError(f"cannot open database {p}: {e}") from None
+    return conn
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._writer = connect(self.path)
+        self._write_lock = trio.CapacityLimiter(1)
+        self._readers: list[Any] = []
+        self._read_limiter = trio.CapacityLimiter(READERS)
+
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        """Run fn(conn) in one transaction on the single write connection, off the event loop."""
+
+        def run() -> T:
+            with self._writer:
+                return fn(self._writer)
+
+        return await trio.to_thread.run_sync(run, limiter=self._write_lock)
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        def run() -> T:
+            conn = self._readers.pop() if self._readers else connect(self.path,
+                                                                      migrate_schema=False)
+            try:
+                return fn(conn)
+            finally:
+                self._readers.append(conn)
+
+        return await trio.to_thread.run_sync(run, limiter=self._read_limiter)
+
+    def write_sync(self, fn: Callable[[Any], T]) -> T:
+        """Only for start-up and shutdown, before or after the loop serves anything."""
+        with self._writer:
+            return fn(self._writer)
+
+    def close(self) -> None:
+        for conn in self._readers:
+            conn.close()
+        self._readers.clear()
+        self._writer.close()

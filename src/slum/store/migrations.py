@@ -1,0 +1,156 @@
+"""Named, ordered migrations, recorded in `_migrations`.
+
+The first ones create exactly the tables the original Rust slum wrote (servers, tenants,
+domain_aliases) with IF NOT EXISTS, so opening one of its databases keeps every row; later ones
+only add columns and tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+Migration = tuple[str, Callable[[Any], None]]
+
+
+def _columns(conn: Any, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_column(conn: Any, table: str, column: str, decl: str) -> None:
+    if column not in _columns(conn, table):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
+def fleet(conn: Any) -> None:
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS servers (
+            id TEXT PRIMARY KEY,
+            name TEXT UNIQUE NOT NULL,
+            address TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS tenants (
+            id TEXT PRIMARY KEY,
+            server_id TEXT NOT NULL REFERENCES servers(id),
+            config TEXT,
+            status TEXT NOT NULL DEFAULT 'active',
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS domain_aliases (
+            domain TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants(id)
+        );
+    """)
+
+
+def fleet_columns(conn: Any) -> None:
+    _add_column(conn, "servers", "token", "TEXT")
+    _add_column(conn, "servers", "capacity", "INTEGER")
+    _add_column(conn, "servers", "status", "TEXT NOT NULL DEFAULT 'online'")
+    _add_column(conn, "tenants", "service", "TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_tenants_server ON tenants(server_id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_aliases_tenant ON domain_aliases(tenant_id)")
+
+
+def config_and_tokens(conn: Any) -> None:
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS config (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL DEFAULT (datetime('now'))
+        );
+        CREATE TABLE IF NOT EXISTS tokens (
+            id INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (datetime('now')),
+            revoked_at TEXT
+        );
+    """)
+    # The plan kept one token hash in config; carry it over so that token keeps working.
+    for (value,) in conn.execute("SELECT value FROM config WHERE key = 'auth_token_hash'"):
+        conn.execute("INSERT INTO tokens (hash) VALUES (?)", (value,))
+    conn.execute("DELETE FROM config WHERE key = 'auth_token_hash'")
+
+
+def logs(conn: Any) -> None:
+    # Written by the ingest task directly (no triggers: they halve the insert rate). The FTS index
+    # is contentless with contentless_delete, so retention deletes by rowid without the text.
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS logs (
+            id INTEGER PRIMARY KEY,
+            ts_us INTEGER NOT NULL,
+            level TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            instance_id TEXT,
+            tenant_id TEXT,
+            message TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS idx_logs_ts ON logs(ts_us);
+        CREATE INDEX IF NOT EXISTS idx_logs_instance ON logs(instance_id, id);
+        CREATE INDEX IF NOT EXISTS idx_logs_tenant ON logs(tenant_id, id);
+        CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(
+            message, content='', contentless_delete=1, tokenize='unicode61'
+        );
+    """)
+
+
+def metrics_history(conn: Any) -> None:
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS metrics_history (
+            id INTEGER PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            value REAL NOT NULL,
+            min REAL,
+            max REAL
+        );
+        CREATE INDEX IF NOT EXISTS idx_metrics_name ON metrics_history(name, labels, ts);
+        CREATE INDEX IF NOT EXISTS idx_metrics_ts ON metrics_history(ts);
+    """)
+
+
+def processes(conn: Any) -> None:
+    # What slum has running, so a slum that was SIGKILLed can reap them on its next start;
+    # and the instances ever spawned, so they are known (woken on request) after a restart.
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS processes (
+            instance_id TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            pgid INTEGER NOT NULL,
+            started_at REAL NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS instances (
+            id TEXT PRIMARY KEY,
+            service TEXT NOT NULL,
+            name TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (datetime('now'))
+        );
+    """)
+
+
+MIGRATIONS: list[Migration] = [
+    ("0001_fleet", fleet),
+    ("0002_fleet_columns", fleet_columns),
+    ("0003_config_and_tokens", config_and_tokens),
+    ("0004_logs", logs),
+    ("0005_metrics_history", metrics_history),
+    ("0006_processes", processes),
+]
+
+
+def migrate(conn: Any) -> list[str]:
+    """Apply what is missing, each in its own transaction; return the names applied."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        with conn:
+            step(conn)
+            conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+        applied.append(name)
+    return applied

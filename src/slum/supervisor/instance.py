@@ -1,0 +1,102 @@
+"""What slum knows about one instance: its service, its state and the counters people read."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from slum.config import Service
+from slum.supervisor.states import SERVING, State, can_move
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    ts: float
+    state: str
+    reason: str | None
+
+
+class Instance:
+    def __init__(self, service: Service, name: str) -> None:
+        self.service = service
+        self.name = name
+        self.id = f"{service.name}:{name}"
+        self.state = State.STOPPED
+        self.want_running = False
+        self.reason: str | None = None
+        self.health = "unknown"
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.started_at: float | None = None
+        self.restarts = 0
+        self.recent_restarts: deque[float] = deque()
+        self.wakes = 0
+        self.held = 0
+        self.last_exit: int | None = None
+        # Activity, in trio time: the idle timer reads these; the proxy writes them per request.
+        self.last_activity = 0.0
+        self.streams = 0
+        self.history: deque[Transition] = deque(maxlen=50)
+        self._changed = trio.Event()
+        self._wanted = trio.Event()
+        self.restart_requested = False
+        self.cpu_percent: float | None = None
+        self.rss_bytes: int | None = None
+        self.on_change: Callable[[Instance, State, State], None] | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.state in SERVING
+
+    def move(self, new: State, reason: str | None = None) -> State:
+        old = self.state
+        if not can_move(old, new):
+            raise RuntimeError(f"{self.id}: illegal transition {old} -> {new}")
+        self.state = new
+        self.reason = reason
+        self.history.append(Transition(time.time(), new.value, reason))
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+        if self.on_change is not None:
+            self.on_change(self, old, new)
+        return old
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def want(self, running: bool) -> None:
+        self.want_running = running
+        wanted, self._wanted = self._wanted, trio.Event()
+        wanted.set()
+
+    async def wait_wanted(self) -> None:
+        await self._wanted.wait()
+
+    def touch(self) -> None:
+        self.last_activity = trio.current_time()
+
+    def to_dict(self) -> dict[str, Any]:
+        uptime = (time.time() - self.started_at) if self.started_at and self.pid else 0.0
+        return {
+            "id": self.id,
+            "service": self.service.name,
+            "name": self.name,
+            "status": self.state.value,
+            "health": self.health,
+            "port": self.port,
+            "pid": self.pid,
+            "socket": f"127.0.0.1:{self.port}" if self.port else None,
+            "uptime_secs": round(uptime, 1),
+            "restarts": self.restarts,
+            "reason": self.reason,
+            "wakes": self.wakes,
+            "last_exit": self.last_exit,
+            "idle_timeout": self.service.idle_timeout,
+            "cpu_percent": self.cpu_percent,
+            "rss_bytes": self.rss_bytes,
+        }

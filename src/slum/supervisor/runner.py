@@ -1,0 +1,289 @@
+"""One task per instance: start the process, watch it, restart it per policy, stop it politely.
+
+The task awaits the process itself, so an exit is noticed at once (not after failed health
+checks), and one instance's backoff delay never holds up another's checks or idle stop.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from slum.config import Settings
+from slum.events import Hub, LogLine
+from slum.supervisor import health
+from slum.supervisor.instance import Instance
+from slum.supervisor.output import LineSplitter, decode, level_of
+from slum.supervisor.process import ChildProcess, spawn
+from slum.supervisor.states import State
+
+DEGRADED_AFTER = 1
+UNHEALTHY_AFTER = 3
+RESTART_AFTER = 5
+DRAIN_S = 0.5
+READ_CHUNK = 65536
+CANNOT_START = "cannot start"
+
+
+class Journal(Protocol):
+    """Where the supervisor writes down what must survive a crash of slum (the store, via app)."""
+
+    async def process_started(self, inst: Instance, pid: int, started_at: float) -> None: ...
+
+    async def process_exited(self, inst: Instance) -> None: ...
+
+
+class Ports:
+    """Free ports on 127.0.0.1, asked of the OS, never handed to two instances at once."""
+
+    def __init__(self) -> None:
+        self._taken: set[int] = set()
+
+    def take(self) -> int:
+        for _ in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port: int = s.getsockname()[1]
+            if port not in self._taken:
+                self._taken.add(port)
+                return port
+        raise OSError("no free port on 127.0.0.1")
+
+    def release(self, port: int | None) -> None:
+        self._taken.discard(port)  # type: ignore[arg-type]
+
+
+def child_environ() -> dict[str, str]:
+    """The environment a child starts from: slum's own, minus what a frozen slum adds, so a Python
+    app runs with the system's Python and libraries, not the ones unpacked with slum."""
+    env = dict(os.environ)
+    if getattr(sys, "frozen", False):
+        original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+        if original is not None:
+            env["LD_LIBRARY_PATH"] = original
+        else:
+            env.pop("LD_LIBRARY_PATH", None)
+    for key in list(env):
+        if key.startswith(("_PYI_", "_MEIPASS", "PYINSTALLER_")):
+            del env[key]
+    return env
+
+
+@dataclass
+class Context:
+    settings: Settings
+    hub: Hub
+    journal: Journal
+    ports: Ports
+
+
+def backoff_s(settings: Settings, attempt: int) -> float:
+    """Exponential with jitter: base * 2^(attempt-1), capped, then a random 50-100% of it."""
+    delay_ms = min(settings.backoff_base_ms * 2 ** max(attempt - 1, 0), settings.backoff_max_ms)
+    return delay_ms * random.uniform(0.5, 1.0) / 1000
+
+
+async def supervise(inst: Instance, ctx: Context) -> None:
+    while True:
+        if not inst.want_running:
+            await inst.wait_wanted()
+            continue
+        code, why = await run_once(inst, ctx)
+        if code is None and why.startswith(CANNOT_START):
+            inst.want_running = False
+            # STARTING -> FAILED: a missing or non-executable command will not fix itself
+            inst.move(State.FAILED, why)
+            continue
+        if not inst.want_running:
+            # STOPPING -> STOPPED (stop asked, idle, shutdown)
+            if inst.state is not State.STOPPED:
+                inst.move(State.STOPPED, inst.reason if inst.reason == "idle" else "stopped")
+            continue
+        if inst.restart_requested:
+            inst.restart_requested = False
+            inst.restarts += 1
+            continue
+        policy = inst.service.restart
+        if policy == "never" or (policy == "on-failure" and code == 0 and why.startswith("exited")):
+            inst.want_running = False
+            # RUNNING -> STOPPED (exited, and the policy says leave it)
+            inst.move(State.STOPPED, why)
+            continue
+        window = ctx.settings.restart_window
+        now = time.monotonic()
+        while inst.recent_restarts and inst.recent_restarts[0] < now - window:
+            inst.recent_restarts.popleft()
+        if len(inst.recent_restarts) >= ctx.settings.max_restarts:
+            inst.want_running = False
+            reason = (f"{why}; gave up after {len(inst.recent_restarts)} restarts "
+                      f"within {window:g}s")
+            # BACKOFF -> FAILED (too many restarts): an operator must act
+            inst.move(State.FAILED, reason)
+            ctx.hub.system(inst.id, f"failed: {reason}", "error")
+            continue
+        delay = backoff_s(ctx.settings, len(inst.recent_restarts) + 1)
+        inst.move(State.BACKOFF, why)
+        ctx.hub.system(inst.id, f"{why}; restarting in {delay:.2f}s", "warn")
+        with trio.move_on_after(delay):
+            while inst.want_running:
+                await inst.wait_wanted()
+        if not inst.want_running:
+            inst.move(State.STOPPED, "stopped")
+            continue
+        inst.recent_restarts.append(time.monotonic())
+        inst.restarts += 1
+
+
+async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str]:
+    """Start the process and return when it is gone: (exit code, why it ended)."""
+    svc = inst.service
+    port = ctx.ports.take()
+    inst.port, inst.health, inst.last_exit = port, "unknown", None
+    inst.move(State.STARTING, None)
+    data_dir = ctx.settings.data_dir / svc.name / inst.name
+    env = child_environ()
+    env.update(svc.environment(instance_id=inst.name, port=port, data_dir=data_dir))
+    env["PORT"] = str(port)
+    env["SLUM_INSTANCE"] = inst.id
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        child = await spawn(svc.argv(instance_id=inst.name, port=port, data_dir=data_dir),
+                            cwd=str(svc.workdir), env=env)
+    except OSError as e:
+        ctx.ports.release(port)
+        inst.port = None
+        why = f"{CANNOT_START} {svc.command[0]!r}: {e.strerror or e}"
+        ctx.hub.system(inst.id, why, "error")
+        return None, why
+    inst.pid, inst.started_at = child.pid, time.time()
+    inst.touch()
+    ctx.hub.system(inst.id, f"started pid {child.pid} on port {port}")
+    why = "exited"
+    try:
+        with trio.CancelScope(shield=True):
+            await ctx.journal.process_started(inst, child.pid, child.started_at)
+        drained = (trio.Event(), trio.Event())
+        async with trio.open_nursery() as pumps:
+            pumps.start_soon(_pump, inst, ctx.hub, child.stdout, "stdout", drained[0])
+            pumps.start_soon(_pump, inst, ctx.hub, child.stderr, "stderr", drained[1])
+            why = await _watch(inst, ctx, child)
+            await _end(inst, ctx, child)
+            # Give the pumps a moment to read what the process wrote before it ended.
+            with trio.move_on_after(DRAIN_S):
+                for event in drained:
+                    await event.wait()
+            pumps.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await _end(inst, ctx, child)
+            ctx.ports.release(port)
+            inst.pid, inst.port, inst.health = None, None, "unknown"
+            await ctx.journal.process_exited(inst)
+    code = child.returncode
+    inst.last_exit = code
+    if why == "exited":
+        why = f"exited with code {code}" if code is not None and code >= 0 else (
+            f"killed by signal {-code}" if code is not None else "exited")
+    ctx.hub.system(inst.id, f"pid {child.pid} {why}", "info" if code == 0 else "warn")
+    return code, why
+
+
+async def _end(inst: Instance, ctx: Context, child: ChildProcess) -> None:
+    if child.returncode is None:
+        if inst.state is not State.STOPPING:
+            inst.move(State.STOPPING, inst.reason)
+        await child.stop(ctx.settings.stop_grace_s)
+    else:
+        child.signal_group(9)  # grandchildren of a process that exited on its own
+
+
+async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> str:
+    """Race the process's exit against readiness, health, idleness and operator requests."""
+    outcome = "exited"
+    async with trio.open_nursery() as n:
+
+        def end(why: str) -> None:
+            nonlocal outcome
+            outcome = why
+            n.cancel_scope.cancel()
+
+        async def exit_watch() -> None:
+            await child.wait()
+            end("exited")
+
+        async def health_watch() -> None:
+            svc = inst.service
+            with trio.move_on_after(svc.startup_timeout) as scope:
+                await health.wait_ready(inst.port or 0, svc.health)
+            if scope.cancelled_caught:
+                end(f"not ready within startup_timeout ({svc.startup_timeout:g}s)")
+                return
+            inst.health = "healthy"
+            # STARTING -> HEALTHY
+            inst.move(State.HEALTHY, None)
+            ctx.hub.system(inst.id, "healthy")
+            failures = 0
+            while True:
+                await trio.sleep(ctx.settings.health_check_interval)
+                ok = await health.check(inst.port or 0, svc.health)
+                failures = 0 if ok else failures + 1
+                new = (State.HEALTHY if ok else State.UNHEALTHY if failures >= UNHEALTHY_AFTER
+                       else State.DEGRADED)
+                inst.health = "healthy" if ok else "unhealthy"
+                if new is not inst.state:
+                    inst.move(new, None if ok else f"{failures} failed health checks")
+                    ctx.hub.system(inst.id, f"health: {new.value}", "info" if ok else "warn")
+                if failures >= RESTART_AFTER:
+                    end(f"unhealthy: {failures} failed health checks")
+                    return
+
+        async def control_watch() -> None:
+            while inst.want_running and not inst.restart_requested:
+                await inst.wait_wanted()
+            end("restart requested" if inst.want_running else (inst.reason or "stop requested"))
+
+        async def idle_watch() -> None:
+            timeout = inst.service.idle_timeout
+            while True:
+                idle_for = trio.current_time() - inst.last_activity
+                if inst.streams == 0 and idle_for >= timeout and inst.held == 0:
+                    break
+                await trio.sleep(max(timeout - idle_for, 0.05) if inst.streams == 0 else 0.5)
+            ctx.hub.system(inst.id, f"idle for {timeout:g}s, stopping")
+            inst.reason = "idle"
+            inst.want(False)
+
+        n.start_soon(exit_watch)
+        n.start_soon(health_watch)
+        n.start_soon(control_watch)
+        if inst.service.idle_timeout > 0:
+            n.start_soon(idle_watch)
+    return outcome
+
+
+async def _pump(inst: Instance, hub: Hub, stream: trio.lowlevel.FdStream, name: str,
+                eof: trio.Event) -> None:
+    splitter = LineSplitter()
+    tenant = inst.name
+    try:
+        while True:
+            chunk = await stream.receive_some(READ_CHUNK)
+            lines = splitter.feed(chunk) if chunk else splitter.flush()
+            for raw in lines:
+                await hub.log(LogLine(time.time(), inst.id, tenant, name, level_of(raw, name),
+                                      decode(raw)))
+            if not chunk:
+                eof.set()
+                return
+    except (trio.ClosedResourceError, trio.BrokenResourceError):
+        return
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()

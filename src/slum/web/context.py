@@ -1,0 +1,36 @@
+"""What the web layer is given by app.py: the running parts it reads and commands."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slum.config import Config
+from slum.events import Hub
+from slum.store.db import Store
+from slum.store.logs import IngestStatistics
+from slum.supervisor import Instance, Supervisor
+from slum.web.auth import Authenticator
+
+
+@dataclass
+class WebContext:
+    config: Config
+    store: Store
+    hub: Hub
+    supervisor: Supervisor
+    auth: Authenticator
+    domain: str
+    public_port: int
+    refresh_routes: Callable[[], Awaitable[None]]
+    ingest: IngestStatistics = field(default_factory=IngestStatistics)
+    started_at: float = field(default_factory=time.time)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def instance_dict(self, inst: Instance) -> dict[str, Any]:
+        d = inst.to_dict()
+        port = "" if self.public_port == 80 else f":{self.public_port}"
+        d["url"] = f"http://{inst.name}.{inst.service.name}.{self.domain}{port}/"
+        return d
