@@ -149,12 +149,14 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str]:
     inst.move(State.STARTING, None)
     data_dir = ctx.settings.data_dir / svc.name / inst.name
     env = child_environ()
-    env.update(svc.environment(instance_id=inst.name, port=port, data_dir=data_dir))
+    root = ctx.settings.data_dir
+    env.update(svc.environment(instance_id=inst.name, port=port, data_dir=root))
     env["PORT"] = str(port)
     env["SLUM_INSTANCE"] = inst.id
+    env["SLUM_DATA_DIR"] = str(data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        child = await spawn(svc.argv(instance_id=inst.name, port=port, data_dir=data_dir),
+        child = await spawn(svc.argv(instance_id=inst.name, port=port, data_dir=root),
                             cwd=str(svc.workdir), env=env)
     except OSError as e:
         ctx.ports.release(port)

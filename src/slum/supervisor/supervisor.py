@@ -127,6 +127,9 @@ class Supervisor:
     async def _settle(self, inst: Instance) -> None:
         """Wait until the instance serves, or clearly will not (bounded by startup_timeout)."""
         with trio.move_on_after(inst.service.startup_timeout + SETTLE_MARGIN_S):
+            # First leave the resting state the request found (the task has not run yet).
+            while inst.want_running and inst.state in (State.STOPPED, State.FAILED):
+                await inst.wait_changed()
             while not inst.serving and inst.state not in (State.FAILED, State.STOPPED,
                                                           State.BACKOFF):
                 await inst.wait_changed()

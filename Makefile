@@ -1,0 +1,50 @@
+# One job per recipe. `make serve` sets everything up and runs the bundled example;
+# `make test` runs every test (what CI runs).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SLUM := $(BIN)/slum
+
+.PHONY: setup serve test test-fast lint spa spa-test dist bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+setup: $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+
+serve: setup
+	@test -f slum.db || { $(SLUM) token-gen --database slum.db > .slum-token && \
+	  echo "API token written to .slum-token (use: SLUM_TOKEN=\$$(cat .slum-token))"; }
+	$(SLUM) serve --config examples/notes/tenement.toml --database slum.db --port 8080
+
+test: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q
+
+test-fast:
+	$(BIN)/pytest -q -m "not slow and not browser and not binary"
+
+lint:
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench || true
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+spa:
+	cd spa && npm ci --no-audit --no-fund && npm run build
+
+spa-test:
+	cd spa && npm run check && npm test
+
+dist: setup spa
+	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/work slum.spec
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf build/work dist src/slum/web/static .pytest_cache .mypy_cache .ruff_cache
