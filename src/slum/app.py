@@ -207,13 +207,14 @@ async def _wait_for_signal() -> None:
 
 
 async def _serve_web(app: Any, sock: socket.socket, stop: trio.Event, *,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
     from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hyper_serve
 
     hc = HyperConfig()
     hc.bind = [f"fd://{sock.fileno()}"]
     hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 1.0
     hc.keep_alive_timeout = 75.0
     await hyper_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)

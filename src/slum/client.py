@@ -200,7 +200,7 @@ class Client:
                 except (ValueError, AttributeError):
                     message = None
                 raise _ERRORS.get(response.status, SlumError)(message or f"HTTP {response.status}")
-            name, data = "", []
+            name, data = "", list[str]()
             for raw_line in response:
                 line = raw_line.decode("utf-8", "replace").rstrip("\n").rstrip("\r")
                 if not line:

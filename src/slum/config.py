@@ -328,7 +328,7 @@ def _check_keys(table: str, raw: dict[str, Any], keys: tuple[Key, ...], fail: An
             expected = " or ".join(t.__name__.replace("str", "string").replace("dict", "table")
                                    for t in kinds)
             raise fail(table, k.name, f"must be a {expected}, not {type(value).__name__}")
-        if k.minimum is not None and value < k.minimum:
+        if k.minimum is not None and value < k.minimum:  # type: ignore[operator]
             raise fail(table, k.name, f"must be >= {k.minimum:g}")
         out[k.name] = value
     return out

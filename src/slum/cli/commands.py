@@ -64,7 +64,8 @@ def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = "slum
 
     import trio
 
-    from slum.app import ServeOptions, serve as run
+    from slum.app import ServeOptions
+    from slum.app import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)

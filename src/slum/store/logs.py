@@ -8,6 +8,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import trio
@@ -187,7 +188,7 @@ async def run_ingest(hub: Hub, store: Store, stats: IngestStatistics, *,
                     break
             with trio.CancelScope(shield=True):
                 try:
-                    first_id = await store.write(lambda conn, b=batch: insert_batch(conn, b))
+                    first_id = await store.write(partial(insert_batch, lines=batch))
                 except Exception:
                     stats.failed_batches += 1
                     hub.dropped_logs += len(batch)

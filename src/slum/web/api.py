@@ -23,7 +23,7 @@ LOGIN_PATHS = ("/_/api/login", "/_/api/logout")
 
 
 async def body() -> dict[str, Any]:
-    data = await request.get_json(force=True, silent=True)
+    data: Any = await request.get_json(force=True, silent=True)
     if not isinstance(data, dict):
         raise BadRequest("expected a JSON object in the request body")
     return data
@@ -48,10 +48,11 @@ def _int_arg(name: str, default: int) -> int:
 
 def log_query_from_args() -> logs.LogQuery:
     a = request.args
-    level = a.get("level") or None
-    min_level = a.get("min_level") or None
+    level: str | None = a.get("level") or None
+    min_level: str | None = a.get("min_level") or None
     if level and level.endswith("+"):  # level=warn+ : warn and above
-        level, min_level = None, level[:-1]
+        min_level = level[:-1]
+        level = None
     return logs.LogQuery(
         instance_id=a.get("instance_id") or None,
         tenant_id=a.get("tenant_id") or None,

@@ -77,13 +77,13 @@ class Authenticator:
         ids = {tid for tid, _ in tokens}
         known = self._verified.get(digest)
         if known is not None and known in ids:
-            return known
+            return int(known)
         if token.startswith(PREFIX) and len(token) < 200:
             for tid, token_hash in tokens:
                 if await trio.to_thread.run_sync(_verify_hash, token_hash, token):
                     self._verified[digest] = tid
                     self._failures.pop(client, None)
-                    return tid
+                    return int(tid)
         self._failed(client)
         raise Unauthorized("invalid token")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import trio
@@ -45,7 +46,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
                     while True:
                         back = logs.LogQuery(**{**q.__dict__, "after_id": sent,
                                                 "limit": 1000, "offset": 0})
-                        rows = await ctx.store.read(lambda c, b=back: logs.query(c, b))
+                        rows = await ctx.store.read(partial(logs.query, q=back))
                         for row in rows:
                             yield event("log", row, row["id"])
                             sent = row["id"]
@@ -72,5 +73,5 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         response = await make_response(stream(), 200, {
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no"})
-        response.timeout = None  # type: ignore[attr-defined]
+        response.timeout = None  # type: ignore[union-attr]
         return response
