@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from slum import config as cfg
+from slum.errors import BadRequest, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+[settings]
+data_dir = "./d"
+max_restarts = 5
+
+[service.notes]
+command = "python3 app.py --port {port}"
+args = ["--name", "{name}-{id}"]
+health = "/health"
+idle_timeout = 300
+
+[service.notes.env]
+DATA_DIR = "{data_dir}/{id}"
+DEBUG = true
+WORKERS = 2
+
+[instances]
+notes = ["demo", "demo", "b"]
+
+[routing]
+default = "notes"
+"""
+
+
+def test_parses_and_interpolates(tmp_path: Path) -> None:
+    c = cfg.parse(GOOD, tmp_path / "tenement.toml")
+    assert c.settings.data_dir == tmp_path / "d"
+    assert c.settings.max_restarts == 5 and c.settings.restart_window == 300
+    svc = c.services["notes"]
+    assert svc.argv(instance_id="x", port=7, data_dir=Path("/d")) == [
+        "python3", "app.py", "--port", "7", "--name", "notes-x"]
+    assert svc.environment(instance_id="x", port=7, data_dir=Path("/d")) == {
+        "DATA_DIR": "/d/x", "DEBUG": "true", "WORKERS": "2"}
+    assert svc.workdir == tmp_path
+    assert c.instances == {"notes": ("demo", "b")}
+    assert c.default_service == "notes"
+    assert c.to_dict()["service"]["notes"]["health"] == "/health"
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        cfg.parse(text, Path("/etc/slum/tenement.toml"))
+    return info.value.message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[service.a\ncommand='x'", r"tenement.toml: invalid TOML: .*line 1"),
+    ("[settings]\nbogus = 1\n", r"tenement.toml:2: settings.bogus: unknown key"),
+    ("[service.web]\nhealth = '/h'\n", r"tenement.toml:1: service.web: missing required key 'command'"),
+    ("[service.web]\ncommand = 'x'\n\nrestart = 'sometimes'\n", r":4: service.web.restart: must be one of"),
+    ("[service.Web]\ncommand = 'x'\n", r":1: service.Web: service names are DNS labels"),
+    ("[service.web]\ncommand = 'x'\n[instances]\nweb = ['../x']\n", r":4: instances.web: invalid instance id"),
+    ("[service.web]\ncommand = 'x'\n[instances]\nother = ['a']\n", r":4: instances.other: no \[service.other\]"),
+    ("[settings]\nmax_restarts = 'three'\n", r":2: settings.max_restarts: must be a int, not str"),
+    ("[settings]\nhealth_check_interval = -1\n", r":2: settings.health_check_interval: must be >="),
+    ("[service.web]\ncommand = 'x'\nhealth = 'health'\n", r":3: service.web.health: must be an HTTP path"),
+    ("[service.web]\ncommand = []\n", r":2: service.web.command: must be a non-empty"),
+    ("[service.web]\ncommand = 'x \"unclosed'\n", r":2: service.web.command: cannot split"),
+    ("[routing]\ndefault = 'nope'\n", r":2: routing.default: no \[service.nope\]"),
+    ("[server]\nx = 1\n", r":1: server: unknown section"),
+    ("[settings]\nbackoff_base_ms = 5000\nbackoff_max_ms = 100\n", r":3: settings.backoff_max_ms"),
+])
+def test_errors_name_file_line_and_key(text: str, expected: str) -> None:
+    assert re.search(expected, error_of(text)), error_of(text)
+
+
+def test_tenement_keys_are_tolerated_with_a_warning() -> None:
+    c = cfg.parse("[service.api]\ncommand = 'x'\nsocket = '/tmp/{name}.sock'\n")
+    assert "socket" in c.warnings[0] and "api" in c.services
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        cfg.load("/nonexistent/tenement.toml")
+
+
+@pytest.mark.parametrize("bad", ["../x", "Alice", "a_b", "-a", "a-", "", "a" * 64, "a.b"])
+def test_labels_refuse(bad: str) -> None:
+    with pytest.raises(BadRequest):
+        cfg.check_label(bad, "instance id")
+
+
+def test_instance_ref() -> None:
+    assert cfg.parse_instance_ref("notes:alice") == ("notes", "alice")
+    with pytest.raises(BadRequest, match="expected SERVICE:ID"):
+        cfg.parse_instance_ref("notes")
+    with pytest.raises(BadRequest):
+        cfg.parse_instance_ref("notes:../x")
+
+
+def test_every_key_is_documented() -> None:
+    doc = (ROOT / "specs" / "config.md").read_text()
+    for key in cfg.SETTINGS_KEYS + cfg.SERVICE_KEYS:
+        assert f"`{key.name}`" in doc, f"{key.name} is not documented in specs/config.md"
+
+
+def test_example_config_is_valid() -> None:
+    c = cfg.load(ROOT / "examples" / "notes" / "tenement.toml")
+    assert c.instances == {"notes": ("demo",)}
+
+
+def test_control_socket_path(tmp_path: Path) -> None:
+    assert cfg.control_socket_path(tmp_path / "slum.db") == tmp_path / "slum.sock"
+    deep = tmp_path / ("x" * 120) / "slum.db"
+    long_path = cfg.control_socket_path(deep)
+    assert len(str(long_path)) < 108 and long_path == cfg.control_socket_path(deep)
