@@ -12,11 +12,12 @@ import httptools
 import trio
 
 from slum.errors import SlumError
-from slum.proxy.forward import Pool, Upstream, UpstreamError, forward
+from slum.proxy.forward import Exchange, Pool, Upstream, UpstreamError, forward
 from slum.proxy.http import ClientConnection, ClientGone, HeadTooLarge, Request, simple_response
 from slum.proxy.routing import RouteTable, is_own_path
 from slum.supervisor import Instance, Supervisor
 
+RACE_WINDOW_S = 0.2
 # (target label, method, status, seconds): metrics recording, a few microseconds, no await
 RequestHook = Callable[[str, bytes, int, float], None]
 
@@ -76,6 +77,7 @@ class Edge:
         target = self.table.resolve(req.host.decode("latin-1"))
         kind = target.kind
         inst: Instance | None = None
+        up = self.web
         label = kind
         extra = b""
         if kind == "instance":
@@ -84,7 +86,7 @@ class Edge:
                 return await self._reply(conn, req, 404, f"no instance {target.value}")
         elif kind == "own":
             if is_own_path(req.path):
-                up, extra, label = self.web, b"X-Slum-Edge: 1\r\n", "slum"
+                extra, label = b"X-Slum-Edge: 1\r\n", "slum"
             elif self.options.default_instance:
                 inst = self.instances.get(self.options.default_instance)
                 if inst is None:
@@ -110,20 +112,18 @@ class Edge:
             return await self._reply(conn, req, 404, f"unknown host {target.value}")
         if inst is not None:
             label = inst.id
-            if not inst.serving:
-                assert self.supervisor is not None
-                try:
-                    await self.supervisor.wake(inst)
-                except SlumError as e:
-                    return await self._reply(conn, req, e.status, e.message, retry=True)
-            up = Upstream((inst.port, inst.pid), inst.port or 0)
             extra = b"X-Tenant-ID: " + inst.name.encode() + b"\r\n"
             inst.streams += 1
             inst.touch()
         try:
-            ex = await forward(conn, req, up, self.pool, extra, max_body=self.options.max_body)
+            if inst is None:
+                ex = await forward(conn, req, up, self.pool, extra, max_body=self.options.max_body)
+            else:
+                ex = await self._to_instance(conn, req, inst, extra)
         except UpstreamError as e:
             return await self._reply(conn, req, e.status, e.message)
+        except SlumError as e:
+            return await self._reply(conn, req, e.status, e.message, retry=True)
         finally:
             if inst is not None:
                 inst.streams -= 1
@@ -131,6 +131,29 @@ class Edge:
         if self.on_request is not None:
             self.on_request(label, req.method, ex.status, time.perf_counter() - started)
         return ex.keep_alive
+
+    async def _to_instance(self, conn: ClientConnection, req: Request, inst: Instance,
+                           extra: bytes) -> Exchange:
+        for attempt in (1, 2):
+            if not inst.serving:
+                assert self.supervisor is not None
+                await self.supervisor.wake(inst)
+            pid = inst.pid
+            up = Upstream((inst.port, pid), inst.port or 0)
+            try:
+                return await forward(conn, req, up, self.pool, extra,
+                                     max_body=self.options.max_body)
+            except UpstreamError as e:
+                if not e.refused or attempt == 2:
+                    raise
+                # The process may have just exited, before the supervisor saw it: if its state
+                # moves within a moment, wake it again and retry once; nothing was sent yet.
+                with trio.move_on_after(RACE_WINDOW_S):
+                    while inst.serving and inst.pid == pid:
+                        await inst.wait_changed()
+                if inst.serving and inst.pid == pid:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _reply(self, conn: ClientConnection, req: Request, status: int, text: str, *,
                      location: str | None = None, retry: bool = False) -> bool:

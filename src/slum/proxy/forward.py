@@ -26,10 +26,11 @@ MAX_IDLE_PER_UPSTREAM = 64
 
 
 class UpstreamError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.refused = refused  # nothing was sent: safe to try again elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,8 @@ class Pool:
             except OSError as e:
                 if sock is not None:
                     sock.close()
-                raise UpstreamError(502, f"upstream is not answering ({e.strerror})") from None
+                raise UpstreamError(502, f"upstream is not answering ({e.strerror})",
+                                    refused=True) from None
             return trio.SocketStream(sock), False
         raise UpstreamError(502, "upstream did not accept the connection in time")
 
