@@ -87,6 +87,10 @@ class Authenticator:
         self._failed(client)
         raise Unauthorized("invalid token")
 
+    async def require_tokens(self) -> None:
+        if not await self._read_tokens():
+            raise Unavailable(NO_TOKEN)
+
     async def verify_session(self, sid: str) -> int:
         session = self.sessions.get(sid)
         if session is None or session.expires < time.time():

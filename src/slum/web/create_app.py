@@ -38,6 +38,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
         if sid:
             await ctx.auth.verify_session(sid)
             return
+        await ctx.auth.require_tokens()
         raise Unauthorized("authentication required: Authorization: Bearer slum_...")
 
     @app.errorhandler(SlumError)
