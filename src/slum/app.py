@@ -167,7 +167,10 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     control = bind_control_socket(control_path)
     edge = Edge(table, supervisor, str(control_path),
                 EdgeOptions(max_body=config.settings.max_body_mb * 1024 * 1024,
-                            default_instance=default_instance(config)))
+                            default_instance=default_instance(config),
+                            connect_timeout_s=config.settings.connect_timeout_s,
+                            response_timeout_s=config.settings.response_timeout_s,
+                            idle_timeout_s=config.settings.upstream_idle_timeout_s))
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
                      refresh_routes, ingest)
     from slum.web.create_app import create_app

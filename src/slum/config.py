@@ -47,6 +47,11 @@ SETTINGS_KEYS: tuple[Key, ...] = (
     Key("max_held_requests", int, 100, "Requests held per waking instance; beyond it: 503.", 1),
     Key("max_body_mb", int, 0, "Largest request body the proxy accepts (0 = no limit); larger: "
         "413.", 0),
+    Key("connect_timeout_s", (int, float), 5, "Seconds to connect to an upstream; then 502.", 0.01),
+    Key("response_timeout_s", (int, float), 60, "Seconds to wait for an upstream's response "
+        "head; then 504.", 0.01),
+    Key("upstream_idle_timeout_s", (int, float), 300, "Seconds an upstream may stay silent in "
+        "the middle of a response before the response is ended.", 0.01),
 )
 
 SERVICE_KEYS: tuple[Key, ...] = (
@@ -86,6 +91,9 @@ class Settings:
     log_max_mb: int = 1024
     max_held_requests: int = 100
     max_body_mb: int = 0
+    connect_timeout_s: float = 5
+    response_timeout_s: float = 60
+    upstream_idle_timeout_s: float = 300
 
 
 @dataclass(frozen=True)

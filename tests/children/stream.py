@@ -5,6 +5,7 @@ GET /chunked         a chunked response in three pieces
 GET /close           a body delimited by closing the connection (no length, no chunking)
 GET /die             half a promised body, then the process exits
 POST /upload         reads the body (Content-Length or chunked), answers its size and sha256
+GET /slowhead?s=S    waits S seconds before answering at all
 GET /health          ok
 """
 
@@ -23,6 +24,9 @@ class Handler(BaseHTTPRequestHandler):
         args = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/health":
             self._plain(b"ok")
+        elif url.path == "/slowhead":
+            time.sleep(float(args.get("s", 3)))
+            self._plain(b"late")
         elif url.path == "/sse":
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")

@@ -26,7 +26,9 @@ RequestHook = Callable[[str, bytes, int, float], None]
 class EdgeOptions:
     max_body: int = 0
     default_instance: str | None = None
-    router_secret: str | None = None
+    connect_timeout_s: float = 5
+    response_timeout_s: float = 60
+    idle_timeout_s: float = 300
 
 
 class Edge:
@@ -36,7 +38,8 @@ class Edge:
         self.supervisor = supervisor
         self.instances: dict[str, Instance] = supervisor.instances if supervisor else {}
         self.options = options or EdgeOptions()
-        self.pool = Pool()
+        o = self.options
+        self.pool = Pool(o.connect_timeout_s, o.response_timeout_s, o.idle_timeout_s)
         self.web = Upstream(("web",), unix_path=control_socket)
         self.on_request = on_request
         self.connections = 0

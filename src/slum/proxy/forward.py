@@ -42,14 +42,19 @@ class Upstream:
 
 
 class Pool:
-    def __init__(self) -> None:
+    def __init__(self, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                 response_timeout_s: float = FIRST_BYTE_TIMEOUT_S,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self._idle: dict[tuple[object, ...], list[trio.SocketStream]] = {}
+        self.connect_timeout_s = connect_timeout_s
+        self.response_timeout_s = response_timeout_s
+        self.idle_timeout_s = idle_timeout_s
 
     async def connect(self, up: Upstream, *, fresh: bool = False) -> tuple[trio.SocketStream, bool]:
         idle = self._idle.get(up.key)
         if idle and not fresh:
             return idle.pop(), True
-        with trio.move_on_after(CONNECT_TIMEOUT_S):
+        with trio.move_on_after(self.connect_timeout_s):
             sock = None
             try:
                 if up.unix_path is not None:
@@ -153,7 +158,7 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
         try:
             await stream.send_all(head)
             sent_body = await _send_body(conn, req, stream, max_body)
-            resp = await _read_head(stream, req)
+            resp = await _read_head(stream, req, pool.response_timeout_s)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
                 _EmptyResponse) as e:
             stream.socket.close()
@@ -161,7 +166,7 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
                 # A pooled connection the upstream closed meanwhile: try once on a fresh one.
                 stream, _ = await pool.connect(up, fresh=True)
                 await stream.send_all(head)
-                resp = await _read_head(stream, req)
+                resp = await _read_head(stream, req, pool.response_timeout_s)
             else:
                 raise UpstreamError(502, f"upstream closed the connection ({e})") from None
     except BaseException:
@@ -190,9 +195,9 @@ async def _send_body(conn: ClientConnection, req: Request, stream: trio.SocketSt
         await stream.send_all(_chunked(chunk) if req.chunked else chunk)
 
 
-async def _read_head(stream: trio.SocketStream, req: Request) -> ResponseHead:
+async def _read_head(stream: trio.SocketStream, req: Request, timeout_s: float) -> ResponseHead:
     resp = ResponseHead()
-    with trio.move_on_after(FIRST_BYTE_TIMEOUT_S):
+    with trio.move_on_after(timeout_s):
         while not resp.head_done:
             data = await stream.receive_some(READ)
             if not data:
@@ -208,7 +213,7 @@ async def _read_head(stream: trio.SocketStream, req: Request) -> ResponseHead:
             resp.complete = True
             resp.body.clear()
         return resp
-    raise UpstreamError(504, f"upstream sent no response within {FIRST_BYTE_TIMEOUT_S:g}s")
+    raise UpstreamError(504, f"upstream sent no response within {timeout_s:g}s")
 
 
 async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
@@ -247,7 +252,7 @@ async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
                 await client.send_all(out)
                 out = b""
             ex.streaming = True
-            with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
+            with trio.move_on_after(pool.idle_timeout_s) as idle:
                 data = await stream.receive_some(READ)
             if idle.cancelled_caught or not data:
                 # Upstream died (or went silent) mid-response: end the client's response
