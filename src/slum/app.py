@@ -24,6 +24,7 @@ from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
 from slum.store.db import Store
 from slum.store.logs import IngestStatistics, run_ingest
+from slum.store.retention import run_retention
 from slum.supervisor import Instance, Supervisor
 from slum.supervisor.process import reap_leftovers
 from slum.web.auth import Authenticator, active_tokens
@@ -179,23 +180,28 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     try:
         async with trio.open_nursery() as outer:
             await outer.start(run_ingest, hub, store, ingest)
-            async with trio.open_nursery() as procs:
-                await procs.start(supervisor.run, known)
-                async with trio.open_nursery() as front:
-                    web_stop = trio.Event()
-                    await front.start(_serve_web, app, control, web_stop)
-                    listeners = await front.start(edge.serve, opts.host, opts.port)
-                    port = listeners[0].socket.getsockname()[1]
-                    front.start_soon(watch_routes)
-                    ctx.public_port = port
-                    task_status.started(Running(port, str(control_path), supervisor, store, hub,
-                                                edge, reaped, list(config.warnings)))
-                    await _wait_for_signal()
-                    log.info("stopping: edge and web first, then %d instances",
-                             len(supervisor.instances))
-                    web_stop.set()
-                    front.cancel_scope.cancel()
-                procs.cancel_scope.cancel()
+            async with trio.open_nursery() as timers:
+                settings = config.settings
+                timers.start_soon(run_retention, store, settings.log_retention_days,
+                                  settings.log_max_mb * 1024 * 1024)
+                async with trio.open_nursery() as procs:
+                    await procs.start(supervisor.run, known)
+                    async with trio.open_nursery() as front:
+                        web_stop = trio.Event()
+                        await front.start(_serve_web, app, control, web_stop)
+                        listeners = await front.start(edge.serve, opts.host, opts.port)
+                        port = listeners[0].socket.getsockname()[1]
+                        front.start_soon(watch_routes)
+                        ctx.public_port = port
+                        task_status.started(Running(port, str(control_path), supervisor, store,
+                                                    hub, edge, reaped, list(config.warnings)))
+                        await _wait_for_signal()
+                        log.info("stopping: edge and web first, then %d instances",
+                                 len(supervisor.instances))
+                        web_stop.set()
+                        front.cancel_scope.cancel()
+                    procs.cancel_scope.cancel()
+                timers.cancel_scope.cancel()
             hub.close()  # ingestion drains what the children wrote, then returns
     finally:
         with contextlib.suppress(OSError):

@@ -2,6 +2,7 @@
 PORT (required), START_DELAY (seconds before listening), IGNORE_TERM=1 (ignore SIGTERM),
 GRANDCHILD=1 (fork a `sleep` that outlives this process unless its group is killed; its pid goes
 to $DATA_DIR/grandchild.pid), HEALTH_FAIL_FILE (while this file exists /health returns 500).
+EXIT_AFTER (seconds after listening, then exit with EXIT_CODE, default 0).
 GET /health -> ok; GET /echo -> the request headers as JSON; GET /pid -> pid; other paths -> path.
 """
 
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,6 +60,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+if os.environ.get("EXIT_AFTER"):
+    threading.Timer(float(os.environ["EXIT_AFTER"]), os._exit,
+                    [int(os.environ.get("EXIT_CODE", "0"))]).start()
 print(f"listening on {server.server_port}", flush=True)
 print("a warning on stderr", file=sys.stderr, flush=True)
 server.serve_forever()

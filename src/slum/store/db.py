@@ -58,6 +58,10 @@ class Store:
 
         return await trio.to_thread.run_sync(run, limiter=self._write_lock)
 
+    async def write_raw(self, fn: Callable[[Any], T]) -> T:
+        """Like write, but fn manages its own transactions (several, or none)."""
+        return await trio.to_thread.run_sync(fn, self._writer, limiter=self._write_lock)
+
     async def read(self, fn: Callable[[Any], T]) -> T:
         def run() -> T:
             conn = self._readers.pop() if self._readers else connect(self.path,

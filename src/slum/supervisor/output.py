@@ -55,24 +55,28 @@ class LineSplitter:
                 break
             piece = chunk[start:nl]
             start = nl + 1
+            # The \r of a \r\n ending is not content: strip it before measuring, so a line of
+            # exactly max bytes is not reported as truncated by one byte.
             if self._skipping:
-                lines.append(self._cut(self._skipping + len(piece)))
+                lines.append(self._cut(self._skipping + len(piece.removesuffix(b"\r"))))
                 self._skipping = 0
                 continue
             if self._buf:
                 self._buf += piece
                 piece = bytes(self._buf)
                 self._buf.clear()
+            piece = piece.removesuffix(b"\r")
             if len(piece) > self._max:
                 lines.append(piece[: self._max] + TRUNCATED.format(len(piece) - self._max).encode())
             else:
-                lines.append(piece.removesuffix(b"\r"))
+                lines.append(piece)
         rest = chunk[start:]
         if self._skipping:
             self._skipping += len(rest)
         else:
             self._buf += rest
-            if len(self._buf) > self._max:
+            # One byte of slack: a full-length line's \r may be here, its \n in the next chunk.
+            if len(self._buf) > self._max + 1:
                 self._head = bytes(self._buf[: self._max])
                 self._skipping = len(self._buf) - self._max
                 self._buf.clear()
