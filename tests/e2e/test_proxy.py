@@ -196,7 +196,7 @@ def test_download_streams_in_bounded_memory(edge: Slum) -> None:
 def test_hop_by_hop_and_spoofed_headers(edge: Slum) -> None:
     import json
 
-    status, _, body = get(edge, "one.web.localhost", "/echo",
+    _status, _, body = get(edge, "one.web.localhost", "/echo",
                           "X-Tenant-ID: mallory\r\nX-Forwarded-Host: evil\r\nX-Slum-Edge: 0\r\n"
                           "X-Forwarded-For: 10.9.9.9\r\nKeep-Alive: timeout=5\r\n"
                           "Connection: keep-alive, X-Other\r\nProxy-Authorization: x\r\n")
@@ -246,7 +246,7 @@ def test_client_disconnect_mid_download_frees_the_upstream(edge: Slum) -> None:
         with connect(edge) as sock:
             sock.sendall(b"GET /big?mb=50 HTTP/1.1\r\nHost: s.stream.localhost\r\n\r\n")
             sock.recv(65536)
-    status, _, body = get(edge, "s.stream.localhost", "/still-fine")
+    _status, _, body = get(edge, "s.stream.localhost", "/still-fine")
     assert body == b"/still-fine"
 
 

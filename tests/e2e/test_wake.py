@@ -116,7 +116,7 @@ def test_failed_instance_is_503_at_once_with_the_reason(node: Slum) -> None:
 def test_startup_timeout_is_503_with_retry_after(node: Slum) -> None:
     started = time.monotonic()
     node.cli("spawn", "slow", "--id", "s")  # settles to backoff: not ready in 1 s
-    status, headers, body = node.http("GET", "/", host="s.slow.localhost")
+    status, headers, _body = node.http("GET", "/", host="s.slow.localhost")
     assert status == 503 and "retry-after" in headers
     assert time.monotonic() - started < 12
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+
 from slum.errors import BadRequest
 from slum.events import LogLine
 from slum.fleet import registry

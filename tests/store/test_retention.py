@@ -4,9 +4,8 @@ import time
 from pathlib import Path
 
 from slum.events import LogLine
-from slum.store import connect
+from slum.store import connect, retention
 from slum.store import logs as logstore
-from slum.store import retention
 
 
 def fill(conn, n: int, ts: float, word: str, size: int = 200) -> None:  # type: ignore[no-untyped-def]

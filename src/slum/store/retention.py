@@ -59,7 +59,7 @@ def by_size(conn: Any, max_bytes: int) -> int:
         used = used_bytes(conn)
         if used <= max_bytes:
             break
-        (count, first) = next(conn.execute("SELECT count(*), min(id) FROM logs"))
+        (count, _first) = next(conn.execute("SELECT count(*), min(id) FROM logs"))
         if not count:
             break
         share = (used - max_bytes * 0.9) / used
