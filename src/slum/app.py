@@ -10,7 +10,9 @@ import os
 import signal
 import socket
 import stat
+import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,13 @@ from slum import config as cfg
 from slum.errors import SlumError
 from slum.events import Hub
 from slum.fleet import registry
+from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
 from slum.store.db import Store
+from slum.sampler import Sampler, minute_rows
 from slum.store.logs import IngestStatistics, run_ingest
+from slum.store.metrics import write_history
 from slum.store.retention import run_retention
 from slum.supervisor import Instance, Supervisor
 from slum.supervisor.process import reap_leftovers
@@ -54,6 +59,8 @@ class Running:
     store: Store
     hub: Hub
     edge: Edge
+    requests: RequestMetrics
+    sampler: Sampler
     reaped: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -166,14 +173,17 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     control_path = Path(opts.control_socket) if opts.control_socket else (
         cfg.control_socket_path(opts.database))
     control = bind_control_socket(control_path)
+    requests = RequestMetrics()
+    sampler = Sampler(supervisor, config.settings.data_dir)
     edge = Edge(table, supervisor, str(control_path),
                 EdgeOptions(max_body=config.settings.max_body_mb * 1024 * 1024,
                             default_instance=default_instance(config),
                             connect_timeout_s=config.settings.connect_timeout_s,
                             response_timeout_s=config.settings.response_timeout_s,
-                            idle_timeout_s=config.settings.upstream_idle_timeout_s))
+                            idle_timeout_s=config.settings.upstream_idle_timeout_s),
+                on_request=requests.record)
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
-                     refresh_routes, ingest)
+                     refresh_routes, ingest, requests=requests, sampler=sampler)
     from slum.web.create_app import create_app
 
     app = create_app(ctx)
@@ -184,6 +194,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                 settings = config.settings
                 timers.start_soon(run_retention, store, settings.log_retention_days,
                                   settings.log_max_mb * 1024 * 1024)
+                await timers.start(sampler.run)
+                timers.start_soon(_flush_history, store, sampler, requests)
                 async with trio.open_nursery() as procs:
                     await procs.start(supervisor.run, known)
                     async with trio.open_nursery() as front:
@@ -194,7 +206,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                         front.start_soon(watch_routes)
                         ctx.public_port = port
                         task_status.started(Running(port, str(control_path), supervisor, store,
-                                                    hub, edge, reaped, list(config.warnings)))
+                                                    hub, edge, requests, sampler, reaped,
+                                                    list(config.warnings)))
                         await _wait_for_signal()
                         log.info("stopping: edge and web first, then %d instances",
                                  len(supervisor.instances))
@@ -207,6 +220,17 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         with contextlib.suppress(OSError):
             control.close()
             control_path.unlink()
+
+
+async def _flush_history(store: Store, sampler: Sampler, requests: RequestMetrics) -> None:
+    """Once a minute, just after it ends: the minute's min/avg/max of every series."""
+    while True:
+        now = time.time()
+        minute = int(now) - int(now) % 60
+        await trio.sleep(minute + 60.5 - now)
+        rows = minute_rows(minute, sampler, requests)
+        if rows:
+            await store.write(partial(write_history, rows=rows))
 
 
 async def _wait_for_signal() -> None:

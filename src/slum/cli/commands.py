@@ -145,6 +145,37 @@ def ps(*, server: Server = None, token: Token = None, json: Json = False) -> int
 
 
 @app.command
+def top(*, interval: float = 1.0, once: Annotated[bool, Parameter(negative="")] = False,
+        server: Server = None, token: Token = None) -> int:
+    """A live table of instances: CPU, memory, requests/s, p99 latency (like `pm2 monit`)."""
+    client = _client(server, token)
+    interactive = sys.stdout.isatty() and not once
+    try:
+        while True:
+            instances = client.instances()
+            metrics = client.request("GET", "/_/api/metrics")
+            rate = {m["labels"]["target"]: m["value"] for m in metrics
+                    if m["name"] == "requests_per_s"}
+            p99 = {m["labels"]["target"]: m["value"] for m in metrics
+                   if m["name"] == "latency_recent_ms"}
+            rows = [(i["id"], i["status"],
+                     "-" if i["cpu_percent"] is None else f"{i['cpu_percent']:.1f}",
+                     size(i["rss_bytes"]), f"{rate.get(i['id'], 0.0):.1f}",
+                     f"{p99[i['id']]:.1f}" if i["id"] in p99 else "-", i["restarts"])
+                    for i in instances]
+            text = table(["INSTANCE", "STATUS", "CPU%", "MEM", "REQ/S", "P99MS", "RESTARTS"], rows)
+            if interactive:
+                sys.stdout.write("\x1b[H\x1b[2J")
+                text += f"\n\n{time.strftime('%H:%M:%S')}  every {interval:g}s, Ctrl-C to quit"
+            print(text, flush=True)
+            if once:
+                return 0
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+@app.command
 def config(*, server: Server = None, token: Token = None, json: Json = False) -> int:
     """Show the configuration the server runs with."""
     c = _client(server, token).config()

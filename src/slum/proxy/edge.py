@@ -18,8 +18,8 @@ from slum.proxy.routing import RouteTable, is_own_path
 from slum.supervisor import Instance, Supervisor
 
 RACE_WINDOW_S = 0.2
-# (target label, method, status, seconds): metrics recording, a few microseconds, no await
-RequestHook = Callable[[str, bytes, int, float], None]
+# (target label, method, status, seconds, path): metrics recording, microseconds, no await
+RequestHook = Callable[[str, bytes, int, float, bytes], None]
 
 
 @dataclass
@@ -124,15 +124,17 @@ class Edge:
             else:
                 ex = await self._to_instance(conn, req, inst, extra)
         except UpstreamError as e:
-            return await self._reply(conn, req, e.status, e.message)
+            return await self._reply(conn, req, e.status, e.message, label=label, started=started)
         except SlumError as e:
-            return await self._reply(conn, req, e.status, e.message, retry=True)
+            return await self._reply(conn, req, e.status, e.message, retry=True, label=label,
+                                     started=started)
         finally:
             if inst is not None:
                 inst.streams -= 1
                 inst.touch()
         if self.on_request is not None:
-            self.on_request(label, req.method, ex.status, time.perf_counter() - started)
+            self.on_request(label, req.method, ex.status, time.perf_counter() - started,
+                            req.path)
         return ex.keep_alive
 
     async def _to_instance(self, conn: ClientConnection, req: Request, inst: Instance,
@@ -159,7 +161,8 @@ class Edge:
         raise AssertionError("unreachable")
 
     async def _reply(self, conn: ClientConnection, req: Request, status: int, text: str, *,
-                     location: str | None = None, retry: bool = False) -> bool:
+                     location: str | None = None, retry: bool = False, label: str = "edge",
+                     started: float | None = None) -> bool:
         # A body we did not read would be taken for the next request: close instead.
         keep = req.keep_alive and req.content_length <= 0 and not req.chunked
         extra = []
@@ -169,5 +172,6 @@ class Edge:
             extra.append(("Retry-After", "2"))
         await conn.stream.send_all(simple_response(status, text, keep_alive=keep, extra=extra))
         if self.on_request is not None:
-            self.on_request("edge", req.method, status, 0.0)
+            elapsed = time.perf_counter() - started if started is not None else 0.0
+            self.on_request(label, req.method, status, elapsed, req.path)
         return keep

@@ -28,6 +28,7 @@ DEGRADED_AFTER = 1
 UNHEALTHY_AFTER = 3
 RESTART_AFTER = 5
 DRAIN_S = 0.5
+DRAIN_MAX_S = 10.0
 READ_CHUNK = 65536
 CANNOT_START = "cannot start"
 
@@ -86,7 +87,7 @@ class Context:
 
 def backoff_s(settings: Settings, attempt: int) -> float:
     """Exponential with jitter: base * 2^(attempt-1), capped, then a random 50-100% of it."""
-    delay_ms = min(settings.backoff_base_ms * 2 ** max(attempt - 1, 0), settings.backoff_max_ms)
+    delay_ms = min(settings.backoff_base_ms * 2.0 ** max(attempt - 1, 0), settings.backoff_max_ms)
     return delay_ms * random.uniform(0.5, 1.0) / 1000
 
 
@@ -95,7 +96,7 @@ async def supervise(inst: Instance, ctx: Context) -> None:
         if not inst.want_running:
             await inst.wait_wanted()
             continue
-        code, why = await run_once(inst, ctx)
+        code, why, asked = await run_once(inst, ctx)
         if code is None and why.startswith(CANNOT_START):
             inst.want_running = False
             # STARTING -> FAILED: a missing or non-executable command will not fix itself
@@ -106,9 +107,13 @@ async def supervise(inst: Instance, ctx: Context) -> None:
             if inst.state is not State.STOPPED:
                 inst.move(State.STOPPED, inst.reason if inst.reason == "idle" else "stopped")
             continue
-        if inst.restart_requested:
+        if inst.restart_requested or asked:
+            # A restart, or a stop that was wanted undone before the process was gone (a request
+            # woke it during an idle stop): start again at once. It did not fail, so neither the
+            # restart policy nor a backoff applies.
+            if inst.restart_requested:
+                inst.restarts += 1
             inst.restart_requested = False
-            inst.restarts += 1
             continue
         policy = inst.service.restart
         if policy == "never" or (policy == "on-failure" and code == 0 and why.startswith("exited")):
@@ -141,8 +146,9 @@ async def supervise(inst: Instance, ctx: Context) -> None:
         inst.restarts += 1
 
 
-async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str]:
-    """Start the process and return when it is gone: (exit code, why it ended)."""
+async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]:
+    """Start the process and return when it is gone: (exit code, why it ended, whether it was
+    asked to end: a stop, an idle stop or a restart)."""
     svc = inst.service
     port = ctx.ports.take()
     inst.port, inst.health, inst.last_exit = port, "unknown", None
@@ -163,24 +169,23 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str]:
         inst.port = None
         why = f"{CANNOT_START} {svc.command[0]!r}: {e.strerror or e}"
         ctx.hub.system(inst.id, why, "error")
-        return None, why
+        return None, why, False
     inst.pid, inst.started_at = child.pid, time.time()
     inst.touch()
     ctx.hub.system(inst.id, f"started pid {child.pid} on port {port}")
-    why = "exited"
+    why, asked = "exited", False
     try:
         with trio.CancelScope(shield=True):
             await ctx.journal.process_started(inst, child.pid, child.started_at)
-        drained = (trio.Event(), trio.Event())
+        readers = (_Reader(), _Reader())
         async with trio.open_nursery() as pumps:
-            pumps.start_soon(_pump, inst, ctx.hub, child.stdout, "stdout", drained[0])
-            pumps.start_soon(_pump, inst, ctx.hub, child.stderr, "stderr", drained[1])
-            why = await _watch(inst, ctx, child)
+            pumps.start_soon(_pump, inst, ctx.hub, child.stdout, "stdout", readers[0])
+            pumps.start_soon(_pump, inst, ctx.hub, child.stderr, "stderr", readers[1])
+            why, asked = await _watch(inst, ctx, child)
             await _end(inst, ctx, child)
-            # Give the pumps a moment to read what the process wrote before it ended.
-            with trio.move_on_after(DRAIN_S):
-                for event in drained:
-                    await event.wait()
+            if not await _drain(readers):
+                ctx.hub.system(inst.id, "output pipes still open after the process group ended "
+                               "(a process left the group?): stopped reading them", "warn")
             pumps.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
@@ -194,7 +199,7 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str]:
         why = f"exited with code {code}" if code is not None and code >= 0 else (
             f"killed by signal {-code}" if code is not None else "exited")
     ctx.hub.system(inst.id, f"pid {child.pid} {why}", "info" if code == 0 else "warn")
-    return code, why
+    return code, why, asked
 
 
 async def _end(inst: Instance, ctx: Context, child: ChildProcess) -> None:
@@ -206,14 +211,15 @@ async def _end(inst: Instance, ctx: Context, child: ChildProcess) -> None:
         child.signal_group(9)  # grandchildren of a process that exited on its own
 
 
-async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> str:
-    """Race the process's exit against readiness, health, idleness and operator requests."""
-    outcome = "exited"
+async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str, bool]:
+    """Race the process's exit against readiness, health, idleness and operator requests.
+    Returns why the process is to end, and whether it was asked to (stop, idle, restart)."""
+    outcome, asked = "exited", False
     async with trio.open_nursery() as n:
 
-        def end(why: str) -> None:
-            nonlocal outcome
-            outcome = why
+        def end(why: str, by_request: bool = False) -> None:
+            nonlocal outcome, asked
+            outcome, asked = why, by_request
             n.cancel_scope.cancel()
 
         async def exit_watch() -> None:
@@ -249,40 +255,77 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> str:
         async def control_watch() -> None:
             while inst.want_running and not inst.restart_requested:
                 await inst.wait_wanted()
-            end("restart requested" if inst.want_running else (inst.reason or "stop requested"))
+            end("restart requested" if inst.want_running else (inst.reason or "stop requested"),
+                True)
 
         async def idle_watch() -> None:
             timeout = inst.service.idle_timeout
+            # Starting is not idling: a start slower than idle_timeout would be stopped before it
+            # ever served. Count from readiness (or from the last activity, if later).
+            while not inst.serving:
+                await inst.wait_changed()
+            ready_at = trio.current_time()
             while True:
-                idle_for = trio.current_time() - inst.last_activity
+                idle_for = trio.current_time() - max(inst.last_activity, ready_at)
                 if inst.streams == 0 and idle_for >= timeout and inst.held == 0:
                     break
                 await trio.sleep(max(timeout - idle_for, 0.05) if inst.streams == 0 else 0.5)
             ctx.hub.system(inst.id, f"idle for {timeout:g}s, stopping")
             inst.reason = "idle"
             inst.want(False)
+            # End the run here rather than through control_watch: a wake between the two would
+            # undo the want and leave this process running with no idle watch at all.
+            end("idle", True)
 
         n.start_soon(exit_watch)
         n.start_soon(health_watch)
         n.start_soon(control_watch)
         if inst.service.idle_timeout > 0:
             n.start_soon(idle_watch)
-    return outcome
+    return outcome, asked
+
+
+class _Reader:
+    """How far one pump got: at EOF, or since when it has waited on an empty pipe."""
+
+    def __init__(self) -> None:
+        self.eof = trio.Event()
+        self.waiting_since: float | None = None
+
+
+async def _drain(readers: tuple[_Reader, ...]) -> bool:
+    """After the process group ended, let the pumps read its pipes to the end: a child that
+    wrote fast and exited can leave a pipe full, and a slow consumer (back-pressure) a lot more
+    behind it. Give up on a pipe that stays empty for DRAIN_S (a process that left the group holds
+    it open), and after DRAIN_MAX_S in all. Returns whether every pipe reached EOF."""
+    with trio.move_on_after(DRAIN_MAX_S):
+        for reader in readers:
+            while not reader.eof.is_set():
+                since = reader.waiting_since
+                left = DRAIN_S if since is None else since + DRAIN_S - trio.current_time()
+                if left <= 0:
+                    return False
+                with trio.move_on_after(left):
+                    await reader.eof.wait()
+        return True
+    return False
 
 
 async def _pump(inst: Instance, hub: Hub, stream: trio.lowlevel.FdStream, name: str,
-                eof: trio.Event) -> None:
+                reader: _Reader) -> None:
     splitter = LineSplitter()
     tenant = inst.name
     try:
         while True:
+            reader.waiting_since = trio.current_time()
             chunk = await stream.receive_some(READ_CHUNK)
+            reader.waiting_since = None
             lines = splitter.feed(chunk) if chunk else splitter.flush()
             for raw in lines:
                 await hub.log(LogLine(time.time(), inst.id, tenant, name, level_of(raw, name),
                                       decode(raw)))
             if not chunk:
-                eof.set()
+                reader.eof.set()
                 return
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         return

@@ -107,7 +107,8 @@ class Supervisor:
             raise Conflict(f"{inst.id} is not running")
         inst.reason = "stopped"
         inst.want(False)
-        while inst.state is not State.STOPPED and inst.state is not State.FAILED:
+        # `not in`, not `is not`: mypy narrows state from the check above across the await.
+        while inst.state not in (State.STOPPED, State.FAILED):
             await inst.wait_changed()
         return inst
 
@@ -149,7 +150,8 @@ class Supervisor:
                 self._start(inst)
             with trio.fail_after(inst.service.startup_timeout):
                 while not inst.serving:
-                    if inst.state is State.FAILED or not inst.want_running:
+                    # A tuple, as in stop(): mypy would narrow state across the await.
+                    if inst.state in (State.FAILED,) or not inst.want_running:
                         raise Unavailable(f"{inst.id} could not start: {inst.reason}")
                     await inst.wait_changed()
         except trio.TooSlowError:

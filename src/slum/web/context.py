@@ -9,6 +9,8 @@ from typing import Any
 
 from slum.config import Config
 from slum.events import Hub
+from slum.metrics import RequestMetrics
+from slum.sampler import Sampler
 from slum.store.db import Store
 from slum.store.logs import IngestStatistics
 from slum.supervisor import Instance, Supervisor
@@ -26,6 +28,8 @@ class WebContext:
     public_port: int
     refresh_routes: Callable[[], Awaitable[None]]
     ingest: IngestStatistics = field(default_factory=IngestStatistics)
+    requests: RequestMetrics = field(default_factory=RequestMetrics)
+    sampler: Sampler | None = None
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,205 @@
+"""Every second: CPU, memory, open files and threads of each instance's whole process group
+(workers it forked included), of slum itself, and of the host. psutil reads /proc, which blocks,
+so a tick runs in a worker thread; the results land in per-second rings for the last hour."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+
+from slum.metrics import RequestMetrics, Ring
+from slum.supervisor import Supervisor
+
+INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    cpu_percent: float
+    rss_bytes: int
+    open_fds: int
+    threads: int
+    processes: int
+
+
+@dataclass
+class Rings:
+    cpu: Ring = field(default_factory=Ring)
+    rss: Ring = field(default_factory=Ring)
+
+
+@dataclass
+class SamplerStatistics:
+    ticks: int = 0
+    last_tick_ms: float = 0.0
+    busy_s: float = 0.0
+
+
+class Sampler:
+    def __init__(self, supervisor: Supervisor | None, data_dir: Path) -> None:
+        self.supervisor = supervisor
+        self.data_dir = data_dir
+        self.instances: dict[str, GroupStats] = {}
+        self.own: GroupStats | None = None
+        self.host: dict[str, float] = {}
+        self.rings: dict[str, Rings] = {}
+        self.stats = SamplerStatistics()
+        self._cpu_prev: dict[int, tuple[float, float]] = {}
+        self._procs: dict[int, psutil.Process] = {}
+
+    def _cpu(self, proc: psutil.Process, now: float) -> tuple[float, psutil.Process]:
+        cached = self._procs.get(proc.pid)
+        if cached is None or cached.create_time() != proc.create_time():
+            cached = self._procs[proc.pid] = proc
+        times = cached.cpu_times()
+        used = times.user + times.system
+        prev = self._cpu_prev.get(proc.pid)
+        self._cpu_prev[proc.pid] = (used, now)
+        if prev is None or now <= prev[1]:
+            return 0.0, cached
+        return max(0.0, (used - prev[0]) / (now - prev[1]) * 100), cached
+
+    def _group(self, members: list[psutil.Process], now: float) -> GroupStats:
+        cpu = 0.0
+        rss = fds = threads = 0
+        for proc in members:
+            try:
+                percent, cached = self._cpu(proc, now)
+                with cached.oneshot():
+                    rss += cached.memory_info().rss
+                    fds += cached.num_fds()
+                    threads += cached.num_threads()
+                cpu += percent
+            except psutil.Error:
+                continue
+        return GroupStats(round(cpu, 1), rss, fds, threads, len(members))
+
+    def tick_sync(self, groups: dict[int, str]) -> dict[str, GroupStats]:
+        """One sample (in a worker thread): every process, matched to its instance by group."""
+        now = time.monotonic()
+        members: dict[str, list[psutil.Process]] = {name: [] for name in groups.values()}
+        if groups:
+            for proc in psutil.process_iter():
+                try:
+                    name = groups.get(os.getpgid(proc.pid))
+                except (ProcessLookupError, PermissionError):
+                    continue
+                if name is not None:
+                    members[name].append(proc)
+        result = {name: self._group(procs, now) for name, procs in members.items()}
+        self.own = self._group([psutil.Process()], now)
+        load1, load5, _ = os.getloadavg()
+        memory = psutil.virtual_memory()
+        try:
+            disk = psutil.disk_usage(str(self.data_dir if self.data_dir.exists() else Path(".")))
+            disk_free, disk_total = float(disk.free), float(disk.total)
+        except OSError:
+            disk_free = disk_total = 0.0
+        self.host = {"load1": load1, "load5": load5, "cpus": float(os.cpu_count() or 1),
+                     "memory_total_bytes": float(memory.total),
+                     "memory_available_bytes": float(memory.available),
+                     "disk_free_bytes": disk_free, "disk_total_bytes": disk_total}
+        alive = {p.pid for procs in members.values() for p in procs} | {os.getpid()}
+        for pid in list(self._cpu_prev):
+            if pid not in alive:
+                self._cpu_prev.pop(pid, None)
+                self._procs.pop(pid, None)
+        return result
+
+    async def tick(self) -> None:
+        insts = self.supervisor.instances if self.supervisor else {}
+        groups = {i.pid: i.id for i in insts.values() if i.pid}
+        started = time.perf_counter()
+        result = await trio.to_thread.run_sync(self.tick_sync, groups)
+        elapsed = time.perf_counter() - started
+        self.stats.ticks += 1
+        self.stats.last_tick_ms = round(elapsed * 1000, 2)
+        self.stats.busy_s += elapsed
+        second = int(time.time())
+        self.instances = result
+        for inst in insts.values():
+            stats = result.get(inst.id)
+            inst.cpu_percent = stats.cpu_percent if stats else None
+            inst.rss_bytes = stats.rss_bytes if stats else None
+            if stats is not None:
+                rings = self.rings.setdefault(inst.id, Rings())
+                rings.cpu.set(second, stats.cpu_percent)
+                rings.rss.set(second, stats.rss_bytes)
+        if self.own is not None:
+            rings = self.rings.setdefault("slum", Rings())
+            rings.cpu.set(second, self.own.cpu_percent)
+            rings.rss.set(second, self.own.rss_bytes)
+
+    async def run(self, interval_s: float = INTERVAL_S, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self.tick()
+            await trio.sleep(interval_s)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now_ms = int(time.time() * 1000)
+        out: list[dict[str, Any]] = []
+        for name, stats in self.instances.items():
+            labels = {"instance": name}
+            for metric, value in (("cpu_percent", stats.cpu_percent),
+                                  ("rss_bytes", stats.rss_bytes),
+                                  ("open_fds", stats.open_fds), ("threads", stats.threads),
+                                  ("processes", stats.processes)):
+                out.append({"name": f"instance_{metric}", "value": value, "labels": labels,
+                            "timestamp": now_ms})
+        if self.own is not None:
+            for metric, value in (("cpu_percent", self.own.cpu_percent),
+                                  ("rss_bytes", self.own.rss_bytes),
+                                  ("open_fds", self.own.open_fds),
+                                  ("threads", self.own.threads)):
+                out.append({"name": f"slum_{metric}", "value": value, "labels": {},
+                            "timestamp": now_ms})
+        for metric, value in self.host.items():
+            out.append({"name": f"host_{metric}", "value": value, "labels": {},
+                        "timestamp": now_ms})
+        return out
+
+
+def _stats(values: list[float | None]) -> tuple[float, float, float] | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return sum(present) / len(present), min(present), max(present)
+
+
+def minute_rows(minute: int, sampler: Sampler, requests: RequestMetrics,
+                ) -> list[tuple[int, str, dict[str, str], float, float, float]]:
+    """What the minute starting at `minute` adds to metrics_history: min/avg/max per series."""
+    end = minute + 59
+    rows: list[tuple[int, str, dict[str, str], float, float, float]] = []
+    for name, rings in sampler.rings.items():
+        labels = {"instance": name}
+        for metric, ring in (("cpu_percent", rings.cpu), ("rss_bytes", rings.rss)):
+            stats = _stats(ring.series(60, end))
+            if stats is not None:
+                rows.append((minute, metric, labels, *stats))
+    for target, series in requests.series.items():
+        labels = {"target": target}
+        counts = series.requests.series(60, end, fill=0.0)
+        if not any(counts):
+            continue
+        rows.append((minute, "requests_per_s", labels, *_stats(counts)))  # type: ignore[misc]
+        rows.append((minute, "errors_per_s", labels,
+                     *_stats(series.errors.series(60, end, fill=0.0))))  # type: ignore[misc]
+        hist = (series.minute if series.minute_start == minute else
+                series.last_minute if series.minute_start == minute + 60 else None)
+        if hist is not None and hist.count:
+            rows.append((minute, "latency_p99_ms", labels, hist.quantile(0.99),
+                         hist.quantile(0.5), hist.max))
+    if sampler.host:
+        for metric in ("load1", "memory_available_bytes", "disk_free_bytes"):
+            value = sampler.host[metric]
+            rows.append((minute, f"host_{metric}", {}, value, value, value))
+    return rows

@@ -1,0 +1,58 @@
+"""Metrics history: one row per series per minute (min, avg, max), queried with a step that
+fits the range, so a week of data comes back as a few hundred points."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from slum.errors import BadRequest
+
+STEPS = (60, 300, 900, 3600, 21600, 86400)
+MAX_POINTS = 500
+
+
+def labels_key(labels: dict[str, str]) -> str:
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+
+def write_history(conn: Any, rows: list[tuple[int, str, dict[str, str], float, float, float]]) -> None:
+    """rows: (minute ts, name, labels, avg, min, max)."""
+    conn.executemany(
+        "INSERT INTO metrics_history (ts, name, labels, value, min, max) VALUES (?, ?, ?, ?, ?, ?)",
+        [(ts, name, labels_key(labels), avg, low, high) for ts, name, labels, avg, low, high in rows])
+
+
+def choose_step(since: int, until: int, step: int | None) -> int:
+    if step is not None:
+        if step < 60:
+            raise BadRequest("step must be at least 60 seconds (history is per minute)")
+        return step
+    span = max(until - since, 60)
+    for candidate in STEPS:
+        if span / candidate <= MAX_POINTS:
+            return candidate
+    return STEPS[-1]
+
+
+def query_history(conn: Any, name: str, labels: dict[str, str] | None, since: int, until: int,
+                  step: int | None = None) -> dict[str, Any]:
+    if not name:
+        raise BadRequest("name is required")
+    if until <= since:
+        raise BadRequest("until must be after since")
+    step = choose_step(since, until, step)
+    where = "name = ? AND ts >= ? AND ts <= ?"
+    args: list[Any] = [name, since, until]
+    if labels:
+        where += " AND labels = ?"
+        args.append(labels_key(labels))
+    rows = conn.execute(
+        f"SELECT labels, (ts / {step}) * {step} AS bucket, avg(value), min(min), max(max) "
+        f"FROM metrics_history WHERE {where} GROUP BY labels, bucket ORDER BY labels, bucket",
+        args)
+    series: dict[str, list[list[float]]] = {}
+    for key, bucket, avg, low, high in rows:
+        series.setdefault(key, []).append([bucket * 1000, round(avg, 3), low, high])
+    return {"name": name, "step": step, "since": since, "until": until,
+            "series": [{"labels": json.loads(k), "points": pts} for k, pts in series.items()]}

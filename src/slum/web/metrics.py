@@ -1,0 +1,151 @@
+"""Metrics endpoints: current snapshots, history, and the Prometheus text exposition."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from quart import Response, jsonify, request
+from quart_trio import QuartTrio
+
+from slum.errors import BadRequest
+from slum.store import logs
+from slum.store.metrics import query_history
+from slum.web.context import WebContext
+
+PROM_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+
+
+def register(app: QuartTrio, ctx: WebContext) -> None:
+    @app.get("/_/api/metrics")
+    async def metrics() -> Response:
+        out = ctx.requests.snapshot()
+        if ctx.sampler is not None:
+            out += ctx.sampler.snapshot()
+        now_ms = int(time.time() * 1000)
+        for target in ctx.requests.series:
+            recent = ctx.requests.recent(target).summary()
+            out.append({"name": "requests_per_s", "value": round(ctx.requests.rate(target), 2),
+                        "labels": {"target": target}, "timestamp": now_ms})
+            out.append({"name": "latency_recent_ms", "value": recent["p99"],
+                        "labels": {"target": target}, "timestamp": now_ms, **recent})
+        return jsonify(out)
+
+    @app.get("/_/api/metrics/live")
+    async def live() -> Response:
+        """The last hour at one-second resolution, from the in-memory rings."""
+        seconds = min(max(_int("seconds", 300), 10), 3600)
+        now = int(time.time()) - 1
+        series: dict[str, Any] = {}
+        for target, s in ctx.requests.series.items():
+            series[target] = {"requests": s.requests.series(seconds, now, fill=0.0),
+                              "errors": s.errors.series(seconds, now, fill=0.0)}
+        if ctx.sampler is not None:
+            for name, rings in ctx.sampler.rings.items():
+                entry = series.setdefault(name, {})
+                entry["cpu_percent"] = rings.cpu.series(seconds, now)
+                entry["rss_bytes"] = rings.rss.series(seconds, now)
+        return jsonify({"end": now * 1000, "step_ms": 1000, "series": series})
+
+    @app.get("/_/api/metrics/history")
+    async def history() -> Response:
+        a = request.args
+        name = a.get("name") or ""
+        labels = None
+        if a.get("labels"):
+            try:
+                labels = json.loads(a["labels"])
+            except ValueError:
+                raise BadRequest('labels must be JSON, like {"instance": "notes:alice"}') from None
+            if not isinstance(labels, dict):
+                raise BadRequest("labels must be a JSON object")
+        now = time.time()
+        since = logs.parse_since(a.get("since")) or now - 3600
+        until = logs.parse_since(a.get("until")) or now
+        step = _int("step", 0) or None
+        result = await ctx.store.read(
+            lambda c: query_history(c, name, labels, int(since), int(until), step))
+        return jsonify(result)
+
+    @app.get("/_/metrics")
+    async def prometheus() -> Response:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(ctx))
+        return Response(generate_latest(registry), 200,
+                        {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _int(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+class _Collector:
+    def __init__(self, ctx: WebContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        ctx = self.ctx
+        names = ["target", "method", "status", "route"]
+        total = CounterMetricFamily("http_requests", "Requests through the edge", labels=names)
+        duration = HistogramMetricFamily("http_request_duration_ms",
+                                         "Request duration in milliseconds", labels=names)
+        errors = CounterMetricFamily("http_errors", "Requests answered 5xx", labels=["target"])
+        error_counts: dict[str, int] = {}
+        for key, n in ctx.requests.totals.items():
+            total.add_metric(list(key), n)
+            hist = ctx.requests.histograms[key]
+            cumulative = hist.cumulative(PROM_BUCKETS_MS)
+            buckets = [(str(b), c) for b, c in zip(PROM_BUCKETS_MS, cumulative, strict=True)]
+            buckets.append(("+Inf", hist.count))
+            duration.add_metric(list(key), buckets, hist.sum)
+            if key[2] == "5xx":
+                error_counts[key[0]] = error_counts.get(key[0], 0) + n
+        for target, n in error_counts.items():
+            errors.add_metric([target], n)
+        yield total
+        yield duration
+        yield errors
+
+        state = GaugeMetricFamily("slum_instance_up", "1 when the instance serves requests",
+                                  labels=["instance", "state"])
+        restarts = CounterMetricFamily("slum_instance_restarts", "Restarts", labels=["instance"])
+        wakes = CounterMetricFamily("slum_instance_wakes", "Wakes on request", labels=["instance"])
+        for inst in ctx.supervisor.list():
+            state.add_metric([inst.id, inst.state.value], 1 if inst.serving else 0)
+            restarts.add_metric([inst.id], inst.restarts)
+            wakes.add_metric([inst.id], inst.wakes)
+        yield state
+        yield restarts
+        yield wakes
+        if ctx.sampler is not None:
+            gauges = {m: GaugeMetricFamily(f"slum_instance_{m}", f"Instance {m} (process group)",
+                                           labels=["instance"])
+                      for m in ("cpu_percent", "rss_bytes", "open_fds", "threads")}
+            for name, stats in ctx.sampler.instances.items():
+                for m, family in gauges.items():
+                    family.add_metric([name], float(getattr(stats, m)))
+            yield from gauges.values()
+            for metric, value in ctx.sampler.host.items():
+                yield GaugeMetricFamily(f"slum_host_{metric}", f"Host {metric}", value=value)
+        lines = CounterMetricFamily("slum_log_lines", "Log lines stored")
+        lines.add_metric([], ctx.ingest.lines)
+        yield lines
+        dropped = CounterMetricFamily("slum_log_dropped", "Log lines dropped")
+        dropped.add_metric([], ctx.hub.dropped_logs)
+        yield dropped
