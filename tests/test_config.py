@@ -58,8 +58,10 @@ def error_of(text: str) -> str:
 @pytest.mark.parametrize(("text", "expected"), [
     ("[service.a\ncommand='x'", r"tenement.toml: invalid TOML: .*line 1"),
     ("[settings]\nbogus = 1\n", r"tenement.toml:2: settings.bogus: unknown key"),
-    ("[service.web]\nhealth = '/h'\n", r"tenement.toml:1: service.web: missing required key 'command'"),
-    ("[service.web]\ncommand = 'x'\n\nrestart = 'sometimes'\n", r":4: service.web.restart: must be one of"),
+    ("[service.web]\nhealth = '/h'\n",
+     r"tenement.toml:1: service.web: missing required key 'command'"),
+    ("[service.web]\ncommand = 'x'\n\nrestart = 'sometimes'\n",
+     r":4: service.web.restart: must be one of"),
     ("[service.Web]\ncommand = 'x'\n", r":1: service.Web: service names are DNS labels"),
     ("[service.web]\ncommand = 'x'\n[instances]\nweb = ['../x']\n", r":4: instances.web: invalid instance id"),
     ("[service.web]\ncommand = 'x'\n[instances]\nother = ['a']\n", r":4: instances.other: no \[service.other\]"),

@@ -25,8 +25,8 @@ from slum.fleet import registry
 from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
-from slum.store.db import Store
 from slum.sampler import Sampler, minute_rows
+from slum.store.db import Store
 from slum.store.logs import IngestStatistics, run_ingest
 from slum.store.metrics import write_history
 from slum.store.retention import run_retention
