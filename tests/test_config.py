@@ -65,7 +65,7 @@ def error_of(text: str) -> str:
     ("[service.Web]\ncommand = 'x'\n", r":1: service.Web: service names are DNS labels"),
     ("[service.web]\ncommand = 'x'\n[instances]\nweb = ['../x']\n", r":4: instances.web: invalid instance id"),
     ("[service.web]\ncommand = 'x'\n[instances]\nother = ['a']\n", r":4: instances.other: no \[service.other\]"),
-    ("[settings]\nmax_restarts = 'three'\n", r":2: settings.max_restarts: must be a int, not str"),
+    ("[settings]\nmax_restarts = 'three'\n", r":2: settings.max_restarts: must be an integer, not a string"),
     ("[settings]\nhealth_check_interval = -1\n", r":2: settings.health_check_interval: must be >="),
     ("[service.web]\ncommand = 'x'\nhealth = 'health'\n", r":3: service.web.health: must be an HTTP path"),
     ("[service.web]\ncommand = []\n", r":2: service.web.command: must be a non-empty"),

@@ -75,6 +75,9 @@ SERVICE_KEYS: tuple[Key, ...] = (
 TOLERATED_SERVICE_KEYS = {"socket", "isolation", "cpu_shares", "storage_quota_mb",
                           "storage_persist"}
 
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
+               "dict": "a table", "bool": "a boolean"}
+
 TOP_KEYS = {"settings", "service", "instances", "routing"}
 
 
@@ -333,9 +336,9 @@ def _check_keys(table: str, raw: dict[str, Any], keys: tuple[Key, ...], fail: An
         value = raw[k.name]
         kinds = k.kind if isinstance(k.kind, tuple) else (k.kind,)
         if isinstance(value, bool) or not isinstance(value, kinds):
-            expected = " or ".join(t.__name__.replace("str", "string").replace("dict", "table")
-                                   for t in kinds)
-            raise fail(table, k.name, f"must be a {expected}, not {type(value).__name__}")
+            expected = " or ".join(_TYPE_WORDS.get(t.__name__, t.__name__) for t in kinds)
+            got = _TYPE_WORDS.get(type(value).__name__, type(value).__name__)
+            raise fail(table, k.name, f"must be {expected}, not {got}")
         if k.minimum is not None and value < k.minimum:  # type: ignore[operator]
             raise fail(table, k.name, f"must be >= {k.minimum:g}")
         out[k.name] = value
