@@ -59,6 +59,7 @@ class Handler(BaseHTTPRequestHandler):
         print(f"{self.command} {self.path}", flush=True)
 
 
+ThreadingHTTPServer.request_queue_size = 256  # bursts of connections in the tests
 server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 if os.environ.get("EXIT_AFTER"):
     threading.Timer(float(os.environ["EXIT_AFTER"]), os._exit,

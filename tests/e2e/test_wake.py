@@ -93,7 +93,7 @@ def test_a_burst_shares_one_wake(node: Slum) -> None:
     before = instance(node, "web:burst")["wakes"]
 
     def one(_: int) -> tuple[int, bytes]:
-        status, _, body = node.http("GET", "/pid", host="burst.web.localhost", timeout=30)
+        status, _, body = node.http("GET", "/pid", host="burst.web.localhost", timeout=60)
         return status, body
 
     with ThreadPoolExecutor(100) as pool:

@@ -188,7 +188,8 @@ export function createClient(options: ClientOptions = {}) {
 		logs: (q: LogQuery = {}, signal?: AbortSignal) =>
 			request<LogEntry[]>(`${base}/logs${queryString(q)}`, { signal }),
 		logStreamUrl: (q: LogQuery = {}) => {
-			const { limit: _limit, offset: _offset, until: _until, ...live } = q;
+			// the stream only carries new lines: paging and time bounds do not apply
+			const { limit: _l, offset: _o, until: _u, since: _s, ...live } = q;
 			return `${base}/logs/stream${queryString(live)}`;
 		},
 

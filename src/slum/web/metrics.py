@@ -53,20 +53,15 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     async def history() -> Response:
         a = request.args
         name = a.get("name") or ""
-        labels = None
-        if a.get("labels"):
-            try:
-                labels = json.loads(a["labels"])
-            except ValueError:
-                raise BadRequest('labels must be JSON, like {"instance": "notes:alice"}') from None
-            if not isinstance(labels, dict):
-                raise BadRequest("labels must be a JSON object")
+        labels = parse_labels(a.get("labels"))
         now = time.time()
-        since = logs.parse_since(a.get("since")) or now - 3600
-        until = logs.parse_since(a.get("until")) or now
+        since = _seconds(logs.parse_since(a.get("since"))) or now - 3600
+        until = _seconds(logs.parse_since(a.get("until"))) or now
         step = _int("step", 0) or None
         result = await ctx.store.read(
             lambda c: query_history(c, name, labels, int(since), int(until), step))
+        # One series asked for by its labels: its points at the top level too.
+        result["points"] = result["series"][0]["points"] if len(result["series"]) == 1 else []
         return jsonify(result)
 
     @app.get("/_/metrics")
@@ -77,6 +72,34 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         registry.register(_Collector(ctx))
         return Response(generate_latest(registry), 200,
                         {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def parse_labels(raw: str | None) -> dict[str, str] | None:
+    """Labels as JSON ({"instance": "notes:a"}) or as k=v,k=v."""
+    if not raw:
+        return None
+    if raw.lstrip().startswith("{"):
+        try:
+            labels = json.loads(raw)
+        except ValueError:
+            labels = None
+        if not isinstance(labels, dict):
+            raise BadRequest('labels must be a JSON object or k=v,k=v')
+        return {str(k): str(v) for k, v in labels.items()}
+    out = {}
+    for part in raw.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise BadRequest('labels must be a JSON object or k=v,k=v')
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _seconds(value: float | None) -> float | None:
+    # Browsers count in milliseconds: a time past the year 5000 in seconds is one of those.
+    if value is not None and value > 1e11:
+        return value / 1000
+    return value
 
 
 def _int(name: str, default: int) -> int:

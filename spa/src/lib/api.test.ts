@@ -1,0 +1,161 @@
+import { describe, expect, it, vi } from 'vitest';
+import {
+	ApiError,
+	createClient,
+	encodeLabels,
+	NetworkError,
+	queryString,
+	UnauthorizedError
+} from './api';
+
+interface Call {
+	url: string;
+	init: RequestInit;
+}
+
+function fakeFetch(respond: (call: Call) => Response | Promise<Response>) {
+	const calls: Call[] = [];
+	const fetch = vi.fn(async (url: string, init: RequestInit = {}) => {
+		const call = { url, init };
+		calls.push(call);
+		return respond(call);
+	});
+	return { fetch, calls };
+}
+
+const json = (status: number, body: unknown) =>
+	new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
+
+describe('queryString', () => {
+	it('skips empty values and encodes the rest', () => {
+		expect(queryString({ a: 'x y', b: '', c: undefined, d: null, e: 0, f: 'a:b' })).toBe(
+			'?a=x+y&e=0&f=a%3Ab'
+		);
+		expect(queryString({})).toBe('');
+		expect(queryString(undefined)).toBe('');
+	});
+
+	it('encodes label sets sorted by key', () => {
+		expect(encodeLabels({ z: '1', instance: 'notes:alice' })).toBe('instance=notes:alice,z=1');
+	});
+});
+
+describe('createClient', () => {
+	it('GETs JSON with the session cookie', async () => {
+		const { fetch, calls } = fakeFetch(() => json(200, [{ id: 'notes:alice' }]));
+		const api = createClient({ fetch });
+		await expect(api.instances()).resolves.toEqual([{ id: 'notes:alice' }]);
+		expect(calls[0]!.url).toBe('/_/api/instances');
+		expect(calls[0]!.init.method).toBe('GET');
+		expect(calls[0]!.init.credentials).toBe('same-origin');
+		expect(calls[0]!.init.body).toBeUndefined();
+	});
+
+	it('POSTs JSON bodies', async () => {
+		const { fetch, calls } = fakeFetch(() => json(201, { id: 'notes:bob' }));
+		const api = createClient({ fetch });
+		await api.spawn({ service: 'notes', id: 'bob' });
+		expect(calls[0]!.url).toBe('/_/api/instances');
+		expect(calls[0]!.init.method).toBe('POST');
+		expect(JSON.parse(String(calls[0]!.init.body))).toEqual({ service: 'notes', id: 'bob' });
+		expect((calls[0]!.init.headers as Record<string, string>)['Content-Type']).toBe(
+			'application/json'
+		);
+	});
+
+	it('encodes instance ids in paths', async () => {
+		const { fetch, calls } = fakeFetch(() => json(200, {}));
+		const api = createClient({ fetch });
+		await api.restart('notes:alice');
+		await api.stop('notes:alice');
+		await api.instance('a/b');
+		expect(calls.map((c) => c.url)).toEqual([
+			'/_/api/instances/notes%3Aalice/restart',
+			'/_/api/instances/notes%3Aalice/stop',
+			'/_/api/instances/a%2Fb'
+		]);
+	});
+
+	it('sends fleet changes to the fleet API', async () => {
+		const { fetch, calls } = fakeFetch(() => json(200, {}));
+		const api = createClient({ fetch });
+		await api.addServer({ address: 'http://10.0.0.2:8080', name: 'eu-1' });
+		await api.removeTenant('acme');
+		expect(calls.map((c) => `${c.init.method} ${c.url}`)).toEqual([
+			'POST /api/servers',
+			'DELETE /api/tenants/acme'
+		]);
+	});
+
+	it('turns {"error"} answers into ApiError with the status', async () => {
+		const { fetch } = fakeFetch(() => json(409, { error: 'notes:alice already exists' }));
+		const api = createClient({ fetch });
+		const err = await api.spawn({ service: 'notes', id: 'alice' }).catch((e: unknown) => e);
+		expect(err).toBeInstanceOf(ApiError);
+		expect(err).not.toBeInstanceOf(UnauthorizedError);
+		expect((err as ApiError).status).toBe(409);
+		expect((err as ApiError).message).toBe('notes:alice already exists');
+	});
+
+	it('describes errors without a JSON body', async () => {
+		const { fetch } = fakeFetch(() => new Response('', { status: 502, statusText: 'Bad Gateway' }));
+		const err = await createClient({ fetch }).overview().catch((e: unknown) => e);
+		expect((err as ApiError).message).toBe('HTTP 502 Bad Gateway');
+		const { fetch: f2 } = fakeFetch(() => new Response('upstream down', { status: 502 }));
+		const err2 = await createClient({ fetch: f2 }).overview().catch((e: unknown) => e);
+		expect((err2 as ApiError).message).toBe('upstream down');
+	});
+
+	it('reports 401 to the handler and throws UnauthorizedError', async () => {
+		const { fetch } = fakeFetch(() => json(401, { error: 'invalid token' }));
+		const onUnauthorized = vi.fn();
+		const api = createClient({ fetch, onUnauthorized });
+		const err = await api.overview().catch((e: unknown) => e);
+		expect(err).toBeInstanceOf(UnauthorizedError);
+		expect((err as UnauthorizedError).status).toBe(401);
+		expect(onUnauthorized).toHaveBeenCalledTimes(1);
+	});
+
+	it('logs in by posting the token once', async () => {
+		const { fetch, calls } = fakeFetch(() => json(200, { ok: true }));
+		await createClient({ fetch }).login('slum_abc');
+		expect(calls[0]!.url).toBe('/_/api/login');
+		expect(JSON.parse(String(calls[0]!.init.body))).toEqual({ token: 'slum_abc' });
+		expect(calls[0]!.url).not.toContain('slum_abc');
+	});
+
+	it('throws NetworkError when the server cannot be reached', async () => {
+		const fetch = vi.fn(async () => {
+			throw new TypeError('Failed to fetch');
+		});
+		const err = await createClient({ fetch }).servers().catch((e: unknown) => e);
+		expect(err).toBeInstanceOf(NetworkError);
+		expect((err as NetworkError).status).toBe(0);
+	});
+
+	it('builds log queries and the stream URL', async () => {
+		const { fetch, calls } = fakeFetch(() => json(200, []));
+		const api = createClient({ fetch });
+		await api.logs({ instance_id: 'notes:alice', search: 'boom*', level: '', limit: 200 });
+		expect(calls[0]!.url).toBe('/_/api/logs?instance_id=notes%3Aalice&search=boom*&limit=200');
+		expect(
+			api.logStreamUrl({ tenant_id: 'acme', level: 'warn', limit: 5, offset: 2, since: 'x', until: 'y' })
+		).toBe('/_/api/logs/stream?tenant_id=acme&level=warn');
+		expect(api.logStreamUrl()).toBe('/_/api/logs/stream');
+	});
+
+	it('treats a missing metrics history endpoint as no data', async () => {
+		const { fetch, calls } = fakeFetch(() => json(404, { error: 'not found' }));
+		const api = createClient({ fetch });
+		await expect(
+			api.metricHistory({ name: 'cpu_percent', labels: { instance: 'notes:alice' }, since: 1000 })
+		).resolves.toBeNull();
+		expect(calls[0]!.url).toBe(
+			'/_/api/metrics/history?name=cpu_percent&labels=instance%3Dnotes%3Aalice&since=1000'
+		);
+		const { fetch: f500 } = fakeFetch(() => json(500, { error: 'x' }));
+		await expect(createClient({ fetch: f500 }).metricHistory({ name: 'a' })).rejects.toBeInstanceOf(
+			ApiError
+		);
+	});
+});

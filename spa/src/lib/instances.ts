@@ -1,0 +1,96 @@
+// Filtering and sorting of the instance table, kept pure for tests.
+
+import { stateSeverity } from './status';
+import type { Instance, InstanceState } from './types';
+
+export type SortKey =
+	| 'id'
+	| 'status'
+	| 'health'
+	| 'port'
+	| 'uptime'
+	| 'restarts'
+	| 'cpu'
+	| 'memory';
+export type SortDir = 'asc' | 'desc';
+
+export interface InstanceFilter {
+	text?: string;
+	state?: InstanceState | 'running' | 'problem' | '';
+	service?: string;
+}
+
+const PROBLEM_STATES = new Set(['failed', 'unhealthy', 'backoff', 'degraded']);
+const RUNNING_STATES = new Set(['healthy', 'starting', 'degraded', 'unhealthy', 'stopping']);
+
+export function filterInstances(list: readonly Instance[], filter: InstanceFilter): Instance[] {
+	const words = (filter.text ?? '').toLowerCase().split(/\s+/).filter(Boolean);
+	return list.filter((inst) => {
+		if (filter.service && inst.service !== filter.service) return false;
+		if (filter.state === 'running') {
+			if (!RUNNING_STATES.has(inst.status)) return false;
+		} else if (filter.state === 'problem') {
+			if (!PROBLEM_STATES.has(inst.status)) return false;
+		} else if (filter.state && inst.status !== filter.state) {
+			return false;
+		}
+		if (words.length) {
+			const hay = [inst.id, inst.status, inst.port ?? '', inst.reason ?? '', inst.url ?? '']
+				.join(' ')
+				.toLowerCase();
+			return words.every((w) => hay.includes(w));
+		}
+		return true;
+	});
+}
+
+function sortValue(inst: Instance, key: SortKey): number | string | null {
+	switch (key) {
+		case 'id':
+			return inst.id;
+		case 'status':
+			return stateSeverity(inst.status);
+		case 'health':
+			return inst.health === 'unhealthy' ? 0 : inst.health === 'unknown' ? 1 : 2;
+		case 'port':
+			return inst.port;
+		case 'uptime':
+			return inst.uptime_secs;
+		case 'restarts':
+			return inst.restarts;
+		case 'cpu':
+			return inst.cpu_percent;
+		case 'memory':
+			return inst.rss_bytes;
+	}
+}
+
+/** Stable sort; missing values go last in either direction; ties fall back to the id. */
+export function sortInstances(list: readonly Instance[], key: SortKey, dir: SortDir): Instance[] {
+	const sign = dir === 'asc' ? 1 : -1;
+	return [...list].sort((a, b) => {
+		const va = sortValue(a, key);
+		const vb = sortValue(b, key);
+		if (va === null && vb !== null) return 1;
+		if (vb === null && va !== null) return -1;
+		if (va !== null && vb !== null && va !== vb) {
+			const cmp =
+				typeof va === 'string' && typeof vb === 'string'
+					? va.localeCompare(vb)
+					: (va as number) - (vb as number);
+			if (cmp !== 0) return sign * cmp;
+		}
+		return a.id.localeCompare(b.id);
+	});
+}
+
+/** Counts per state, e.g. for the filter chips. */
+export function countByState(list: readonly Instance[]): Record<string, number> {
+	const out: Record<string, number> = {};
+	for (const inst of list) out[inst.status] = (out[inst.status] ?? 0) + 1;
+	return out;
+}
+
+export function servicesOf(list: readonly Instance[]): string[] {
+	return [...new Set(list.map((i) => i.service))].sort();
+}

@@ -1,0 +1,125 @@
+// One EventSource for live log lines, with named events `log` and `lagged`.
+// The browser reconnects by itself after a dropped connection (sending Last-Event-ID);
+// when it gives up (an HTTP error such as 401) we try again later, backing off.
+
+import { parseLaggedEvent, parseLogEvent } from './logs';
+import type { LogEntry } from './types';
+
+export type StreamState = 'off' | 'connecting' | 'live' | 'reconnecting';
+
+export interface LogStreamHandlers {
+	onentry: (entry: LogEntry) => void;
+	onlagged?: (missed: number) => void;
+	onstate?: (state: StreamState) => void;
+	/** The browser gave up on the connection; e.g. check whether the session expired. */
+	onclosed?: () => void;
+}
+
+interface EventSourceLike {
+	readyState: number;
+	onopen: ((ev: Event) => unknown) | null;
+	onerror: ((ev: Event) => unknown) | null;
+	addEventListener(type: string, listener: (ev: MessageEvent) => void): void;
+	close(): void;
+}
+
+type EventSourceCtor = new (url: string, init?: EventSourceInit) => EventSourceLike;
+
+export interface LogStreamOptions {
+	EventSource?: EventSourceCtor;
+	retryMs?: number;
+	maxRetryMs?: number;
+}
+
+const CLOSED = 2;
+
+export class LogStream {
+	#url: string;
+	#handlers: LogStreamHandlers;
+	#ctor: EventSourceCtor | undefined;
+	#retryMs: number;
+	#maxRetryMs: number;
+	#delay: number;
+	#es: EventSourceLike | null = null;
+	#timer: ReturnType<typeof setTimeout> | undefined;
+	#state: StreamState = 'off';
+	#reconnects = 0;
+
+	constructor(url: string, handlers: LogStreamHandlers, options: LogStreamOptions = {}) {
+		this.#url = url;
+		this.#handlers = handlers;
+		this.#ctor =
+			options.EventSource ??
+			(typeof EventSource === 'undefined' ? undefined : (EventSource as EventSourceCtor));
+		this.#retryMs = options.retryMs ?? 2000;
+		this.#maxRetryMs = options.maxRetryMs ?? 30000;
+		this.#delay = this.#retryMs;
+	}
+
+	get state(): StreamState {
+		return this.#state;
+	}
+
+	statistics() {
+		return Object.freeze({ state: this.#state, reconnects: this.#reconnects, nextDelayMs: this.#delay });
+	}
+
+	start(): void {
+		if (this.#es || this.#timer !== undefined) return;
+		this.#open();
+	}
+
+	stop(): void {
+		if (this.#timer !== undefined) clearTimeout(this.#timer);
+		this.#timer = undefined;
+		this.#es?.close();
+		this.#es = null;
+		this.#setState('off');
+	}
+
+	#setState(s: StreamState) {
+		if (s === this.#state) return;
+		this.#state = s;
+		this.#handlers.onstate?.(s);
+	}
+
+	#open() {
+		this.#timer = undefined;
+		if (!this.#ctor) {
+			this.#setState('off');
+			return;
+		}
+		this.#setState(this.#reconnects ? 'reconnecting' : 'connecting');
+		const es = new this.#ctor(this.#url, { withCredentials: true });
+		this.#es = es;
+		es.onopen = () => {
+			if (this.#es !== es) return;
+			this.#delay = this.#retryMs;
+			this.#setState('live');
+		};
+		es.onerror = () => {
+			if (this.#es !== es) return;
+			if (es.readyState === CLOSED) {
+				es.close();
+				this.#es = null;
+				this.#reconnects++;
+				this.#setState('reconnecting');
+				this.#handlers.onclosed?.();
+				this.#timer = setTimeout(() => this.#open(), this.#delay);
+				this.#delay = Math.min(this.#delay * 2, this.#maxRetryMs);
+			} else {
+				this.#setState('reconnecting');
+			}
+		};
+		es.addEventListener('log', (ev) => {
+			if (this.#es !== es) return;
+			const entry = parseLogEvent(String(ev.data));
+			if (entry) this.#handlers.onentry(entry);
+		});
+		es.addEventListener('lagged', (ev) => {
+			if (this.#es !== es) return;
+			const n = parseLaggedEvent(String(ev.data));
+			if (n) this.#handlers.onlagged?.(n);
+		});
+	}
+}
