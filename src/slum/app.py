@@ -22,6 +22,7 @@ from slum import config as cfg
 from slum.errors import SlumError
 from slum.events import Hub
 from slum.fleet import registry
+from slum.fleet.nodes import NodeChecker
 from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
@@ -144,6 +145,12 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         log.warning("reaped %d processes left by a slum that did not stop cleanly", reaped)
     store.write_sync(lambda c: c.execute("DELETE FROM processes"))
     store.write_sync(registry.ensure_local)
+    # A node without a config runs no processes: keep tenant placement off it.
+    local = store.write_sync(lambda c: registry.get_server(c, registry.LOCAL))
+    if not config.services:
+        store.write_sync(lambda c: registry.set_local_capacity(c, 0))
+    elif local["capacity"] == 0:
+        store.write_sync(lambda c: registry.set_local_capacity(c, None))
     known = store.write_sync(lambda c: list(c.execute("SELECT service, name FROM instances")))
 
     hub = Hub()
@@ -156,8 +163,9 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         version, (rows, aliases) = await store.read(
             lambda c: (registry.registry_version(c), registry.route_rows(c)))
         table.replace({tid: TenantRoute(tid, service or _only_service(config), server, address,
-                                        status)
-                       for tid, service, status, server, address in rows}, aliases)
+                                        status, server_status, token)
+                       for tid, service, status, server, address, server_status, token in rows},
+                      aliases)
 
     async def watch_routes() -> None:
         # The CLI writes the registry straight into the database: notice it within a second.
@@ -173,6 +181,13 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     control_path = Path(opts.control_socket) if opts.control_socket else (
         cfg.control_socket_path(opts.database))
     control = bind_control_socket(control_path)
+    async def trust_router(token: str) -> bool:
+        try:
+            await auth.verify_token(token, "router")
+        except SlumError:
+            return False
+        return True
+
     requests = RequestMetrics()
     sampler = Sampler(supervisor, config.settings.data_dir)
     edge = Edge(table, supervisor, str(control_path),
@@ -180,10 +195,12 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                             default_instance=default_instance(config),
                             connect_timeout_s=config.settings.connect_timeout_s,
                             response_timeout_s=config.settings.response_timeout_s,
-                            idle_timeout_s=config.settings.upstream_idle_timeout_s),
+                            idle_timeout_s=config.settings.upstream_idle_timeout_s,
+                            trust_router=trust_router),
                 on_request=requests.record)
+    checker = NodeChecker(config.settings.node_check_interval)
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
-                     refresh_routes, ingest, requests=requests, sampler=sampler)
+                     refresh_routes, ingest, requests=requests, sampler=sampler, nodes=checker)
     from slum.web.create_app import create_app
 
     app = create_app(ctx)
@@ -196,6 +213,14 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                                   settings.log_max_mb * 1024 * 1024)
                 await timers.start(sampler.run)
                 timers.start_soon(_flush_history, store, sampler, requests)
+
+                def report(server: str, status: str) -> None:
+                    level = "info" if status == "online" else "error"
+                    hub.system(None, f"server {server} is {status}", level)
+                    log.log(logging.INFO if level == "info" else logging.WARNING,
+                            "server %s is %s", server, status)
+
+                timers.start_soon(checker.run, store.read, store.write, refresh_routes, report)
                 async with trio.open_nursery() as procs:
                     await procs.start(supervisor.run, known)
                     async with trio.open_nursery() as front:

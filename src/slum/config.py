@@ -47,6 +47,8 @@ SETTINGS_KEYS: tuple[Key, ...] = (
     Key("max_held_requests", int, 100, "Requests held per waking instance; beyond it: 503.", 1),
     Key("max_body_mb", int, 0, "Largest request body the proxy accepts (0 = no limit); larger: "
         "413.", 0),
+    Key("node_check_interval", (int, float), 2, "Seconds between health checks of the fleet's "
+        "other servers; two failures in a row mark one offline.", 0.1),
     Key("connect_timeout_s", (int, float), 5, "Seconds to connect to an upstream; then 502.", 0.01),
     Key("response_timeout_s", (int, float), 60, "Seconds to wait for an upstream's response "
         "head; then 504.", 0.01),
@@ -94,6 +96,7 @@ class Settings:
     log_max_mb: int = 1024
     max_held_requests: int = 100
     max_body_mb: int = 0
+    node_check_interval: float = 2
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
     upstream_idle_timeout_s: float = 300

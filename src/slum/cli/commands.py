@@ -128,19 +128,27 @@ def health(ref: str, *, server: Server = None, token: Token = None, json: Json =
 
 
 @app.command(name=["ps", "ls"])
-def ps(*, server: Server = None, token: Token = None, json: Json = False) -> int:
-    """List instances: status, health, port, pid, uptime, restarts."""
-    instances = _client(server, token).instances()
+def ps(*, all: Annotated[bool, Parameter(name=["--all", "-a"], negative="")] = False,
+       server: Server = None, token: Token = None, json: Json = False) -> int:
+    """List instances: status, health, port, pid, uptime, restarts (--all: the whole fleet)."""
+    client = _client(server, token)
+    instances = client.request("GET", "/_/api/instances", query={"all": "1"}) if all else \
+        client.instances()
     if json:
         print_json(instances)
         return 0
     if not instances:
         print("no instances (spawn one with `slum spawn SERVICE --id ID`)")
         return 0
-    rows = [(i["id"], i["status"], i["health"], i["port"], i["pid"], duration(i["uptime_secs"]),
-             i["restarts"], i["wakes"], i.get("reason") or "") for i in instances]
-    print(table(["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
-                 "REASON"], rows))
+    rows: list[tuple[Any, ...]] = [(i["id"], i["status"], i.get("health"), i.get("port"), i.get("pid"),
+             duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"),
+             i.get("reason") or "") for i in instances]
+    headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
+               "REASON"]
+    if all:
+        headers.insert(0, "SERVER")
+        rows = [(i.get("server", "local"), *row) for i, row in zip(instances, rows, strict=True)]
+    print(table(headers, rows))
     return 0
 
 
@@ -324,15 +332,66 @@ def server_remove(server: str, *, database: Database = "slum.db") -> int:
     return 0
 
 
+def _fleet(database: str, fn: Any, *args: Any) -> Any:
+    """A fleet operation: registry writes on --database plus calls to the nodes involved."""
+    from slum.store import connect
+
+    conn = connect(database)
+
+    def transact(step: Any) -> Any:
+        with conn:
+            return step(conn)
+
+    try:
+        return fn(transact, *args)
+    finally:
+        conn.close()
+
+
 @app.command(name="tenant-add")
 def tenant_add(id: str, *, server: Annotated[str | None, Parameter(name=["--server", "-s"])] = None,
                service: str | None = None, database: Database = "slum.db",
                json: Json = False) -> int:
     """Add a tenant, placed on the server with the most room (or -s SERVER)."""
+    from slum.fleet import nodes
+
+    t = _fleet(database, nodes.place_tenant, id, server, service)
+    print_json(t) if json else print(f"added tenant {t['id']} on server {t['server']}")
+    return 0
+
+
+@app.command(name="tenant-move")
+def tenant_move(id: str, *, to: str, database: Database = "slum.db", json: Json = False) -> int:
+    """Move a tenant to another server: stopped there, started here on its next request."""
+    from slum.fleet import nodes
+
+    t = _fleet(database, nodes.move_tenant, id, to)
+    if json:
+        print_json(t)
+    else:
+        print(f"moved tenant {t['id']} to server {t['server']}")
+        sys.stderr.write("note: its data was not copied: move the instance's data directory "
+                         "({data_dir}/{service}/{id}) yourself if it has any.\n")
+    return 0
+
+
+@app.command(name="alias-add")
+def alias_add(domain: str, tenant: str, *, database: Database = "slum.db") -> int:
+    """Route a custom domain to a tenant."""
     from slum.fleet import registry
 
-    t = _registry(database, lambda c: registry.add_tenant(c, id, server, service))
-    print_json(t) if json else print(f"added tenant {t['id']} on server {t['server']}")
+    _registry(database, lambda c: registry.add_alias(c, domain, tenant))
+    print(f"{domain} -> tenant {tenant}")
+    return 0
+
+
+@app.command(name="alias-remove")
+def alias_remove(domain: str, *, database: Database = "slum.db") -> int:
+    """Stop routing a custom domain."""
+    from slum.fleet import registry
+
+    _registry(database, lambda c: registry.remove_alias(c, domain))
+    print(f"removed alias {domain}")
     return 0
 
 
@@ -353,10 +412,10 @@ def tenant_list(*, database: Database = "slum.db", json: Json = False) -> int:
 
 @app.command(name="tenant-remove")
 def tenant_remove(id: str, *, database: Database = "slum.db") -> int:
-    """Remove a tenant."""
-    from slum.fleet import registry
+    """Remove a tenant (and stop it on its server)."""
+    from slum.fleet import nodes
 
-    t = _registry(database, lambda c: registry.remove_tenant(c, id))
+    t = _fleet(database, nodes.remove_tenant, id)
     print(f"removed tenant {t['id']}")
     return 0
 

@@ -145,14 +145,20 @@ def get_tenant(conn: Any, tenant_id: str) -> dict[str, Any]:
     return tenant
 
 
+def set_local_capacity(conn: Any, capacity: int | None) -> None:
+    """A node without a config runs no processes: capacity 0 keeps placement off it."""
+    ensure_local(conn)
+    conn.execute("UPDATE servers SET capacity = ? WHERE name = ?", (capacity, LOCAL))
+
+
 def place(conn: Any) -> dict[str, Any]:
     """The online server with the most room: lowest tenants/capacity, full servers skipped."""
     best = None
     for server in list_servers(conn):
         if server["status"] != "online":
             continue
-        capacity = server["capacity"] or DEFAULT_CAPACITY
-        if server["capacity"] and server["tenant_count"] >= capacity:
+        capacity = server["capacity"] if server["capacity"] is not None else DEFAULT_CAPACITY
+        if server["capacity"] is not None and server["tenant_count"] >= capacity:
             continue
         load = server["tenant_count"] / capacity
         if best is None or load < best[0]:
@@ -182,12 +188,29 @@ def add_tenant(conn: Any, tenant_id: str, server: str | None = None, service: st
     return get_tenant(conn, tenant_id)
 
 
+def move_tenant(conn: Any, tenant_id: str, server: str) -> dict[str, Any]:
+    target = get_server(conn, server)
+    if target["status"] != "online":
+        raise Conflict(f"server {target['name']!r} is offline: choose another or wait")
+    conn.execute("UPDATE tenants SET server_id = ? WHERE id = ?", (target["id"], tenant_id))
+    bump_version(conn)
+    return get_tenant(conn, tenant_id)
+
+
 def remove_tenant(conn: Any, tenant_id: str) -> dict[str, Any]:
     tenant = get_tenant(conn, tenant_id)
     conn.execute("DELETE FROM domain_aliases WHERE tenant_id = ?", (tenant_id,))
     conn.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
     bump_version(conn)
     return tenant
+
+
+def remove_alias(conn: Any, domain: str) -> None:
+    domain = domain.strip().lower().rstrip(".")
+    if not list(conn.execute("SELECT 1 FROM domain_aliases WHERE domain = ?", (domain,))):
+        raise NotFound(f"no alias {domain!r}")
+    conn.execute("DELETE FROM domain_aliases WHERE domain = ?", (domain,))
+    bump_version(conn)
 
 
 def add_alias(conn: Any, domain: str, tenant_id: str) -> None:
@@ -200,16 +223,18 @@ def add_alias(conn: Any, domain: str, tenant_id: str) -> None:
     bump_version(conn)
 
 
-def route_rows(conn: Any) -> tuple[list[tuple[str, str | None, str, str, str | None]],
-                                  dict[str, str]]:
-    """Everything the edge needs to route tenants, read in one go:
-    (tenant, service, status, server name, address or None when local), and the aliases."""
-    tenants = []
-    for tid, service, status, server_name, address in conn.execute(
-            "SELECT t.id, t.service, t.status, s.name, s.address FROM tenants t "
-            "LEFT JOIN servers s ON s.id = t.server_id"):
+RouteRow = tuple[str, str | None, str, str, str | None, str, str | None]
+
+
+def route_rows(conn: Any) -> tuple[list[RouteRow], dict[str, str]]:
+    """Everything the edge needs to route tenants, read in one go: (tenant, service, status,
+    server name, address or None when local, server status, server token), and the aliases."""
+    tenants: list[RouteRow] = []
+    for tid, service, status, server_name, address, server_status, token in conn.execute(
+            "SELECT t.id, t.service, t.status, s.name, s.address, s.status, s.token "
+            "FROM tenants t LEFT JOIN servers s ON s.id = t.server_id"):
         local = server_name == LOCAL or address == LOCAL
         tenants.append((tid, service, status, LOCAL if local else (server_name or "?"),
-                        None if local else address))
+                        None if local else address, server_status or "offline", token))
     aliases = dict(conn.execute("SELECT domain, tenant_id FROM domain_aliases"))
     return tenants, aliases

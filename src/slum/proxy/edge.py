@@ -5,7 +5,7 @@ socket like any other upstream, marked so the web app knows they came from the n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httptools
@@ -20,6 +20,8 @@ from slum.supervisor import Instance, Supervisor
 RACE_WINDOW_S = 0.2
 # (target label, method, status, seconds, path): metrics recording, microseconds, no await
 RequestHook = Callable[[str, bytes, int, float, bytes], None]
+# Is this the token of a router we trust? (cached after the first check: no argon2 per request)
+RouterCheck = Callable[[str], Awaitable[bool]]
 
 
 @dataclass
@@ -29,6 +31,18 @@ class EdgeOptions:
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
     idle_timeout_s: float = 300
+    trust_router: RouterCheck | None = None
+
+
+def node_upstream(address: str) -> Upstream:
+    """http://host:port of a remote slum node -> where its edge listens."""
+    rest = address.partition("://")[2] or address
+    hostport = rest.split("/", 1)[0]
+    if hostport.startswith("["):
+        host, _, port = hostport[1:].partition("]:")
+    else:
+        host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "80")
+    return Upstream(("node", address), int(port or 80), host=host)
 
 
 class Edge:
@@ -43,6 +57,7 @@ class Edge:
         self.web = Upstream(("web",), unix_path=control_socket)
         self.on_request = on_request
         self.connections = 0
+        self.nodes: dict[str, Upstream] = {}
 
     async def serve(self, host: str, port: int, *,
                     task_status: trio.TaskStatus[list[trio.SocketListener]] = (
@@ -77,7 +92,12 @@ class Edge:
         started = time.perf_counter()
         if not req.host:
             return await self._reply(conn, req, 400, "missing Host header")
-        target = self.table.resolve(req.host.decode("latin-1"))
+        if req.router_token and req.tenant_hint and self.options.trust_router is not None \
+                and await self.options.trust_router(req.router_token.decode("latin-1")):
+            # Routed here by a router that proved itself: the tenant it names is ours to serve.
+            target = self.table.tenant_target(req.tenant_hint.decode("latin-1"))
+        else:
+            target = self.table.resolve(req.host.decode("latin-1"))
         kind = target.kind
         inst: Instance | None = None
         up = self.web
@@ -108,9 +128,16 @@ class Edge:
                     return await self._reply(conn, req, 404,
                                              f"tenant {route.tenant} has no instance here")
             else:
-                return await self._reply(conn, req, 502,
-                                         f"tenant {route.tenant} is on server {route.server}, "
-                                         "which this node cannot reach")
+                if route.server_status != "online" or not route.address:
+                    return await self._reply(conn, req, 502, f"tenant {route.tenant} is on server "
+                                             f"{route.server}, which is offline")
+                node = self.nodes.get(route.address)
+                if node is None:
+                    node = self.nodes[route.address] = node_upstream(route.address)
+                up = node
+                label = f"server:{route.server}"
+                extra = (b"X-Tenant-ID: " + route.tenant.encode() + b"\r\nX-Slum-Router: "
+                         + (route.token or "").encode() + b"\r\n")
         else:
             return await self._reply(conn, req, 404, f"unknown host {target.value}")
         if inst is not None:

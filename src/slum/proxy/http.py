@@ -30,7 +30,7 @@ class HeadTooLarge(Exception):
 
 class Request:
     __slots__ = ("chunked", "content_length", "headers", "host", "keep_alive", "method",
-                 "upgrade", "url", "version")
+                 "router_token", "tenant_hint", "upgrade", "url", "version")
 
     def __init__(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
                  version: str, keep_alive: bool, upgrade: bool) -> None:
@@ -43,10 +43,16 @@ class Request:
         self.host = b""
         self.chunked = False
         self.content_length = -1
+        self.router_token = b""
+        self.tenant_hint = b""
         for name, value in headers:
             n = name.lower()
             if n == b"host":
                 self.host = value
+            elif n == b"x-slum-router":
+                self.router_token = value
+            elif n == b"x-tenant-id":
+                self.tenant_hint = value
             elif n == b"transfer-encoding":
                 self.chunked = b"chunked" in value.lower()
             elif n == b"content-length" and value.strip().isdigit():

@@ -19,6 +19,8 @@ class TenantRoute:
     server: str  # "local" or the name of a remote server
     address: str | None  # remote node's base address
     status: str  # active | suspended
+    server_status: str = "online"  # online | offline (the router's node checks)
+    token: str | None = None  # the remote node's API token, proves the router to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class RouteTable:
         if alias is not None:
             return self._tenant(alias, host)
         return Target("unknown", host)
+
+    def tenant_target(self, tenant: str) -> Target:
+        return self._tenant(tenant, tenant)
 
     def _tenant(self, tenant: str, host: str) -> Target:
         route = self.tenants.get(tenant)

@@ -298,11 +298,13 @@ async def _drain(readers: tuple[_Reader, ...]) -> bool:
     wrote fast and exited can leave a pipe full, and a slow consumer (back-pressure) a lot more
     behind it. Give up on a pipe that stays empty for DRAIN_S (a process that left the group holds
     it open), and after DRAIN_MAX_S in all. Returns whether every pipe reached EOF."""
+    start = trio.current_time()
     with trio.move_on_after(DRAIN_MAX_S):
         for reader in readers:
             while not reader.eof.is_set():
                 since = reader.waiting_since
-                left = DRAIN_S if since is None else since + DRAIN_S - trio.current_time()
+                # A pump that waited long on a quiet process may not have seen the EOF yet.
+                left = DRAIN_S if since is None else max(since, start) + DRAIN_S - trio.current_time()
                 if left <= 0:
                     return False
                 with trio.move_on_after(left):

@@ -109,6 +109,10 @@ class Supervisor:
         inst.want(False)
         # `not in`, not `is not`: mypy narrows state from the check above across the await.
         while inst.state not in (State.STOPPED, State.FAILED):
+            if inst.want_running and inst.state is State.STARTING:
+                # A request woke it while it stopped: the process we stopped is gone and a new
+                # one is starting. Waiting for `stopped` would wait forever.
+                break
             await inst.wait_changed()
         return inst
 

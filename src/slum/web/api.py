@@ -6,14 +6,15 @@ import json
 import time
 from typing import Any
 
+import trio
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 
 from slum import __version__
 from slum.config import parse_instance_ref
-from slum.errors import BadRequest
+from slum.errors import BadRequest, NotFound, SlumError
 from slum.events import LEVELS
-from slum.fleet import registry
+from slum.fleet import nodes, registry
 from slum.store import logs
 from slum.supervisor.states import State
 from slum.web.auth import SESSION_COOKIE, SESSION_TTL_S, client_address
@@ -70,6 +71,31 @@ def log_query_from_args() -> logs.LogQuery:
 
 def register(app: QuartTrio, ctx: WebContext) -> None:
     sup = ctx.supervisor
+
+    async def fleet(fn: Any, *args: Any) -> Any:
+        """Run a fleet operation (registry writes + calls to other nodes) in a worker thread,
+        its database work going through the single writer."""
+        def transact(step: Any) -> Any:
+            return trio.from_thread.run(ctx.store.write, step)
+
+        return await trio.to_thread.run_sync(lambda: fn(transact, *args))
+
+    async def remote(tenant_id: str | None) -> tuple[dict[str, Any], str | None] | None:
+        """The server holding a tenant, when it is not this node."""
+        if not tenant_id:
+            return None
+
+        def find(c: Any) -> tuple[dict[str, Any], str | None] | None:
+            try:
+                tenant = registry.get_tenant(c, tenant_id)
+            except NotFound:
+                return None
+            server = registry.get_server(c, tenant["server_id"])
+            if server["name"] == registry.LOCAL:
+                return None
+            return server, registry.server_token(c, server["id"])
+
+        return await ctx.store.read(find)
 
     @app.get("/api/health")
     async def health() -> Response:
@@ -136,20 +162,58 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         config = data.get("config")
         config_text = None if config is None else (config if isinstance(config, str)
                                                     else json.dumps(config))
-        result = await ctx.store.write(
-            lambda c: registry.add_tenant(c, tenant_id, server_ref, service, config_text))
+        if config_text is not None:
+            result = await ctx.store.write(
+                lambda c: registry.add_tenant(c, tenant_id, server_ref, service, config_text))
+        else:
+            result = await fleet(nodes.place_tenant, tenant_id, server_ref, service)
         return jsonify(await routes_changed(result)), 201
 
     @app.delete("/api/tenants/<tenant_id>")
     @app.delete("/_/api/tenants/<tenant_id>")
     async def tenant_remove(tenant_id: str) -> Response:
-        result = await ctx.store.write(lambda c: registry.remove_tenant(c, tenant_id))
+        result = await fleet(nodes.remove_tenant, tenant_id)
+        await routes_changed(result)
+        # A tenant removed from this node: its instance here stops.
+        service = result["service"] or ctx.config.default_service
+        inst = sup.instances.get(f"{service}:{tenant_id}")
+        if result["server"] == registry.LOCAL and inst is not None and inst.want_running:
+            await sup.stop(inst.id)
+        return jsonify(result)
+
+    @app.post("/api/tenants/<tenant_id>/move")
+    @app.post("/_/api/tenants/<tenant_id>/move")
+    async def tenant_move(tenant_id: str) -> Response:
+        to = _opt_str(await body(), "to")
+        if not to:
+            raise BadRequest("to (a server name) is required")
+        result = await fleet(nodes.move_tenant, tenant_id, to)
         return jsonify(await routes_changed(result))
 
     # --- instances ---
     @app.get("/_/api/instances")
     async def instances() -> Response:
-        return jsonify([ctx.instance_dict(i) for i in sup.list()])
+        local = [{**ctx.instance_dict(i), "server": registry.LOCAL} for i in sup.list()]
+        if request.args.get("all") not in ("1", "true"):
+            return jsonify(local)
+        servers = [s for s in await ctx.store.read(registry.list_servers)
+                   if s["name"] != registry.LOCAL]
+        tokens = await ctx.store.read(
+            lambda c: {s["id"]: registry.server_token(c, s["id"]) for s in servers})
+        results: list[dict[str, Any]] = list(local)
+
+        async def one(server: dict[str, Any]) -> None:
+            try:
+                results.extend(await trio.to_thread.run_sync(
+                    nodes.remote_instances, server, tokens[server["id"]]))
+            except SlumError as e:
+                results.append({"id": f"{server['name']}:?", "server": server["name"],
+                                "status": "unknown", "reason": e.message})
+
+        async with trio.open_nursery() as nursery:
+            for server in servers:
+                nursery.start_soon(one, server)
+        return jsonify(results)
 
     @app.post("/_/api/instances")
     async def spawn() -> tuple[Response, int]:
@@ -195,6 +259,13 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.get("/_/api/logs")
     async def log_entries() -> Response:
         q = log_query_from_args()
+        where = await remote(q.tenant_id)
+        if where is not None:
+            # The tenant lives on another node: its logs are there.
+            server, token = where
+            args = {k: v for k, v in request.args.items() if v}
+            return jsonify(await trio.to_thread.run_sync(
+                lambda: nodes.remote_logs(server, token, **args)))
         return jsonify(await ctx.store.read(lambda c: logs.query(c, q)))
 
     # --- overview, status, config ---

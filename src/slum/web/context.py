@@ -9,6 +9,7 @@ from typing import Any
 
 from slum.config import Config
 from slum.events import Hub
+from slum.fleet.nodes import NodeChecker
 from slum.metrics import RequestMetrics
 from slum.sampler import Sampler
 from slum.store.db import Store
@@ -30,6 +31,7 @@ class WebContext:
     ingest: IngestStatistics = field(default_factory=IngestStatistics)
     requests: RequestMetrics = field(default_factory=RequestMetrics)
     sampler: Sampler | None = None
+    nodes: NodeChecker = field(default_factory=NodeChecker)
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
 
