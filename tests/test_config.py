@@ -14,6 +14,7 @@ GOOD = """
 [settings]
 data_dir = "./d"
 max_restarts = 5
+request_metrics = false
 
 [service.notes]
 command = "python3 app.py --port {port}"
@@ -38,6 +39,7 @@ def test_parses_and_interpolates(tmp_path: Path) -> None:
     c = cfg.parse(GOOD, tmp_path / "tenement.toml")
     assert c.settings.data_dir == tmp_path / "d"
     assert c.settings.max_restarts == 5 and c.settings.restart_window == 300
+    assert c.settings.request_metrics is False
     svc = c.services["notes"]
     assert svc.argv(instance_id="x", port=7, data_dir=Path("/d")) == [
         "python3", "app.py", "--port", "7", "--name", "notes-x"]

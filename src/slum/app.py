@@ -189,6 +189,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         return True
 
     requests = RequestMetrics()
+    requests.enabled = config.settings.request_metrics
     sampler = Sampler(supervisor, config.settings.data_dir)
     edge = Edge(table, supervisor, str(control_path),
                 EdgeOptions(max_body=config.settings.max_body_mb * 1024 * 1024,

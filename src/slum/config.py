@@ -47,6 +47,8 @@ SETTINGS_KEYS: tuple[Key, ...] = (
     Key("max_held_requests", int, 100, "Requests held per waking instance; beyond it: 503.", 1),
     Key("max_body_mb", int, 0, "Largest request body the proxy accepts (0 = no limit); larger: "
         "413.", 0),
+    Key("request_metrics", bool, True, "Count and time every request (a few microseconds each); "
+        "false turns it off."),
     Key("node_check_interval", (int, float), 2, "Seconds between health checks of the fleet's "
         "other servers; two failures in a row mark one offline.", 0.1),
     Key("connect_timeout_s", (int, float), 5, "Seconds to connect to an upstream; then 502.", 0.01),
@@ -96,6 +98,7 @@ class Settings:
     log_max_mb: int = 1024
     max_held_requests: int = 100
     max_body_mb: int = 0
+    request_metrics: bool = True
     node_check_interval: float = 2
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
@@ -338,7 +341,7 @@ def _check_keys(table: str, raw: dict[str, Any], keys: tuple[Key, ...], fail: An
             continue
         value = raw[k.name]
         kinds = k.kind if isinstance(k.kind, tuple) else (k.kind,)
-        if isinstance(value, bool) or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             expected = " or ".join(_TYPE_WORDS.get(t.__name__, t.__name__) for t in kinds)
             got = _TYPE_WORDS.get(type(value).__name__, type(value).__name__)
             raise fail(table, k.name, f"must be {expected}, not {got}")
