@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SLUM := $(BIN)/slum
 
-.PHONY: setup serve test test-fast lint spa spa-test dist bench clean
+.PHONY: setup serve test test-fast lint spa dashboard spa-test dist bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ setup: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 
-serve: setup
+serve: setup dashboard
 	@test -f slum.db || { $(SLUM) token-gen --database slum.db > .slum-token && \
 	  echo "API token written to .slum-token (use: SLUM_TOKEN=\$$(cat .slum-token))"; }
 	$(SLUM) serve --config examples/notes/tenement.toml --database slum.db --port 8080
@@ -36,6 +36,12 @@ lint:
 
 spa:
 	cd spa && npm ci --no-audit --no-fund && npm run build
+
+# The dashboard when it is not built yet and npm is here; slum runs without it otherwise.
+dashboard:
+	@if [ -f src/slum/web/static/index.html ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then $(MAKE) spa; \
+	else echo "npm not found: slum will serve without the dashboard"; fi
 
 spa-test:
 	cd spa && npm run check && npm test

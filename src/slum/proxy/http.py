@@ -4,6 +4,7 @@ parser), a response head read from an upstream, and short responses of slum's ow
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import httptools
@@ -193,7 +194,7 @@ class ResponseHead:
 
 
 def simple_response(status: int, text: str, *, keep_alive: bool = True,
-                    extra: list[tuple[str, str]] = ()) -> bytes:  # type: ignore[assignment]
+                    extra: Sequence[tuple[str, str]] = ()) -> bytes:
     body = (text + "\n").encode()
     head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
             "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
