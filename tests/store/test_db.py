@@ -55,7 +55,7 @@ def test_database_of_the_rust_slum_is_migrated_and_served(tmp_path: Path) -> Non
     assert tenant["config"] == '{"k":"v"}' and tenant["server"] == "server-1"
     assert tenant["aliases"] == ["romneys.example.com"]
     rows, aliases = registry.route_rows(conn)
-    assert rows == [("romneys", None, "active", "server-1", "10.0.0.1:9000")]
+    assert rows == [("romneys", None, "active", "server-1", "10.0.0.1:9000", "online", None)]
     assert aliases == {"romneys.example.com": "romneys"}
 
 

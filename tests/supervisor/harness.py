@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ class LogSink:
 
     def __init__(self) -> None:
         self.lines: list[LogLine] = []
+        self.counts: Counter[tuple[str | None, str]] = Counter()  # (instance id, stream) -> lines
         self._arrived = trio.Event()
 
     async def drain(self, hub: Hub, *, batch: int = 0, pause_s: float = 0.0) -> None:
@@ -92,6 +94,7 @@ class LogSink:
         async with hub.log_receive:
             async for line in hub.log_receive:
                 self.lines.append(line)
+                self.counts[line.instance_id, line.stream] += 1
                 arrived, self._arrived = self._arrived, trio.Event()
                 arrived.set()
                 if batch and len(self.lines) % batch == 0:
@@ -104,8 +107,8 @@ class LogSink:
     def count(self, instance_id: str, text: str, stream: str = "stdout") -> int:
         return sum(1 for line in self.of(instance_id, stream) if text in line.message)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
-        with trio.fail_after(timeout):
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 10) -> None:
+        with trio.fail_after(within):
             while not predicate():
                 await self._arrived.wait()
 
@@ -146,14 +149,14 @@ async def supervised(tmp_path: Path, services: str, *, instances: dict[str, list
 
 
 async def wait_until(inst: Instance, predicate: Callable[[Instance], bool],
-                     timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
+                     within: float = 10) -> None:
+    with trio.fail_after(within):
         while not predicate(inst):
             await inst.wait_changed()
 
 
-async def wait_state(inst: Instance, *states: State, timeout: float = 10) -> None:
-    await wait_until(inst, lambda i: i.state in states, timeout)
+async def wait_state(inst: Instance, *states: State, within: float = 10) -> None:
+    await wait_until(inst, lambda i: i.state in states, within)
 
 
 def states_seen(inst: Instance) -> list[str]:
@@ -199,20 +202,29 @@ def gone(proc: tuple[int, float]) -> bool:
         return True
 
 
-async def wait_gone(proc: tuple[int, float], timeout: float = 5) -> None:
+async def wait_gone(proc: tuple[int, float], within: float = 5) -> None:
     # A SIGKILLed process takes a moment to die and nothing signals it to us: poll.
-    with trio.fail_after(timeout):
-        while not gone(proc):
+    with trio.fail_after(within):
+        while not gone(proc):  # noqa: ASYNC110
             await trio.sleep(0.02)
 
 
-async def read_pid(path: Path, timeout: float = 10) -> int:
+async def read_pid(path: Path, within: float = 10) -> int:
     """The pid a child wrote to a file (written after it started: poll with a deadline)."""
-    with trio.fail_after(timeout):
+    with trio.fail_after(within):
         while True:
             with contextlib.suppress(FileNotFoundError, ValueError):
-                return int(path.read_text())
+                return int(await trio.Path(path).read_text())
             await trio.sleep(0.01)
+
+
+def reaped(pid: int) -> bool:
+    """No zombie of ours is left under this pid (WNOHANG: never blocks)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
 
 
 def same_group(pid: int) -> bool:

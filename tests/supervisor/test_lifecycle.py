@@ -61,7 +61,7 @@ async def test_exit_is_noticed_at_once_not_by_health_checks(tmp_path: Path) -> N
         first = inst.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        await wait_until(inst, lambda i: not i.serving, timeout=5)
+        await wait_until(inst, lambda i: not i.serving, within=5)
         assert inst.state in (State.BACKOFF, State.STARTING)
         await wait_until(inst, lambda i: i.state is State.HEALTHY and i.pid != first)
         assert inst.restarts == 1
@@ -130,7 +130,7 @@ async def test_crash_on_start_ends_failed_after_max_restarts(tmp_path: Path,
     async with supervised(tmp_path, services, max_restarts=2) as h:
         steady = await h.sup.spawn("steady", "s")
         crash = await h.sup.spawn("crash", "x")
-        await wait_state(crash, State.FAILED, timeout=15)
+        await wait_state(crash, State.FAILED, within=15)
         assert crash.reason is not None
         assert "exited with code 3" in crash.reason
         assert "gave up after 2 restarts within 60s" in crash.reason
@@ -142,8 +142,8 @@ async def test_crash_on_start_ends_failed_after_max_restarts(tmp_path: Path,
         await h.logs.wait_for(lambda: h.logs.count("crash:x", "crashing on purpose",
                                                    "stderr") == 3)
         assert {line.level for line in h.logs.of("crash:x", "stderr")} == {"warn"}
-        assert any(line.level == "error" and "gave up" in line.message
-                   for line in h.logs.of("crash:x", "system"))
+        await h.logs.wait_for(lambda: any(line.level == "error" and "gave up" in line.message
+                                          for line in h.logs.of("crash:x", "system")))
         assert steady.state is State.HEALTHY
         assert h.journal.pids("steady:s") == [steady.pid]
 
@@ -187,5 +187,5 @@ async def test_command_that_cannot_run_fails_at_once(tmp_path: Path, kind: str) 
         assert expected in inst.reason
         assert states_seen(inst) == ["starting", "failed"]
         assert h.journal.started == [] and inst.port is None
-        assert any(line.level == "error" and expected in line.message
-                   for line in h.logs.of("ghost:a", "system"))
+        await h.logs.wait_for(lambda: any(line.level == "error" and expected in line.message
+                                          for line in h.logs.of("ghost:a", "system")))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tests.supervisor.harness import (
     gone,
     http_get,
     identity,
+    reaped,
     service,
     supervised,
     wait_gone,
@@ -58,6 +58,10 @@ async def test_stop_ends_the_process_and_a_second_stop_is_a_conflict(tmp_path: P
         assert inst.last_exit == -15  # it obeyed SIGTERM
         assert gone(proc)
         assert h.journal.exited == ["web:a"]
+        # Its output was read to the end, not cut off.
+        await h.logs.wait_for(lambda: any(f"pid {proc[0]} " in line.message
+                                          for line in h.logs.of("web:a", "system")))
+        assert not any("stopped reading" in line.message for line in h.logs.lines)
         with pytest.raises(Conflict):
             await h.sup.stop("web:a")
 
@@ -86,7 +90,7 @@ async def test_restart_of_a_stopped_instance_starts_it(tmp_path: Path) -> None:
 
 
 async def test_stop_of_a_failed_instance_makes_it_stopped(tmp_path: Path) -> None:
-    async with supervised(tmp_path, service("crash", [*child("crash.py")]),
+    async with supervised(tmp_path, service("crash", child("crash.py")),
                           max_restarts=0) as h:
         inst = await h.sup.spawn("crash", "x")
         assert inst.state is State.FAILED
@@ -135,6 +139,5 @@ async def test_shutdown_stops_every_child(tmp_path: Path) -> None:
     # The supervisor's nursery is gone: its children with it, reaped (no zombies left to us).
     for proc in procs:
         assert gone(proc)
-        await wait_gone(proc, timeout=1)
-        with pytest.raises(ChildProcessError):
-            os.waitpid(proc[0], os.WNOHANG)
+        await wait_gone(proc, within=1)
+        assert reaped(proc[0])

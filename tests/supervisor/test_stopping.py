@@ -74,3 +74,24 @@ async def test_grandchildren_go_with_the_child(tmp_path: Path, how: str, end: st
             await wait_until(inst, lambda i: i.state is State.STOPPED)
             assert inst.reason == "killed by signal 9"
         await wait_gone(grandchild)
+
+
+async def test_a_process_that_left_the_group_does_not_hang_the_stop(tmp_path: Path) -> None:
+    # `setsid sleep` escapes the group kill and keeps the child's output pipes open: reading them
+    # is given up after a moment instead of waiting for an EOF that never comes.
+    script = (f'setsid sleep 1000 & echo $! > "$SLUM_DATA_DIR/escaped.pid"; '
+              f"exec {shlex.quote(PYTHON)} {shlex.quote(str(CHILDREN / 'web.py'))}")
+    svc = service("web", ["sh", "-c", script], health="/health")
+    async with supervised(tmp_path, svc) as h:
+        inst = await h.sup.spawn("web", "a")
+        escaped = identity(await read_pid(h.data_dir / "web" / "a" / "escaped.pid"))
+        try:
+            assert os.getpgid(escaped[0]) != inst.pid
+            with trio.fail_after(5):
+                await h.sup.stop("web:a")
+            assert inst.state is State.STOPPED
+            await h.logs.wait_for(lambda: any("stopped reading" in line.message
+                                              for line in h.logs.of("web:a", "system")))
+        finally:
+            if not gone(escaped):
+                os.kill(escaped[0], signal.SIGKILL)

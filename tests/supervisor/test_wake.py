@@ -64,7 +64,7 @@ async def test_held_requests_are_capped(tmp_path: Path) -> None:
             for _ in range(3):
                 nursery.start_soon(request, inst)
             with trio.fail_after(5):
-                while inst.held < 3:
+                while inst.held < 3:  # noqa: ASYNC110 (held is a plain counter)
                     await trio.sleep(0.005)
             with pytest.raises(Unavailable, match="too many requests"):
                 await h.sup.wake(inst)
@@ -102,3 +102,23 @@ async def test_wake_during_an_idle_stop_starts_it_again(tmp_path: Path) -> None:
         assert inst.serving and inst.pid != first
         assert inst.restarts == 0 and inst.wakes == 1
         assert "backoff" not in [t.state for t in inst.history]
+
+
+async def test_stop_returns_when_a_request_wakes_it_meanwhile(tmp_path: Path) -> None:
+    # An operator stops it; a request arrives during the (slow) stop and wakes it again.
+    async with supervised(tmp_path, web(env={"IGNORE_TERM": "1"}), stop_grace_s=1) as h:
+        inst = await h.sup.spawn("web", "a")
+        first = inst.pid
+        stopped = trio.Event()
+
+        async def operator() -> None:
+            await h.sup.stop("web:a")
+            stopped.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(operator)
+            await wait_state(inst, State.STOPPING)
+            with trio.fail_after(5):
+                await h.sup.wake(inst)
+                await stopped.wait()
+        assert inst.serving and inst.pid != first and inst.wakes == 1
