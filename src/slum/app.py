@@ -5,6 +5,7 @@ supervisor, the web app and the edge in dependency order; on SIGINT/SIGTERM stop
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -228,9 +229,14 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                         web_stop = trio.Event()
                         await front.start(_serve_web, app, control, web_stop)
                         listeners = await front.start(edge.serve, opts.host, opts.port)
-                        port = listeners[0].socket.getsockname()[1]
+                        port = listeners[0].getsockname()[1]
                         front.start_soon(watch_routes)
                         ctx.public_port = port
+                        # Everything loaded at start lives as long as slum: move it out of the
+                        # collector's way, so a full collection under load scans only new
+                        # objects (a full scan of ~200k objects was a 20+ ms pause).
+                        gc.collect()
+                        gc.freeze()
                         task_status.started(Running(port, str(control_path), supervisor, store,
                                                     hub, edge, requests, sampler, reaped,
                                                     list(config.warnings)))

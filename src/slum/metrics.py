@@ -150,12 +150,17 @@ class RequestMetrics:
         self.histograms: dict[tuple[str, str, str, str], Histogram] = {}
         self.series: dict[str, Series] = {}
         self._routes: dict[str, set[str]] = {}
+        self._normalized: dict[bytes, str] = {}
 
     def record(self, target: str, method: bytes, status: int, seconds: float,
                path: bytes = b"/") -> None:
         if not self.enabled:
             return
-        route = normalize_route(path)
+        route = self._normalized.get(path)
+        if route is None:
+            route = normalize_route(path)
+            if len(self._normalized) < 4096:
+                self._normalized[path] = route
         known = self._routes.setdefault(target, set())
         if route not in known:
             if len(known) >= MAX_ROUTES_PER_TARGET:

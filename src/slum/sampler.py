@@ -17,6 +17,8 @@ from slum.metrics import RequestMetrics, Ring
 from slum.supervisor import Supervisor
 
 INTERVAL_S = 1.0
+RESCAN_TICKS = 10
+SETTLE_TICKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,10 @@ class Sampler:
         self.stats = SamplerStatistics()
         self._cpu_prev: dict[int, tuple[float, float]] = {}
         self._procs: dict[int, psutil.Process] = {}
+        self._members: dict[int, list[psutil.Process]] = {}
+        self._scanned: set[int] = set()
+        self._rescan_in = 0
+        self._settle = 0
 
     def _cpu(self, proc: psutil.Process, now: float) -> tuple[float, psutil.Process]:
         cached = self._procs.get(proc.pid)
@@ -83,15 +89,26 @@ class Sampler:
     def tick_sync(self, groups: dict[int, str]) -> dict[str, GroupStats]:
         """One sample (in a worker thread): every process, matched to its instance by group."""
         now = time.monotonic()
-        members: dict[str, list[psutil.Process]] = {name: [] for name in groups.values()}
-        if groups:
-            for proc in psutil.process_iter():
-                try:
-                    name = groups.get(os.getpgid(proc.pid))
-                except (ProcessLookupError, PermissionError):
-                    continue
-                if name is not None:
-                    members[name].append(proc)
+        if set(groups) != self._scanned:
+            self._settle = SETTLE_TICKS  # a new process forks its workers in its first seconds
+        if self._settle > 0 or self._rescan_in <= 0:
+            # Walking every process costs a syscall each: only every RESCAN_TICKS ticks, and
+            # for a few ticks after an instance (re)started. Later forks show up at the next.
+            self._settle -= 1
+            by_group: dict[int, list[psutil.Process]] = {pgid: [] for pgid in groups}
+            if groups:
+                for proc in psutil.process_iter():
+                    try:
+                        pgid = os.getpgid(proc.pid)
+                    except (ProcessLookupError, PermissionError):
+                        continue
+                    if pgid in by_group:
+                        by_group[pgid].append(proc)
+            self._members, self._scanned, self._rescan_in = by_group, set(groups), RESCAN_TICKS
+        else:
+            self._rescan_in -= 1
+        members = {groups[pgid]: [p for p in procs if p.is_running()]
+                   for pgid, procs in self._members.items() if pgid in groups}
         result = {name: self._group(procs, now) for name, procs in members.items()}
         self.own = self._group([psutil.Process()], now)
         load1, load5, _ = os.getloadavg()

@@ -4,6 +4,7 @@ socket like any other upstream, marked so the web app knows they came from the n
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import httptools
 import trio
 
 from slum.errors import SlumError
+from slum.proxy import io
 from slum.proxy.forward import Exchange, Pool, Upstream, UpstreamError, forward
 from slum.proxy.http import ClientConnection, ClientGone, HeadTooLarge, Request, simple_response
 from slum.proxy.routing import RouteTable, is_own_path
@@ -60,13 +62,19 @@ class Edge:
         self.nodes: dict[str, Upstream] = {}
 
     async def serve(self, host: str, port: int, *,
-                    task_status: trio.TaskStatus[list[trio.SocketListener]] = (
+                    task_status: trio.TaskStatus[list[socket.socket]] = (
                         trio.TASK_STATUS_IGNORED)) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
-        task_status.started(listeners)
-        await trio.serve_listeners(self.handle, listeners)
+        listeners = io.listen_tcp(host, port)
+        try:
+            async with trio.open_nursery() as nursery:
+                for listener in listeners:
+                    nursery.start_soon(io.serve, listener, self.handle, nursery)
+                task_status.started(listeners)
+        finally:
+            for listener in listeners:
+                listener.close()
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: io.Connection) -> None:
         conn = ClientConnection(stream)
         self.connections += 1
         try:
@@ -82,11 +90,14 @@ class Edge:
                     return
                 if req is None or not await self.dispatch(conn, req):
                     return
+                # Sends and receives that need not wait do not yield: yield once per request
+                # so that a busy keep-alive connection cannot starve the others.
+                await trio.lowlevel.checkpoint()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ClientGone, OSError):
             pass
         finally:
             self.connections -= 1
-            stream.socket.close()
+            stream.close()
 
     async def dispatch(self, conn: ClientConnection, req: Request) -> bool:
         started = time.perf_counter()

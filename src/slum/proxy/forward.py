@@ -3,13 +3,13 @@ bodies, and piping bytes after a websocket upgrade."""
 
 from __future__ import annotations
 
-import socket as _socket
 from dataclasses import dataclass
 from http import HTTPStatus
 
 import trio
 
 from slum.proxy.http import READ, ClientConnection, ClientGone, Request, ResponseHead
+from slum.proxy.io import Connection, connect_tcp, connect_unix
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
@@ -45,43 +45,35 @@ class Pool:
     def __init__(self, connect_timeout_s: float = CONNECT_TIMEOUT_S,
                  response_timeout_s: float = FIRST_BYTE_TIMEOUT_S,
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
-        self._idle: dict[tuple[object, ...], list[trio.SocketStream]] = {}
+        self._idle: dict[tuple[object, ...], list[Connection]] = {}
         self.connect_timeout_s = connect_timeout_s
         self.response_timeout_s = response_timeout_s
         self.idle_timeout_s = idle_timeout_s
 
-    async def connect(self, up: Upstream, *, fresh: bool = False) -> tuple[trio.SocketStream, bool]:
+    async def connect(self, up: Upstream, *, fresh: bool = False) -> tuple[Connection, bool]:
         idle = self._idle.get(up.key)
         if idle and not fresh:
             return idle.pop(), True
         with trio.move_on_after(self.connect_timeout_s):
-            sock = None
             try:
                 if up.unix_path is not None:
-                    sock = trio.socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-                    await sock.connect(up.unix_path)
-                else:
-                    family = _socket.AF_INET6 if ":" in up.host else _socket.AF_INET
-                    sock = trio.socket.socket(family, _socket.SOCK_STREAM)
-                    await sock.connect((up.host, up.port))
+                    return await connect_unix(up.unix_path), False
+                return await connect_tcp(up.host, up.port), False
             except OSError as e:
-                if sock is not None:
-                    sock.close()
                 raise UpstreamError(502, f"upstream is not answering ({e.strerror})",
                                     refused=True) from None
-            return trio.SocketStream(sock), False
         raise UpstreamError(502, "upstream did not accept the connection in time")
 
-    def release(self, up: Upstream, stream: trio.SocketStream) -> None:
+    def release(self, up: Upstream, stream: Connection) -> None:
         idle = self._idle.setdefault(up.key, [])
         if len(idle) < MAX_IDLE_PER_UPSTREAM:
             idle.append(stream)
         else:
-            stream.socket.close()
+            stream.close()
 
     def drop(self, key: tuple[object, ...]) -> None:
         for stream in self._idle.pop(key, []):
-            stream.socket.close()
+            stream.close()
 
 
 def request_head(req: Request, extra: bytes, client_ip: str) -> bytes:
@@ -161,7 +153,7 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
             resp = await _read_head(stream, req, pool.response_timeout_s)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
                 _EmptyResponse) as e:
-            stream.socket.close()
+            stream.close()
             if reused and not sent_body and req.method in IDEMPOTENT:
                 # A pooled connection the upstream closed meanwhile: try once on a fresh one.
                 stream, _ = await pool.connect(up, fresh=True)
@@ -170,7 +162,7 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
             else:
                 raise UpstreamError(502, f"upstream closed the connection ({e})") from None
     except BaseException:
-        stream.socket.close()
+        stream.close()
         raise
     ex.status = resp.status
     return await _relay(conn, req, up, pool, stream, resp, ex)
@@ -180,7 +172,7 @@ class _EmptyResponse(Exception):
     pass
 
 
-async def _send_body(conn: ClientConnection, req: Request, stream: trio.SocketStream,
+async def _send_body(conn: ClientConnection, req: Request, stream: Connection,
                      max_body: int) -> bool:
     total = 0
     while True:
@@ -195,7 +187,7 @@ async def _send_body(conn: ClientConnection, req: Request, stream: trio.SocketSt
         await stream.send_all(_chunked(chunk) if req.chunked else chunk)
 
 
-async def _read_head(stream: trio.SocketStream, req: Request, timeout_s: float) -> ResponseHead:
+async def _read_head(stream: Connection, req: Request, timeout_s: float) -> ResponseHead:
     resp = ResponseHead()
     with trio.move_on_after(timeout_s):
         while not resp.head_done:
@@ -217,7 +209,7 @@ async def _read_head(stream: trio.SocketStream, req: Request, timeout_s: float) 
 
 
 async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
-                 stream: trio.SocketStream, resp: ResponseHead, ex: Exchange) -> Exchange:
+                 stream: Connection, resp: ResponseHead, ex: Exchange) -> Exchange:
     client = conn.stream
     if resp.upgraded is not None or resp.status == 101:
         ex.streaming = True
@@ -268,18 +260,18 @@ async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
         if ok and resp.keep_alive:
             pool.release(up, stream)
         else:
-            stream.socket.close()
+            stream.close()
     ex.keep_alive = keep and ok
     return ex
 
 
-async def pipe(conn: ClientConnection, upstream: trio.SocketStream) -> None:
+async def pipe(conn: ClientConnection, upstream: Connection) -> None:
     """Bytes both ways until either side closes (websockets and other upgrades)."""
     client = conn.stream
     if conn.upgraded:
         await upstream.send_all(conn.upgraded)
 
-    async def one_way(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+    async def one_way(src: Connection, dst: Connection) -> None:
         try:
             while True:
                 data = await src.receive_some(READ)
@@ -296,7 +288,7 @@ async def pipe(conn: ClientConnection, upstream: trio.SocketStream) -> None:
             nursery.start_soon(one_way, client, upstream)
             nursery.start_soon(one_way, upstream, client)
     finally:
-        upstream.socket.close()
+        upstream.close()
 
 
 __all__ = ["ClientGone", "Exchange", "Pool", "Upstream", "UpstreamError", "forward", "pipe"]

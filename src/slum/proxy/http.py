@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import httptools
-import trio
+
+from slum.proxy.io import Connection
 
 MAX_HEAD = 64 * 1024
 READ = 65536
@@ -68,7 +69,7 @@ class ClientConnection:
     """Feeds a client's bytes to the parser and hands out requests and body chunks in order,
     pipelined requests included; an upgrade leaves the rest of the bytes in `upgraded`."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: Connection) -> None:
         self.stream = stream
         self.parser = httptools.HttpRequestParser(self)
         self.events: deque[Any] = deque()
@@ -77,12 +78,7 @@ class ClientConnection:
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._in_head = False
-        self.peer = ""
-        try:
-            addr = stream.socket.getpeername()
-            self.peer = addr[0] if isinstance(addr, tuple) else "unix"
-        except OSError:
-            pass
+        self.peer = stream.peer()
 
     # parser callbacks
     def on_message_begin(self) -> None:
