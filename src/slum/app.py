@@ -205,6 +205,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                      refresh_routes, ingest, requests=requests, sampler=sampler, nodes=checker)
     from slum.web.create_app import create_app
 
+    ctx.extras["edge_connections"] = lambda: edge.connections
     app = create_app(ctx)
     try:
         async with trio.open_nursery() as outer:

@@ -282,6 +282,13 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         data["log_queue"] = ctx.hub.statistics().log_queue
         data["dropped_logs"] = ctx.hub.dropped_logs
         data["logs_stored"] = ctx.ingest.lines
+        data["log_batches"] = ctx.ingest.batches
+        if ctx.sampler is not None:
+            stats = ctx.sampler.stats
+            data["sampler"] = {"ticks": stats.ticks, "last_tick_ms": stats.last_tick_ms,
+                               "busy_s": round(stats.busy_s, 4)}
+        data["edge_connections"] = ctx.extras.get("edge_connections", lambda: 0)()
+        data["requests_metrics"] = ctx.requests.enabled
         return jsonify(data)
 
     @app.get("/_/api/config")
