@@ -299,3 +299,13 @@ def test_websocket_passes_through(edge: Slum) -> None:
 def test_python_in_children_is_real(edge: Slum) -> None:
     # The children above run the same interpreter as the tests, from their own files.
     assert (CHILDREN / "stream.py").is_file() and PYTHON
+
+
+def test_http_10_client_gets_a_close_delimited_body(edge: Slum) -> None:
+    with connect(edge) as sock:
+        sock.sendall(b"GET /chunked HTTP/1.0\r\nHost: s.stream.localhost\r\n\r\n")
+        buf = b""
+        while data := sock.recv(65536):
+            buf += data
+    head, _, body = buf.partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower() and body == b"one,two,three"

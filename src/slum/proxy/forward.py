@@ -226,6 +226,9 @@ async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
     no_body = req.method == b"HEAD" or resp.status in (204, 304)
     chunk = not has_length and not no_body
     keep = req.keep_alive
+    if chunk and req.version == "1.0":
+        # An HTTP/1.0 client knows no chunking: the body ends when the connection closes.
+        chunk = keep = False
     out = response_head(resp, keep, chunk)
     ok = False
     try:
