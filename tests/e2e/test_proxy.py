@@ -51,10 +51,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slum]:
     write_config(directory, CONFIG)
     s = Slum(directory, free_port())
     s.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if all(i["status"] == "healthy" for i in s.cli_json("ps")):
-            break
+    deadline = time.monotonic() + 40
+    while not all(i["status"] == "healthy" for i in s.cli_json("ps")):
+        assert time.monotonic() < deadline, f"not all healthy: {s.cli_json('ps')}"
         time.sleep(0.1)
     try:
         yield s
