@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from cyclopts import App, Parameter
 
 from slum import __version__
-from slum.cli.output import duration, error, log_line, print_json, size, table
+from slum.cli.output import duration, error, log_line, print_json, ps_command, size, table
 from slum.errors import BadRequest, ServerUnreachable
 
 
@@ -131,25 +131,7 @@ def health(ref: str, *, server: Server = None, token: Token = None, json: Json =
 def ps(*, all: Annotated[bool, Parameter(name=["--all", "-a"], negative="")] = False,
        server: Server = None, token: Token = None, json: Json = False) -> int:
     """List instances: status, health, port, pid, uptime, restarts (--all: the whole fleet)."""
-    client = _client(server, token)
-    instances = client.request("GET", "/_/api/instances", query={"all": "1"}) if all else \
-        client.instances()
-    if json:
-        print_json(instances)
-        return 0
-    if not instances:
-        print("no instances (spawn one with `slum spawn SERVICE --id ID`)")
-        return 0
-    rows: list[tuple[Any, ...]] = [(i["id"], i["status"], i.get("health"), i.get("port"), i.get("pid"),
-             duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"),
-             i.get("reason") or "") for i in instances]
-    headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
-               "REASON"]
-    if all:
-        headers.insert(0, "SERVER")
-        rows = [(i.get("server", "local"), *row) for i, row in zip(instances, rows, strict=True)]
-    print(table(headers, rows))
-    return 0
+    return ps_command(_client(server, token), all=all, json=json)
 
 
 @app.command

@@ -51,3 +51,26 @@ def log_line(entry: dict[str, Any]) -> str:
 
 def error(message: str) -> None:
     sys.stderr.write(f"slum: error: {message}\n")
+
+
+def ps_command(client: Any, *, all: bool = False, json: bool = False) -> int:
+    """`slum ps`: here, so that the fast path in cli/__init__.py can run it without cyclopts."""
+    instances = client.request("GET", "/_/api/instances", query={"all": "1"}) if all else \
+        client.instances()
+    if json:
+        print_json(instances)
+        return 0
+    if not instances:
+        print("no instances (spawn one with `slum spawn SERVICE --id ID`)")
+        return 0
+    rows: list[tuple[Any, ...]] = [
+        (i["id"], i["status"], i.get("health"), i.get("port"), i.get("pid"),
+         duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"), i.get("reason") or "")
+        for i in instances]
+    headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
+               "REASON"]
+    if all:
+        headers.insert(0, "SERVER")
+        rows = [(i.get("server", "local"), *row) for i, row in zip(instances, rows, strict=True)]
+    print(table(headers, rows))
+    return 0
