@@ -116,7 +116,9 @@ def test_example_config_is_valid() -> None:
 
 
 def test_control_socket_path(tmp_path: Path) -> None:
-    assert cfg.control_socket_path(tmp_path / "slum.db") == tmp_path / "slum.sock"
+    from slum.client import control_socket_path
+
+    assert control_socket_path(tmp_path / "slum.db") == tmp_path / "slum.sock"
     deep = tmp_path / ("x" * 120) / "slum.db"
-    long_path = cfg.control_socket_path(deep)
-    assert len(str(long_path)) < 108 and long_path == cfg.control_socket_path(deep)
+    long_path = control_socket_path(deep)
+    assert len(str(long_path)) < 108 and long_path == control_socket_path(deep)

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from slum import config as cfg
+from slum.client import control_socket_path
 from slum.errors import SlumError
 from slum.events import Hub
 from slum.fleet import registry
@@ -180,7 +181,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     auth = Authenticator(lambda: store.read(active_tokens))
     ingest = IngestStatistics()
     control_path = Path(opts.control_socket) if opts.control_socket else (
-        cfg.control_socket_path(opts.database))
+        control_socket_path(opts.database))
     control = bind_control_socket(control_path)
     async def trust_router(token: str) -> bool:
         try:

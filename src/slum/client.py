@@ -42,13 +42,26 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def control_socket_path(database: str | os.PathLike[str]) -> Path:
+    """The control socket lives beside the database (slum.db -> slum.sock), so the CLI finds
+    the server of the database it is pointed at. Unix socket paths are short (108 bytes): a long
+    one moves to a per-user runtime dir under a name derived from the database path."""
+    db = Path(database).absolute()
+    path = db.with_suffix(".sock")
+    if len(os.fsencode(path)) < 100:
+        return path
+    import hashlib
+
+    runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/slum-{os.getuid()}")
+    digest = hashlib.sha256(os.fsencode(db)).hexdigest()[:16]
+    return runtime / f"slum-{digest}.sock"
+
+
 def resolve_server(server: str | None, database: str | None = None) -> str:
     """--server / SLUM_SERVER, else the control socket of the database, else http://127.0.0.1:8080."""
     server = server or os.environ.get("SLUM_SERVER")
     if server:
         return server
-    from slum.config import control_socket_path
-
     sock = control_socket_path(database or os.environ.get("SLUM_DATABASE", "slum.db"))
     if sock.exists():
         return f"unix:{sock}"

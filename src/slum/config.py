@@ -350,17 +350,3 @@ def _check_keys(table: str, raw: dict[str, Any], keys: tuple[Key, ...], fail: An
         out[k.name] = value
     return out
 
-
-def control_socket_path(database: str | os.PathLike[str]) -> Path:
-    """The control socket lives beside the database (slum.db -> slum.sock), so the CLI finds
-    the server of the database it is pointed at. Unix socket paths are short (108 bytes): a long
-    one moves to a per-user runtime dir under a name derived from the database path."""
-    db = Path(database).absolute()
-    path = db.with_suffix(".sock")
-    if len(os.fsencode(path)) < 100:
-        return path
-    import hashlib
-
-    runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/slum-{os.getuid()}")
-    digest = hashlib.sha256(os.fsencode(db)).hexdigest()[:16]
-    return runtime / f"slum-{digest}.sock"
