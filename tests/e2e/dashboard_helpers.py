@@ -48,6 +48,11 @@ GREETING = "hello"
 command = ["{python}", "{children}/crash.py"]
 startup_timeout = 5
 
+[service.tick]
+command = ["{python}", "{children}/chatty.py"]
+[service.tick.env]
+MODE = "tick"
+
 [instances]
 web = ["one", "two"]
 """

@@ -212,6 +212,32 @@ def test_a_deep_link_follows_new_lines_live(node: Node, page: Any) -> None:
 
 
 @pytest.mark.browser
+def test_load_older_lines_and_hold_the_view_while_scrolled_up(node: Node, page: Any) -> None:
+    assert node.api("POST", "/_/api/instances", {"service": "tick", "id": "a"})[0] == 201
+    wait_until(lambda: len(node.api("GET", "/_/api/logs?instance_id=tick:a&limit=300")[1]) >= 250,
+               "250 lines from tick:a", timeout=40)
+    login(page, node, "/logs?instance=tick:a")
+    expect(page.get_by_test_id("stream-state")).to_have_attribute("data-state", "live")
+    lines = page.get_by_test_id("log-line")
+    expect(lines.first).to_be_visible()
+    first_id = int(lines.first.get_attribute("data-log-id"))
+    # scrolled up, the view holds still and counts what came in meanwhile
+    page.get_by_test_id("log-lines").evaluate("el => el.scrollTo(0, 0)")
+    expect(page.get_by_test_id("new-lines")).to_contain_text("new line")
+    held = lines.count()
+    page.wait_for_timeout(600)
+    assert lines.count() == held
+    # older history on demand, above what is shown
+    page.get_by_test_id("load-older").click()
+    expect(lines.filter(has_text=re.compile(r"tick 0\s*$"))).to_have_count(1)
+    assert int(lines.first.get_attribute("data-log-id")) < first_id
+    assert lines.count() > held
+    # and back to the newest lines
+    page.get_by_test_id("new-lines").click()
+    expect(page.get_by_test_id("new-lines")).to_be_hidden()
+
+
+@pytest.mark.browser
 def test_logout_and_an_expired_session_return_to_login(node: Node, page: Any) -> None:
     login(page, node, "/")
     page.get_by_test_id("logout").click()

@@ -144,15 +144,36 @@ describe('createClient', () => {
 		expect(api.logStreamUrl()).toBe('/_/api/logs/stream');
 	});
 
-	it('treats a missing metrics history endpoint as no data', async () => {
-		const { fetch, calls } = fakeFetch(() => json(404, { error: 'not found' }));
-		const api = createClient({ fetch });
-		await expect(
-			api.metricHistory({ name: 'cpu_percent', labels: { instance: 'notes:alice' }, since: 1000 })
-		).resolves.toBeNull();
-		expect(calls[0]!.url).toBe(
-			'/_/api/metrics/history?name=cpu_percent&labels=instance%3Dnotes%3Aalice&since=1000'
+	it('resumes the stream after a log id and asks for state events', () => {
+		const api = createClient({ fetch: fakeFetch(() => json(200, [])).fetch });
+		expect(api.logStreamUrl({ min_level: 'warn', before_id: 9 }, { afterId: 42, states: true })).toBe(
+			'/_/api/logs/stream?min_level=warn&after_id=42&states=1'
 		);
+		// id 0 would replay the whole store: never sent
+		expect(api.logStreamUrl({}, { afterId: 0 })).toBe('/_/api/logs/stream');
+		expect(api.logStreamUrl({}, { states: true, logs: false })).toBe(
+			'/_/api/logs/stream?states=1&logs=0'
+		);
+	});
+
+	it('asks for metric history with k=v labels and live metrics within bounds', async () => {
+		const { fetch, calls } = fakeFetch(() =>
+			json(200, { name: 'cpu_percent', step: 60, since: 1, until: 2, series: [], points: [] })
+		);
+		const api = createClient({ fetch });
+		const h = await api.metricHistory({
+			name: 'cpu_percent',
+			labels: { instance: 'notes:alice' },
+			since: '24h'
+		});
+		expect(h.step).toBe(60);
+		expect(calls[0]!.url).toBe(
+			'/_/api/metrics/history?name=cpu_percent&labels=instance%3Dnotes%3Aalice&since=24h'
+		);
+		await api.metricsLive(7200);
+		await api.metricsLive(1);
+		expect(calls[1]!.url).toBe('/_/api/metrics/live?seconds=3600');
+		expect(calls[2]!.url).toBe('/_/api/metrics/live?seconds=10');
 		const { fetch: f500 } = fakeFetch(() => json(500, { error: 'x' }));
 		await expect(createClient({ fetch: f500 }).metricHistory({ name: 'a' })).rejects.toBeInstanceOf(
 			ApiError

@@ -3,6 +3,8 @@
 
 import type {
 	Instance,
+	InstanceDetail,
+	LiveMetrics,
 	LogEntry,
 	LogQuery,
 	MetricHistory,
@@ -13,7 +15,8 @@ import type {
 	Overview,
 	Server,
 	SpawnRequest,
-	Tenant
+	Tenant,
+	TenantDetail
 } from './types';
 
 export const API_BASE = '/_/api';
@@ -69,6 +72,15 @@ export interface ClientOptions {
 }
 
 type Query = Record<string, string | number | boolean | null | undefined>;
+
+export interface StreamOptions {
+	/** Resume after this log id (the server replays newer lines from its store first). */
+	afterId?: number | null;
+	/** Also send `state` events: instance state changes. */
+	states?: boolean;
+	/** false: no `log` events wanted (only states); the server may still send some. */
+	logs?: boolean;
+}
 
 /** Builds `?a=1&b=x` from the defined, non-empty values; '' when none. */
 export function queryString(params: Query | object | undefined): string {
@@ -162,7 +174,7 @@ export function createClient(options: ClientOptions = {}) {
 
 		// instances
 		instances: () => request<Instance[]>(`${base}/instances`),
-		instance: (id: string) => request<Instance>(`${base}/instances/${enc(id)}`),
+		instance: (id: string) => request<InstanceDetail>(`${base}/instances/${enc(id)}`),
 		spawn: (req: SpawnRequest) =>
 			request<Instance>(`${base}/instances`, { method: 'POST', body: req }),
 		restart: (id: string) =>
@@ -178,7 +190,7 @@ export function createClient(options: ClientOptions = {}) {
 		removeServer: (id: string) =>
 			request<unknown>(`${fleetBase}/servers/${enc(id)}`, { method: 'DELETE' }),
 		tenants: () => request<Tenant[]>(`${base}/tenants`),
-		tenant: (id: string) => request<Tenant>(`${base}/tenants/${enc(id)}`),
+		tenant: (id: string) => request<TenantDetail>(`${base}/tenants/${enc(id)}`),
 		addTenant: (t: NewTenant) =>
 			request<Tenant>(`${fleetBase}/tenants`, { method: 'POST', body: t }),
 		removeTenant: (id: string) =>
@@ -187,16 +199,36 @@ export function createClient(options: ClientOptions = {}) {
 		// logs
 		logs: (q: LogQuery = {}, signal?: AbortSignal) =>
 			request<LogEntry[]>(`${base}/logs${queryString(q)}`, { signal }),
-		logStreamUrl: (q: LogQuery = {}) => {
+		logStreamUrl: (q: LogQuery = {}, opts: StreamOptions = {}) => {
 			// the stream only carries new lines: paging and time bounds do not apply
-			const { limit: _l, offset: _o, until: _u, since: _s, ...live } = q;
-			return `${base}/logs/stream${queryString(live)}`;
+			const {
+				limit: _l,
+				offset: _o,
+				until: _u,
+				since: _s,
+				before_id: _b,
+				after_id: _a,
+				...live
+			} = q;
+			const extra: Query = {};
+			// resume after a line we hold: the server replays what came after it from the store
+			if (opts.afterId !== undefined && opts.afterId !== null && opts.afterId > 0) {
+				extra.after_id = opts.afterId;
+			}
+			if (opts.states) extra.states = 1;
+			if (opts.logs === false) extra.logs = 0;
+			return `${base}/logs/stream${queryString({ ...live, ...extra })}`;
 		},
 
 		// metrics
 		metrics: () => request<MetricSnapshot[]>(`${base}/metrics`),
-		/** null when the server has no history endpoint (404) yet. */
-		metricHistory: async (q: MetricHistoryQuery): Promise<MetricHistory | null> => {
+		/** The last `seconds` (10..3600) at one-second resolution, from memory. */
+		metricsLive: (seconds: number, signal?: AbortSignal) =>
+			request<LiveMetrics>(
+				`${base}/metrics/live${queryString({ seconds: Math.min(Math.max(Math.round(seconds), 10), 3600) })}`,
+				{ signal }
+			),
+		metricHistory: (q: MetricHistoryQuery, signal?: AbortSignal) => {
 			const params = {
 				name: q.name,
 				labels: q.labels && Object.keys(q.labels).length ? encodeLabels(q.labels) : undefined,
@@ -204,12 +236,7 @@ export function createClient(options: ClientOptions = {}) {
 				until: q.until,
 				step: q.step
 			};
-			try {
-				return await request<MetricHistory>(`${base}/metrics/history${queryString(params)}`);
-			} catch (err) {
-				if (err instanceof ApiError && err.status === 404) return null;
-				throw err;
-			}
+			return request<MetricHistory>(`${base}/metrics/history${queryString(params)}`, { signal });
 		}
 	};
 }

@@ -1,20 +1,22 @@
-// Geometry for the small SVG sparklines (the big charts use uPlot).
+// Geometry for the small SVG sparklines, and the shapes the uPlot charts are fed.
+
+import type { HistoryPoint } from './types';
 
 /** An SVG path through `values`, scaled into width x height with `pad` pixels of margin. */
 export function sparklinePath(
-	values: readonly number[],
+	values: readonly (number | null)[],
 	width: number,
 	height: number,
 	pad = 1
 ): string {
-	const pts = values.filter((v) => Number.isFinite(v));
+	const pts = values.filter((v): v is number => v !== null && Number.isFinite(v));
 	if (pts.length === 0 || width <= 0 || height <= 0) return '';
-	const min = Math.min(...pts);
+	const min = Math.min(0, ...pts);
 	const max = Math.max(...pts);
 	const innerH = Math.max(height - 2 * pad, 0);
 	const innerW = Math.max(width - 2 * pad, 0);
 	const y = (v: number) =>
-		max === min ? pad + innerH / 2 : pad + innerH - ((v - min) / (max - min)) * innerH;
+		max === min ? pad + innerH : pad + innerH - ((v - min) / (max - min)) * innerH;
 	const round = (n: number) => Math.round(n * 100) / 100;
 	if (pts.length === 1) {
 		const yy = round(y(pts[0]!));
@@ -26,22 +28,81 @@ export function sparklinePath(
 		.join('');
 }
 
-/** Append a sample to a rolling series, keeping only the last `max` samples. */
-export function pushSample<T>(series: readonly T[], sample: T, max: number): T[] {
-	const out = series.length >= max ? series.slice(series.length - max + 1) : series.slice();
-	out.push(sample);
-	return out;
+export interface ChartSeries {
+	label: string;
+	values: (number | null)[];
+	color: string;
+	/** A thin, dashed line: a secondary series such as the peak. */
+	faint?: boolean;
 }
 
-/** Per-second rate from a cumulative counter's [ts_ms, value] points (resets give 0). */
-export function counterRate(points: readonly (readonly [number, number])[]): [number, number][] {
-	const out: [number, number][] = [];
-	for (let i = 1; i < points.length; i++) {
-		const [t0, v0] = points[i - 1]!;
-		const [t1, v1] = points[i]!;
-		const dt = (t1 - t0) / 1000;
-		if (dt <= 0) continue;
-		out.push([t1, v1 >= v0 ? (v1 - v0) / dt : 0]);
+/** x values (ms since the epoch) and one or more y series of the same length. */
+export interface ChartData {
+	xs: number[];
+	series: ChartSeries[];
+}
+
+export const EMPTY_CHART: ChartData = { xs: [], series: [] };
+
+/** How many x values have a value in some series. */
+export function chartPoints(data: ChartData): number {
+	let n = 0;
+	for (let i = 0; i < data.xs.length; i++) {
+		if (data.series.some((s) => s.values[i] !== null && s.values[i] !== undefined)) n++;
 	}
-	return out;
+	return n;
+}
+
+/**
+ * History points [ts, avg, min, max] as a chart: the average, and the peak as a faint line.
+ * Steps without a row become gaps (null), so a stopped instance does not draw a straight line
+ * across the time it was down.
+ */
+export function historyChart(
+	points: readonly HistoryPoint[],
+	options: {
+		label: string;
+		color: string;
+		peak?: string | false;
+		since: number;
+		until: number;
+		stepMs: number;
+	}
+): ChartData {
+	const { since, until, stepMs } = options;
+	const byTime = new Map(points.map((p) => [p[0], p]));
+	const xs: number[] = [];
+	const avg: (number | null)[] = [];
+	const max: (number | null)[] = [];
+	if (stepMs > 0 && until > since) {
+		const first = Math.floor(since / stepMs) * stepMs;
+		for (let t = first; t <= until; t += stepMs) {
+			const p = byTime.get(t);
+			xs.push(t);
+			avg.push(p ? p[1] : null);
+			max.push(p ? p[3] : null);
+		}
+	}
+	const series: ChartSeries[] = [{ label: options.label, values: avg, color: options.color }];
+	if (options.peak) series.push({ label: options.peak, values: max, color: options.color, faint: true });
+	return { xs, series };
+}
+
+const pad2 = (n: number) => String(n).padStart(2, '0');
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** A time axis tick in local time: "14:05" within a day or so, the day at midnight beyond that. */
+export function timeAxisLabel(ms: number, spanMs: number): string {
+	const d = new Date(ms);
+	const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+	if (spanMs <= 36 * 3600_000) return hm;
+	return d.getHours() === 0 && d.getMinutes() === 0 ? `${MONTHS[d.getMonth()]} ${d.getDate()}` : hm;
+}
+
+/** The part of a chart from `fromMs` on. */
+export function chartFrom(data: ChartData, fromMs: number | null): ChartData {
+	if (fromMs === null) return data;
+	const i = data.xs.findIndex((x) => x >= fromMs);
+	if (i <= 0) return i === 0 ? data : { xs: [], series: data.series.map((s) => ({ ...s, values: [] })) };
+	return { xs: data.xs.slice(i), series: data.series.map((s) => ({ ...s, values: s.values.slice(i) })) };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { countByState, filterInstances, servicesOf, sortInstances } from './instances';
+import { applyStateChange, countByState, filterInstances, servicesOf, sortInstances } from './instances';
 import { stateLook, healthLook } from './status';
 import type { Instance } from './types';
 
@@ -21,6 +21,8 @@ function inst(id: string, over: Partial<Instance> = {}): Instance {
 		rss_bytes: null,
 		socket: null,
 		url: null,
+		last_exit: null,
+		idle_timeout: null,
 		...over
 	};
 }
@@ -63,6 +65,18 @@ describe('sortInstances', () => {
 		expect(ids(sortInstances(list, 'cpu', 'desc'))).toEqual(['notes:carol', 'notes:alice', 'api:main', 'notes:bob']);
 		expect(ids(sortInstances(list, 'cpu', 'asc'))).toEqual(['notes:alice', 'notes:carol', 'api:main', 'notes:bob']);
 		expect(ids(sortInstances(list, 'port', 'asc')).slice(0, 2)).toEqual(['notes:alice', 'notes:carol']);
+	});
+
+	it('sorts by request rate from the metrics, instances without traffic last', () => {
+		const rates = { 'notes:bob': 0.5, 'api:main': 12 };
+		expect(ids(sortInstances(list, 'rps', 'desc', rates)).slice(0, 2)).toEqual(['api:main', 'notes:bob']);
+	});
+
+	it('applies a live state change to a copy', () => {
+		const next = applyStateChange(list, { id: 'notes:alice', new: 'stopping', reason: 'stop asked' });
+		expect(next?.find((i) => i.id === 'notes:alice')).toMatchObject({ status: 'stopping', reason: 'stop asked' });
+		expect(list[0]!.status).toBe('healthy');
+		expect(applyStateChange(list, { id: 'x:y', new: 'stopped', reason: null })).toBeNull();
 	});
 
 	it('does not modify its input', () => {

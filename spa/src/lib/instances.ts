@@ -11,7 +11,8 @@ export type SortKey =
 	| 'uptime'
 	| 'restarts'
 	| 'cpu'
-	| 'memory';
+	| 'memory'
+	| 'rps';
 export type SortDir = 'asc' | 'desc';
 
 export interface InstanceFilter {
@@ -44,7 +45,10 @@ export function filterInstances(list: readonly Instance[], filter: InstanceFilte
 	});
 }
 
-function sortValue(inst: Instance, key: SortKey): number | string | null {
+/** Requests per second by instance id (from the requests_per_s metric). */
+export type Rates = Record<string, number>;
+
+function sortValue(inst: Instance, key: SortKey, rates: Rates): number | string | null {
 	switch (key) {
 		case 'id':
 			return inst.id;
@@ -62,15 +66,22 @@ function sortValue(inst: Instance, key: SortKey): number | string | null {
 			return inst.cpu_percent;
 		case 'memory':
 			return inst.rss_bytes;
+		case 'rps':
+			return rates[inst.id] ?? null;
 	}
 }
 
 /** Stable sort; missing values go last in either direction; ties fall back to the id. */
-export function sortInstances(list: readonly Instance[], key: SortKey, dir: SortDir): Instance[] {
+export function sortInstances(
+	list: readonly Instance[],
+	key: SortKey,
+	dir: SortDir,
+	rates: Rates = {}
+): Instance[] {
 	const sign = dir === 'asc' ? 1 : -1;
 	return [...list].sort((a, b) => {
-		const va = sortValue(a, key);
-		const vb = sortValue(b, key);
+		const va = sortValue(a, key, rates);
+		const vb = sortValue(b, key, rates);
 		if (va === null && vb !== null) return 1;
 		if (vb === null && va !== null) return -1;
 		if (va !== null && vb !== null && va !== vb) {
@@ -93,4 +104,16 @@ export function countByState(list: readonly Instance[]): Record<string, number> 
 
 export function servicesOf(list: readonly Instance[]): string[] {
 	return [...new Set(list.map((i) => i.service))].sort();
+}
+
+/** An instance with a state change applied (from a `state` event), before the next poll. */
+export function applyStateChange(
+	list: readonly Instance[],
+	change: { id: string; new: string; reason: string | null }
+): Instance[] | null {
+	const i = list.findIndex((x) => x.id === change.id);
+	if (i < 0) return null;
+	const next = list.slice();
+	next[i] = { ...list[i]!, status: change.new as Instance['status'], reason: change.reason };
+	return next;
 }

@@ -138,4 +138,33 @@ describe('LogStream', () => {
 		first.emit('log', line(5));
 		expect(entries).toEqual([]);
 	});
+
+	it('resumes a new connection after the last line and delivers state changes', () => {
+		const urls: (number | null)[] = [];
+		const changes: unknown[] = [];
+		const stream = new LogStream(
+			(lastId) => {
+				urls.push(lastId);
+				return `/_/api/logs/stream?states=1${lastId ? `&after_id=${lastId}` : ''}`;
+			},
+			{ onentry: () => undefined, onstatechange: (c) => changes.push(c) },
+			{ EventSource: FakeEventSource, retryMs: 1000 }
+		);
+		stream.lastId = 3;
+		stream.start();
+		const first = FakeEventSource.instances[0]!;
+		expect(first.url).toBe('/_/api/logs/stream?states=1&after_id=3');
+		first.open();
+		first.emit('log', line(7));
+		first.emit('log', line(5)); // an older line does not move the cursor back
+		first.emit('state', { id: 'web:one', old: 'healthy', new: 'stopping', reason: null });
+		first.emit('state', 'garbage');
+		expect(changes).toEqual([{ id: 'web:one', old: 'healthy', new: 'stopping', reason: null }]);
+		expect(stream.lastId).toBe(7);
+		first.fail(2);
+		vi.advanceTimersByTime(1000);
+		expect(FakeEventSource.instances[1]!.url).toBe('/_/api/logs/stream?states=1&after_id=7');
+		expect(urls).toEqual([3, 7]);
+		stream.stop();
+	});
 });

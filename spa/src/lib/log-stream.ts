@@ -1,15 +1,19 @@
-// One EventSource for live log lines, with named events `log` and `lagged`.
+// One EventSource per page, with named events: `log` (a LogEntry; its SSE id is the entry id),
+// `lagged` {missed} and, when asked for, `state` {id, old, new, reason}.
 // The browser reconnects by itself after a dropped connection (sending Last-Event-ID);
-// when it gives up (an HTTP error such as 401) we try again later, backing off.
+// when it gives up (an HTTP error such as 401, or the server went away) we open a new one
+// later, backing off, and ask it to resume after the last line we got.
 
-import { parseLaggedEvent, parseLogEvent } from './logs';
-import type { LogEntry } from './types';
+import { parseLaggedEvent, parseLogEvent, parseStateEvent } from './logs';
+import type { LogEntry, StateEvent } from './types';
 
 export type StreamState = 'off' | 'connecting' | 'live' | 'reconnecting';
 
 export interface LogStreamHandlers {
 	onentry: (entry: LogEntry) => void;
 	onlagged?: (missed: number) => void;
+	/** An instance changed state (only when the URL asks for states). */
+	onstatechange?: (event: StateEvent) => void;
 	onstate?: (state: StreamState) => void;
 	/** The browser gave up on the connection; e.g. check whether the session expired. */
 	onclosed?: () => void;
@@ -33,8 +37,11 @@ export interface LogStreamOptions {
 
 const CLOSED = 2;
 
+/** The stream URL; given the id of the last line received, so a new connection resumes there. */
+export type StreamUrl = string | ((lastId: number | null) => string);
+
 export class LogStream {
-	#url: string;
+	#url: StreamUrl;
 	#handlers: LogStreamHandlers;
 	#ctor: EventSourceCtor | undefined;
 	#retryMs: number;
@@ -44,8 +51,9 @@ export class LogStream {
 	#timer: ReturnType<typeof setTimeout> | undefined;
 	#state: StreamState = 'off';
 	#reconnects = 0;
+	#lastId: number | null = null;
 
-	constructor(url: string, handlers: LogStreamHandlers, options: LogStreamOptions = {}) {
+	constructor(url: StreamUrl, handlers: LogStreamHandlers, options: LogStreamOptions = {}) {
 		this.#url = url;
 		this.#handlers = handlers;
 		this.#ctor =
@@ -58,6 +66,16 @@ export class LogStream {
 
 	get state(): StreamState {
 		return this.#state;
+	}
+
+	/** Id of the newest log line received. */
+	get lastId(): number | null {
+		return this.#lastId;
+	}
+
+	/** Resume after this id on the next connection (e.g. the newest line already shown). */
+	set lastId(id: number | null) {
+		this.#lastId = id;
 	}
 
 	statistics() {
@@ -90,7 +108,8 @@ export class LogStream {
 			return;
 		}
 		this.#setState(this.#reconnects ? 'reconnecting' : 'connecting');
-		const es = new this.#ctor(this.#url, { withCredentials: true });
+		const url = typeof this.#url === 'function' ? this.#url(this.#lastId) : this.#url;
+		const es = new this.#ctor(url, { withCredentials: true });
 		this.#es = es;
 		es.onopen = () => {
 			if (this.#es !== es) return;
@@ -114,7 +133,14 @@ export class LogStream {
 		es.addEventListener('log', (ev) => {
 			if (this.#es !== es) return;
 			const entry = parseLogEvent(String(ev.data));
-			if (entry) this.#handlers.onentry(entry);
+			if (!entry) return;
+			if (this.#lastId === null || entry.id > this.#lastId) this.#lastId = entry.id;
+			this.#handlers.onentry(entry);
+		});
+		es.addEventListener('state', (ev) => {
+			if (this.#es !== es) return;
+			const change = parseStateEvent(String(ev.data));
+			if (change) this.#handlers.onstatechange?.(change);
 		});
 		es.addEventListener('lagged', (ev) => {
 			if (this.#es !== es) return;

@@ -5,8 +5,10 @@ import {
 	filtersToParams,
 	formatLogLine,
 	highlight,
+	logsHref,
 	parseLaggedEvent,
 	parseLogEvent,
+	parseStateEvent,
 	searchTerms,
 	sinceForRange,
 	toLogQuery
@@ -16,25 +18,42 @@ describe('filters and the URL', () => {
 	it('round-trips through query parameters', () => {
 		const f = { ...EMPTY_FILTERS, search: 'timeout*', level: 'warn' as const, instance_id: 'notes:alice', range: '1h' };
 		const params = filtersToParams(f);
-		expect(params.toString()).toBe('search=timeout*&level=warn&instance_id=notes%3Aalice&range=1h');
+		expect(params.toString()).toBe('search=timeout*&level=warn&instance=notes%3Aalice&range=1h');
 		expect(filtersFromParams(params)).toEqual(f);
 	});
 
-	it('ignores unknown levels and ranges', () => {
-		const f = filtersFromParams(new URLSearchParams('level=loud&range=forever&tenant_id=acme'));
-		expect(f).toEqual({ ...EMPTY_FILTERS, tenant_id: 'acme' });
+	it('reads the API spellings too', () => {
+		expect(filtersFromParams(new URLSearchParams('instance_id=notes:bob&level=error+&tenant_id=acme'))).toEqual({
+			...EMPTY_FILTERS,
+			instance_id: 'notes:bob',
+			tenant_id: 'acme',
+			level: 'error'
+		});
+		expect(filtersFromParams(new URLSearchParams('min_level=info')).level).toBe('info');
 	});
 
-	it('turns a range preset into an ISO start time', () => {
-		const now = Date.parse('2025-06-01T12:00:00Z');
-		expect(sinceForRange('15m', now)).toBe('2025-06-01T11:45:00.000Z');
-		expect(sinceForRange('', now)).toBeUndefined();
-		expect(sinceForRange('bogus', now)).toBeUndefined();
-		expect(toLogQuery({ ...EMPTY_FILTERS, search: '  x  ', range: '1h' }, now)).toEqual({
+	it('ignores unknown levels and ranges', () => {
+		const f = filtersFromParams(new URLSearchParams('level=loud&range=forever&tenant=acme'));
+		expect(f).toEqual({ ...EMPTY_FILTERS, tenant_id: 'acme' });
+		// debug and above is everything
+		expect(filtersFromParams(new URLSearchParams('level=debug')).level).toBe('');
+	});
+
+	it('asks the API for this level and above, and since a relative time', () => {
+		expect(sinceForRange('15m')).toBe('15m');
+		expect(sinceForRange('')).toBeUndefined();
+		expect(sinceForRange('bogus')).toBeUndefined();
+		expect(toLogQuery({ ...EMPTY_FILTERS, search: '  x  ', range: '1h', level: 'warn' })).toEqual({
 			search: 'x',
-			since: '2025-06-01T11:00:00.000Z'
+			min_level: 'warn',
+			since: '1h'
 		});
 		expect(toLogQuery(EMPTY_FILTERS)).toEqual({});
+	});
+
+	it('builds links to the Logs page', () => {
+		expect(logsHref('/_', { instance_id: 'notes:alice' })).toBe('/_/logs?instance=notes%3Aalice');
+		expect(logsHref('/_', {})).toBe('/_/logs');
 	});
 });
 
@@ -103,6 +122,23 @@ describe('stream events', () => {
 		expect(parseLogEvent('not json')).toBeNull();
 		expect(parseLogEvent('{"id": "1", "message": "x"}')).toBeNull();
 		expect(parseLogEvent('null')).toBeNull();
+	});
+
+	it('parses a state event', () => {
+		expect(parseStateEvent('{"id":"web:one","old":"healthy","new":"stopping","reason":"stop asked"}')).toEqual({
+			id: 'web:one',
+			old: 'healthy',
+			new: 'stopping',
+			reason: 'stop asked'
+		});
+		expect(parseStateEvent('{"id":"web:one","new":"stopped"}')).toEqual({
+			id: 'web:one',
+			old: '',
+			new: 'stopped',
+			reason: null
+		});
+		expect(parseStateEvent('{"old":"x"}')).toBeNull();
+		expect(parseStateEvent('nope')).toBeNull();
 	});
 
 	it('reads the lagged count', () => {

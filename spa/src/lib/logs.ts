@@ -1,10 +1,11 @@
 // Log filters <-> URL, FTS-aware highlighting, log-line parsing of stream events.
 
-import type { LogEntry, LogLevel, LogQuery } from './types';
+import type { LogEntry, LogLevel, LogQuery, StateEvent } from './types';
 import { LOG_LEVELS } from './types';
 
 export interface LogFilters {
 	search: string;
+	/** The lowest level shown: 'warn' shows warnings and errors. '' shows everything. */
 	level: LogLevel | '';
 	instance_id: string;
 	tenant_id: string;
@@ -20,6 +21,14 @@ export const EMPTY_FILTERS: LogFilters = {
 	range: ''
 };
 
+/** The level filter's choices: each one means "this level and above". */
+export const LEVEL_CHOICES: { value: LogLevel | ''; label: string }[] = [
+	{ value: '', label: 'All levels' },
+	{ value: 'info', label: 'Info and above' },
+	{ value: 'warn', label: 'Warnings and errors' },
+	{ value: 'error', label: 'Errors only' }
+];
+
 export const RANGE_PRESETS: { value: string; label: string; seconds: number }[] = [
 	{ value: '', label: 'All time', seconds: 0 },
 	{ value: '15m', label: 'Last 15 minutes', seconds: 15 * 60 },
@@ -29,14 +38,20 @@ export const RANGE_PRESETS: { value: string; label: string; seconds: number }[] 
 	{ value: '7d', label: 'Last 7 days', seconds: 7 * 86400 }
 ];
 
+/**
+ * Filters from the page URL. `instance` and `tenant` are the short forms the dashboard writes
+ * (`/_/logs?instance=notes:alice`); `instance_id`, `tenant_id` and `level=warn+` (the API's
+ * spellings) are read too, so links built from API parameters work.
+ */
 export function filtersFromParams(params: URLSearchParams): LogFilters {
-	const level = params.get('level') ?? '';
-	const range = params.get('range') ?? '';
+	// 'warn+' arrives as 'warn ' when the + is not escaped
+	const level = (params.get('level') ?? params.get('min_level') ?? '').trim().replace(/\+$/, '');
+	const range = params.get('range') ?? params.get('since') ?? '';
 	return {
-		search: params.get('search') ?? '',
-		level: (LOG_LEVELS as readonly string[]).includes(level) ? (level as LogLevel) : '',
-		instance_id: params.get('instance_id') ?? '',
-		tenant_id: params.get('tenant_id') ?? '',
+		search: params.get('search') ?? params.get('q') ?? '',
+		level: (LOG_LEVELS as readonly string[]).includes(level) && level !== 'debug' ? (level as LogLevel) : '',
+		instance_id: params.get('instance') ?? params.get('instance_id') ?? '',
+		tenant_id: params.get('tenant') ?? params.get('tenant_id') ?? '',
 		range: RANGE_PRESETS.some((p) => p.value === range) ? range : ''
 	};
 }
@@ -44,29 +59,35 @@ export function filtersFromParams(params: URLSearchParams): LogFilters {
 /** Only the non-empty filters, in a fixed order, so URLs are stable. */
 export function filtersToParams(f: LogFilters): URLSearchParams {
 	const out = new URLSearchParams();
+	const names = { search: 'search', level: 'level', instance_id: 'instance', tenant_id: 'tenant', range: 'range' } as const;
 	for (const key of ['search', 'level', 'instance_id', 'tenant_id', 'range'] as const) {
 		const v = f[key].trim();
-		if (v) out.set(key, v);
+		if (v) out.set(names[key], v);
 	}
 	return out;
 }
 
-/** ISO-8601 start of a range preset, or undefined for "all time". */
-export function sinceForRange(range: string, now: number = Date.now()): string | undefined {
+/** The API's `since` for a range preset ('15m', '24h', ... are understood as "ago"). */
+export function sinceForRange(range: string): string | undefined {
 	const preset = RANGE_PRESETS.find((p) => p.value === range);
-	if (!preset || !preset.seconds) return undefined;
-	return new Date(now - preset.seconds * 1000).toISOString();
+	return preset && preset.seconds ? preset.value : undefined;
 }
 
-export function toLogQuery(f: LogFilters, now: number = Date.now()): LogQuery {
+export function toLogQuery(f: LogFilters): LogQuery {
 	const q: LogQuery = {};
 	if (f.search.trim()) q.search = f.search.trim();
-	if (f.level) q.level = f.level;
+	if (f.level) q.min_level = f.level;
 	if (f.instance_id.trim()) q.instance_id = f.instance_id.trim();
 	if (f.tenant_id.trim()) q.tenant_id = f.tenant_id.trim();
-	const since = sinceForRange(f.range, now);
+	const since = sinceForRange(f.range);
 	if (since) q.since = since;
 	return q;
+}
+
+/** A link to the Logs page with these filters. */
+export function logsHref(base: string, f: Partial<LogFilters>): string {
+	const qs = filtersToParams({ ...EMPTY_FILTERS, ...f }).toString();
+	return `${base}/logs${qs ? `?${qs}` : ''}`;
 }
 
 const FTS_OPERATORS = new Set(['AND', 'OR', 'NOT', 'NEAR']);
@@ -141,6 +162,22 @@ export function parseLogEvent(data: string): LogEntry | null {
 		stream: e.stream === 'stderr' || e.stream === 'system' ? e.stream : 'stdout',
 		message: e.message
 	};
+}
+
+/** `{"id", "old", "new", "reason"}` of a `state` event; null when unreadable. */
+export function parseStateEvent(data: string): StateEvent | null {
+	try {
+		const v = JSON.parse(data) as Partial<StateEvent>;
+		if (!v || typeof v.id !== 'string' || typeof v.new !== 'string') return null;
+		return {
+			id: v.id,
+			old: typeof v.old === 'string' ? v.old : '',
+			new: v.new,
+			reason: typeof v.reason === 'string' ? v.reason : null
+		};
+	} catch {
+		return null;
+	}
 }
 
 /** `{"missed": n}` of a `lagged` event; 0 when unreadable. */

@@ -1,66 +1,150 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { counterRate, pushSample, sparklinePath } from './chart';
+import { chartFrom, chartPoints, historyChart, sparklinePath, timeAxisLabel } from './chart';
+import { bucketMean, bucketSeconds, bucketTimes, latest, liveStart, LiveWindow, sumLast, total } from './live';
 import {
+	diskAttention,
 	formatMetricValue,
-	metricsForInstance,
-	metricTitle,
-	summarizeMetrics
+	formatMs,
+	formatRate,
+	hostStats,
+	snapshotValue,
+	usedFraction,
+	valuesByLabel,
+	worstLatency
 } from './metrics';
 import { startPolling } from './poll';
-import type { MetricSnapshot } from './types';
+import type { LiveMetrics, MetricSnapshot } from './types';
 
 describe('sparklinePath', () => {
-	it('scales values into the box, top is the maximum', () => {
+	it('scales values into the box from zero, top is the maximum', () => {
 		expect(sparklinePath([0, 10], 100, 20, 0)).toBe('M0,20L100,0');
 		expect(sparklinePath([0, 5, 10], 10, 10, 1)).toBe('M1,9L5,5L9,1');
+		expect(sparklinePath([5, 10], 10, 10, 0)).toBe('M0,5L10,0');
 	});
-	it('draws flat series in the middle and skips non-finite values', () => {
-		expect(sparklinePath([3, 3, 3], 10, 10, 0)).toBe('M0,5L5,5L10,5');
-		expect(sparklinePath([7], 10, 10, 0)).toBe('M0,5L10,5');
-		expect(sparklinePath([1, Number.NaN, 2], 10, 10, 0)).toBe('M0,10L10,0');
+	it('draws nothing-happening at the bottom and skips missing values', () => {
+		expect(sparklinePath([0, 0, 0], 10, 10, 0)).toBe('M0,10L5,10L10,10');
+		expect(sparklinePath([7], 10, 10, 0)).toBe('M0,0L10,0');
+		expect(sparklinePath([1, null, Number.NaN, 2], 10, 10, 0)).toBe('M0,5L10,0');
 		expect(sparklinePath([], 10, 10)).toBe('');
 	});
 });
 
-describe('series helpers', () => {
-	it('keeps a rolling window', () => {
-		expect(pushSample([1, 2, 3], 4, 3)).toEqual([2, 3, 4]);
-		expect(pushSample([], 1, 3)).toEqual([1]);
+describe('historyChart', () => {
+	it('lays history points on a regular grid, gaps as null, with the peak as a faint line', () => {
+		const data = historyChart(
+			[
+				[60_000, 1, 0.5, 2],
+				[180_000, 3, 2, 4]
+			],
+			{ label: 'CPU', color: '#fff', peak: 'peak', since: 60_000, until: 200_000, stepMs: 60_000 }
+		);
+		expect(data.xs).toEqual([60_000, 120_000, 180_000]);
+		expect(data.series[0]!.values).toEqual([1, null, 3]);
+		expect(data.series[1]).toMatchObject({ label: 'peak', values: [2, null, 4], faint: true });
+		expect(chartPoints(data)).toBe(2);
+		expect(chartFrom(data, 100_000).xs).toEqual([120_000, 180_000]);
+		expect(chartFrom(data, 100_000).series[1]!.values).toEqual([null, 4]);
+		expect(chartFrom(data, null)).toBe(data);
+		expect(chartFrom(data, 0)).toBe(data);
+		expect(chartFrom(data, 999_000).xs).toEqual([]);
+		expect(historyChart([], { label: 'x', color: '#fff', since: 0, until: 0, stepMs: 60 }).xs).toEqual([]);
 	});
-	it('derives per-second rates from a counter, treating resets as zero', () => {
-		expect(
-			counterRate([
-				[0, 10],
-				[1000, 20],
-				[3000, 30],
-				[4000, 5],
-				[4000, 6]
-			])
-		).toEqual([
-			[1000, 10],
-			[3000, 5],
-			[4000, 0]
-		]);
+
+	it('labels time ticks by the hour within a day, by the day beyond', () => {
+		const t = new Date(2025, 5, 1, 14, 5).getTime();
+		const midnight = new Date(2025, 5, 2, 0, 0).getTime();
+		expect(timeAxisLabel(t, 3600_000)).toBe('14:05');
+		expect(timeAxisLabel(midnight, 3600_000)).toBe('00:00');
+		expect(timeAxisLabel(midnight, 7 * 86400_000)).toBe('Jun 2');
+		expect(timeAxisLabel(t, 7 * 86400_000)).toBe('14:05');
+	});
+});
+
+describe('LiveWindow', () => {
+	const answer = (end: number, series: LiveMetrics['series']): LiveMetrics => ({ end, step_ms: 1000, series });
+
+	it('takes a full answer, then merges the newest seconds in', () => {
+		const w = new LiveWindow(5);
+		expect(w.wanted()).toBe(5);
+		w.apply(answer(10_000, { 'web:one': { requests: [1, 2, 3, 4, 5], cpu_percent: [null, 1, 1, 1, 1] } }));
+		expect(w.values('web:one', 'requests')).toEqual([1, 2, 3, 4, 5]);
+		expect(w.times()).toEqual([6000, 7000, 8000, 9000, 10_000]);
+		// two seconds later, an answer of three seconds overlapping by one
+		w.apply(answer(12_000, { 'web:one': { requests: [9, 6, 7] }, 'web:two': { requests: [1, 1, 1] } }));
+		expect(w.end).toBe(12_000);
+		expect(w.values('web:one', 'requests')).toEqual([3, 4, 9, 6, 7]);
+		expect(w.values('web:one', 'cpu_percent')).toEqual([1, 1, 1, null, null]);
+		expect(w.values('web:two', 'requests')).toEqual([null, null, 1, 1, 1]);
+		expect(w.sum('requests')).toEqual([3, 4, 10, 7, 8]);
+		expect(w.sum('requests', (k) => k !== 'web:two')).toEqual([3, 4, 9, 6, 7]);
+		expect(w.keys()).toEqual(['web:one', 'web:two']);
+		expect(w.wanted(12_000)).toBe(5);
+		// an hour-long window asks for one second less than the server's ring holds
+		expect(new LiveWindow(3600).wanted()).toBe(3599);
+	});
+
+	it('starts over after a long gap', () => {
+		const w = new LiveWindow(3);
+		w.apply(answer(1000, { a: { requests: [1, 1, 1] } }));
+		w.apply(answer(100_000, { b: { requests: [2] } }));
+		expect(w.keys()).toEqual(['b']);
+		expect(w.values('b', 'requests')).toEqual([null, null, 2]);
+		expect(w.values('a', 'requests')).toEqual([null, null, null]);
+	});
+
+	it('starts a live chart where the data starts, showing a minimum span', () => {
+		const empty = new Array<number | null>(3600).fill(null);
+		const late = empty.slice();
+		late[3500] = 1;
+		expect(liveStart([empty, late], 300)).toBe(3300);
+		late[100] = 1;
+		expect(liveStart([empty, late], 300)).toBe(100);
+		expect(liveStart([empty], 300)).toBe(3300);
+		expect(liveStart([[1, 2]], 300)).toBe(0);
+		expect(bucketSeconds(300)).toBe(2);
+		expect(bucketSeconds(1200)).toBe(5);
+		expect(bucketSeconds(3600)).toBe(10);
+	});
+
+	it('buckets, sums and finds the latest value', () => {
+		expect(bucketMean([1, 3, null, 5, 7, null, null], 2)).toEqual([1, 3, 6, null]);
+		expect(bucketTimes([1, 2, 3, 4, 5, 6, 7], 2)).toEqual([1, 3, 5, 7]);
+		expect(sumLast([1, null, 2, 3], 2)).toBe(5);
+		expect(total([null, null])).toBeNull();
+		expect(total([1, null, 2])).toBe(3);
+		expect(latest([1, 2, null])).toBe(2);
+		expect(latest([])).toBeNull();
 	});
 });
 
 describe('metrics', () => {
 	const snaps: MetricSnapshot[] = [
-		{ name: 'http_requests_total', value: 5, labels: { instance: 'notes:alice' }, timestamp: 1 },
-		{ name: 'http_requests_total', value: 7, labels: { instance: 'notes:bob' }, timestamp: 3 },
-		{ name: 'instance_rss_bytes', value: 2048, labels: { instance_id: 'notes:alice' }, timestamp: 2 }
+		{ name: 'requests_per_s', value: 2.5, labels: { target: 'web:one' }, timestamp: 1 },
+		{ name: 'requests_per_s', value: 9, labels: { target: 'slum' }, timestamp: 1 },
+		{ name: 'latency_recent_ms', value: 40, labels: { target: 'web:one' }, timestamp: 1, count: 3, p50: 2, p95: 30, p99: 40 },
+		{ name: 'latency_recent_ms', value: 90, labels: { target: 'slum' }, timestamp: 1, count: 9, p50: 2, p95: 30, p99: 90 },
+		{ name: 'http_request_duration_ms', value: null, labels: { target: 'web:one' }, timestamp: 1, p99: 5 },
+		{ name: 'host_disk_free_bytes', value: 5 * 1024 ** 3, labels: {}, timestamp: 1 },
+		{ name: 'host_disk_total_bytes', value: 100 * 1024 ** 3, labels: {}, timestamp: 1 },
+		{ name: 'host_load1', value: 0.5, labels: {}, timestamp: 1 }
 	];
-	it('sums label sets per name', () => {
-		expect(summarizeMetrics(snaps)).toEqual([
-			{ name: 'http_requests_total', total: 12, labelSets: 2, timestamp: 3 },
-			{ name: 'instance_rss_bytes', total: 2048, labelSets: 1, timestamp: 2 }
-		]);
+	it('reads values by name and labels', () => {
+		expect(snapshotValue(snaps, 'requests_per_s', { target: 'slum' })).toBe(9);
+		expect(snapshotValue(snaps, 'http_request_duration_ms')).toBeNull();
+		expect(snapshotValue(snaps, 'missing')).toBeNull();
+		expect(valuesByLabel(snaps, 'requests_per_s', 'target')).toEqual({ 'web:one': 2.5, slum: 9 });
 	});
-	it('finds an instance by any label value', () => {
-		expect(metricsForInstance(snaps, 'notes:alice').map((s) => s.name)).toEqual([
-			'http_requests_total',
-			'instance_rss_bytes'
-		]);
+	it('finds the slowest application, leaving the dashboard API out', () => {
+		expect(worstLatency(snaps)).toMatchObject({ target: 'web:one', p99: 40 });
+		expect(worstLatency(snaps.filter((s) => s.labels.target !== 'web:one'))).toBeNull();
+	});
+	it('says when the disk is filling up', () => {
+		const host = hostStats(snaps);
+		expect(host.load1).toBe(0.5);
+		expect(usedFraction(host.diskFree, host.diskTotal)).toBeCloseTo(0.95);
+		expect(diskAttention(host)).toEqual({ kind: 'disk', id: 'data disk', message: '95% used, 5.00 GiB free' });
+		expect(diskAttention({ ...host, diskFree: 50 * 1024 ** 3 })).toBeNull();
+		expect(diskAttention({ ...host, diskTotal: null })).toBeNull();
 	});
 	it('formats by unit suffix', () => {
 		expect(formatMetricValue('instance_rss_bytes', 2048)).toBe('2.00 KiB');
@@ -68,8 +152,13 @@ describe('metrics', () => {
 		expect(formatMetricValue('http_request_duration_ms', 3.25)).toBe('3.3 ms');
 		expect(formatMetricValue('uptime_seconds', 90)).toBe('1m 30s');
 		expect(formatMetricValue('http_requests_total', 12345)).toBe('12,345');
+		expect(formatMetricValue('requests_per_s', 0.25)).toBe('0.3/s');
 		expect(formatMetricValue('load', 0.5)).toBe('0.50');
-		expect(metricTitle('slum_http_requests_total')).toBe('Http requests total');
+		expect(formatMs(2500)).toBe('2.5 s');
+		expect(formatMs(0.42)).toBe('0.4 ms');
+		expect(formatRate(0)).toBe('0/s');
+		expect(formatRate(0.05)).toBe('0.05/s');
+		expect(formatRate(1234)).toBe('1,234/s');
 	});
 });
 

@@ -30,6 +30,40 @@ export interface Instance {
 	rss_bytes: number | null;
 	socket: string | null;
 	url: string | null;
+	last_exit: number | null;
+	idle_timeout: number | null;
+}
+
+/** One state change of an instance (`ts` in unix seconds). */
+export interface StateTransition {
+	ts: number;
+	state: InstanceState | string;
+	reason: string | null;
+}
+
+/** What the instance runs: its [service.NAME] section, as parsed. */
+export interface ServiceConfig {
+	command: string[];
+	health: string | null;
+	idle_timeout: number | null;
+	startup_timeout: number | null;
+	restart: string | null;
+	workdir: string | null;
+	env: Record<string, string>;
+}
+
+/** GET /_/api/instances/{id}: the instance plus its recent state history and config. */
+export interface InstanceDetail extends Instance {
+	history: StateTransition[];
+	config: ServiceConfig;
+}
+
+/** SSE `state` event of /_/api/logs/stream?states=1. */
+export interface StateEvent {
+	id: string;
+	old: string;
+	new: string;
+	reason: string | null;
 }
 
 export interface SpawnRequest {
@@ -47,12 +81,14 @@ export interface Server {
 	created_at: string;
 	status: ServerStatus;
 	capacity: number | null;
+	has_token?: boolean;
 }
 
 export interface NewServer {
 	address: string;
 	name?: string;
 	token?: string;
+	capacity?: number;
 }
 
 export type TenantStatus = 'active' | 'suspended';
@@ -60,11 +96,17 @@ export type TenantStatus = 'active' | 'suspended';
 export interface Tenant {
 	id: string;
 	server_id: string;
-	server: string;
-	service: string;
+	server: string | null;
+	service: string | null;
 	config: string | null;
 	status: TenantStatus;
 	created_at: string;
+}
+
+/** GET /_/api/tenants/{id}: with its domain aliases and the local instance, if any. */
+export interface TenantDetail extends Tenant {
+	aliases?: string[];
+	instance?: Instance | null;
 }
 
 export interface NewTenant {
@@ -90,12 +132,19 @@ export interface LogEntry {
 export interface LogQuery {
 	instance_id?: string;
 	tenant_id?: string;
+	/** Exactly this level. */
 	level?: LogLevel | '';
+	/** This level and above (what the level filter means). */
+	min_level?: LogLevel | '';
 	search?: string;
 	since?: string;
 	until?: string;
 	limit?: number;
 	offset?: number;
+	/** Cursor: entries older than this id (newest first). */
+	before_id?: number;
+	/** Entries newer than this id, oldest first. */
+	after_id?: number;
 }
 
 export interface AttentionItem {
@@ -113,26 +162,69 @@ export interface Overview {
 	by_state: Partial<Record<InstanceState, number>> & Record<string, number>;
 	recent_logs: LogEntry[];
 	attention: AttentionItem[];
+	server_list?: (Server & { tenants: string[] })[];
+	levels?: string[];
 }
 
+/**
+ * One current value from GET /_/api/metrics. Histogram-like metrics
+ * (http_request_duration_ms, latency_recent_ms) carry their summary fields as well.
+ */
 export interface MetricSnapshot {
 	name: string;
-	value: number;
+	value: number | null;
 	labels: Record<string, string>;
 	timestamp: number; // ms since the epoch
+	count?: number;
+	sum?: number;
+	mean?: number;
+	p50?: number;
+	p95?: number;
+	p99?: number;
+	max?: number;
 }
 
-export type MetricPoint = [number, number]; // [ms since the epoch, value]
+/** Per-second values, oldest first; null where there was no sample. */
+export interface LiveSeries {
+	requests?: (number | null)[];
+	errors?: (number | null)[];
+	cpu_percent?: (number | null)[];
+	rss_bytes?: (number | null)[];
+}
 
+/** GET /_/api/metrics/live?seconds=N: the last N seconds from memory. */
+export interface LiveMetrics {
+	/** ms since the epoch of the last value of every series. */
+	end: number;
+	step_ms: number;
+	/** Keyed by request target (instance id, 'slum', ...) or sampled instance id. */
+	series: Record<string, LiveSeries>;
+}
+
+/** [ms since the epoch, avg, min, max] of one step. */
+export type HistoryPoint = [number, number, number, number];
+
+export interface HistorySeries {
+	labels: Record<string, string>;
+	points: HistoryPoint[];
+}
+
+/** GET /_/api/metrics/history: per-minute rows, averaged into `step` seconds. */
 export interface MetricHistory {
 	name: string;
-	points: MetricPoint[];
+	step: number;
+	since: number;
+	until: number;
+	series: HistorySeries[];
+	/** The points of the only series, else []. */
+	points: HistoryPoint[];
 }
 
 export interface MetricHistoryQuery {
 	name: string;
 	labels?: Record<string, string>;
-	since?: number;
-	until?: number;
+	/** ms since the epoch, or '24h'-style, or ISO-8601. */
+	since?: number | string;
+	until?: number | string;
 	step?: number;
 }
