@@ -78,7 +78,7 @@ def test_request_counters_and_rate() -> None:
 
 def test_history_over_a_day(tmp_path: Path) -> None:
     conn = connect(tmp_path / "slum.db")
-    start = (int(time.time()) // 60) * 60 - 86400
+    start = (int(time.time()) // 3600) * 3600 - 86400  # aligned: buckets hold 5 minutes
     rows = [(start + i * 60, "cpu_percent", {"instance": "web:a"}, float(i % 100), 0.0, 100.0)
             for i in range(1440)]
     rows += [(start + i * 60, "cpu_percent", {"instance": "web:b"}, 1.0, 1.0, 1.0)
@@ -96,3 +96,10 @@ def test_history_over_a_day(tmp_path: Path) -> None:
         query_history(conn, "cpu_percent", None, start, start + 3600, step=10)
     with pytest.raises(BadRequest):
         query_history(conn, "", None, start, start + 10)
+
+
+def test_ring_does_not_return_a_newer_second_in_the_oldest_slot() -> None:
+    r = Ring()
+    r.set(10_000, 42.0)  # written "now"
+    series = r.series(3600, 9_999)  # read up to the second before
+    assert series[0] is None and 42.0 not in series

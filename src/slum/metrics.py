@@ -115,9 +115,11 @@ class Ring:
     def series(self, seconds: int, now: int, *, fill: float | None = None) -> list[float | None]:
         """The last `seconds` values, oldest first, ending at `now`."""
         self._advance(now)
+        newest = self._last
         out = []
         for s in range(now - seconds + 1, now + 1):
-            v = self.values[s % RING_SECONDS] if s > now - RING_SECONDS else None
+            # A slot holds second s only if s is within the hour before the newest write.
+            v = self.values[s % RING_SECONDS] if newest - RING_SECONDS < s <= newest else None
             out.append(fill if v is None else v)
         return out
 

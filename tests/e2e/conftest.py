@@ -160,7 +160,11 @@ def slum(tmp_path: Path) -> Iterator[Slum]:
         yield s
     finally:
         if s.proc is not None and s.proc.poll() is None:
-            s.stop(signal.SIGKILL)
+            # SIGTERM first: a frozen binary removes its unpacked folder only on a clean exit.
+            try:
+                s.stop(signal.SIGTERM, timeout=15)
+            except subprocess.TimeoutExpired:
+                s.stop(signal.SIGKILL)
         leftover = subprocess.run(["pgrep", "-f", str(CHILDREN)], capture_output=True,
                                   text=True).stdout.split()
         for pid in leftover:

@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        # `slum logs | head`: the reader left; that is not an error worth a message.
+        _quiet_stdout()
+        sys.exit(0)
     except BaseExceptionGroup as group:
         leaf = _single_leaf(group)
         if isinstance(leaf, SlumError):
@@ -43,6 +47,14 @@ def main(argv: list[str] | None = None) -> None:
         error(str(e))
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_stdout() -> None:
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

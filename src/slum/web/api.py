@@ -332,10 +332,17 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
     for inst in insts:
         by_state[inst.state.value] += 1
     healthy = by_state["healthy"]
-    attention = [{"kind": "instance", "id": i.id, "message": f"{i.state.value}: {i.reason}"}
+    attention = [{"kind": "instance", "id": i.id, "state": i.state.value,
+                  "message": f"{i.state.value}: {i.reason}" if i.reason else i.state.value}
                  for i in insts if i.state in (State.FAILED, State.BACKOFF, State.UNHEALTHY)]
-    attention += [{"kind": "server", "id": s["name"], "message": "offline"}
+    attention += [{"kind": "server", "id": s["name"], "state": s["status"], "message": "offline"}
                   for s in servers if s["status"] != "online"]
+    host = ctx.sampler.host if ctx.sampler is not None else {}
+    total, free = host.get("disk_total_bytes"), host.get("disk_free_bytes")
+    if total and free is not None and free / total < 0.1:
+        attention.append({"kind": "disk", "id": str(ctx.config.settings.data_dir),
+                          "state": "filling", "message": f"disk {100 - free / total * 100:.0f}% "
+                          f"full ({free / 1e9:.1f} GB free)"})
     return {
         "servers": len(servers), "tenants": len(tenants), "instances": len(insts),
         "healthy": healthy, "unhealthy": len(insts) - healthy - by_state["stopped"],

@@ -37,13 +37,23 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     async def live() -> Response:
         """The last hour at one-second resolution, from the in-memory rings."""
         seconds = min(max(_int("seconds", 300), 10), 3600)
+        keys = set(filter(None, (request.args.get("keys") or "").split(","))) or None
+        exclude = set(filter(None, (request.args.get("exclude") or "").split(",")))
+
+        def wanted(key: str) -> bool:
+            return (keys is None or key in keys) and key not in exclude
+
         now = int(time.time()) - 1
         series: dict[str, Any] = {}
         for target, s in ctx.requests.series.items():
+            if not wanted(target):
+                continue
             series[target] = {"requests": s.requests.series(seconds, now, fill=0.0),
                               "errors": s.errors.series(seconds, now, fill=0.0)}
         if ctx.sampler is not None:
             for name, rings in ctx.sampler.rings.items():
+                if not wanted(name):
+                    continue
                 entry = series.setdefault(name, {})
                 entry["cpu_percent"] = rings.cpu.series(seconds, now)
                 entry["rss_bytes"] = rings.rss.series(seconds, now)

@@ -37,11 +37,12 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         except ValueError:
             last_id = None
         states = request.args.get("states") in ("1", "true")
+        want_logs = request.args.get("logs") not in ("0", "false")
 
         async def stream() -> AsyncIterator[bytes]:
             with ctx.hub.subscribe(QUEUE) as sub:
                 sent = last_id or 0
-                if last_id is not None:
+                if last_id is not None and want_logs:
                     # Resume from the store: what the client missed while disconnected.
                     while True:
                         back = logs.LogQuery(**{**q.__dict__, "after_id": sent,
@@ -63,12 +64,13 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
                     if missed:
                         yield event("lagged", {"missed": missed})
                     if isinstance(item, StoredLog):
-                        if item.id > sent and q.matches(item.line):
+                        if want_logs and item.id > sent and q.matches(item.line):
                             sent = item.id
                             yield event("log", logs.stored_to_entry(item), item.id)
                     elif states and isinstance(item, StateChanged):
                         yield event("state", {"id": item.instance_id, "old": item.old,
-                                              "new": item.new, "reason": item.reason})
+                                              "new": item.new, "reason": item.reason,
+                                              "ts": item.ts})
 
         response = await make_response(stream(), 200, {
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
