@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SLUM := $(BIN)/slum
 
-.PHONY: setup serve test test-fast lint spa dashboard spa-test dist bench clean
+.PHONY: setup serve test test-fast lint spa dashboard spa-test dist binary bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,11 +19,17 @@ serve: setup dashboard
 	  echo "API token written to .slum-token (use: SLUM_TOKEN=\$$(cat .slum-token))"; }
 	$(SLUM) serve --config examples/notes/tenement.toml --database slum.db --port 8080
 
-test: setup
+# Everything: lint, types, layers; the dashboard's own checks; unit, e2e and browser tests;
+# then the single binary, its smoke test and the e2e tests that run against it.
+test: setup spa
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	cd spa && npm run check && npm test
+	$(BIN)/pytest -q -m "not binary"
+	$(MAKE) binary
+	build/smoke.sh dist/slum
+	SLUM_BIN=$(CURDIR)/dist/slum $(BIN)/pytest -q -m binary
 
 test-fast:
 	$(BIN)/pytest -q -m "not slow and not browser and not binary"
@@ -46,8 +52,11 @@ dashboard:
 spa-test:
 	cd spa && npm run check && npm test
 
-dist: setup spa
-	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/work slum.spec
+dist: setup spa binary
+
+binary:
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist \
+	  --workpath build/work slum.spec
 
 bench: setup
 	$(BIN)/python bench/run.py

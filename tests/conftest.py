@@ -22,3 +22,18 @@ def free_port() -> int:
 @pytest.fixture
 def children() -> Path:
     return CHILDREN
+
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In CI (SLUM_REQUIRE_ALL=1) a test that would be skipped for a missing part (the built
+    dashboard, chromium, the binary) stops the run instead: a skip would hide a broken build."""
+    import os
+
+    if os.environ.get("SLUM_REQUIRE_ALL") != "1":
+        return
+    missing = {mark.kwargs.get("reason", "a required part")
+               for item in items for mark in item.iter_markers("skipif")
+               if mark.args and mark.args[0]}
+    if missing:
+        raise pytest.UsageError("required in CI but missing: " + "; ".join(sorted(missing)))
