@@ -25,6 +25,7 @@ def children() -> Path:
 
 
 
+@pytest.hookimpl(trylast=True)  # after -m has deselected what this run does not include
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In CI (SLUM_REQUIRE_ALL=1) a test that would be skipped for a missing part (the built
     dashboard, chromium, the binary) stops the run instead: a skip would hide a broken build."""
