@@ -37,7 +37,11 @@ health = "/health"
 command = ["{python}", "{children}/unlisten.py"]
 restart = "never"
 
+[service.forgetful]
+command = ["{python}", "{children}/forgetful.py"]
+
 [instances]
+forgetful = ["f"]
 stream = ["s"]
 ws = ["w"]
 web = ["one"]
@@ -308,3 +312,17 @@ def test_http_10_client_gets_a_close_delimited_body(edge: Slum) -> None:
             buf += data
     head, _, body = buf.partition(b"\r\n\r\n")
     assert b"chunked" not in head.lower() and body == b"one,two,three"
+
+
+def test_stale_pooled_connection_is_retried_for_idempotent_requests_only(edge: Slum) -> None:
+    assert get(edge, "f.forgetful.localhost", "/")[0] == b"HTTP/1.1 200 OK"
+    time.sleep(0.3)  # the pooled connection is closed by the upstream meanwhile
+    status, _, body = get(edge, "f.forgetful.localhost", "/again")
+    assert status == b"HTTP/1.1 200 OK" and body.startswith(b"answer")
+    time.sleep(0.3)
+    with connect(edge) as sock:
+        sock.sendall(b"POST /pay HTTP/1.1\r\nHost: f.forgetful.localhost\r\n"
+                     b"Content-Length: 3\r\n\r\nabc")
+        status, _, body, _ = read_response(sock)
+    # Not retried: the upstream might have acted on it. The client gets a clear 502.
+    assert status.startswith(b"HTTP/1.1 502"), (status, body)
