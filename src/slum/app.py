@@ -40,6 +40,7 @@ from slum.web.context import WebContext
 
 log = logging.getLogger("slum")
 ROUTES_POLL_S = 1.0
+ROUTER_TRUST_S = 5.0
 
 
 @dataclass
@@ -183,11 +184,21 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     control_path = Path(opts.control_socket) if opts.control_socket else (
         control_socket_path(opts.database))
     control = bind_control_socket(control_path)
+    trusted: dict[str, float] = {}
+
     async def trust_router(token: str) -> bool:
+        # Every routed request carries the token: a verified one is trusted for a few seconds
+        # without asking the database, so a revoked token stops working within ROUTER_TRUST_S.
+        now = trio.current_time()
+        if trusted.get(token, 0.0) > now:
+            return True
         try:
             await auth.verify_token(token, "router")
         except SlumError:
             return False
+        if len(trusted) > 1000:
+            trusted.clear()
+        trusted[token] = now + ROUTER_TRUST_S
         return True
 
     requests = RequestMetrics()
