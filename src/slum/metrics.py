@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 BUCKET_RATIO = 1.02
@@ -39,6 +38,10 @@ class Histogram:
             index = 0
         else:
             index = min(int(math.log(value_ms / LOWEST_MS) / _LOG_RATIO) + 1, BUCKETS - 1)
+        self.add(index, value_ms)
+
+    def add(self, index: int, value_ms: float) -> None:
+        """observe() with the bucket index already known (one log() for several histograms)."""
         self.counts[index] += 1
         self.count += 1
         self.sum += value_ms
@@ -132,69 +135,142 @@ def normalize_route(path: bytes | str) -> str:
     return "/" + "/".join(":id" if _ID_SEGMENT.match(p) else p[:40] for p in parts)
 
 
-@dataclass
 class Series:
-    requests: Ring = field(default_factory=Ring)
-    errors: Ring = field(default_factory=Ring)
-    latency_sum: Ring = field(default_factory=Ring)
-    histogram: Histogram = field(default_factory=Histogram)
-    minute: Histogram = field(default_factory=Histogram)
-    minute_start: int = 0
-    last_minute: Histogram = field(default_factory=Histogram)
+    """One target's traffic: per-second rings for the last hour, and latency histograms (since
+    start, this minute and the last). The current second is counted in plain integers and moved
+    into the rings when the next second begins (or a reader asks): one ring write per second,
+    not per request."""
+
+    __slots__ = ("cur_errors", "cur_latency", "cur_requests", "errors", "histogram",
+                 "last_minute", "latency_sum", "minute", "minute_start", "requests", "second")
+
+    def __init__(self) -> None:
+        self.requests = Ring()
+        self.errors = Ring()
+        self.latency_sum = Ring()
+        self.histogram = Histogram()
+        self.minute = Histogram()
+        self.last_minute = Histogram()
+        self.minute_start = 0
+        self.second = 0
+        self.cur_requests = 0
+        self.cur_errors = 0
+        self.cur_latency = 0.0
+
+    def roll(self, now: int) -> None:
+        if self.cur_requests:
+            self.requests.add(self.second, self.cur_requests)
+            self.latency_sum.add(self.second, self.cur_latency)
+            if self.cur_errors:
+                self.errors.add(self.second, self.cur_errors)
+            self.cur_requests = self.cur_errors = 0
+            self.cur_latency = 0.0
+        self.second = now
+        minute = now - now % 60
+        if minute != self.minute_start:
+            if minute - self.minute_start == 60:
+                self.last_minute, self.minute = self.minute, Histogram()
+            else:  # a quiet minute in between: the previous minute saw nothing
+                self.last_minute, self.minute = Histogram(), Histogram()
+            self.minute_start = minute
+
+
+class _Slot:
+    __slots__ = ("hist", "series")
+
+    def __init__(self, hist: Histogram, series: Series) -> None:
+        self.hist = hist
+        self.series = series
+
+
+_log = math.log
+_now = time.time
+_INV_LOWEST = 1 / LOWEST_MS
+_INV_LOG_RATIO = 1 / _LOG_RATIO
+MAX_CACHED_KEYS = 20_000
 
 
 class RequestMetrics:
-    """Per target (instance id, or 'slum' for the API) and per (target, method, class, route)."""
+    """Per target (instance id, or 'slum' for the API) and per (target, method, class, route).
+
+    record() runs for every request on the edge: one dict lookup finds the request's slot (by
+    the raw key, cached), the bucket index is computed once for the three histograms it feeds,
+    and the per-second counts are plain integer additions."""
 
     def __init__(self) -> None:
         self.enabled = True
-        self.totals: dict[tuple[str, str, str, str], int] = {}
-        self.histograms: dict[tuple[str, str, str, str], Histogram] = {}
         self.series: dict[str, Series] = {}
+        self._by_label: dict[tuple[str, str, str, str], _Slot] = {}
+        self._slots: dict[tuple[str, bytes, int, bytes], _Slot] = {}
         self._routes: dict[str, set[str]] = {}
-        self._normalized: dict[bytes, str] = {}
 
     def record(self, target: str, method: bytes, status: int, seconds: float,
                path: bytes = b"/") -> None:
         if not self.enabled:
             return
-        route = self._normalized.get(path)
-        if route is None:
-            route = normalize_route(path)
-            if len(self._normalized) < 4096:
-                self._normalized[path] = route
+        key = (target, method, status // 100, path)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slot(key)
+        ms = seconds * 1000.0
+        if ms > LOWEST_MS:
+            index = int(_log(ms * _INV_LOWEST) * _INV_LOG_RATIO) + 1
+            if index >= BUCKETS:
+                index = BUCKETS - 1
+        else:
+            index = 0
+        slot.hist.add(index, ms)
+        series = slot.series
+        now = int(_now())
+        if now != series.second:
+            series.roll(now)
+        series.cur_requests += 1
+        series.cur_latency += ms
+        if status >= 500:
+            series.cur_errors += 1
+        series.histogram.add(index, ms)
+        series.minute.add(index, ms)
+
+    def _slot(self, key: tuple[str, bytes, int, bytes]) -> _Slot:
+        target, method, status_class, path = key
+        route = normalize_route(path)
         known = self._routes.setdefault(target, set())
         if route not in known:
             if len(known) >= MAX_ROUTES_PER_TARGET:
                 route = "/other"
             known.add(route)
-        key = (target, method.decode("latin-1"), f"{status // 100}xx", route)
-        self.totals[key] = self.totals.get(key, 0) + 1
-        ms = seconds * 1000
-        hist = self.histograms.get(key)
-        if hist is None:
-            hist = self.histograms[key] = Histogram()
-        hist.observe(ms)
-        series = self.series.get(target)
-        if series is None:
-            series = self.series[target] = Series()
-        now = int(time.time())
-        series.requests.add(now, 1)
-        if status >= 500:
-            series.errors.add(now, 1)
-        series.latency_sum.add(now, ms)
-        series.histogram.observe(ms)
-        minute = now - now % 60
-        if minute != series.minute_start:
-            series.last_minute, series.minute = series.minute, Histogram()
-            series.minute_start = minute
-        series.minute.observe(ms)
+        label = (target, method.decode("latin-1"), f"{status_class}xx", route)
+        slot = self._by_label.get(label)
+        if slot is None:
+            series = self.series.get(target)
+            if series is None:
+                series = self.series[target] = Series()
+            slot = self._by_label[label] = _Slot(Histogram(), series)
+        if len(self._slots) < MAX_CACHED_KEYS:
+            self._slots[key] = slot
+        return slot
+
+    def settle(self) -> None:
+        """Move the counts of past seconds into the rings (readers call this first)."""
+        now = int(_now())
+        for series in self.series.values():
+            if series.second != now:
+                series.roll(now)
+
+    @property
+    def totals(self) -> dict[tuple[str, str, str, str], int]:
+        return {label: slot.hist.count for label, slot in self._by_label.items()}
+
+    @property
+    def histograms(self) -> dict[tuple[str, str, str, str], Histogram]:
+        return {label: slot.hist for label, slot in self._by_label.items()}
 
     def rate(self, target: str, window_s: int = 10) -> float:
         series = self.series.get(target)
         if series is None:
             return 0.0
-        now = int(time.time())
+        self.settle()
+        now = int(_now())
         values = series.requests.series(window_s, now - 1, fill=0.0)
         return sum(v or 0.0 for v in values) / window_s
 
@@ -203,18 +279,18 @@ class RequestMetrics:
         series = self.series.get(target)
         out = Histogram()
         if series is not None:
+            self.settle()
             out.merge(series.last_minute)
             out.merge(series.minute)
         return out
 
     def snapshot(self) -> list[dict[str, Any]]:
-        now_ms = int(time.time() * 1000)
+        now_ms = int(_now() * 1000)
         out: list[dict[str, Any]] = []
-        for (target, method, status, route), n in self.totals.items():
+        for (target, method, status, route), slot in self._by_label.items():
             labels = {"target": target, "method": method, "status": status, "route": route}
-            out.append({"name": "http_requests_total", "value": n, "labels": labels,
-                        "timestamp": now_ms})
+            out.append({"name": "http_requests_total", "value": slot.hist.count,
+                        "labels": labels, "timestamp": now_ms})
             out.append({"name": "http_request_duration_ms", "value": None, "labels": labels,
-                        "timestamp": now_ms, **self.histograms[(target, method, status, route)]
-                        .summary()})
+                        "timestamp": now_ms, **slot.hist.summary()})
         return out

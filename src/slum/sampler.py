@@ -202,6 +202,7 @@ def minute_rows(minute: int, sampler: Sampler, requests: RequestMetrics,
             stats = _stats(ring.series(60, end))
             if stats is not None:
                 rows.append((minute, metric, labels, *stats))
+    requests.settle()
     for target, series in requests.series.items():
         labels = {"target": target}
         counts = series.requests.series(60, end, fill=0.0)

@@ -45,6 +45,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
 
         now = int(time.time()) - 1
         series: dict[str, Any] = {}
+        ctx.requests.settle()
         for target, s in ctx.requests.series.items():
             if not wanted(target):
                 continue
