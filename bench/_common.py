@@ -305,3 +305,70 @@ def main_wrapper(run: Any, title: str) -> None:
         print("\ninterrupted; processes stopped", file=sys.stderr)
         raise SystemExit(130) from None
     print_rows(rows, title)
+
+
+def load_row(bench: str, when: str = "") -> Row:
+    """The 1-minute load average as a row: on a busy 2-core machine every latency is noisier."""
+    load = os.getloadavg()[0]
+    busy = load / (os.cpu_count() or 1)
+    label = f"load avg (1 min){' ' + when if when else ''}"
+    return Row(bench, label, f"{load:.2f}",
+               f"{os.cpu_count()} cpus; " + ("busy: numbers noisy" if busy > 0.5 else "quiet"))
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def real_python3() -> str:
+    """The first `python3` on PATH that is a real interpreter, not a wrapper script (a pyenv shim
+    is a bash script that adds ~150 ms to every start, which would swamp what is measured)."""
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        p = Path(d or ".") / "python3"
+        try:
+            with p.open("rb") as f:
+                if os.access(p, os.X_OK) and f.read(4) == b"\x7fELF":
+                    return str(p.resolve())
+        except OSError:
+            continue
+    return shutil.which("python3") or sys.executable
+
+
+def open_dirs(d: Path) -> None:
+    """Make d, and its parents up to one that already is, readable by all: nginx workers may run
+    as nobody and must reach www/ (mkdtemp makes 0700 directories)."""
+    d.chmod(0o755)
+    for p in d.parents:
+        if p.stat().st_mode & 0o001:
+            break
+        p.chmod(p.stat().st_mode | 0o755)
+
+
+def setup_nginx(d: Path, service: str = "svc", workers: str = "1") -> str:
+    """Files for an nginx that slum supervises (as in proxy.py: its command writes a config for
+    $PORT and execs nginx) under d; returns the `[service.NAME]` TOML for it. nginx serves
+    /index.html (proxy.BODY) and /health."""
+    import proxy  # late: proxy imports this module
+
+    missing = proxy.ensure_tools()
+    if "nginx" in missing or "wrk" in missing:
+        raise RuntimeError("nginx/wrk missing: apt-get install -y nginx wrk")
+    nginx = proxy._which("nginx") or "nginx"
+    open_dirs(d)
+    (d / "www").mkdir(mode=0o755, exist_ok=True)
+    (d / "www" / "index.html").write_bytes(proxy.BODY)
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (d / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    (d / "nginx.conf.in").write_text(proxy.NGINX_CONF.format(workers=workers, dir=d,
+                                                             port="__PORT__"))
+    (d / "backend.sh").write_text(proxy.BACKEND_SH)
+    return (f'[service.{service}]\ncommand = "sh {d}/backend.sh"\nhealth = "/health"\n'
+            f'idle_timeout = 0\nstartup_timeout = 10\nrestart = "on-failure"\n\n'
+            f'[service.{service}.env]\nNGINX_DIR = "{d}"\nNGINX = "{nginx}"\n')
+
+
+def status(slum: Slum) -> dict[str, Any]:
+    code, data = api(slum.sock, "GET", "/_/api/status")
+    if code != 200:
+        raise RuntimeError(f"GET /_/api/status: {code} {data}")
+    return dict(data)

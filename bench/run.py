@@ -1,9 +1,11 @@
 """Run every benchmark and print one combined table at the end.
 
-    .venv/bin/python bench/run.py [--only proxy,spawn,cli,memory] [--profile] [--quick]
+    .venv/bin/python bench/run.py [--only proxy,spawn,cli,memory,wake,logs,metrics,fleet]
+                                  [--profile] [--quick]
 
 --profile also records the slum edge under wrk load with py-spy (bench/results/);
---quick shortens the proxy runs (1 run of 3 s per target) for a smoke check.
+--quick shortens the runs (proxy: 1 run of 3 s per target; wake, logs, metrics, fleet: fewer
+wakes, lines, runs and seconds) for a smoke check.
 Raw numbers of the last run are written to bench/results/*.json (gitignored).
 """
 
@@ -19,12 +21,19 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cli
+import logs
 import memory
+import metrics
 import proxy
 import spawn
+import wake
 from _common import Row, install_signal_handlers, print_rows, save_json
 
-BENCHES = {"proxy": proxy.run, "spawn": spawn.run, "cli": cli.run, "memory": memory.run}
+import fleet
+
+BENCHES = {"proxy": proxy.run, "spawn": spawn.run, "cli": cli.run, "memory": memory.run,
+           "wake": wake.run, "logs": logs.run, "metrics": metrics.run, "fleet": fleet.run}
+QUICK = {"wake", "logs", "metrics", "fleet"}  # benchmarks that take --quick
 
 
 def main() -> int:
@@ -32,7 +41,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset")
     ap.add_argument("--profile", action="store_true", help="py-spy the slum edge under load")
-    ap.add_argument("--quick", action="store_true", help="short proxy runs")
+    ap.add_argument("--quick", action="store_true", help="short runs (a smoke check)")
     args = ap.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHES]
@@ -49,6 +58,8 @@ def main() -> int:
             if name == "proxy":
                 argv += ["--runs", "1", "--duration", "3", "--warmup", "1"] if args.quick else []
                 argv += ["--profile"] if args.profile else []
+            if name in QUICK and args.quick:
+                argv.append("--quick")
             print(f"\n### {name}", flush=True)
             t0 = time.perf_counter()
             try:
