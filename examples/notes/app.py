@@ -42,6 +42,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    # socketserver's default listen backlog is 5: a burst of requests after a wake would
+    # overflow it and wait on TCP retransmits.
+    ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
     print(f"notes for {TENANT} listening on port {server.server_port}", flush=True)
     server.serve_forever()

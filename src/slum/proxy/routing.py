@@ -90,6 +90,9 @@ def strip_port(host: str) -> str:
 
 
 def is_ip(host: str) -> bool:
+    # Most hosts are names: skip the exception ipaddress raises for them (3.5 us each).
+    if not host or (":" not in host and not host[-1].isdigit()):
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:
