@@ -87,6 +87,15 @@ class Hub:
         """Queue a line for the store, waiting when ingestion is behind (back-pressure)."""
         await self._log_send.send(line)
 
+    async def log_many(self, lines: list[LogLine]) -> None:
+        """Queue a chunk's lines: no scheduling per line, waiting only when the queue is full."""
+        send = self._log_send
+        for line in lines:
+            try:
+                send.send_nowait(line)
+            except trio.WouldBlock:
+                await send.send(line)
+
     def log_nowait(self, line: LogLine) -> None:
         """For slum's own events, which must never wait: a full queue counts a drop."""
         try:

@@ -323,9 +323,10 @@ async def _pump(inst: Instance, hub: Hub, stream: trio.lowlevel.FdStream, name: 
             chunk = await stream.receive_some(READ_CHUNK)
             reader.waiting_since = None
             lines = splitter.feed(chunk) if chunk else splitter.flush()
-            for raw in lines:
-                await hub.log(LogLine(time.time(), inst.id, tenant, name, level_of(raw, name),
-                                      decode(raw)))
+            if lines:
+                now = time.time()
+                await hub.log_many([LogLine(now, inst.id, tenant, name, level_of(raw, name),
+                                            decode(raw)) for raw in lines])
             if not chunk:
                 reader.eof.set()
                 return
