@@ -136,35 +136,30 @@ def normalize_route(path: bytes | str) -> str:
 
 
 class Series:
-    """One target's traffic: per-second rings for the last hour, and latency histograms (since
-    start, this minute and the last). The current second is counted in plain integers and moved
+    """One target's traffic: per-second rings for the last hour, and latency histograms of this
+    minute and the last (the per-route histograms keep the totals since start). The current second is counted in plain integers and moved
     into the rings when the next second begins (or a reader asks): one ring write per second,
     not per request."""
 
-    __slots__ = ("cur_errors", "cur_latency", "cur_requests", "errors", "histogram",
-                 "last_minute", "latency_sum", "minute", "minute_start", "requests", "second")
+    __slots__ = ("cur_errors", "cur_requests", "errors", "last_minute", "minute",
+                 "minute_start", "requests", "second")
 
     def __init__(self) -> None:
         self.requests = Ring()
         self.errors = Ring()
-        self.latency_sum = Ring()
-        self.histogram = Histogram()
         self.minute = Histogram()
         self.last_minute = Histogram()
         self.minute_start = 0
         self.second = 0
         self.cur_requests = 0
         self.cur_errors = 0
-        self.cur_latency = 0.0
 
     def roll(self, now: int) -> None:
         if self.cur_requests:
             self.requests.add(self.second, self.cur_requests)
-            self.latency_sum.add(self.second, self.cur_latency)
             if self.cur_errors:
                 self.errors.add(self.second, self.cur_errors)
             self.cur_requests = self.cur_errors = 0
-            self.cur_latency = 0.0
         self.second = now
         minute = now - now % 60
         if minute != self.minute_start:
@@ -225,10 +220,8 @@ class RequestMetrics:
         if now != series.second:
             series.roll(now)
         series.cur_requests += 1
-        series.cur_latency += ms
         if status >= 500:
             series.cur_errors += 1
-        series.histogram.add(index, ms)
         series.minute.add(index, ms)
 
     def _slot(self, key: tuple[str, bytes, int, bytes]) -> _Slot:
