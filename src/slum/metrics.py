@@ -137,9 +137,9 @@ def normalize_route(path: bytes | str) -> str:
 
 class Series:
     """One target's traffic: per-second rings for the last hour, and latency histograms of this
-    minute and the last (the per-route histograms keep the totals since start). The current second is counted in plain integers and moved
-    into the rings when the next second begins (or a reader asks): one ring write per second,
-    not per request."""
+    minute and the last (the per-route histograms keep the totals since start). The current
+    second is counted in plain integers and moved into the rings when the next second begins
+    (or a reader asks): one ring write per second, not per request."""
 
     __slots__ = ("cur_errors", "cur_requests", "errors", "last_minute", "minute",
                  "minute_start", "requests", "second")
