@@ -1,11 +1,10 @@
 """One child process: spawned in its own session, watched through a pidfd, stopped as a group.
 
-Children are forked from one long-lived thread with PR_SET_PDEATHSIG set, never from trio's
-short-lived worker threads (the signal is tied to the forking thread). It is a best effort: measured
-on this kernel, a child of a multi-threaded parent was not signalled when the parent was
-SIGKILLed, from a worker thread or from the main one alike (a single-threaded parent's was). What
-does hold: slum records each process group in the database and, on its next start, kills what is
-left of it, grandchildren included (see reap_leftovers).
+Children are forked from one long-lived thread with PR_SET_PDEATHSIG set: the kernel delivers that
+signal when the *thread* that forked the child exits, so forking from trio's short-lived worker
+threads would kill healthy children a few seconds later; one thread that lives as long as slum
+makes the signal mean "slum died". Grandchildren do not inherit it: slum records each process
+group in the database and reaps what is left of it on the next start (see reap_leftovers).
 """
 
 from __future__ import annotations
