@@ -35,6 +35,7 @@ from slum.store.metrics import write_history
 from slum.store.retention import run_retention
 from slum.supervisor import Instance, Supervisor
 from slum.supervisor.process import reap_leftovers
+from slum.supervisor.watchdog import Watchdog
 from slum.web.auth import Authenticator, active_tokens
 from slum.web.context import WebContext
 
@@ -70,15 +71,21 @@ class Running:
 
 
 class StoreJournal:
-    def __init__(self, store: Store) -> None:
+    """What must survive slum: process groups (for the watchdog, and for the reap at the next
+    start) and the instances ever spawned."""
+
+    def __init__(self, store: Store, watchdog: Watchdog) -> None:
         self.store = store
+        self.watchdog = watchdog
 
     async def process_started(self, inst: Instance, pid: int, started_at: float) -> None:
+        self.watchdog.watch(pid)
         await self.store.write(lambda c: c.execute(
             "INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at) "
             "VALUES (?, ?, ?, ?)", (inst.id, pid, pid, started_at)))
 
-    async def process_exited(self, inst: Instance) -> None:
+    async def process_exited(self, inst: Instance, pid: int) -> None:
+        self.watchdog.forget(pid)
         await self.store.write(lambda c: c.execute(
             "DELETE FROM processes WHERE instance_id = ?", (inst.id,)))
 
@@ -157,7 +164,10 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     known = store.write_sync(lambda c: list(c.execute("SELECT service, name FROM instances")))
 
     hub = Hub()
-    supervisor = Supervisor(config, hub, StoreJournal(store))
+    watchdog = Watchdog()
+    if config.services:
+        watchdog.start()
+    supervisor = Supervisor(config, hub, StoreJournal(store, watchdog))
     table = RouteTable(opts.domain.lower())
     version = ""
 
@@ -262,6 +272,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                 timers.cancel_scope.cancel()
             hub.close()  # ingestion drains what the children wrote, then returns
     finally:
+        watchdog.close()
         with contextlib.suppress(OSError):
             control.close()
             control_path.unlink()

@@ -182,3 +182,31 @@ def test_children_do_not_survive_a_sigkilled_slum(slum: Slum) -> None:
     states = {i["id"]: i["status"] for i in slum.cli_json("ps")}
     assert states["web:one"] in ("starting", "healthy") and states["web:a"] == "stopped"
     assert os.path.exists(slum.dir / "slum.sock")
+
+
+def test_grandchildren_die_with_a_sigkilled_slum_without_a_restart(slum: Slum) -> None:
+    """The watchdog kills every process group of a slum that was SIGKILLed, workers and
+    `sh -c` leftovers included, without waiting for slum to be started again."""
+    (slum.dir / "tenement.toml").write_text((slum.dir / "tenement.toml").read_text().replace(
+        'DATA_DIR = "{data_dir}/{name}/{id}"', 'DATA_DIR = "{data_dir}/{name}/{id}"\nGRANDCHILD = "1"'))
+    slum.start()
+    inst = slum.cli_json("ps")[0]
+    grandchild_file = slum.dir / "data" / "web" / "one" / "grandchild.pid"
+    deadline = time.monotonic() + 10
+    while not grandchild_file.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pids = [inst["pid"], int(grandchild_file.read_text())]
+    assert all(alive(p) for p in pids)
+    slum.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids), "a process outlived the SIGKILLed slum"
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -71,7 +71,7 @@ class RecordingJournal:
     async def process_started(self, inst: Instance, pid: int, started_at: float) -> None:
         self.started.append(Started(inst.id, pid, started_at))
 
-    async def process_exited(self, inst: Instance) -> None:
+    async def process_exited(self, inst: Instance, pid: int) -> None:
         self.exited.append(inst.id)
 
     async def instance_known(self, inst: Instance) -> None:

@@ -13,6 +13,11 @@ FAST_PS_FLAGS = {"--json", "--all", "-a"}
 
 def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
+    if args == ["_watchdog"]:
+        from slum.supervisor.watchdog import run
+
+        run()
+        return
     try:
         if args and args[0] in ("ps", "ls") and set(args[1:]) <= FAST_PS_FLAGS:
             # The command people run in loops: skip the argument parser's import (~70 ms).

@@ -3,8 +3,9 @@
 Children are forked from one long-lived thread with PR_SET_PDEATHSIG set: the kernel delivers that
 signal when the *thread* that forked the child exits, so forking from trio's short-lived worker
 threads would kill healthy children a few seconds later; one thread that lives as long as slum
-makes the signal mean "slum died". Grandchildren do not inherit it: slum records each process
-group in the database and reaps what is left of it on the next start (see reap_leftovers).
+makes the signal mean "slum died". Grandchildren do not inherit it: the watchdog (watchdog.py)
+kills their groups when slum dies, and slum records each group in the database and reaps what
+is left of it on the next start (see reap_leftovers).
 """
 
 from __future__ import annotations

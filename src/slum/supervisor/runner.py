@@ -38,7 +38,7 @@ class Journal(Protocol):
 
     async def process_started(self, inst: Instance, pid: int, started_at: float) -> None: ...
 
-    async def process_exited(self, inst: Instance) -> None: ...
+    async def process_exited(self, inst: Instance, pid: int) -> None: ...
 
 
 class Ports:
@@ -192,7 +192,7 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
             await _end(inst, ctx, child)
             ctx.ports.release(port)
             inst.pid, inst.port, inst.health = None, None, "unknown"
-            await ctx.journal.process_exited(inst)
+            await ctx.journal.process_exited(inst, child.pid)
     code = child.returncode
     inst.last_exit = code
     if why == "exited":
