@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -108,12 +109,37 @@ class ChildProcess:
         return await self.wait()
 
 
+# util-linux's setpriv sets PR_SET_PDEATHSIG itself and then execs the command, so Popen needs no
+# preexec_fn and can use vfork: no copy of slum's page tables on every start (~5 ms for a 50 MB
+# slum, a good part of what a wake costs on top of the app's own start).
+SETPRIV = shutil.which("setpriv")
+
+
+def _check_executable(argv0: str, cwd: str, env: dict[str, str]) -> None:
+    """Raise what Popen would raise for a missing or non-executable command (setpriv would only
+    exit 127, which reads as a crash rather than a command that cannot run)."""
+    if "/" in argv0:
+        path = os.path.join(cwd, argv0)
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, "No such file or directory", argv0)
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise PermissionError(13, "Permission denied", argv0)
+    elif shutil.which(argv0, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(2, "No such file or directory", argv0)
+
+
 async def spawn(argv: list[str], *, cwd: str, env: dict[str, str]) -> ChildProcess:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
 
     def fork() -> subprocess.Popen[bytes]:
         try:
+            if SETPRIV is not None:
+                _check_executable(argv[0], cwd, env)
+                return subprocess.Popen(
+                    [SETPRIV, "--pdeathsig", "KILL", "--", *argv], cwd=cwd, env=env,
+                    stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                    start_new_session=True, close_fds=True)
             return subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
                 start_new_session=True, close_fds=True, preexec_fn=_child_setup,
