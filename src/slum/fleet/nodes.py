@@ -57,14 +57,20 @@ def remove_tenant(transact: Transact, tenant_id: str) -> dict[str, Any]:
     """Remove the tenant from the registry and from its node (which stops its instance)."""
     tenant = transact(lambda c: registry.get_tenant(c, tenant_id))
     target = transact(lambda c: registry.get_server(c, tenant["server_id"]))
-    client = _remote(transact, target)
+    _unregister(transact, target, tenant_id)
+    return transact(lambda c: registry.remove_tenant(c, tenant_id))  # type: ignore[no-any-return]
+
+
+def _unregister(transact: Transact, server: dict[str, Any], tenant_id: str) -> None:
+    """Tell a remote node to drop a tenant (stopping its instance); a node that is down is
+    logged, not fatal: the registry no longer routes there either way."""
+    client = _remote(transact, server)
     if client is not None:
         try:
             client.remove_tenant(tenant_id)
         except SlumError as e:
-            log.warning("server %s did not remove tenant %s: %s", target["name"], tenant_id,
+            log.warning("server %s did not remove tenant %s: %s", server["name"], tenant_id,
                         e.message)
-    return transact(lambda c: registry.remove_tenant(c, tenant_id))  # type: ignore[no-any-return]
 
 
 def move_tenant(transact: Transact, tenant_id: str, to: str) -> dict[str, Any]:
@@ -78,13 +84,8 @@ def move_tenant(transact: Transact, tenant_id: str, to: str) -> dict[str, Any]:
     if new_client is not None:
         new_client.add_tenant(tenant_id, registry.LOCAL, tenant["service"])
     moved = transact(lambda c: registry.move_tenant(c, tenant_id, target["id"]))
-    old_client = _remote(transact, source)
-    if old_client is not None:
-        try:
-            old_client.remove_tenant(tenant_id)
-        except SlumError as e:
-            log.warning("server %s did not remove tenant %s: %s", source["name"], tenant_id,
-                        e.message)
+    _unregister(transact, source, tenant_id)
+    moved["moved_from"] = source["name"]
     return moved  # type: ignore[no-any-return]
 
 

@@ -188,7 +188,12 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         if not to:
             raise BadRequest("to (a server name) is required")
         result = await fleet(nodes.move_tenant, tenant_id, to)
-        return jsonify(await routes_changed(result))
+        await routes_changed(result)
+        # Moved away from this node: its instance here stops.
+        inst = sup.instances.get(f"{result['service'] or ctx.config.default_service}:{tenant_id}")
+        if result["moved_from"] == registry.LOCAL and inst is not None and inst.want_running:
+            await sup.stop(inst.id)
+        return jsonify(result)
 
     # --- instances ---
     @app.get("/_/api/instances")
