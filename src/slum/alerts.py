@@ -311,6 +311,12 @@ class Alerts:
                                c["sent"], c["failed"], c["dropped"], queued, c["missed_events"])
 
 
+def disk_usage_of(host: dict[str, float], where: str) -> dict[str, float]:
+    """The sampler's host gauges -> {where: fraction used}."""
+    total, free = host.get("disk_total_bytes"), host.get("disk_free_bytes")
+    return {where: 1 - free / total} if total and free is not None else {}
+
+
 def _wants(rule: AlertRule, event: str) -> bool:
     return not rule.events or event in rule.events
 
