@@ -235,9 +235,13 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         max_restarts=config.settings.max_restarts,
         disk_usage=lambda: disk_usage_of(sampler.host, str(config.settings.data_dir)))
 
-    def reloaded(new: cfg.Config) -> None:
-        ctx.config = new
+    async def reloaded(new: cfg.Config) -> None:
+        nonlocal config  # refresh_routes reads it: a tenant without a service gets the new default
+        config = ctx.config = new
         alerts.set_rules(new.alerts)
+        edge.options.default_instance = default_instance(new)
+        requests.enabled = new.settings.request_metrics
+        await refresh_routes()
 
     reloader = Reloader(supervisor, partial(load_config, opts.config), reloaded)
     ctx.extras["reload"] = reloader.reload

@@ -42,6 +42,12 @@ def test_ask_answers_only_for_routed_names(slum: Slum) -> None:
     status, _, body = slum.http("GET", "/api/tls/ask?domain=a%20b")
     assert status == 400 and b"host name" in body
     assert slum.http("GET", "/api/tls/ask")[0] == 400
+    # Through a proxy from somewhere else (Caddy forwarding a client, or a client faking a hop):
+    # the answer would tell who the tenants are.
+    for hops in ("203.0.113.9", "127.0.0.1, 203.0.113.9"):
+        status, _, body = slum.http("GET", "/api/tls/ask?domain=slum.test",
+                                    headers={"X-Forwarded-For": hops})
+        assert status == 403 and b"loopback" in body
     # On a tenant's host the path is the tenant's, not slum's.
     assert slum.http("GET", "/api/tls/ask?domain=slum.test", host="alice.slum.test")[0] != 200
 

@@ -198,3 +198,12 @@ def test_sighup_reloads_and_removed_services_stop(slum: Slum) -> None:
     assert status == 404
     logs = json_lines(slum, "logs", "-n", "50")
     assert any(e["message"].startswith("reloaded: 0 added, 0 changed, 1 removed") for e in logs)
+
+
+def test_a_fleet_router_started_without_services_refuses_to_grow_some(slum: Slum) -> None:
+    (slum.dir / "tenement.toml").unlink()
+    slum.start(None)
+    write_config(slum.dir, config("1"))
+    result = slum.cli("reload")
+    assert result.returncode == 2 and "started without services" in result.stderr
+    assert slum.cli_json("ps") == []

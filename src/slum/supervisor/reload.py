@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import trio
 
 from slum.config import Config
-from slum.errors import SlumError
+from slum.errors import BadRequest, SlumError
 from slum.supervisor.states import ALIVE, State
 from slum.supervisor.supervisor import Supervisor
 
@@ -65,8 +65,6 @@ def plan(old: Config, new: Config) -> ReloadResult:
     for key, value in vars(new.settings).items():
         if getattr(old.settings, key) != value and key not in LIVE_SETTINGS:
             result.restart_needed.append(f"settings.{key}")
-    if old.default_service != new.default_service:
-        result.restart_needed.append("routing.default")
     return result
 
 
@@ -142,7 +140,7 @@ class Reloader:
     halfway (or a second SIGHUP) cannot leave a rollout half done."""
 
     def __init__(self, sup: Supervisor, load: Callable[[], Config],
-                 on_applied: Callable[[Config], None] = lambda config: None) -> None:
+                 on_applied: Callable[[Config], Awaitable[None]] | None = None) -> None:
         self.sup = sup
         self.load = load
         self.on_applied = on_applied
@@ -161,6 +159,10 @@ class Reloader:
         """Read and validate the file (a ConfigError goes to the caller untouched), then apply."""
         assert self._nursery is not None, "Reloader.run must be started first"
         new = await trio.to_thread.run_sync(self.load)
+        if new.services and not self.sup.config.services:
+            # Started as a fleet router: no watchdog, no capacity for tenants here.
+            raise BadRequest("slum was started without services (a fleet router only): restart "
+                             "it to run processes")
         done = trio.Event()
         out: dict[str, Any] = {}
 
@@ -168,7 +170,8 @@ class Reloader:
             try:
                 async with self._lock:
                     result = await apply(self.sup, new)
-                    self.on_applied(new)
+                    if self.on_applied is not None:
+                        await self.on_applied(new)
                     self.reloads += 1
                 out.update(result.to_dict())
                 summary = (f"reloaded: {len(result.added)} added, {len(result.changed)} changed, "

@@ -6,8 +6,8 @@ costs an ACME order and counts against the CA's rate limits).
 exists here, `{tenant}.{domain}` of a tenant in the registry, and a tenant's alias. 404 otherwise.
 
 Caddy calls it without a token, so it is public; but its answers tell which tenants and custom
-domains exist, so it answers only to the loopback address, to `trusted_proxies` and on the control
-socket (where Caddy runs: beside slum), and says 403 to everyone else.
+domains exist, so it answers only to a request that came from loopback or `trusted_proxies` (where
+Caddy runs: beside slum) and through nothing else, or on the control socket; 403 to everyone else.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from quart_trio import QuartTrio
 
 from slum.errors import BadRequest
 from slum.fleet import registry
-from slum.web.auth import client_address
 from slum.web.context import WebContext
 
 ASK_PATH = "/api/tls/ask"
@@ -29,22 +28,27 @@ _HOSTNAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
                        r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
-def _trusted(ctx: WebContext, peer: str) -> bool:
-    if peer == "local":
-        return True  # the control socket (mode 0600): the operator, or Caddy told to use it
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    if address.is_loopback:
-        return True
+def _trusted(ctx: WebContext) -> bool:
+    """Asked by whoever runs beside slum: every hop the request came through (the edge appends
+    the peer it saw to X-Forwarded-For) is loopback or a trusted proxy. Through Caddy, a request
+    from the internet carries the client's address too, and is refused."""
+    if "x-slum-edge" not in request.headers:
+        return True  # the control socket (mode 0600)
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    nets = []
     for net in getattr(ctx.config.settings, "trusted_proxies", ()) or ():
         try:
-            if address in ipaddress.ip_network(str(net), strict=False):
-                return True
+            nets.append(ipaddress.ip_network(str(net), strict=False))
         except ValueError:
             continue
-    return False
+    for hop in hops:
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return False
+        if not address.is_loopback and not any(address in net for net in nets):
+            return False
+    return bool(hops)
 
 
 async def routed(ctx: WebContext, name: str) -> str | None:
@@ -65,7 +69,7 @@ async def routed(ctx: WebContext, name: str) -> str | None:
 def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.get(ASK_PATH)
     async def tls_ask() -> tuple[Response, int]:
-        if not _trusted(ctx, client_address(request.headers)):
+        if not _trusted(ctx):
             return jsonify({"error": "ask is answered to loopback and trusted_proxies only"}), 403
         raw: Any = request.args.get("domain", "")
         name = str(raw).strip().lower().rstrip(".")
