@@ -234,3 +234,11 @@ async def test_a_hanging_webhook_does_not_delay_spawns(tmp_path: Path) -> None:
 async def _drain_logs(hub: Hub) -> None:
     async for _ in hub.log_receive:
         pass
+
+
+def test_every_alert_key_and_event_is_documented() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "specs" / "operations.md").read_text()
+    for key in cfg.ALERT_KEYS:
+        assert f"`{key.name}`" in doc, f"{key.name} is not documented in specs/operations.md"
+    for event in cfg.ALERT_EVENTS:
+        assert f"`{event}`" in doc, f"{event} is not documented in specs/operations.md"
