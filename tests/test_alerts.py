@@ -242,3 +242,68 @@ def test_every_alert_key_and_event_is_documented() -> None:
         assert f"`{key.name}`" in doc, f"{key.name} is not documented in specs/operations.md"
     for event in cfg.ALERT_EVENTS:
         assert f"`{event}`" in doc, f"{event} is not documented in specs/operations.md"
+
+
+def _episodes(engine: Alerts) -> list[tuple[str, str, str]]:
+    return [(a.event, a.subject, a.status) for a in engine.recent]
+
+
+async def test_state_changes_make_episodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alerts_mod, "FLAP_QUIET_S", 0.0)
+    engine = Alerts((), Hub(), restart_window=60, max_restarts=5)
+
+    def change(old: str, new: str, reason: str | None = None) -> None:
+        engine.state_changed(StateChanged("web:one", old, new, reason))
+
+    # Two restarts are not a loop; the third within the window is.
+    for _ in range(2):
+        change("starting", "backoff", "exited with code 3")
+        change("backoff", "starting")
+    assert _episodes(engine) == []
+    change("starting", "backoff", "exited with code 3")
+    change("backoff", "starting")
+    change("starting", "backoff", "exited with code 3")  # still the same episode
+    change("backoff", "failed", "gave up")
+    assert _episodes(engine) == [("crash_loop", "web:one", "firing"),
+                                 ("instance_failed", "web:one", "firing")]
+    assert "restarted 3 times within 60s: exited with code 3" in engine.recent[0].message
+    change("failed", "starting")  # an operator restarted it
+    change("starting", "healthy")
+    assert _episodes(engine)[-1] == ("instance_failed", "web:one", "resolved")
+    engine.crash_loop_settle_s = 0
+    engine.tick()
+    assert _episodes(engine)[-1] == ("crash_loop", "web:one", "resolved")
+
+    # Health going back and forth while serving.
+    for _ in range(3):
+        change("healthy", "degraded")
+        change("degraded", "healthy")
+    assert _episodes(engine)[-1] == ("health_flapping", "web:one", "firing")
+    engine.tick()  # healthy and quiet (FLAP_QUIET_S is 0 here)
+    assert _episodes(engine)[-1] == ("health_flapping", "web:one", "resolved")
+    assert engine.episodes == {}
+
+
+async def test_gauges_disk_and_dropped_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alerts_mod, "DROPS_QUIET_S", 0.0)
+    used = {"/srv": 0.5}
+    hub = Hub()
+    engine = Alerts((), hub, disk_usage=lambda: used)
+    engine.tick()
+    used["/srv"] = 0.93
+    engine.tick()
+    used["/srv"] = 0.88  # between the two marks: the same episode
+    engine.tick()
+    used["/srv"] = 0.80
+    engine.tick()
+    hub.dropped_logs += 12
+    engine.tick()
+    engine.tick()
+    assert _episodes(engine) == [("disk_full", "/srv", "firing"), ("disk_full", "/srv", "resolved"),
+                                 ("logs_dropped", "logs", "firing"),
+                                 ("logs_dropped", "logs", "resolved")]
+    assert engine.recent[0].message == "/srv is 93% full"
+    assert engine.recent[2].message.startswith("12 log lines dropped")
+    assert alerts_mod.disk_usage_of({"disk_total_bytes": 100.0, "disk_free_bytes": 5.0}, "/d") \
+        == {"/d": 0.95}
+    assert alerts_mod.disk_usage_of({}, "/d") == {}
