@@ -89,6 +89,14 @@ def test_files_slum_did_not_write_are_left_alone(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not removing it" in result.stderr
     assert unit_path.read_text() == "[Service]\nExecStart=/bin/true\n"
 
+    # Debian's caddy ships a Caddyfile of its own: install writes nothing at all then.
+    caddyfile, ours = tmp_path / "Caddyfile", tmp_path / "units" / "slum.service"
+    caddyfile.write_text(":80 {\n\trespond hello\n}\n")
+    result = run(tmp_path, "install", "--domain", "example.com", "--caddy", "--unit-path",
+                 str(ours), "--caddyfile", str(caddyfile))
+    assert result.returncode == 2 and "--caddyfile" in result.stderr
+    assert not ours.exists() and caddyfile.read_text() == ":80 {\n\trespond hello\n}\n"
+
 
 def test_install_refuses_a_broken_config_with_its_message(tmp_path: Path) -> None:
     (tmp_path / "tenement.toml").write_text("[settings]\nmax_restarts = 'x'\n")

@@ -183,9 +183,15 @@ def _systemctl(*args: str) -> None:
     print(f"ran: systemctl {' '.join(args)}")
 
 
-def _write(path: Path, text: str) -> None:
+def _check_ours(path: Path) -> None:
     if path.exists() and MARKER not in path.read_text(errors="replace"):
-        raise BadRequest(f"{path} exists and was not written by slum: not overwriting it")
+        hint = (" (merge `slum caddy` into it, or write ours elsewhere with --caddyfile)"
+                if path.name == "Caddyfile" else "")
+        raise BadRequest(f"{path} exists and was not written by slum: not overwriting it{hint}")
+
+
+def _write(path: Path, text: str) -> None:
+    _check_ours(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -239,6 +245,8 @@ def install(*, domain: str, port: int = 8080,
         print(f"# then: systemctl daemon-reload && systemctl enable --now {name}"
               + ("" if systemd else "  (systemd is not running here)"))
         return 0
+    for path in files:
+        _check_ours(path)  # all or nothing: no unit without its Caddyfile
     for path in settings.data_dir, db.parent:
         path.mkdir(parents=True, exist_ok=True)
     for path, content in files.items():
