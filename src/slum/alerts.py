@@ -196,7 +196,7 @@ class Alerts:
             if new == "crash-looping" or len(restarts) >= self.crash_loop_restarts:
                 self.observe("crash_loop", iid, True, f"{iid} restarted {len(restarts)} times "
                              f"within {self.restart_window:g}s: {reason}")
-        elif new == "stopped" and old != "backoff":
+        elif new in ("stopped", "sleeping") and old != "backoff":
             self._restarts.pop(iid, None)
             self.observe("crash_loop", iid, False, f"{iid} is {new}")
         if old in SERVING and new in SERVING:

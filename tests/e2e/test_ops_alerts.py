@@ -5,9 +5,11 @@ stayed healthy, one recovery to a real local receiver; both show in /_/api/alert
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.e2e.conftest import Slum, write_config
 from tests.e2e.test_spine import wait_for
 from tests.test_alerts import Receiver
@@ -73,3 +75,45 @@ def test_a_crash_loop_posts_one_alert_and_one_recovery(slum: Slum) -> None:
         assert status in (401, 503)
     finally:
         receiver.close()
+
+
+NODE_CONFIG = """
+[settings]
+node_check_interval = 0.2
+
+[[alerts]]
+url = "URL"
+format = "json"
+events = ["node_offline"]
+min_interval = 0
+"""
+
+
+@pytest.mark.slow
+def test_a_node_going_offline_and_back_is_one_alert_and_one_recovery(
+        slum: Slum, tmp_path: Path) -> None:
+    receiver = Receiver()
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
+    node = Slum(node_dir, free_port())
+    try:
+        (slum.dir / "tenement.toml").write_text(NODE_CONFIG.replace("URL", receiver.url))
+        slum.start()
+        node.start(None)
+        slum.cli("server-add", f"http://127.0.0.1:{node.port}", "-n", "nodeb", "--database",
+                 str(slum.database), check=True)
+        time.sleep(1.0)  # a few checks see it online
+        node.stop()
+        wait_for(lambda: len(receiver.posts) >= 1, timeout=30)
+        node.start(None)
+        wait_for(lambda: len(receiver.posts) >= 2, timeout=30)
+        time.sleep(1.0)
+        bodies = receiver.json()
+        assert [(b["event"], b["subject"], b["status"]) for b in bodies] == [
+            ("node_offline", "nodeb", "firing"), ("node_offline", "nodeb", "resolved")]
+        assert bodies[0]["message"].startswith("server nodeb is offline")
+        assert bodies[1]["message"] == "server nodeb is online"
+    finally:
+        receiver.close()
+        if node.proc is not None and node.proc.poll() is None:
+            node.stop()
