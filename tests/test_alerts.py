@@ -307,3 +307,23 @@ async def test_gauges_disk_and_dropped_logs(monkeypatch: pytest.MonkeyPatch) -> 
     assert alerts_mod.disk_usage_of({"disk_total_bytes": 100.0, "disk_free_bytes": 5.0}, "/d") \
         == {"/d": 0.95}
     assert alerts_mod.disk_usage_of({}, "/d") == {}
+
+
+async def test_a_reload_moves_alerts_to_the_new_webhooks(receiver: Receiver) -> None:
+    other = Receiver()
+    try:
+        engine = Alerts((AlertRule(receiver.url, min_interval=0),), Hub(), tick_s=3600)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            engine.observe("node_offline", "a", True, "a is offline")
+            await wait_until(lambda: len(receiver.posts) == 1)
+            engine.set_rules((AlertRule(other.url, min_interval=0),))
+            engine.observe("node_offline", "b", True, "b is offline")
+            await wait_until(lambda: len(other.posts) == 1)
+            engine.observe("node_offline", "a", False, "a is online")  # told the old set only
+            await trio.sleep(0.3)
+            nursery.cancel_scope.cancel()
+        assert [b["subject"] for b in receiver.json()] == ["a"]
+        assert [b["subject"] for b in other.json()] == ["b"]
+    finally:
+        other.close()

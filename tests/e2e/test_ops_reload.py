@@ -213,3 +213,24 @@ def test_a_fleet_router_started_without_services_refuses_to_grow_some(slum: Slum
     result = slum.cli("reload")
     assert result.returncode == 2 and "started without services" in result.stderr
     assert slum.cli_json("ps") == []
+
+
+def test_a_replacement_that_does_not_come_up_stops_the_rollout(slum: Slum) -> None:
+    write_config(slum.dir, config("1"))
+    slum.start()
+    wait_for(lambda: all(i["status"] == "healthy" for i in slum.cli_json("ps")), timeout=20)
+    before = pids(slum)
+    broken = config("1").replace('[service.changed]\ncommand = ["{python}", "{children}/web.py"]',
+                                 '[service.changed]\ncommand = ["{python}", "{children}/crash.py"]')
+    assert broken != config("1")
+    write_config(slum.dir, broken)
+    result = slum.cli("reload")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "restarted: changed:a" in result.stdout
+    assert "changed:a: not serving after its restart" in result.stderr
+    assert "the other instances of changed were left as they were" in result.stderr
+    after = {i["id"]: i for i in slum.cli_json("ps")}
+    assert after["changed:b"]["pid"] == before["changed:b"]
+    assert after["changed:b"]["status"] == "healthy"
+    assert after["steady:one"]["pid"] == before["steady:one"]
+    assert after["changed:a"]["status"] in ("backoff", "starting", "failed")
