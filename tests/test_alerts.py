@@ -19,7 +19,7 @@ from slum import alerts as alerts_mod
 from slum import config as cfg
 from slum.alerts import Alerts
 from slum.config import AlertRule
-from slum.events import Hub, StateChanged
+from slum.events import Hub, LogLine, StateChanged, StoredLog
 from slum.supervisor import Supervisor
 from tests.conftest import CHILDREN, PYTHON
 
@@ -327,3 +327,18 @@ async def test_a_reload_moves_alerts_to_the_new_webhooks(receiver: Receiver) -> 
         assert [b["subject"] for b in other.json()] == ["b"]
     finally:
         other.close()
+
+
+async def test_a_log_flood_does_not_crowd_out_state_changes() -> None:
+    hub = Hub()
+    engine = Alerts((), hub, tick_s=3600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        line = StoredLog(1, LogLine(0.0, "web:one", "one", "stdout", "info", "x"))
+        for _ in range(50_000):  # no checkpoint: the engine cannot read in between
+            hub.publish(line)
+        hub.publish(StateChanged("web:one", "backoff", "failed", "gave up"))
+        await wait_until(lambda: engine.episodes)
+        nursery.cancel_scope.cancel()
+    assert list(engine.episodes) == [("instance_failed", "web:one")]
+    assert engine.statistics().missed_events == 0

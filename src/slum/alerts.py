@@ -6,7 +6,8 @@ announced once when it starts and once when it ends (the recovery), and the same
 subject is not announced again within a rule's `min_interval` (a new episode sooner is counted as
 suppressed, and its recovery is not sent either).
 
-Nothing here can slow the supervisor: `observe()` is synchronous and only queues; each webhook has
+Nothing here can slow the supervisor: the Hub offers the engine state changes only (never the log
+lines), into a bounded queue; `observe()` is synchronous and only queues; each webhook has
 its own sender task and a bounded queue, and when a queue is full the alert is dropped and counted.
 A webhook that hangs holds up only its own sender, for at most ATTEMPTS x POST_TIMEOUT_S plus the
 backoff per alert.
@@ -259,7 +260,7 @@ class Alerts:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.set_rules(self._pending_rules)
-            with self.hub.subscribe(8192) as sub:
+            with self.hub.subscribe(1024, only=StateChanged) as sub:
                 nursery.start_soon(self._ticker)
                 task_status.started()
                 while True:
