@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from slum import config as cfg
+from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
 from slum.errors import SlumError
 from slum.events import Hub
@@ -35,6 +36,7 @@ from slum.store.metrics import write_history
 from slum.store.retention import run_retention
 from slum.supervisor import Instance, Supervisor
 from slum.supervisor.process import reap_leftovers
+from slum.supervisor.reload import Reloader
 from slum.supervisor.watchdog import Watchdog
 from slum.web.auth import Authenticator, active_tokens
 from slum.web.context import WebContext
@@ -228,6 +230,21 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     from slum.web.create_app import create_app
 
     ctx.extras["edge_connections"] = lambda: edge.connections
+    alerts = ctx.extras["alerts"] = Alerts(
+        config.alerts, hub, restart_window=config.settings.restart_window,
+        max_restarts=config.settings.max_restarts,
+        disk_usage=lambda: disk_usage_of(sampler.host, str(config.settings.data_dir)))
+
+    async def reloaded(new: cfg.Config) -> None:
+        nonlocal config  # refresh_routes reads it: a tenant without a service gets the new default
+        config = ctx.config = new
+        alerts.set_rules(new.alerts)
+        edge.options.default_instance = default_instance(new)
+        requests.enabled = new.settings.request_metrics
+        await refresh_routes()
+
+    reloader = Reloader(supervisor, partial(load_config, opts.config), reloaded)
+    ctx.extras["reload"] = reloader.reload
     app = create_app(ctx)
     try:
         async with trio.open_nursery() as outer:
@@ -237,17 +254,20 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                 timers.start_soon(run_retention, store, settings.log_retention_days,
                                   settings.log_max_mb * 1024 * 1024)
                 await timers.start(sampler.run)
+                await timers.start(alerts.run)
                 timers.start_soon(_flush_history, store, sampler, requests)
 
                 def report(server: str, status: str) -> None:
                     level = "info" if status == "online" else "error"
                     hub.system(None, f"server {server} is {status}", level)
+                    alerts.node(server, status)
                     log.log(logging.INFO if level == "info" else logging.WARNING,
                             "server %s is %s", server, status)
 
                 timers.start_soon(checker.run, store.read, store.write, refresh_routes, report)
                 async with trio.open_nursery() as procs:
                     await procs.start(supervisor.run, known)
+                    await procs.start(reloader.run)  # also SIGHUP
                     async with trio.open_nursery() as front:
                         web_stop = trio.Event()
                         await front.start(_serve_web, app, control, web_stop)

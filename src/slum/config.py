@@ -82,7 +82,26 @@ TOLERATED_SERVICE_KEYS = {"socket", "isolation", "cpu_shares", "storage_quota_mb
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
                "dict": "a table", "bool": "a boolean"}
 
-TOP_KEYS = {"settings", "service", "instances", "routing"}
+TOP_KEYS = {"settings", "service", "instances", "routing", "alerts"}
+
+ALERT_FORMATS = ("json", "slack", "ntfy")
+ALERT_EVENTS = ("instance_failed", "crash_loop", "health_flapping", "node_offline", "disk_full",
+                "logs_dropped")
+ALERT_KEYS: tuple[Key, ...] = (
+    Key("url", str, None, "Webhook URL (http or https) the alert is POSTed to. Required."),
+    Key("format", str, "json", "json | slack | ntfy: the body the receiver expects."),
+    Key("events", list, [], "Only these events (default: all): " + ", ".join(ALERT_EVENTS) + "."),
+    Key("min_interval", (int, float), 300, "Seconds before the same event for the same subject "
+        "is sent again (a new episode sooner is counted, not sent).", 0),
+)
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    url: str
+    format: str = "json"
+    events: tuple[str, ...] = ()
+    min_interval: float = 300
 
 
 @dataclass(frozen=True)
@@ -133,6 +152,7 @@ class Config:
     instances: dict[str, tuple[str, ...]]
     default_service: str | None = None
     warnings: tuple[str, ...] = ()
+    alerts: tuple[AlertRule, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
@@ -151,6 +171,9 @@ class Config:
             },
             "instances": {k: list(v) for k, v in self.instances.items()},
             "routing": {"default": self.default_service},
+            # Webhook URLs can carry secrets (Slack's do): show where they go, not the path.
+            "alerts": [{"url": _redact_url(a.url), "format": a.format, "events": list(a.events),
+                        "min_interval": a.min_interval} for a in self.alerts],
             "warnings": list(self.warnings),
         }
 
@@ -189,7 +212,7 @@ def parse_instance_ref(ref: str) -> tuple[str, str]:
 class _Locator:
     """Finds the line of `[table] key = ...` in the source, for error messages."""
 
-    _header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")
+    _header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")  # [t] or [[t]]
 
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
@@ -317,8 +340,35 @@ def parse(text: str, path: Path | None = None) -> Config:
     if default is not None and default not in services:
         raise fail("routing", "default", f"no [service.{default}] is defined")
 
+    alerts = _alerts(raw.get("alerts", []), fail)
     return Config(path.absolute() if path else None, settings, services, instances, default,
-                  tuple(warnings))
+                  tuple(warnings), alerts)
+
+
+def _alerts(raw: Any, fail: Any) -> tuple[AlertRule, ...]:
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        raise fail("alerts", None, "must be an array of tables: [[alerts]]")
+    rules = []
+    for entry in raw:
+        v = _check_keys("alerts", entry, ALERT_KEYS, fail, set())
+        url = v["url"]
+        if url is None:
+            raise fail("alerts", None, "missing required key 'url'")
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise fail("alerts", "url", "must be an http:// or https:// URL")
+        if v["format"] not in ALERT_FORMATS:
+            raise fail("alerts", "format", f"must be one of {', '.join(ALERT_FORMATS)}")
+        for event in v["events"]:
+            if event not in ALERT_EVENTS:
+                raise fail("alerts", "events", f"unknown event {event!r} (expected one of "
+                           f"{', '.join(ALERT_EVENTS)})")
+        rules.append(AlertRule(url, v["format"], tuple(v["events"]), float(v["min_interval"])))
+    return tuple(rules)
+
+
+def _redact_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].rpartition('@')[2]}/..."
 
 
 def _table(raw: dict[str, Any], name: str, fail: Any) -> dict[str, Any]:

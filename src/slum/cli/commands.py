@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from cyclopts import App, Parameter
 
 from slum import __version__
+from slum.cli import ops
 from slum.cli.output import duration, error, log_line, print_json, ps_command, size, table
-from slum.errors import BadRequest, ServerUnreachable
+from slum.errors import BadRequest, ServerUnreachable, SlumError
 
 
 def _version() -> str:
@@ -190,7 +191,12 @@ def config(*, server: Server = None, token: Token = None, json: Json = False) ->
 @app.command
 def status(*, server: Server = None, token: Token = None, json: Json = False) -> int:
     """A summary: instances by state, servers, tenants, what needs attention."""
-    s = _client(server, token).status()
+    client = _client(server, token)
+    s = client.status()
+    try:
+        s["alerts"] = client.request("GET", "/_/api/alerts", query={"limit": 5})
+    except SlumError:
+        s["alerts"] = None  # an older server, or a token without access: the rest still shows
     if json:
         print_json(s)
         return 0
@@ -205,6 +211,10 @@ def status(*, server: Server = None, token: Token = None, json: Json = False) ->
     print(f"logs:      {s['logs_stored']} lines stored this run, {s['dropped_logs']} dropped")
     for item in s["attention"]:
         print(f"attention: {item['kind']} {item['id']}: {item['message']}")
+    if s["alerts"]:
+        print(f"alerts:    {len(s['alerts']['open'])} open")
+        for a in s["alerts"]["alerts"]:
+            print(f"  {a['timestamp']} {a['status']:<8} {a['event']} {a['subject']}: {a['message']}")
     return 0
 
 
@@ -401,5 +411,7 @@ def tenant_remove(id: str, *, database: Database = "slum.db") -> int:
     print(f"removed tenant {t['id']}")
     return 0
 
+
+ops.register(app)  # init, install, uninstall, caddy, reload
 
 __all__ = ["BadRequest", "app", "size"]

@@ -56,6 +56,11 @@ class Supervisor:
     def _publish(self, inst: Instance, old: State, new: State) -> None:
         self.hub.publish(StateChanged(inst.id, old.value, new.value, inst.reason))
 
+    def use_config(self, config: Config) -> None:
+        """A reload (supervisor/reload.py): services and settings for what starts from now on."""
+        self.config = config
+        self._ctx.settings = config.settings
+
     def ensure_known(self, service: str, name: str) -> Instance | None:
         """A tenant placed on this node: known (stopped) until its first request wakes it."""
         inst = self.instances.get(f"{service}:{name}")

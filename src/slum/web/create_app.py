@@ -10,12 +10,12 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from slum.errors import SlumError, Unauthorized
-from slum.web import api, dashboard, metrics, sse
+from slum.web import alerts, api, dashboard, metrics, ops, sse, tls
 from slum.web.auth import SESSION_COOKIE, bearer, client_address
 from slum.web.context import WebContext
 
 log = logging.getLogger("slum.web")
-PUBLIC = ("/api/health",)
+PUBLIC = ("/api/health", tls.ASK_PATH)
 
 
 def create_app(ctx: WebContext) -> QuartTrio:
@@ -57,6 +57,9 @@ def create_app(ctx: WebContext) -> QuartTrio:
     api.register(app, ctx)
     sse.register(app, ctx)
     metrics.register(app, ctx)
+    alerts.register(app, ctx)
+    tls.register(app, ctx)
+    ops.register(app, ctx)
 
     @app.get("/_")
     @app.get("/_/")
