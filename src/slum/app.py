@@ -8,9 +8,11 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,12 +38,13 @@ from slum.store.retention import run_retention
 from slum.supervisor import Instance, Supervisor
 from slum.supervisor.process import reap_leftovers
 from slum.supervisor.watchdog import Watchdog
-from slum.web.auth import Authenticator, active_tokens
+from slum.web.auth import Authenticator, Listener, Proxies
 from slum.web.context import WebContext
 
 log = logging.getLogger("slum")
 ROUTES_POLL_S = 1.0
 ROUTER_TRUST_S = 5.0
+EDGE_SOCKET = "web.sock"
 
 
 @dataclass
@@ -135,6 +138,19 @@ def bind_control_socket(path: Path) -> socket.socket:
     return sock
 
 
+def bind_edge_socket() -> tuple[Path, socket.socket]:
+    """The edge's own way into the web app: requests arriving here are from the network and
+    must authenticate, whatever headers they carry. It lives in a fresh 0700 directory, so
+    nobody but slum's user can connect and pose as the edge (forging X-Forwarded-For)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    directory = Path(tempfile.mkdtemp(prefix="slum-", dir=runtime if runtime and
+                                      Path(runtime).is_dir() else None))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(directory / EDGE_SOCKET))
+    sock.listen(128)
+    return directory, sock
+
+
 async def serve(opts: ServeOptions, *,
                 task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
     config = load_config(opts.config)
@@ -189,11 +205,15 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                 await refresh_routes()
 
     await refresh_routes()
-    auth = Authenticator(lambda: store.read(active_tokens))
+    auth = Authenticator(store, Proxies(config.settings.trusted_proxies))
+    # Instances' data (and their logs' secrets) are for the operator only.
+    if config.services:
+        config.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ingest = IngestStatistics()
     control_path = Path(opts.control_socket) if opts.control_socket else (
         control_socket_path(opts.database))
     control = bind_control_socket(control_path)
+    edge_dir, edge_socket = bind_edge_socket()
     trusted: dict[str, float] = {}
 
     async def trust_router(token: str) -> bool:
@@ -203,7 +223,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         if trusted.get(token, 0.0) > now:
             return True
         try:
-            await auth.verify_token(token, "router")
+            await auth.verify_token(token, None)
         except SlumError:
             return False
         if len(trusted) > 1000:
@@ -214,7 +234,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     requests = RequestMetrics()
     requests.enabled = config.settings.request_metrics
     sampler = Sampler(supervisor, config.settings.data_dir)
-    edge = Edge(table, supervisor, str(control_path),
+    edge = Edge(table, supervisor, str(edge_dir / EDGE_SOCKET),
                 EdgeOptions(max_body=config.settings.max_body_mb * 1024 * 1024,
                             default_instance=default_instance(config),
                             connect_timeout_s=config.settings.connect_timeout_s,
@@ -250,7 +270,10 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                     await procs.start(supervisor.run, known)
                     async with trio.open_nursery() as front:
                         web_stop = trio.Event()
-                        await front.start(_serve_web, app, control, web_stop)
+                        await front.start(_serve_web, Listener(app, trusted=True), control,
+                                          web_stop)
+                        await front.start(_serve_web, Listener(app, trusted=False),
+                                          edge_socket, web_stop)
                         listeners = await front.start(edge.serve, opts.host, opts.port)
                         port = listeners[0].getsockname()[1]
                         front.start_soon(watch_routes)
@@ -276,6 +299,9 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         with contextlib.suppress(OSError):
             control.close()
             control_path.unlink()
+        with contextlib.suppress(OSError):
+            edge_socket.close()
+            shutil.rmtree(edge_dir)
 
 
 async def _flush_history(store: Store, sampler: Sampler, requests: RequestMetrics) -> None:
