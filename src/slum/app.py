@@ -296,12 +296,11 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
             hub.close()  # ingestion drains what the children wrote, then returns
     finally:
         watchdog.close()
-        with contextlib.suppress(OSError):
-            control.close()
-            control_path.unlink()
-        with contextlib.suppress(OSError):
-            edge_socket.close()
-            shutil.rmtree(edge_dir)
+        # Hypercorn may have closed the sockets already: each step on its own.
+        for step in (control.close, control_path.unlink, edge_socket.close,
+                     partial(shutil.rmtree, edge_dir)):
+            with contextlib.suppress(OSError):
+                step()
 
 
 async def _flush_history(store: Store, sampler: Sampler, requests: RequestMetrics) -> None:

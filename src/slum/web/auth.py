@@ -178,7 +178,7 @@ class Argon2Gate:
         self.refused = 0
 
     async def verify(self, token_hash: str, token: str, *, heavy: bool = False) -> bool:
-        if self.waiting >= self.queue:
+        if self.waiting + self.running >= self.slots + self.queue:
             self.refused += 1
             raise TooManyRequests("too many token checks at once: try again shortly", 1)
         taken = 0
