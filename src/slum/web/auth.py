@@ -163,12 +163,31 @@ class RateLimiter:
         return len(self._probation) + len(self._offenders)
 
 
+def _argon2_memory_returns() -> None:
+    """Argon2's memory (one malloc of 16-64 MiB per verification) must go back to the system
+    when the verification ends. glibc raises its mmap threshold after such a block is freed, so
+    later ones come from per-thread arenas that keep them: with trio's worker threads that grew
+    slum by hundreds of MB under a flood. A fixed threshold keeps big blocks mmapped."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: 1 MiB, and no longer dynamic
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 class Argon2Gate:
     """At most ARGON2_SLOTS verifications run at once (each holds its hash's memory cost);
     a legacy hash (Argon2's 64 MiB default) takes every slot. Past ARGON2_QUEUE waiting,
     the caller is told to come back later instead of queueing without bound."""
 
     def __init__(self, slots: int = ARGON2_SLOTS, queue: int = ARGON2_QUEUE) -> None:
+        _argon2_memory_returns()
         self.slots = slots
         self.queue = queue
         self._sem = trio.Semaphore(slots)
