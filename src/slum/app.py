@@ -138,17 +138,36 @@ def bind_control_socket(path: Path) -> socket.socket:
     return sock
 
 
-def bind_edge_socket() -> tuple[Path, socket.socket]:
+def bind_edge_socket(control_path: Path) -> tuple[Path, socket.socket]:
     """The edge's own way into the web app: requests arriving here are from the network and
-    must authenticate, whatever headers they carry. It lives in a fresh 0700 directory, so
-    nobody but slum's user can connect and pose as the edge (forging X-Forwarded-For)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    directory = Path(tempfile.mkdtemp(prefix="slum-", dir=runtime if runtime and
-                                      Path(runtime).is_dir() else None))
+    must authenticate, whatever headers they carry. It lives in a 0700 directory beside the
+    control socket (`slum.sock.d/`), so nobody but slum's user can connect and pose as the edge
+    (forging X-Forwarded-For); a fresh temporary one when that path is too long for a unix
+    socket or is not a directory of ours."""
+    directory = control_path.with_name(control_path.name + ".d")
+    if len(os.fsencode(directory / EDGE_SOCKET)) >= 100 or not _private_dir(directory):
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        directory = Path(tempfile.mkdtemp(prefix="slum-", dir=runtime if runtime and
+                                          Path(runtime).is_dir() else None))
+    path = directory / EDGE_SOCKET
+    # Left by a slum that was killed: bind_control_socket already proved no slum serves here.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(directory / EDGE_SOCKET))
+    sock.bind(str(path))
     sock.listen(128)
     return directory, sock
+
+
+def _private_dir(directory: Path) -> bool:
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    try:
+        st = directory.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and stat.S_IMODE(st.st_mode) == 0o700)
 
 
 async def serve(opts: ServeOptions, *,
@@ -213,7 +232,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     control_path = Path(opts.control_socket) if opts.control_socket else (
         control_socket_path(opts.database))
     control = bind_control_socket(control_path)
-    edge_dir, edge_socket = bind_edge_socket()
+    edge_dir, edge_socket = bind_edge_socket(control_path)
     trusted: dict[str, float] = {}
 
     async def trust_router(token: str) -> bool:

@@ -108,7 +108,11 @@ def test_trust_comes_from_the_socket_not_a_header(slum: Slum) -> None:
     # The control socket is the operator: the CLI needs no token.
     assert slum.cli("ps", check=True).returncode == 0
     # The edge's way in is a socket in a directory only slum's user can enter.
-    assert stat.S_IMODE(edge_socket_dir(slum).stat().st_mode) == 0o700
+    private = edge_socket_dir(slum)
+    assert private == slum.dir / "slum.sock.d"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    slum.stop()
+    assert not private.exists() and not (slum.dir / "slum.sock").exists()
 
 
 def test_cross_site_requests_with_the_session_cookie_are_refused(slum: Slum) -> None:
