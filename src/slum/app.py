@@ -235,14 +235,16 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     edge_dir, edge_socket = bind_edge_socket(control_path)
     trusted: dict[str, float] = {}
 
-    async def trust_router(token: str) -> bool:
+    async def trust_router(token: str, peer: str | None = None) -> bool:
         # Every routed request carries the token: a verified one is trusted for a few seconds
         # without asking the database, so a revoked token stops working within ROUTER_TRUST_S.
+        # Failures count against the peer that sent them (when the edge names it), never
+        # against a bucket shared with the real router.
         now = trio.current_time()
         if trusted.get(token, 0.0) > now:
             return True
         try:
-            await auth.verify_token(token, None)
+            await auth.verify_token(token, None if peer is None else f"router:{peer}")
         except SlumError:
             return False
         if len(trusted) > 1000:
