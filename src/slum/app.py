@@ -8,9 +8,11 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,12 +40,13 @@ from slum.supervisor import Instance, Supervisor
 from slum.supervisor.process import reap_leftovers
 from slum.supervisor.reload import Reloader
 from slum.supervisor.watchdog import Watchdog
-from slum.web.auth import Authenticator, active_tokens
+from slum.web.auth import Authenticator, Listener, Proxies
 from slum.web.context import WebContext
 
 log = logging.getLogger("slum")
 ROUTES_POLL_S = 1.0
 ROUTER_TRUST_S = 5.0
+EDGE_SOCKET = "web.sock"
 
 
 @dataclass
@@ -137,6 +140,38 @@ def bind_control_socket(path: Path) -> socket.socket:
     return sock
 
 
+def bind_edge_socket(control_path: Path) -> tuple[Path, socket.socket]:
+    """The edge's own way into the web app: requests arriving here are from the network and
+    must authenticate, whatever headers they carry. It lives in a 0700 directory beside the
+    control socket (`slum.sock.d/`), so nobody but slum's user can connect and pose as the edge
+    (forging X-Forwarded-For); a fresh temporary one when that path is too long for a unix
+    socket or is not a directory of ours."""
+    directory = control_path.with_name(control_path.name + ".d")
+    if len(os.fsencode(directory / EDGE_SOCKET)) >= 100 or not _private_dir(directory):
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        directory = Path(tempfile.mkdtemp(prefix="slum-", dir=runtime if runtime and
+                                          Path(runtime).is_dir() else None))
+    path = directory / EDGE_SOCKET
+    # Left by a slum that was killed: bind_control_socket already proved no slum serves here.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(128)
+    return directory, sock
+
+
+def _private_dir(directory: Path) -> bool:
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    try:
+        st = directory.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and stat.S_IMODE(st.st_mode) == 0o700)
+
+
 async def serve(opts: ServeOptions, *,
                 task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
     config = load_config(opts.config)
@@ -191,21 +226,27 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                 await refresh_routes()
 
     await refresh_routes()
-    auth = Authenticator(lambda: store.read(active_tokens))
+    auth = Authenticator(store, Proxies(config.settings.trusted_proxies))
+    # Instances' data (and their logs' secrets) are for the operator only.
+    if config.services:
+        config.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ingest = IngestStatistics()
     control_path = Path(opts.control_socket) if opts.control_socket else (
         control_socket_path(opts.database))
     control = bind_control_socket(control_path)
+    edge_dir, edge_socket = bind_edge_socket(control_path)
     trusted: dict[str, float] = {}
 
-    async def trust_router(token: str) -> bool:
+    async def trust_router(token: str, peer: str | None = None) -> bool:
         # Every routed request carries the token: a verified one is trusted for a few seconds
         # without asking the database, so a revoked token stops working within ROUTER_TRUST_S.
+        # Failures count against the peer that sent them (when the edge names it), never
+        # against a bucket shared with the real router.
         now = trio.current_time()
         if trusted.get(token, 0.0) > now:
             return True
         try:
-            await auth.verify_token(token, "router")
+            await auth.verify_token(token, None if peer is None else f"router:{peer}")
         except SlumError:
             return False
         if len(trusted) > 1000:
@@ -216,7 +257,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     requests = RequestMetrics()
     requests.enabled = config.settings.request_metrics
     sampler = Sampler(supervisor, config.settings.data_dir)
-    edge = Edge(table, supervisor, str(control_path),
+    edge = Edge(table, supervisor, str(edge_dir / EDGE_SOCKET),
                 EdgeOptions(max_body=config.settings.max_body_mb * 1024 * 1024,
                             default_instance=default_instance(config),
                             connect_timeout_s=config.settings.connect_timeout_s,
@@ -270,7 +311,10 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                     await procs.start(reloader.run)  # also SIGHUP
                     async with trio.open_nursery() as front:
                         web_stop = trio.Event()
-                        await front.start(_serve_web, app, control, web_stop)
+                        await front.start(_serve_web, Listener(app, trusted=True), control,
+                                          web_stop)
+                        await front.start(_serve_web, Listener(app, trusted=False),
+                                          edge_socket, web_stop)
                         listeners = await front.start(edge.serve, opts.host, opts.port)
                         port = listeners[0].getsockname()[1]
                         front.start_soon(watch_routes)
@@ -293,9 +337,11 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
             hub.close()  # ingestion drains what the children wrote, then returns
     finally:
         watchdog.close()
-        with contextlib.suppress(OSError):
-            control.close()
-            control_path.unlink()
+        # Hypercorn may have closed the sockets already: each step on its own.
+        for step in (control.close, control_path.unlink, edge_socket.close,
+                     partial(shutil.rmtree, edge_dir)):
+            with contextlib.suppress(OSError):
+                step()
 
 
 async def _flush_history(store: Store, sampler: Sampler, requests: RequestMetrics) -> None:

@@ -27,7 +27,8 @@ from slum.errors import (
 
 DEFAULT_HTTP = "http://127.0.0.1:8080"
 _ERRORS: dict[int, type[SlumError]] = {400: BadRequest, 401: Unauthorized, 403: Unauthorized,
-                                       404: NotFound, 409: Conflict, 503: Unavailable}
+                                       404: NotFound, 409: Conflict, 429: Unavailable,
+                                       503: Unavailable}
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -188,6 +189,22 @@ class Client:
     def remove_tenant(self, tenant_id: str) -> dict[str, Any]:
         return self.request("DELETE",  # type: ignore[no-any-return]
                             f"/api/tenants/{quote(tenant_id)}")
+
+    # --- tokens ---
+    def tokens(self) -> list[dict[str, Any]]:
+        """Tokens: id, description, scope, created, last_used; never the secret."""
+        return self.request("GET", "/_/api/tokens")  # type: ignore[no-any-return]
+
+    def create_token(self, description: str | None = None,
+                     tenant: str | None = None) -> dict[str, Any]:
+        """A new token ({"id", "token", ...}); the secret is in this answer only."""
+        return self.request("POST", "/_/api/tokens",  # type: ignore[no-any-return]
+                            {"description": description, "tenant": tenant})
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token by its id; its sessions end at once."""
+        return self.request("DELETE",  # type: ignore[no-any-return]
+                            f"/_/api/tokens/{quote(token_id, safe='')}")
 
     # --- logs ---
     def logs(self, **filters: Any) -> list[dict[str, Any]]:

@@ -56,6 +56,8 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         "head; then 504.", 0.01),
     Key("upstream_idle_timeout_s", (int, float), 300, "Seconds an upstream may stay silent in "
         "the middle of a response before the response is ended.", 0.01),
+    Key("trusted_proxies", list, [], "Addresses or networks of proxies in front of slum (e.g. "
+        "Caddy): X-Forwarded-For and X-Forwarded-Proto are believed only from these."),
 )
 
 SERVICE_KEYS: tuple[Key, ...] = (
@@ -122,6 +124,7 @@ class Settings:
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
     upstream_idle_timeout_s: float = 300
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ commands work on --database directly, like the original slum."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Annotated, Any
@@ -36,7 +37,9 @@ app = App(
 Server = Annotated[str | None, Parameter(name=["--server"], help="http://host:port or unix:/path "
                                           "(env SLUM_SERVER; default: the local control socket)")]
 Token = Annotated[str | None, Parameter(name=["--token"], help="API token (env SLUM_TOKEN)")]
-Database = Annotated[str, Parameter(name=["--database", "-d"], help="SQLite database file")]
+Database = Annotated[str, Parameter(name=["--database", "-d"],
+                                    help="SQLite database file (env SLUM_DATABASE)")]
+DEFAULT_DATABASE = os.environ.get("SLUM_DATABASE") or "slum.db"
 Json = Annotated[bool, Parameter(name=["--json"], negative="", help="print JSON")]
 
 
@@ -57,7 +60,7 @@ def _ref(ref: str, instance_id: str | None = None) -> str:
 
 # --- server ---
 @app.command
-def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = "slum.db",
+def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = DEFAULT_DATABASE,
           config: Annotated[str | None, Parameter(name=["--config", "-c"])] = None,
           domain: str = "localhost") -> int:
     """Run slum: supervise the config's instances, route requests, serve the API and dashboard."""
@@ -230,12 +233,13 @@ def logs(ref: Annotated[str | None, Parameter()] = None, *,
     import json as jsonlib
 
     client = _client(server, token)
+    tty = sys.stdout.isatty()  # a child's output must not drive the operator's terminal
     filters: dict[str, Any] = {
         "instance_id": _ref(ref) if ref else None, "tenant_id": tenant, "search": search,
         "min_level": level, "since": since}
     entries = list(reversed(client.logs(limit=lines, **filters)))
     for entry in entries:
-        print(jsonlib.dumps(entry) if json else log_line(entry), flush=True)
+        print(jsonlib.dumps(entry) if json else log_line(entry, escape=tty), flush=True)
     if not follow:
         return 0
     last = entries[-1]["id"] if entries else None
@@ -250,26 +254,72 @@ def logs(ref: Annotated[str | None, Parameter()] = None, *,
                     error(f"missed {entry['lagged']} lines (too slow)")
                     continue
                 last = entry["id"]
-                print(jsonlib.dumps(entry) if json else log_line(entry), flush=True)
+                print(jsonlib.dumps(entry) if json else log_line(entry, escape=tty), flush=True)
         except ServerUnreachable:
             time.sleep(1)  # the server restarts: pick up where we were
 
 
 # --- auth ---
 @app.command(name="token-gen")
-def token_gen(*, database: Database = "slum.db") -> int:
-    """Create an API token (printed once; only its Argon2 hash is stored)."""
-    from slum.store import connect
-    from slum.web.auth import generate_token, store_token
+def token_gen(*, description: str | None = None, tenant: str | None = None,
+              database: Database = DEFAULT_DATABASE) -> int:
+    """Create an API token (printed once; only its Argon2 hash is stored). --tenant limits it
+    to that tenant's instances, logs and metrics."""
+    from slum.store import connect, tokens
+    from slum.web.tokens import check_token_fields
 
-    token, token_hash = generate_token()
+    description, tenant = check_token_fields(description, tenant)
+    # Straight into the database, also while `serve` runs on it: the server reads tokens fresh.
     conn = connect(database)
-    with conn:
-        store_token(conn, token_hash)
-    conn.close()
+    try:
+        with conn:
+            public_id, token = tokens.create(conn, description, tenant)
+    finally:
+        conn.close()
     print(token)
-    sys.stderr.write("Save this token: it is shown only once. Use it as "
+    scope = f" limited to tenant {tenant}" if tenant else ""
+    sys.stderr.write(f"Token {public_id}{scope}. Save it: it is shown only once. Use it as "
                      "`Authorization: Bearer <token>` or SLUM_TOKEN.\n")
+    return 0
+
+
+def _tokens_call(database: str, server: str | None, token: str | None, api: Any,
+                 local: Any) -> Any:
+    """Through the running server of this database when there is one (its control socket),
+    else on the database file directly."""
+    from slum.client import control_socket_path
+
+    if server or os.environ.get("SLUM_SERVER") or control_socket_path(database).exists():
+        return api(_client(server, token, database))
+    return _registry(database, local)
+
+
+@app.command(name="token-list")
+def token_list(*, database: Database = DEFAULT_DATABASE, server: Server = None,
+               token: Token = None, json: Json = False) -> int:
+    """List tokens: id, description, scope, created, last used (never the secret)."""
+    from slum.store import tokens
+
+    rows = _tokens_call(database, server, token, lambda c: c.tokens(), tokens.listing)
+    if json:
+        print_json(rows)
+    else:
+        print(table(["ID", "DESCRIPTION", "SCOPE", "CREATED", "LAST USED"],
+                    [(r["id"] + (" (old format)" if r.get("legacy") else ""),
+                      r["description"], r["scope"], r["created"], r["last_used"])
+                     for r in rows]))
+    return 0
+
+
+@app.command(name="token-revoke")
+def token_revoke(id: str, *, database: Database = DEFAULT_DATABASE, server: Server = None,
+                 token: Token = None) -> int:
+    """Revoke a token; its dashboard sessions end at once."""
+    from slum.store import tokens
+
+    r = _tokens_call(database, server, token, lambda c: c.revoke_token(id),
+                     lambda conn: tokens.revoke(conn, id))
+    print(f"revoked token {r['id']} ({r['sessions_ended']} sessions ended)")
     return 0
 
 
@@ -294,7 +344,7 @@ def _server_rows(servers: list[dict[str, Any]]) -> str:
 @app.command(name="server-add")
 def server_add(address: str, *, name: Annotated[str | None, Parameter(name=["--name", "-n"])] = None,
                token: Annotated[str | None, Parameter(name=["--token"])] = None,
-               capacity: int | None = None, database: Database = "slum.db",
+               capacity: int | None = None, database: Database = DEFAULT_DATABASE,
                json: Json = False) -> int:
     """Add a server (a node running `slum serve`) to the fleet."""
     from slum.fleet import registry
@@ -305,7 +355,7 @@ def server_add(address: str, *, name: Annotated[str | None, Parameter(name=["--n
 
 
 @app.command(name="server-list")
-def server_list(*, database: Database = "slum.db", json: Json = False) -> int:
+def server_list(*, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
     """List servers."""
     from slum.fleet import registry
 
@@ -315,7 +365,7 @@ def server_list(*, database: Database = "slum.db", json: Json = False) -> int:
 
 
 @app.command(name="server-remove")
-def server_remove(server: str, *, database: Database = "slum.db") -> int:
+def server_remove(server: str, *, database: Database = DEFAULT_DATABASE) -> int:
     """Remove a server (it must have no tenants)."""
     from slum.fleet import registry
 
@@ -342,7 +392,7 @@ def _fleet(database: str, fn: Any, *args: Any) -> Any:
 
 @app.command(name="tenant-add")
 def tenant_add(id: str, *, server: Annotated[str | None, Parameter(name=["--server", "-s"])] = None,
-               service: str | None = None, database: Database = "slum.db",
+               service: str | None = None, database: Database = DEFAULT_DATABASE,
                json: Json = False) -> int:
     """Add a tenant, placed on the server with the most room (or -s SERVER)."""
     from slum.fleet import nodes
@@ -353,7 +403,7 @@ def tenant_add(id: str, *, server: Annotated[str | None, Parameter(name=["--serv
 
 
 @app.command(name="tenant-move")
-def tenant_move(id: str, *, to: str, database: Database = "slum.db", json: Json = False) -> int:
+def tenant_move(id: str, *, to: str, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
     """Move a tenant to another server: stopped there, started here on its next request."""
     from slum.fleet import nodes
 
@@ -368,7 +418,7 @@ def tenant_move(id: str, *, to: str, database: Database = "slum.db", json: Json 
 
 
 @app.command(name="alias-add")
-def alias_add(domain: str, tenant: str, *, database: Database = "slum.db") -> int:
+def alias_add(domain: str, tenant: str, *, database: Database = DEFAULT_DATABASE) -> int:
     """Route a custom domain to a tenant."""
     from slum.fleet import registry
 
@@ -378,7 +428,7 @@ def alias_add(domain: str, tenant: str, *, database: Database = "slum.db") -> in
 
 
 @app.command(name="alias-remove")
-def alias_remove(domain: str, *, database: Database = "slum.db") -> int:
+def alias_remove(domain: str, *, database: Database = DEFAULT_DATABASE) -> int:
     """Stop routing a custom domain."""
     from slum.fleet import registry
 
@@ -388,7 +438,7 @@ def alias_remove(domain: str, *, database: Database = "slum.db") -> int:
 
 
 @app.command(name="tenant-list")
-def tenant_list(*, database: Database = "slum.db", json: Json = False) -> int:
+def tenant_list(*, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
     """List tenants."""
     from slum.fleet import registry
 
@@ -403,7 +453,7 @@ def tenant_list(*, database: Database = "slum.db", json: Json = False) -> int:
 
 
 @app.command(name="tenant-remove")
-def tenant_remove(id: str, *, database: Database = "slum.db") -> int:
+def tenant_remove(id: str, *, database: Database = DEFAULT_DATABASE) -> int:
     """Remove a tenant (and stop it on its server)."""
     from slum.fleet import nodes
 

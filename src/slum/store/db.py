@@ -29,7 +29,8 @@ def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> Any
     p = Path(path)
     try:
         if p.parent and not p.parent.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private(p)
         conn = apsw.Connection(str(p))
         conn.set_busy_timeout(5000)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -39,6 +40,22 @@ def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> Any
     except (apsw.Error, OSError) as e:
         raise StoreError(f"cannot open database {p}: {e}") from None
     return conn
+
+
+def _private(path: Path) -> None:
+    """Logs and node tokens live here: 0600, created so (never readable for a moment) and
+    tightened if an older slum left it 0644. SQLite gives -wal and -shm the database's mode."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            f.chmod(0o600)
 
 
 class Store:

@@ -17,7 +17,8 @@ from slum.events import LEVELS
 from slum.fleet import nodes, registry
 from slum.store import logs
 from slum.supervisor.states import State
-from slum.web.auth import SESSION_COOKIE, SESSION_TTL_S, client_address
+from slum.web import auth
+from slum.web.auth import SESSION_TTL_S, check_instance, require_unscoped
 from slum.web.context import WebContext
 
 LOGIN_PATHS = ("/_/api/login", "/_/api/logout")
@@ -54,7 +55,7 @@ def log_query_from_args() -> logs.LogQuery:
     if level and level.endswith("+"):  # level=warn+ : warn and above
         min_level = level[:-1]
         level = None
-    return logs.LogQuery(
+    q = logs.LogQuery(
         instance_id=a.get("instance_id") or None,
         tenant_id=a.get("tenant_id") or None,
         level=level,
@@ -67,6 +68,7 @@ def log_query_from_args() -> logs.LogQuery:
         before_id=_int_arg("before_id", 0) or None,
         after_id=_int_arg("after_id", 0) or None,
     ).validate()
+    return auth.scope_log_query(q)
 
 
 def register(app: QuartTrio, ctx: WebContext) -> None:
@@ -111,15 +113,18 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.get("/api/servers")
     @app.get("/_/api/servers")
     async def servers() -> Response:
+        require_unscoped()
         return jsonify(await ctx.store.read(registry.list_servers))
 
     @app.get("/_/api/servers/<ref>")
     async def server(ref: str) -> Response:
+        require_unscoped()
         return jsonify(await ctx.store.read(lambda c: registry.get_server(c, ref)))
 
     @app.post("/api/servers")
     @app.post("/_/api/servers")
     async def server_add() -> tuple[Response, int]:
+        require_unscoped()
         data = await body()
         address = _opt_str(data, "address")
         if not address:
@@ -135,16 +140,19 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.delete("/api/servers/<ref>")
     @app.delete("/_/api/servers/<ref>")
     async def server_remove(ref: str) -> Response:
+        require_unscoped()
         result = await ctx.store.write(lambda c: registry.remove_server(c, ref))
         return jsonify(await routes_changed(result))
 
     @app.get("/api/tenants")
     @app.get("/_/api/tenants")
     async def tenants() -> Response:
+        require_unscoped()
         return jsonify(await ctx.store.read(registry.list_tenants))
 
     @app.get("/_/api/tenants/<tenant_id>")
     async def tenant(tenant_id: str) -> Response:
+        auth.check_tenant(tenant_id)
         result = await ctx.store.read(lambda c: registry.get_tenant(c, tenant_id))
         service = result["service"] or ctx.config.default_service
         inst = sup.instances.get(f"{service}:{tenant_id}")
@@ -154,6 +162,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.post("/api/tenants")
     @app.post("/_/api/tenants")
     async def tenant_add() -> tuple[Response, int]:
+        require_unscoped()
         data = await body()
         tenant_id = _opt_str(data, "id")
         if not tenant_id:
@@ -172,6 +181,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.delete("/api/tenants/<tenant_id>")
     @app.delete("/_/api/tenants/<tenant_id>")
     async def tenant_remove(tenant_id: str) -> Response:
+        require_unscoped()
         result = await fleet(nodes.remove_tenant, tenant_id)
         await routes_changed(result)
         # A tenant removed from this node: its instance here stops.
@@ -184,6 +194,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.post("/api/tenants/<tenant_id>/move")
     @app.post("/_/api/tenants/<tenant_id>/move")
     async def tenant_move(tenant_id: str) -> Response:
+        require_unscoped()
         to = _opt_str(await body(), "to")
         if not to:
             raise BadRequest("to (a server name) is required")
@@ -198,8 +209,9 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     # --- instances ---
     @app.get("/_/api/instances")
     async def instances() -> Response:
-        local = [{**ctx.instance_dict(i), "server": registry.LOCAL} for i in sup.list()]
-        if request.args.get("all") not in ("1", "true"):
+        local = [{**ctx.instance_dict(i), "server": registry.LOCAL} for i in sup.list()
+                 if auth.instance_allowed(i.id)]
+        if request.args.get("all") not in ("1", "true") or auth.scope_tenant() is not None:
             return jsonify(local)
         servers = [s for s in await ctx.store.read(registry.list_servers)
                    if s["name"] != registry.LOCAL]
@@ -228,12 +240,14 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
             service, name = parse_instance_ref(service)
         if not service or not name:
             raise BadRequest("service and id are required")
+        check_instance(f"{service}:{name}")
         inst = await sup.spawn(service, name)
         return jsonify(ctx.instance_dict(inst)), 201
 
     @app.get("/_/api/instances/<ref>")
     async def instance(ref: str) -> Response:
         parse_instance_ref(ref)
+        check_instance(ref)
         inst = sup.get(ref)
         d = ctx.instance_dict(inst)
         d["history"] = [{"ts": t.ts, "state": t.state, "reason": t.reason} for t in inst.history]
@@ -246,16 +260,19 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.post("/_/api/instances/<ref>/restart")
     async def restart(ref: str) -> Response:
         parse_instance_ref(ref)
+        check_instance(ref)
         return jsonify(ctx.instance_dict(await sup.restart(ref)))
 
     @app.post("/_/api/instances/<ref>/stop")
     async def stop(ref: str) -> Response:
         parse_instance_ref(ref)
+        check_instance(ref)
         return jsonify(ctx.instance_dict(await sup.stop(ref)))
 
     @app.get("/_/api/instances/<ref>/health")
     async def instance_health(ref: str) -> Response:
         parse_instance_ref(ref)
+        check_instance(ref)
         inst = sup.get(ref)
         return jsonify({"id": inst.id, "health": inst.health, "status": inst.state.value,
                         "reason": inst.reason})
@@ -264,11 +281,12 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.get("/_/api/logs")
     async def log_entries() -> Response:
         q = log_query_from_args()
-        where = await remote(q.tenant_id)
+        where, where_tenant = await remote(q.tenant_id), q.tenant_id or ""
         if where is not None:
             # The tenant lives on another node: its logs are there.
             server, token = where
             args = {k: v for k, v in request.args.items() if v}
+            args["tenant_id"] = where_tenant  # the scope's, when the token has one
             return jsonify(await trio.to_thread.run_sync(
                 lambda: nodes.remote_logs(server, token, **args)))
         return jsonify(await ctx.store.read(lambda c: logs.query(c, q)))
@@ -276,10 +294,12 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
     # --- overview, status, config ---
     @app.get("/_/api/overview")
     async def overview() -> Response:
+        require_unscoped()
         return jsonify(await _overview(ctx))
 
     @app.get("/_/api/status")
     async def status() -> Response:
+        require_unscoped()
         data = await _overview(ctx)
         data["version"] = __version__
         data["uptime_secs"] = round(time.time() - ctx.started_at, 1)
@@ -298,6 +318,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
 
     @app.get("/_/api/config")
     async def config() -> Response:
+        require_unscoped()
         return jsonify(ctx.config.to_dict())
 
     # --- dashboard login (token once, then an HttpOnly cookie) ---
@@ -307,23 +328,30 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         token = _opt_str(data, "token")
         if not token:
             raise BadRequest("token is required")
-        token_id = await ctx.auth.verify_token(token.strip(),
-                                               client_address(request.headers))
+        identity = await ctx.auth.verify_token(token.strip(),
+                                               ctx.auth.proxies.client(request.headers))
+        if identity.token_id is None:
+            raise BadRequest("no session for the local operator: use the control socket")
         response = jsonify({"ok": True})
-        response.set_cookie(SESSION_COOKIE, ctx.auth.new_session(token_id),
-                            max_age=SESSION_TTL_S, httponly=True, samesite="Strict", path="/")
+        https = ctx.auth.proxies.https(request.headers)
+        response.set_cookie(auth.SECURE_SESSION_COOKIE if https else auth.SESSION_COOKIE,
+                            await ctx.auth.new_session(identity.token_id), max_age=SESSION_TTL_S,
+                            httponly=True, samesite="Strict", path="/", secure=https)
         return response
 
     @app.post("/_/api/logout")
     async def logout() -> Response:
-        ctx.auth.end_session(request.cookies.get(SESSION_COOKIE))
+        await ctx.auth.end_session(auth.session_id())
         response = jsonify({"ok": True})
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        for name in auth.SESSION_COOKIES:
+            if name in request.cookies:
+                response.delete_cookie(name, path="/", secure=name.startswith("__Host-"),
+                                       httponly=True, samesite="Strict")
         return response
 
     @app.get("/_/api/session")
     async def session() -> Response:
-        return jsonify({"authenticated": True})
+        return jsonify({"authenticated": True, "tenant": auth.scope_tenant()})
 
 
 async def _overview(ctx: WebContext) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from quart_trio import QuartTrio
 from slum.errors import BadRequest
 from slum.store import logs
 from slum.store.metrics import query_history
+from slum.web import auth
 from slum.web.context import WebContext
 
 PROM_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
@@ -31,6 +32,8 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
                         "labels": {"target": target}, "timestamp": now_ms})
             out.append({"name": "latency_recent_ms", "value": recent["p99"],
                         "labels": {"target": target}, "timestamp": now_ms, **recent})
+        if auth.scope_tenant() is not None:
+            out = [m for m in out if _labels_allowed(m.get("labels"))]
         return jsonify(out)
 
     @app.get("/_/api/metrics/live")
@@ -41,7 +44,8 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         exclude = set(filter(None, (request.args.get("exclude") or "").split(",")))
 
         def wanted(key: str) -> bool:
-            return (keys is None or key in keys) and key not in exclude
+            return ((keys is None or key in keys) and key not in exclude
+                    and auth.instance_allowed(key))
 
         now = int(time.time()) - 1
         series: dict[str, Any] = {}
@@ -65,24 +69,38 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         a = request.args
         name = a.get("name") or ""
         labels = parse_labels(a.get("labels"))
+        if auth.scope_tenant() is not None and not _labels_allowed(labels):
+            raise auth.Forbidden(f"this token is limited to tenant {auth.scope_tenant()}: "
+                                 "name one of its instances in labels (target or instance)")
         now = time.time()
         since = _seconds(logs.parse_since(a.get("since"))) or now - 3600
         until = _seconds(logs.parse_since(a.get("until"))) or now
         step = _int("step", 0) or None
         result = await ctx.store.read(
             lambda c: query_history(c, name, labels, int(since), int(until), step))
+        if auth.scope_tenant() is not None:
+            result["series"] = [s for s in result["series"] if _labels_allowed(s.get("labels"))]
         # One series asked for by its labels: its points at the top level too.
         result["points"] = result["series"][0]["points"] if len(result["series"]) == 1 else []
         return jsonify(result)
 
     @app.get("/_/metrics")
     async def prometheus() -> Response:
+        auth.require_unscoped()
         from prometheus_client import CollectorRegistry, generate_latest
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(ctx))
         return Response(generate_latest(registry), 200,
                         {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _labels_allowed(labels: dict[str, Any] | None) -> bool:
+    """A tenant-scoped token sees a series only when it names one of the tenant's instances."""
+    if not labels:
+        return False
+    named = [str(labels[k]) for k in ("target", "instance") if k in labels]
+    return bool(named) and all(":" in n and auth.instance_allowed(n) for n in named)
 
 
 def parse_labels(raw: str | None) -> dict[str, str] | None:

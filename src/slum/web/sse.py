@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 
 from slum.events import StateChanged, StoredLog
 from slum.store import logs
+from slum.web import auth
 from slum.web.api import log_query_from_args
 from slum.web.context import WebContext
 
@@ -38,6 +39,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
             last_id = None
         states = request.args.get("states") in ("1", "true")
         want_logs = request.args.get("logs") not in ("0", "false")
+        tenant = auth.scope_tenant()  # the generator runs outside the request context
 
         async def stream() -> AsyncIterator[bytes]:
             with ctx.hub.subscribe(QUEUE) as sub:
@@ -67,7 +69,8 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
                         if want_logs and item.id > sent and q.matches(item.line):
                             sent = item.id
                             yield event("log", logs.stored_to_entry(item), item.id)
-                    elif states and isinstance(item, StateChanged):
+                    elif states and isinstance(item, StateChanged) and (
+                            tenant is None or item.instance_id.partition(":")[2] == tenant):
                         yield event("state", {"id": item.instance_id, "old": item.old,
                                               "new": item.new, "reason": item.reason,
                                               "ts": item.ts})

@@ -21,6 +21,7 @@ from quart_trio import QuartTrio
 
 from slum.errors import BadRequest
 from slum.fleet import registry
+from slum.web.auth import TRUSTED_SCOPE_KEY
 from slum.web.context import WebContext
 
 ASK_PATH = "/api/tls/ask"
@@ -32,8 +33,8 @@ def _trusted(ctx: WebContext) -> bool:
     """Asked by whoever runs beside slum: every hop the request came through (the edge appends
     the peer it saw to X-Forwarded-For) is loopback or a trusted proxy. Through Caddy, a request
     from the internet carries the client's address too, and is refused."""
-    if "x-slum-edge" not in request.headers:
-        return True  # the control socket (mode 0600)
+    if request.scope.get(TRUSTED_SCOPE_KEY):
+        return True  # came over the control socket (mode 0600): trust from the socket, not a header
     hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
     nets = []
     for net in getattr(ctx.config.settings, "trusted_proxies", ()) or ():
