@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
+from pathlib import Path
 
 MODES = ("process", "namespace", "sandbox")
 
-# The trailing `exit` keeps the shell from exec'ing the app in its place (it would become pid 1).
-NAMESPACE_INIT = ('o=$1; shift; mount -t tmpfs -o "mode=1777,nosuid,nodev$o" slum-tmp /tmp '
-                  '|| exit 125; "$@"; exit $?')
+# The private /tmp is made aside (on a staging directory outside it), given back the paths under
+# /tmp the app needs (its workdir, the data dir), then moved over /tmp. The trailing `exit`
+# keeps the shell from exec'ing the app in its place (the app would become pid 1).
+NAMESPACE_INIT = (
+    'o=$1 s=$2; shift 2; mount -t tmpfs -o "mode=1777,nosuid,nodev$o" slum-tmp "$s" || exit 125; '
+    'while [ "$1" != -- ]; do d="$s/${1#/tmp/}"; mkdir -p "$d" && mount --bind "$1" "$d" '
+    '|| exit 125; shift; done; shift; mount --move "$s" /tmp || exit 125; "$@"; exit $?')
 
 
 class IsolationError(Exception):
@@ -38,8 +44,11 @@ def available() -> dict[str, str | None]:
     }
 
 
-def prefix(mode: str, *, tmp_mb: int | None = None) -> list[str]:
-    """The argv that runs an app in `mode`, to be followed by the app's argv."""
+def prefix(mode: str, *, tmp_mb: int | None = None, keep: Sequence[Path] = (),
+           stage: Path | None = None) -> list[str]:
+    """The argv that runs an app in `mode`, to be followed by the app's argv. `keep`: paths the
+    app needs that may lie under /tmp; `stage`: an existing empty directory outside /tmp, or
+    under it but not below a kept path (the private /tmp is made there first)."""
     if mode == "process":
         return []
     why = available().get(mode, f"unknown isolation {mode!r}")
@@ -48,10 +57,15 @@ def prefix(mode: str, *, tmp_mb: int | None = None) -> list[str]:
     if mode == "namespace":
         unshare = shutil.which("unshare")
         assert unshare is not None
+        if stage is None:
+            raise IsolationError('isolation = "namespace" needs a staging directory')
         size = f",size={tmp_mb}m" if tmp_mb else ""
+        under = sorted({str(k) for k in keep if k.is_relative_to("/tmp") and k != Path("/tmp")})
+        # A kept path inside another kept one comes along with it.
+        outer = [k for k in under if not any(k != o and k.startswith(o + "/") for o in under)]
         return [unshare, "--fork", "--pid", "--mount-proc", "--mount", "--propagation",
                 "private", "--kill-child", "--", "/bin/sh", "-c", NAMESPACE_INIT, "slum-init",
-                size]
+                size, str(stage), *outer, "--"]
     runsc = shutil.which("runsc")
     assert runsc is not None
     # The host's network, so slum reaches the app on its port; slum's own cgroup holds the

@@ -165,7 +165,11 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     cgroup: InstanceCgroup | None = None
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        prefix = isolation.prefix(svc.isolation, tmp_mb=svc.memory_limit_mb)
+        stage = root / ".slum-ns"
+        if svc.isolation == "namespace":
+            stage.mkdir(exist_ok=True)
+        prefix = isolation.prefix(svc.isolation, tmp_mb=svc.memory_limit_mb,
+                                  keep=(root, svc.workdir), stage=stage)
         cgroup = await _make_cgroup(inst, ctx)
         if cgroup is not None:
             prefix = [*cgroup.join_argv(), *prefix]
