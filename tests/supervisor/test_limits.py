@@ -59,9 +59,9 @@ def killing_leftovers(insts: list[Instance]) -> Iterator[list[InstanceCgroup]]:
 
 async def wait_file(path: Path, within: float = 20) -> str:
     with trio.fail_after(within):
-        while not path.exists():  # noqa: ASYNC110
+        while not await trio.Path(path).exists():  # noqa: ASYNC110
             await trio.sleep(0.05)
-    return path.read_text()
+    return await trio.Path(path).read_text()
 
 
 @needs("memory")
@@ -152,7 +152,7 @@ async def test_namespaced_instance_sees_its_init_and_none_of_the_others(tmp_path
         with killing_leftovers([ns]):
             assert ns.state is State.HEALTHY
             view = json.loads(await wait_file(h.data_dir / "ns" / "a" / "view.json"))
-            marker = Path(view["tmp_marker"])
+            marker = trio.Path(view["tmp_marker"])
             try:
                 # A child of a tiny init that is pid 1, and nothing else: not the neighbour, not
                 # slum, not the host.
@@ -162,7 +162,7 @@ async def test_namespaced_instance_sees_its_init_and_none_of_the_others(tmp_path
                 assert len(view["pids"]) == 2
                 # Its /tmp is its own: what it wrote there is not in the host's /tmp, and of the
                 # host's it sees only the way to its own workdir and data (pytest's tmp_path).
-                assert not marker.exists()
+                assert not await marker.exists()
                 kept = ({tmp_path.relative_to("/tmp").parts[0]}
                         if tmp_path.is_relative_to("/tmp") else set())
                 assert set(view["tmp_entries"]) == {marker.name, *kept}
@@ -171,7 +171,7 @@ async def test_namespaced_instance_sees_its_init_and_none_of_the_others(tmp_path
                 assert any("nsview.py" in " ".join(p.cmdline()) for p in outside)
                 members = [identity(p.pid) for p in outside]
             finally:
-                marker.unlink(missing_ok=True)
+                await marker.unlink(missing_ok=True)
             await h.sup.stop("ns:a")
             for member in members:
                 await wait_gone(member)
