@@ -179,8 +179,9 @@ class Cgroups:
             h = self.hierarchies.get(ctrl)
             parts.append(f"{key} via cgroup v{h.version} {ctrl}" if h else f"{key}: unavailable")
         parts.append("memory_swap_max: " + ("yes" if self.swap else "unavailable"))
-        ns = "namespace isolation: " + ("unshare" if _which("unshare") else "unavailable")
-        return f"limits: {', '.join(parts)}; {ns}; subtree slum-{self.owner}"
+        ns = "namespace: " + ("unshare" if _which("unshare") else "unavailable")
+        sandbox = "sandbox: " + ("runsc" if _which("runsc") else "unavailable")
+        return f"limits: {', '.join(parts)}; {ns}; {sandbox}; subtree slum-{self.owner}"
 
     def _ensure_base(self, h: Hierarchy) -> None:
         if h.base in self._made:
@@ -256,6 +257,8 @@ class Cgroups:
             cg.remove()
             raise LimitError(f"{cg.failed_key} cannot be applied: {e.strerror or e} "
                              f"({e.filename})") from None
+        # A cgroup left by an earlier run (busy when it was to be removed) keeps its counters.
+        cg.oom_base = cg.oom_kills()
         return cg
 
     def reap_leftovers(self) -> int:
@@ -403,6 +406,7 @@ class InstanceCgroup:
     dirs: dict[str, Path]  # v1 controller name or "unified" -> the instance's cgroup
     limits: Limits
     failed_key: str = ""
+    oom_base: int = 0
     _usage_files: tuple[str, str, str] | None = None
 
     def _dir(self, ctrl: str) -> Path | None:

@@ -252,7 +252,7 @@ async def _make_cgroup(inst: Instance, ctx: Context) -> InstanceCgroup | None:
 def _dispose(cgroup: InstanceCgroup) -> int:
     """After the process group ended: kill what is left in the cgroup and remove it. Returns the
     OOM kills the kernel counted in it."""
-    ooms = cgroup.oom_kills()
+    ooms = cgroup.oom_kills() - cgroup.oom_base
     cgroup.kill()
     cgroup.remove()
     return ooms

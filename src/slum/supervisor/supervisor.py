@@ -39,7 +39,9 @@ class Supervisor:
         try:
             await self._run(known, task_status)
         finally:
-            self.cgroups.close()  # the instances' own are gone with their tasks
+            with trio.CancelScope(shield=True):
+                # The instances' own cgroups went with their tasks: only the subtree is left.
+                await trio.to_thread.run_sync(self.cgroups.close)
 
     async def _run(self, known: Iterable[tuple[str, str]],
                    task_status: trio.TaskStatus[None]) -> None:
