@@ -147,12 +147,12 @@ class Cgroups:
 
         unified = next((p for p in (root, root / "unified") if (p / "cgroup.controllers").exists()),
                        None)
-        v2 = set((_read(unified / "cgroup.controllers") or "").split()) if unified else set()
+        v2_parent = place(unified, own.get("0")) if unified else None
+        # What slum's own cgroup was given (a delegated subtree may have fewer than the root).
+        v2 = set((_read(v2_parent / "cgroup.controllers") or "").split()) if v2_parent else set()
         for ctrl in V1_NAMES:
-            if ctrl in v2 or (ctrl == "cpuacct" and "cpu" in v2):
-                assert unified is not None
-                parent = place(unified, own.get("0"))
-                self.hierarchies[ctrl] = Hierarchy(ctrl, 2, parent / name, parent)
+            if v2_parent is not None and (ctrl in v2 or (ctrl == "cpuacct" and "cpu" in v2)):
+                self.hierarchies[ctrl] = Hierarchy(ctrl, 2, v2_parent / name, v2_parent)
                 continue
             mount = root / ctrl
             if (mount / "cgroup.procs").exists():
@@ -303,15 +303,26 @@ def _enable_v2(parent: Path, controllers: list[str]) -> None:
         if e.errno != errno.EBUSY:
             raise
         # "No internal processes": a non-root v2 cgroup that holds processes cannot hand
-        # controllers to children. If slum is alone in it, move slum one level down.
-        procs = (_read(parent / "cgroup.procs") or "").split()
-        if procs != [str(os.getpid())]:
+        # controllers to children. If it holds only slum and its own helpers (the watchdog),
+        # move them one level down.
+        me = os.getpid()
+        procs = [int(p) for p in (_read(parent / "cgroup.procs") or "").split()]
+        ours = [p for p in procs if p == me or _parent_of(p) == me]
+        if len(ours) != len(procs):
             raise OSError(e.errno, "slum's cgroup holds other processes; start slum in a "
                           "cgroup of its own (systemd: Delegate=yes)", str(parent)) from None
         leaf = parent / "slum-main"
         leaf.mkdir(exist_ok=True)
-        _write(leaf / "cgroup.procs", str(os.getpid()))
+        for pid in ours:
+            _write(leaf / "cgroup.procs", str(pid))
         _write(parent / "cgroup.subtree_control", want)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(psutil.Process(pid).ppid())
+    except psutil.Error:
+        return None
 
 
 def _alive(base: Path) -> bool:
