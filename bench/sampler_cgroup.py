@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from slum.sampler import Sampler
-from slum.supervisor.cgroups import Cgroups, InstanceCgroup, Limits
+from slum.supervisor.cgroups import Cgroups
+from slum.supervisor.limits import InstanceCgroup, Limits
 
 
 def measure(sampler: Sampler, groups: dict[int, str], cgroups: dict[str, InstanceCgroup],

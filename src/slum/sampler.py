@@ -15,7 +15,7 @@ import trio
 
 from slum.metrics import RequestMetrics, Ring
 from slum.supervisor import Supervisor
-from slum.supervisor.cgroups import InstanceCgroup
+from slum.supervisor.limits import InstanceCgroup
 
 INTERVAL_S = 1.0
 RESCAN_TICKS = 10

@@ -17,7 +17,8 @@ import pytest
 import trio
 
 from slum.supervisor import Instance, State
-from slum.supervisor.cgroups import Cgroups, InstanceCgroup
+from slum.supervisor.cgroups import Cgroups
+from slum.supervisor.limits import InstanceCgroup
 from tests.conftest import PYTHON
 from tests.supervisor.harness import (
     child,

@@ -10,7 +10,8 @@ import pytest
 
 from slum.config import parse
 from slum.errors import ConfigError
-from slum.supervisor.cgroups import Cgroups, InstanceCgroup, LimitError, Limits, cpu_weight, v1_shares
+from slum.supervisor.cgroups import Cgroups
+from slum.supervisor.limits import InstanceCgroup, LimitError, Limits, cpu_weight, v1_shares
 
 
 def svc(extra: str) -> str:

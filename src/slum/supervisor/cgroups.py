@@ -1,6 +1,6 @@
-"""Each instance in its own cgroup: limits set before the app runs, usage read exactly, OOM kills
-counted, and every process of the instance found again (a process that left its process group
-cannot leave its cgroup).
+"""Where instances' cgroups live: what this host offers (detected at start, described in one log
+line), slum's own subtree in it, and the cleanup of subtrees a killed slum left. An instance's
+own cgroup (limits, join, usage, OOM kills, kill) is limits.py.
 
 slum makes one subtree per owner below the cgroup it runs in, in every hierarchy it uses:
 `<own cgroup>/slum-<database key>-<pid>/<service>.<id>`. Instances are siblings (not grouped per
@@ -20,83 +20,32 @@ import contextlib
 import errno
 import hashlib
 import os
-import signal
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+from slum.supervisor.limits import (
+    InstanceCgroup,
+    LimitError,
+    Limits,
+    kill_all,
+    read_file,
+    remove_dir,
+    write_file,
+)
+
 ROOT_ENV = "SLUM_CGROUP_ROOT"
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 V1_NAMES = ("memory", "cpu", "cpuacct", "pids")
-MB = 1024 * 1024
-KILL_ROUNDS = 200
-DEFAULT_WEIGHT = 100  # cgroup v2's default cpu.weight; cpu_shares is in the same unit
-V1_SHARES_PER_WEIGHT = 1024 / DEFAULT_WEIGHT  # v1's default cpu.shares is 1024
-
-# The child joins its cgroups itself, between fork and exec of the app: spawning stays a vfork
-# (no preexec_fn), and the app's first instruction already runs under its limits.
-JOIN_SCRIPT = ('for f do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; '
-               'shift; exec "$@"')
-
-
-class LimitError(Exception):
-    """A configured limit that this host cannot apply; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_mb: int | None = None
-    swap_mb: int | None = None
-    cpu_shares: int | None = None
-    pids_max: int | None = None
-
-    def wanted(self) -> dict[str, str]:
-        """Key -> controller, for each limit that is set."""
-        out: dict[str, str] = {}
-        if self.memory_mb:
-            out["memory_limit_mb"] = "memory"
-        if self.swap_mb is not None:
-            out["memory_swap_max"] = "memory"
-        if self.cpu_shares is not None:
-            out["cpu_shares"] = "cpu"
-        if self.pids_max is not None:
-            out["pids_max"] = "pids"
-        return out
-
-
-def cpu_weight(shares: int) -> int:
-    """cpu_shares -> cgroup v2 cpu.weight: the same unit, clamped to the kernel's 1..10000."""
-    return max(1, min(10000, shares))
-
-
-def v1_shares(shares: int) -> int:
-    """cpu_shares -> cgroup v1 cpu.shares, scaled so that the defaults of both agree."""
-    return max(2, round(cpu_weight(shares) * V1_SHARES_PER_WEIGHT))
-
-
 def owner_key(database: str | os.PathLike[str]) -> str:
     return hashlib.sha256(os.fsencode(os.path.abspath(database))).hexdigest()[:10]
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
-
-
-def _write(path: Path, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
 
 
 def _own_paths() -> dict[str, str]:
     """/proc/self/cgroup: hierarchy ("0" is v2, else each v1 controller name) -> our path."""
     out: dict[str, str] = {}
-    text = _read(Path("/proc/self/cgroup")) or ""
+    text = read_file(Path("/proc/self/cgroup")) or ""
     for line in text.splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
@@ -149,7 +98,7 @@ class Cgroups:
                        None)
         v2_parent = place(unified, own.get("0")) if unified else None
         # What slum's own cgroup was given (a delegated subtree may have fewer than the root).
-        v2 = set((_read(v2_parent / "cgroup.controllers") or "").split()) if v2_parent else set()
+        v2 = set((read_file(v2_parent / "cgroup.controllers") or "").split()) if v2_parent else set()
         for ctrl in V1_NAMES:
             if v2_parent is not None and (ctrl in v2 or (ctrl == "cpuacct" and "cpu" in v2)):
                 self.hierarchies[ctrl] = Hierarchy(ctrl, 2, v2_parent / name, v2_parent)
@@ -190,12 +139,12 @@ class Cgroups:
             _enable_v2(h.parent, self._v2_controllers())
         h.base.mkdir(exist_ok=True)
         if h.version == 2:
-            _write(h.base / "cgroup.subtree_control",
+            write_file(h.base / "cgroup.subtree_control",
                    " ".join(f"+{c}" for c in self._v2_controllers()))
         elif h.controller == "memory":
             # Older v1 kernels count a child's memory in its parent only when asked to.
             with contextlib.suppress(OSError):
-                _write(h.base / "memory.use_hierarchy", "1")
+                write_file(h.base / "memory.use_hierarchy", "1")
         self._made.add(h.base)
 
     def _controllers_of(self, h: Hierarchy) -> set[str]:
@@ -275,17 +224,17 @@ class Cgroups:
                 if not entry.name.startswith(prefix) or entry == h.base or _alive(entry):
                     continue
                 for child in _children(entry):
-                    killed += _kill_all([child])
-                    _rmdir(child)
-                _rmdir(entry)
+                    killed += kill_all([child])
+                    remove_dir(child)
+                remove_dir(entry)
         return killed
 
     def close(self) -> None:
         """On stop: remove slum's subtree (empty by then; what is not stays for the next start)."""
         for h in self._distinct():
             for child in _children(h.base):
-                _rmdir(child)
-            _rmdir(h.base)
+                remove_dir(child)
+            remove_dir(h.base)
         self._made.clear()
 
 
@@ -298,7 +247,7 @@ def _which(name: str) -> str | None:
 def _enable_v2(parent: Path, controllers: list[str]) -> None:
     want = " ".join(f"+{c}" for c in controllers)
     try:
-        _write(parent / "cgroup.subtree_control", want)
+        write_file(parent / "cgroup.subtree_control", want)
     except OSError as e:
         if e.errno != errno.EBUSY:
             raise
@@ -306,7 +255,7 @@ def _enable_v2(parent: Path, controllers: list[str]) -> None:
         # controllers to children. If it holds only slum and its own helpers (the watchdog),
         # move them one level down.
         me = os.getpid()
-        procs = [int(p) for p in (_read(parent / "cgroup.procs") or "").split()]
+        procs = [int(p) for p in (read_file(parent / "cgroup.procs") or "").split()]
         ours = [p for p in procs if p == me or _parent_of(p) == me]
         if len(ours) != len(procs):
             raise OSError(e.errno, "slum's cgroup holds other processes; start slum in a "
@@ -314,8 +263,8 @@ def _enable_v2(parent: Path, controllers: list[str]) -> None:
         leaf = parent / "slum-main"
         leaf.mkdir(exist_ok=True)
         for pid in ours:
-            _write(leaf / "cgroup.procs", str(pid))
-        _write(parent / "cgroup.subtree_control", want)
+            write_file(leaf / "cgroup.procs", str(pid))
+        write_file(parent / "cgroup.subtree_control", want)
 
 
 def _parent_of(pid: int) -> int | None:
@@ -344,175 +293,3 @@ def _children(base: Path) -> list[Path]:
         return []
 
 
-def _procs(dirs: Iterable[Path]) -> set[int]:
-    """Every process in the cgroups (several v1 hierarchies hold the same set: one is enough
-    for a count; a kill reads them all)."""
-    pids: set[int] = set()
-    for d in dirs:
-        pids.update(int(p) for p in (_read(d / "cgroup.procs") or "").split())
-    return pids
-
-
-def _kill_all(dirs: list[Path]) -> int:
-    """SIGKILL every process in the cgroups until none is left (a fork between reading the list
-    and the kill puts a new one in, so read again). Returns how many were killed."""
-    killed = 0
-    for d in dirs:
-        if (d / "cgroup.kill").exists():
-            with contextlib.suppress(OSError):
-                _write(d / "cgroup.kill", "1")
-    for _ in range(KILL_ROUNDS):
-        pids = _procs(dirs) - {os.getpid()}
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        time.sleep(0.005)
-    return killed
-
-
-def _read_bytes(path: str) -> bytes:
-    if not path:
-        return b""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return b""
-    try:
-        return os.read(fd, 65536)
-    except OSError:
-        return b""
-    finally:
-        os.close(fd)
-
-
-def _field(text: bytes, key: bytes) -> int:
-    """The number after `key ` at the start of a line of a flat keyed file (memory.stat)."""
-    at = text.find(b"\n" + key + b" ") + 1 if not text.startswith(key + b" ") else 0
-    if at == 0 and not text.startswith(key + b" "):
-        return 0
-    end = text.find(b"\n", at)
-    return int(text[at + len(key) + 1:end if end >= 0 else None])
-
-
-def _rmdir(d: Path) -> bool:
-    # A cgroup stays busy for a moment after its last process died (until it is reaped).
-    for _ in range(50):
-        try:
-            d.rmdir()
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                return False
-            time.sleep(0.01)
-    return False
-
-
-@dataclass
-class InstanceCgroup:
-    dirs: dict[str, Path]  # v1 controller name or "unified" -> the instance's cgroup
-    limits: Limits
-    failed_key: str = ""
-    oom_base: int = 0
-    _usage_files: tuple[str, str, str] | None = None
-
-    def _dir(self, ctrl: str) -> Path | None:
-        return self.dirs.get(ctrl) or self.dirs.get("unified")
-
-    def apply(self) -> None:
-        lim = self.limits
-        unified = self.dirs.get("unified")
-        mem, cpu, pids = self._dir("memory"), self._dir("cpu"), self._dir("pids")
-        if lim.memory_mb and mem is not None:
-            self.failed_key = "memory_limit_mb"
-            limit = lim.memory_mb * MB
-            if mem == unified:
-                _write(mem / "memory.max", str(limit))
-                # Without a swap limit a hog would swap instead of being stopped at its limit.
-                if (mem / "memory.swap.max").exists():
-                    self.failed_key = "memory_swap_max"
-                    _write(mem / "memory.swap.max", str((lim.swap_mb or 0) * MB))
-            else:
-                _write(mem / "memory.limit_in_bytes", str(limit))
-                if (mem / "memory.memsw.limit_in_bytes").exists():
-                    self.failed_key = "memory_swap_max"
-                    _write(mem / "memory.memsw.limit_in_bytes",
-                           str(limit + (lim.swap_mb or 0) * MB))
-        elif lim.swap_mb is not None and mem is not None and mem == unified:
-            self.failed_key = "memory_swap_max"
-            _write(mem / "memory.swap.max", str(lim.swap_mb * MB))
-        if cpu is not None and lim.cpu_shares is not None:
-            self.failed_key = "cpu_shares"
-            if cpu == unified:
-                _write(cpu / "cpu.weight", str(cpu_weight(lim.cpu_shares)))
-            else:
-                _write(cpu / "cpu.shares", str(v1_shares(lim.cpu_shares)))
-        if pids is not None and lim.pids_max is not None:
-            self.failed_key = "pids_max"
-            _write(pids / "pids.max", str(lim.pids_max))
-        self.failed_key = ""
-
-    def join_argv(self) -> list[str]:
-        """The wrapper that puts the child in its cgroups and then execs the app."""
-        files = [str(d / "cgroup.procs") for d in self.dirs.values()]
-        return ["/bin/sh", "-c", JOIN_SCRIPT, "slum-cgroup", *files, "--"]
-
-    def oom_kills(self) -> int:
-        """Processes the kernel's OOM killer killed in this cgroup (its own event counter)."""
-        mem = self._dir("memory")
-        if mem is None:
-            return 0
-        name = "memory.events" if mem == self.dirs.get("unified") else "memory.oom_control"
-        for line in (_read(mem / name) or "").splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
-
-    def pids(self) -> set[int]:
-        return _procs(list(self.dirs.values())[:1])
-
-    def kill(self) -> int:
-        return _kill_all(list(self.dirs.values()))
-
-    def remove(self) -> bool:
-        results = [_rmdir(d) for d in self.dirs.values()]
-        return all(results)
-
-    def usage(self) -> tuple[float | None, int | None]:
-        """(CPU seconds used, memory in use without reclaimable file cache) of the whole tree,
-        from the kernel's own counters: two small reads on v1, three on v2; every tick, so the
-        paths are made once and the bytes parsed by hand."""
-        if self._usage_files is None:
-            unified = self.dirs.get("unified")
-            acct, mem = self._dir("cpuacct"), self._dir("memory")
-            self._usage_files = (
-                str(acct / ("cpu.stat" if acct == unified else "cpuacct.usage")) if acct else "",
-                str(mem / "memory.stat") if mem else "",
-                str(mem / "memory.current") if mem and mem == unified else "")
-        cpu_file, stat_file, current_file = self._usage_files
-        cpu_s = mem_b = None
-        raw = _read_bytes(cpu_file)
-        if raw and current_file:
-            cpu_s = _field(raw, b"usage_usec") / 1e6
-        elif raw:
-            cpu_s = int(raw) / 1e9
-        stat = _read_bytes(stat_file)
-        if stat and current_file:
-            current = _read_bytes(current_file)
-            if current:
-                mem_b = max(0, int(current) - _field(stat, b"inactive_file"))
-        elif stat:
-            mem_b = max(0, _field(stat, b"total_rss") + _field(stat, b"total_cache")
-                        - _field(stat, b"total_inactive_file"))
-        return cpu_s, mem_b
-
-    def tasks(self) -> int | None:
-        """Processes and threads, as the pids controller counts them."""
-        pids = self._dir("pids")
-        raw = _read(pids / "pids.current") if pids is not None else None
-        return int(raw) if raw else None

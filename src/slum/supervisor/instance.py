@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from slum.config import Service
-from slum.supervisor.cgroups import InstanceCgroup
+from slum.supervisor.limits import InstanceCgroup
 from slum.supervisor.states import SERVING, State, can_move
 
 

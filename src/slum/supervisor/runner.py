@@ -19,8 +19,9 @@ import trio
 from slum.config import Settings
 from slum.events import Hub, LogLine
 from slum.supervisor import health, isolation
-from slum.supervisor.cgroups import Cgroups, InstanceCgroup, LimitError, Limits
+from slum.supervisor.cgroups import Cgroups
 from slum.supervisor.instance import Instance
+from slum.supervisor.limits import InstanceCgroup, LimitError, Limits
 from slum.supervisor.output import LineSplitter, decode, level_of
 from slum.supervisor.process import ChildProcess, spawn
 from slum.supervisor.states import State
