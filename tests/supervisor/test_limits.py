@@ -95,6 +95,25 @@ async def test_memory_hog_is_killed_at_its_limit_and_named_while_a_neighbour_run
             assert hog.cgroup is None
 
 
+@needs("memory")
+async def test_a_worker_killed_at_the_limit_is_told_while_the_app_runs_on(tmp_path: Path) -> None:
+    script = (f"PORT=0 HOG_MB=200 {PYTHON} {child('memhog.py')[1]} & "
+              f"exec {PYTHON} {child('web.py')[1]}")
+    services = service("app", ["/bin/sh", "-c", script], health="/health", memory_limit_mb=64)
+    async with supervised(tmp_path, services) as h:
+        inst = await h.sup.spawn("app", "a")
+        with killing_leftovers([inst]):
+            pid = identity(inst.pid or 0)
+            await h.logs.wait_for(lambda: h.logs.count("app:a", "out of memory", "system") >= 1,
+                                  within=30)
+            assert inst.oom_kills == 1
+            # The app itself goes on, under the same pid, and is not renamed as killed.
+            assert inst.state is State.HEALTHY and identity(inst.pid or 0) == pid
+            assert (await http_get(inst.port or 0, "/health"))[0] == 200
+            await h.sup.stop("app:a")
+            assert inst.reason == "stopped" and inst.oom_kills == 1
+
+
 @needs("pids")
 async def test_fork_bomb_stops_at_pids_max(tmp_path: Path) -> None:
     services = service("bomb", child("forkbomb.py"), pids_max=20, env={"BOMB_CAP": "200"})

@@ -144,7 +144,8 @@ class InstanceCgroup:
     dirs: dict[str, Path]  # v1 controller name or "unified" -> the instance's cgroup
     limits: Limits
     failed_key: str = ""
-    oom_base: int = 0
+    oom_base: int = 0  # the counter when this run began (a reused cgroup keeps its count)
+    oom_counted: int = 0  # kills of this run already told
     _usage_files: tuple[str, str, str] | None = None
 
     def _dir(self, ctrl: str) -> Path | None:
@@ -187,6 +188,12 @@ class InstanceCgroup:
         """The wrapper that puts the child in its cgroups and then execs the app."""
         files = [str(d / "cgroup.procs") for d in self.dirs.values()]
         return ["/bin/sh", "-c", JOIN_SCRIPT, "slum-cgroup", *files, "--"]
+
+    def new_oom_kills(self) -> int:
+        """OOM kills of this run not told yet; they count as told from now on."""
+        new = self.oom_kills() - self.oom_base - self.oom_counted
+        self.oom_counted += max(new, 0)
+        return max(new, 0)
 
     def oom_kills(self) -> int:
         """Processes the kernel's OOM killer killed in this cgroup (its own event counter)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -33,6 +34,7 @@ DRAIN_S = 0.5
 DRAIN_MAX_S = 10.0
 READ_CHUNK = 65536
 CANNOT_START = "cannot start"
+OOM_POLL_S = 2.0
 
 
 class Journal(Protocol):
@@ -219,12 +221,13 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     code = child.returncode
     inst.last_exit = code
     if ooms:
-        inst.oom_kills += ooms
-        limit = f"limit {svc.memory_limit_mb} MB" if svc.memory_limit_mb else "no limit of its own"
-        ctx.hub.system(inst.id, f"out of memory: the kernel killed {ooms} process"
-                       f"{'es' if ooms > 1 else ''} of this instance ({limit})", "error")
-        if why == "exited":
-            why = f"killed: out of memory ({limit})"
+        _tell_oom(inst, ctx, ooms)
+    if why == "exited" and cgroup is not None and cgroup.oom_counted and (
+            ooms or code in (-signal.SIGKILL, 128 + signal.SIGKILL)):
+        # The kernel's own counter, not a guess from the signal: an OOM kill at the end (or a
+        # SIGKILL in a run with OOM kills; 137 from a namespace's init) is what ended it. A
+        # worker killed earlier, told by _oom_watch, does not name a later exit of another cause.
+        why = f"killed: out of memory ({_limit_words(inst)})"
     if why == "exited":
         why = f"exited with code {code}" if code is not None and code >= 0 else (
             f"killed by signal {-code}" if code is not None else "exited")
@@ -250,10 +253,31 @@ async def _make_cgroup(inst: Instance, ctx: Context) -> InstanceCgroup | None:
                                          limits)
 
 
+def _limit_words(inst: Instance) -> str:
+    mb = inst.service.memory_limit_mb
+    return f"limit {mb} MB" if mb else "no limit of its own"
+
+
+def _tell_oom(inst: Instance, ctx: Context, kills: int) -> None:
+    inst.oom_kills += kills
+    ctx.hub.system(inst.id, f"out of memory: the kernel killed {kills} process"
+                   f"{'es' if kills > 1 else ''} of this instance ({_limit_words(inst)})", "error")
+
+
+async def _oom_watch(inst: Instance, ctx: Context, cgroup: InstanceCgroup) -> None:
+    """A worker killed at the limit while the app runs on is told within OOM_POLL_S, not at the
+    app's exit."""
+    while True:
+        await trio.sleep(OOM_POLL_S)
+        kills = await trio.to_thread.run_sync(cgroup.new_oom_kills)
+        if kills:
+            _tell_oom(inst, ctx, kills)
+
+
 def _dispose(cgroup: InstanceCgroup) -> int:
     """After the process group ended: kill what is left in the cgroup and remove it. Returns the
-    OOM kills the kernel counted in it."""
-    ooms = cgroup.oom_kills() - cgroup.oom_base
+    OOM kills of this run not told yet."""
+    ooms = cgroup.new_oom_kills()
     cgroup.kill()
     cgroup.remove()
     return ooms
@@ -335,6 +359,8 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
             end("idle", True)
 
         n.start_soon(exit_watch)
+        if inst.cgroup is not None and inst.cgroup.dirs:
+            n.start_soon(_oom_watch, inst, ctx, inst.cgroup)
         n.start_soon(health_watch)
         n.start_soon(control_watch)
         if inst.service.idle_timeout > 0:
