@@ -37,6 +37,7 @@ from slum.store.logs import IngestStatistics, run_ingest
 from slum.store.metrics import write_history
 from slum.store.retention import run_retention
 from slum.supervisor import Instance, Supervisor
+from slum.supervisor.cgroups import Cgroups, owner_key
 from slum.supervisor.process import reap_leftovers
 from slum.supervisor.reload import Reloader
 from slum.supervisor.watchdog import Watchdog
@@ -201,10 +202,16 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     known = store.write_sync(lambda c: list(c.execute("SELECT service, name FROM instances")))
 
     hub = Hub()
+    cgroups = Cgroups.detect(owner_key(opts.database))
+    if config.services:
+        log.info("%s", cgroups.describe())
+        killed = await trio.to_thread.run_sync(cgroups.reap_leftovers)
+        if killed:
+            log.warning("killed %d processes left in the cgroups of a slum that was killed", killed)
     watchdog = Watchdog()
     if config.services:
         watchdog.start()
-    supervisor = Supervisor(config, hub, StoreJournal(store, watchdog))
+    supervisor = Supervisor(config, hub, StoreJournal(store, watchdog), cgroups)
     table = RouteTable(opts.domain.lower())
     version = ""
 

@@ -72,14 +72,23 @@ SERVICE_KEYS: tuple[Key, ...] = (
         "request gets 503 after this.", 0.1),
     Key("restart", str, "on-failure", "always | on-failure | never."),
     Key("workdir", str, ".", "Working directory of the process, relative to the config file."),
-    Key("memory_limit_mb", int, None, "Memory limit (cgroup v2 where available, else a warning).",
-        1),
+    Key("memory_limit_mb", int, None, "Memory limit of the instance's whole process tree, in MB "
+        "(0 = unlimited); at it the kernel kills a process: `killed: out of memory`. Enforced "
+        "through the instance's cgroup; where it cannot be, the spawn is refused.", 0),
+    Key("memory_swap_max", int, None, "Swap the instance may use beyond memory_limit_mb, in MB "
+        "(absent with a memory limit = none).", 0),
+    Key("cpu_shares", int, None, "CPU weight against the other instances when the CPU is busy "
+        "(100 = the default; clamped to 1-10000).", 1),
+    Key("pids_max", int, None, "Most processes and threads the instance may have at once (a "
+        "fork bomb stops there).", 1),
+    Key("isolation", str, "process", "process | namespace (own PID and mount namespaces, "
+        "private /tmp) | sandbox (gVisor's runsc)."),
     Key("env", dict, {}, "Environment variables; {name} {id} {data_dir} {port} interpolate."),
 )
 
 # Keys of tenement's format that slum accepts and ignores (with a warning), so configs move over.
-TOLERATED_SERVICE_KEYS = {"socket", "isolation", "cpu_shares", "storage_quota_mb",
-                          "storage_persist"}
+TOLERATED_SERVICE_KEYS = {"socket", "storage_quota_mb", "storage_persist"}
+ISOLATION_MODES = ("process", "namespace", "sandbox")
 
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
                "dict": "a table", "bool": "a boolean"}
@@ -137,6 +146,10 @@ class Service:
     restart: str = "on-failure"
     workdir: Path = Path(".")
     memory_limit_mb: int | None = None
+    memory_swap_max: int | None = None
+    cpu_shares: int | None = None
+    pids_max: int | None = None
+    isolation: str = "process"
     env: dict[str, str] = field(default_factory=dict)
 
     def argv(self, *, instance_id: str, port: int, data_dir: Path) -> list[str]:
@@ -168,7 +181,9 @@ class Config:
                     "command": list(svc.command), "health": svc.health,
                     "idle_timeout": svc.idle_timeout, "startup_timeout": svc.startup_timeout,
                     "restart": svc.restart, "workdir": str(svc.workdir),
-                    "memory_limit_mb": svc.memory_limit_mb, "env": dict(svc.env),
+                    "memory_limit_mb": svc.memory_limit_mb,
+                    "memory_swap_max": svc.memory_swap_max, "cpu_shares": svc.cpu_shares,
+                    "pids_max": svc.pids_max, "isolation": svc.isolation, "env": dict(svc.env),
                 }
                 for name, svc in self.services.items()
             },
@@ -308,6 +323,8 @@ def parse(text: str, path: Path | None = None) -> Config:
             raise fail(table, "health", "must be an HTTP path starting with '/'")
         if v["restart"] not in RESTART_POLICIES:
             raise fail(table, "restart", f"must be one of {', '.join(RESTART_POLICIES)}")
+        if v["isolation"] not in ISOLATION_MODES:
+            raise fail(table, "isolation", f"must be one of {', '.join(ISOLATION_MODES)}")
         env = v["env"]
         for k, ev in env.items():
             if not isinstance(ev, str | int | float | bool):
@@ -320,7 +337,11 @@ def parse(text: str, path: Path | None = None) -> Config:
             startup_timeout=float(v["startup_timeout"]),
             restart=v["restart"],
             workdir=(base / v["workdir"]).absolute(),
-            memory_limit_mb=v["memory_limit_mb"],
+            memory_limit_mb=v["memory_limit_mb"] or None,
+            memory_swap_max=v["memory_swap_max"],
+            cpu_shares=v["cpu_shares"],
+            pids_max=v["pids_max"],
+            isolation=v["isolation"],
             env={k: (str(ev).lower() if isinstance(ev, bool) else str(ev)) for k, ev in env.items()},
         )
 

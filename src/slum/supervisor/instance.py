@@ -11,6 +11,7 @@ from typing import Any
 import trio
 
 from slum.config import Service
+from slum.supervisor.limits import InstanceCgroup
 from slum.supervisor.states import SERVING, State, can_move
 
 
@@ -47,6 +48,10 @@ class Instance:
         self.restart_requested = False
         self.cpu_percent: float | None = None
         self.rss_bytes: int | None = None
+        # The running process's cgroup (the sampler reads it), and the kernel's OOM kills in all
+        # of this instance's runs (read from the cgroup's event counter at each exit).
+        self.cgroup: InstanceCgroup | None = None
+        self.oom_kills = 0
         self.on_change: Callable[[Instance, State, State], None] | None = None
 
     @property
@@ -99,4 +104,5 @@ class Instance:
             "idle_timeout": self.service.idle_timeout,
             "cpu_percent": self.cpu_percent,
             "rss_bytes": self.rss_bytes,
+            "oom_kills": self.oom_kills,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -18,8 +19,10 @@ import trio
 
 from slum.config import Settings
 from slum.events import Hub, LogLine
-from slum.supervisor import health
+from slum.supervisor import health, isolation
+from slum.supervisor.cgroups import Cgroups
 from slum.supervisor.instance import Instance
+from slum.supervisor.limits import InstanceCgroup, LimitError, Limits
 from slum.supervisor.output import LineSplitter, decode, level_of
 from slum.supervisor.process import ChildProcess, spawn
 from slum.supervisor.states import State
@@ -31,6 +34,7 @@ DRAIN_S = 0.5
 DRAIN_MAX_S = 10.0
 READ_CHUNK = 65536
 CANNOT_START = "cannot start"
+OOM_POLL_S = 2.0
 
 
 class Journal(Protocol):
@@ -83,6 +87,7 @@ class Context:
     hub: Hub
     journal: Journal
     ports: Ports
+    cgroups: Cgroups | None = None
 
 
 def backoff_s(settings: Settings, attempt: int) -> float:
@@ -160,16 +165,29 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     env["PORT"] = str(port)
     env["SLUM_INSTANCE"] = inst.id
     env["SLUM_DATA_DIR"] = str(data_dir)
+    cgroup: InstanceCgroup | None = None
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
+        stage = root / ".slum-ns"
+        if svc.isolation == "namespace":
+            stage.mkdir(exist_ok=True)
+        prefix = isolation.prefix(svc.isolation, tmp_mb=svc.memory_limit_mb,
+                                  keep=(root, svc.workdir), stage=stage)
+        cgroup = await _make_cgroup(inst, ctx)
+        if cgroup is not None:
+            prefix = [*cgroup.join_argv(), *prefix]
         child = await spawn(svc.argv(instance_id=inst.name, port=port, data_dir=root),
-                            cwd=str(svc.workdir), env=env)
-    except OSError as e:
+                            cwd=str(svc.workdir), env=env, prefix=prefix)
+    except (OSError, LimitError, isolation.IsolationError) as e:
         ctx.ports.release(port)
         inst.port = None
-        why = f"{CANNOT_START} {svc.command[0]!r}: {e.strerror or e}"
+        if cgroup is not None:
+            await trio.to_thread.run_sync(_dispose, cgroup)
+        why = (f"{CANNOT_START}: {e}" if not isinstance(e, OSError) else
+               f"{CANNOT_START} {svc.command[0]!r}: {e.strerror or e}")
         ctx.hub.system(inst.id, why, "error")
         return None, why, False
+    inst.cgroup = cgroup
     inst.pid, inst.started_at = child.pid, time.time()
     inst.touch()
     ctx.hub.system(inst.id, f"started pid {child.pid} on port {port}")
@@ -183,6 +201,9 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
             pumps.start_soon(_pump, inst, ctx.hub, child.stderr, "stderr", readers[1])
             why, asked = await _watch(inst, ctx, child)
             await _end(inst, ctx, child)
+            if cgroup is not None:
+                # What left the process group is still in the cgroup, holding the pipes open.
+                await trio.to_thread.run_sync(cgroup.kill)
             if not await _drain(readers):
                 ctx.hub.system(inst.id, "output pipes still open after the process group ended "
                                "(a process left the group?): stopped reading them", "warn")
@@ -190,16 +211,76 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     finally:
         with trio.CancelScope(shield=True):
             await _end(inst, ctx, child)
+            ooms = 0
+            if cgroup is not None:
+                ooms = await trio.to_thread.run_sync(_dispose, cgroup)
+                inst.cgroup = None
             ctx.ports.release(port)
             inst.pid, inst.port, inst.health = None, None, "unknown"
             await ctx.journal.process_exited(inst, child.pid)
     code = child.returncode
     inst.last_exit = code
+    if ooms:
+        _tell_oom(inst, ctx, ooms)
+    if why == "exited" and cgroup is not None and cgroup.oom_counted and (
+            ooms or code in (-signal.SIGKILL, 128 + signal.SIGKILL)):
+        # The kernel's own counter, not a guess from the signal: an OOM kill at the end (or a
+        # SIGKILL in a run with OOM kills; 137 from a namespace's init) is what ended it. A
+        # worker killed earlier, told by _oom_watch, does not name a later exit of another cause.
+        why = f"killed: out of memory ({_limit_words(inst)})"
     if why == "exited":
         why = f"exited with code {code}" if code is not None and code >= 0 else (
             f"killed by signal {-code}" if code is not None else "exited")
     ctx.hub.system(inst.id, f"pid {child.pid} {why}", "info" if code == 0 else "warn")
     return code, why, asked
+
+
+def _limits(inst: Instance) -> Limits:
+    svc = inst.service
+    return Limits(svc.memory_limit_mb, svc.memory_swap_max, svc.cpu_shares, svc.pids_max)
+
+
+async def _make_cgroup(inst: Instance, ctx: Context) -> InstanceCgroup | None:
+    """The instance's cgroup with its limits set; a limit that cannot be applied refuses the
+    start (never a run without it)."""
+    limits = _limits(inst)
+    if ctx.cgroups is None:
+        wanted = limits.wanted()
+        if wanted:
+            raise LimitError(f"{sorted(wanted)[0]} cannot be applied: no cgroup support here")
+        return None
+    return await trio.to_thread.run_sync(ctx.cgroups.create, inst.service.name, inst.name,
+                                         limits)
+
+
+def _limit_words(inst: Instance) -> str:
+    mb = inst.service.memory_limit_mb
+    return f"limit {mb} MB" if mb else "no limit of its own"
+
+
+def _tell_oom(inst: Instance, ctx: Context, kills: int) -> None:
+    inst.oom_kills += kills
+    ctx.hub.system(inst.id, f"out of memory: the kernel killed {kills} process"
+                   f"{'es' if kills > 1 else ''} of this instance ({_limit_words(inst)})", "error")
+
+
+async def _oom_watch(inst: Instance, ctx: Context, cgroup: InstanceCgroup) -> None:
+    """A worker killed at the limit while the app runs on is told within OOM_POLL_S, not at the
+    app's exit."""
+    while True:
+        await trio.sleep(OOM_POLL_S)
+        kills = await trio.to_thread.run_sync(cgroup.new_oom_kills)
+        if kills:
+            _tell_oom(inst, ctx, kills)
+
+
+def _dispose(cgroup: InstanceCgroup) -> int:
+    """After the process group ended: kill what is left in the cgroup and remove it. Returns the
+    OOM kills of this run not told yet."""
+    ooms = cgroup.new_oom_kills()
+    cgroup.kill()
+    cgroup.remove()
+    return ooms
 
 
 async def _end(inst: Instance, ctx: Context, child: ChildProcess) -> None:
@@ -278,6 +359,8 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
             end("idle", True)
 
         n.start_soon(exit_watch)
+        if inst.cgroup is not None and inst.cgroup.dirs:
+            n.start_soon(_oom_watch, inst, ctx, inst.cgroup)
         n.start_soon(health_watch)
         n.start_soon(control_watch)
         if inst.service.idle_timeout > 0:

@@ -13,6 +13,7 @@ import trio
 from slum.config import Config, check_label
 from slum.errors import Conflict, NotFound, Unavailable
 from slum.events import Hub, StateChanged
+from slum.supervisor.cgroups import Cgroups
 from slum.supervisor.instance import Instance
 from slum.supervisor.runner import Context, Journal, Ports, supervise
 from slum.supervisor.states import ALIVE, State
@@ -21,11 +22,13 @@ SETTLE_MARGIN_S = 2.0
 
 
 class Supervisor:
-    def __init__(self, config: Config, hub: Hub, journal: Journal) -> None:
+    def __init__(self, config: Config, hub: Hub, journal: Journal,
+                 cgroups: Cgroups | None = None) -> None:
         self.config = config
         self.hub = hub
         self.instances: dict[str, Instance] = {}
-        self._ctx = Context(config.settings, hub, journal, Ports())
+        self.cgroups = cgroups if cgroups is not None else Cgroups.detect("anon")
+        self._ctx = Context(config.settings, hub, journal, Ports(), self.cgroups)
         self._journal = journal
         self._nursery: trio.Nursery | None = None
 
@@ -33,6 +36,15 @@ class Supervisor:
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the instance tasks. `known` are instances spawned by an earlier run: they stay
         stopped until asked for (a request wakes them)."""
+        try:
+            await self._run(known, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                # The instances' own cgroups went with their tasks: only the subtree is left.
+                await trio.to_thread.run_sync(self.cgroups.close)
+
+    async def _run(self, known: Iterable[tuple[str, str]],
+                   task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for service, name in known:

@@ -254,7 +254,9 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         svc = inst.service
         d["config"] = {"command": list(svc.command), "health": svc.health,
                        "idle_timeout": svc.idle_timeout, "startup_timeout": svc.startup_timeout,
-                       "restart": svc.restart, "workdir": str(svc.workdir), "env": svc.env}
+                       "restart": svc.restart, "workdir": str(svc.workdir), "env": svc.env,
+                       "memory_limit_mb": svc.memory_limit_mb, "cpu_shares": svc.cpu_shares,
+                       "pids_max": svc.pids_max, "isolation": svc.isolation}
         return jsonify(d)
 
     @app.post("/_/api/instances/<ref>/restart")

@@ -178,13 +178,17 @@ class _Collector:
                                   labels=["instance", "state"])
         restarts = CounterMetricFamily("slum_instance_restarts", "Restarts", labels=["instance"])
         wakes = CounterMetricFamily("slum_instance_wakes", "Wakes on request", labels=["instance"])
+        ooms = CounterMetricFamily("slum_instance_oom_kills", "Processes the kernel killed at the "
+                                   "instance's memory limit", labels=["instance"])
         for inst in ctx.supervisor.list():
             state.add_metric([inst.id, inst.state.value], 1 if inst.serving else 0)
             restarts.add_metric([inst.id], inst.restarts)
             wakes.add_metric([inst.id], inst.wakes)
+            ooms.add_metric([inst.id], inst.oom_kills)
         yield state
         yield restarts
         yield wakes
+        yield ooms
         if ctx.sampler is not None:
             gauges = {m: GaugeMetricFamily(f"slum_instance_{m}", f"Instance {m} (process group)",
                                            labels=["instance"])
