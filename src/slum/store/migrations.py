@@ -131,6 +131,13 @@ def processes(conn: Any) -> None:
     """)
 
 
+def process_owners(conn: Any) -> None:
+    # Which slum (pid + its start time) runs each recorded group: the reap at start spares the
+    # groups of a slum that is still alive, such as one serving the database this is a copy of.
+    _add_column(conn, "processes", "owner_pid", "INTEGER")
+    _add_column(conn, "processes", "owner_started", "REAL")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_fleet", fleet),
     ("0002_fleet_columns", fleet_columns),
@@ -138,6 +145,7 @@ MIGRATIONS: list[Migration] = [
     ("0004_logs", logs),
     ("0005_metrics_history", metrics_history),
     ("0006_processes", processes),
+    ("0007_process_owners", process_owners),
 ]
 
 

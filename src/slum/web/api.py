@@ -294,6 +294,8 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
                                "busy_s": round(stats.busy_s, 4)}
         data["edge_connections"] = ctx.extras.get("edge_connections", lambda: 0)()
         data["requests_metrics"] = ctx.requests.enabled
+        tasks = ctx.extras.get("tasks")  # background tasks' errors (slum/tasks.py)
+        data["tasks"] = tasks.to_dict() if tasks is not None else {}
         return jsonify(data)
 
     @app.get("/_/api/config")
