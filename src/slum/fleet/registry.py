@@ -178,8 +178,7 @@ def add_server(conn: Any, address: str, name: str | None = None, token: str | No
     ensure_local(conn)
     address = normalize_address(address)
     if name is None:
-        name = (address.partition("://")[2].replace("[", "").replace("]", "")
-                .replace(":", "-").replace(".", "-").lower())
+        name = re.sub(r"[^a-z0-9]+", "-", address.partition("://")[2].lower()).strip("-")[:63]
     check_label(name, "server name")
     if capacity is not None and capacity < 1:
         raise BadRequest("capacity must be >= 1")
