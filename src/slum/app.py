@@ -373,10 +373,12 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                     await procs.start(supervisor.run, known)
                     async with trio.open_nursery() as front:
                         web_stop = trio.Event()
-                        with _starting(f"cannot serve the API on {control_path}"):
-                            await front.start(_serve_web, app, control, web_stop)
+                        # The public port first: the one most likely taken. Requests for the
+                        # web app wait in the control socket's backlog until it accepts.
                         with _starting(f"cannot listen on {opts.host}:{opts.port}"):
                             listeners = await front.start(edge.serve, opts.host, opts.port)
+                        with _starting(f"cannot serve the API on {control_path}"):
+                            await front.start(_serve_web, app, control, web_stop)
                         port = listeners[0].getsockname()[1]
                         front.start_soon(partial(run_periodic, tasks, "routes", watch_routes,
                                                  ROUTES_POLL_S, first_delay=True))
