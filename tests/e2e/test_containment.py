@@ -42,6 +42,9 @@ class SlumAt(Slum):
     def database(self) -> Path:
         return self.db_path
 
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "SLUM_SERVER": f"unix:{self.db_path.with_suffix('.sock')}"}
+
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
@@ -81,7 +84,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def prometheus(slum: Slum) -> str:
     """/_/metrics, asked on the control socket (no token needed there)."""
-    conn = UnixHTTPConnection(slum.dir / "slum.sock")
+    conn = UnixHTTPConnection(slum.database.with_suffix(".sock"))
     try:
         conn.request("GET", "/_/metrics")
         return conn.getresponse().read().decode()
