@@ -141,3 +141,16 @@ def test_a_second_slum_does_not_start_on_a_served_database(slum: Slum) -> None:
     assert slum.proc is not None and slum.proc.poll() is None
     assert (slum.dir / "slum.sock").exists()
 
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit(
+        slum: Slum, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.e2e.conftest as e2e
+
+    real = slum_argv()
+    monkeypatch.setattr(e2e, "slum_argv", lambda: ["prlimit", "--nofile=256:4096", *real])
+    slum.start()
+    assert slum.proc is not None
+    limits = Path(f"/proc/{slum.proc.pid}/limits").read_text()
+    line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+    assert line.split()[3:5] == ["4096", "4096"], line
