@@ -268,3 +268,25 @@ def test_a_second_slum_on_a_copy_of_a_live_database_spares_the_first(
     assert served(slum)
     for pid in group:
         assert psutil.Process(pid).status() != "zombie"
+
+
+def test_a_move_where_the_tenant_is_is_409_and_to_a_silent_node_502(slum: Slum) -> None:
+    up(slum)
+    db = ["--database", str(slum.database)]
+    slum.cli("tenant-add", "alice", "-s", "local", "--service", "web", *db, check=True)
+    slum.cli("server-add", f"127.0.0.1:{free_port()}", "-n", "silent", *db, check=True)
+    conn = UnixHTTPConnection(slum.dir / "slum.sock")
+    try:
+        for to, status, words in (("local", 409, "already on server local"),
+                                  ("silent", 502, "server silent did not take tenant alice")):
+            conn.request("POST", "/api/tenants/alice/move", body=f'{{"to": "{to}"}}',
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = response.read().decode()
+            assert response.status == status and words in body, body
+    finally:
+        conn.close()
+    r = slum.cli("tenant-move", "alice", "--to", "local", *db)
+    assert r.returncode == 1 and "already on server local" in r.stderr and "Traceback" not in r.stderr
+    assert [t["server"] for t in slum.cli_json("tenant-list", *db)] == ["local"]
+    assert served(slum)
