@@ -218,6 +218,10 @@ def test_a_full_disk_under_the_history_write(tmp_path: Path) -> None:
             assert slum.proc is not None
             pid = slum.proc.pid
             filler = fill(disk)
+            # an instance started now cannot be written down: it runs anyway, counted
+            assert "web:two healthy" in slum.cli("spawn", "web:two", check=True).stdout
+            assert task(slum, "journal")["errors"] >= 1
+            assert slum.http("GET", "/", host="two.web.localhost")[0] == 200
             # the minute's history write comes within 61 s and finds no room
             state = wait_for(lambda: (t := task(slum, "history"))["errors"] >= 1 and t, timeout=90,
                              interval=1.0)
