@@ -14,33 +14,38 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import apsw
 import trio
 
 from slum import config as cfg
 from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
-from slum.errors import SlumError
+from slum.errors import BadRequest, SlumError
 from slum.events import Hub
 from slum.fleet import registry
 from slum.fleet.nodes import NodeChecker
 from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
+from slum.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
 from slum.sampler import Sampler, minute_rows
-from slum.store.db import Store
+from slum.store.db import Store, describe_error
 from slum.store.logs import IngestStatistics, run_ingest
 from slum.store.metrics import write_history
-from slum.store.retention import run_retention
+from slum.store.retention import INTERVAL_S as RETENTION_INTERVAL_S
+from slum.store.retention import retain
 from slum.supervisor import Instance, Supervisor
 from slum.supervisor.cgroups import Cgroups, owner_key
-from slum.supervisor.process import reap_leftovers
+from slum.supervisor.process import owner_alive, reap_leftovers
 from slum.supervisor.reload import Reloader
 from slum.supervisor.watchdog import Watchdog
+from slum.tasks import Tasks, run_periodic
 from slum.web.auth import Authenticator, Listener, Proxies
 from slum.web.context import WebContext
 
@@ -74,31 +79,76 @@ class Running:
     sampler: Sampler
     reaped: int = 0
     warnings: list[str] = field(default_factory=list)
+    tasks: Tasks = field(default_factory=Tasks)
 
 
 class StoreJournal:
     """What must survive slum: process groups (for the watchdog, and for the reap at the next
-    start) and the instances ever spawned."""
+    start, with slum's own pid and start time as their owner) and the instances ever spawned.
 
-    def __init__(self, store: Store, watchdog: Watchdog) -> None:
+    A failed write here (a full disk) must not end the instance's runner: it is counted under
+    the task name "journal" and the instance runs on; only the reap after a SIGKILL loses it."""
+
+    def __init__(self, store: Store, watchdog: Watchdog, tasks: Tasks) -> None:
         self.store = store
         self.watchdog = watchdog
+        self.tasks = tasks
+        self.owner = own_identity()
+
+    async def _write(self, fn: Any) -> None:
+        try:
+            await self.store.write(fn)
+        except Exception as e:
+            self.tasks.failed("journal", e)
+        else:
+            self.tasks.succeeded("journal")
+
+    def _feed(self, message: str, pid: int) -> None:
+        try:
+            (self.watchdog.watch if message == "+" else self.watchdog.forget)(pid)
+        except Exception as e:
+            self.tasks.failed("watchdog feeder", e)
 
     async def process_started(self, inst: Instance, pid: int, started_at: float) -> None:
-        self.watchdog.watch(pid)
-        await self.store.write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at) "
-            "VALUES (?, ?, ?, ?)", (inst.id, pid, pid, started_at)))
+        self._feed("+", pid)
+        owner_pid, owner_started = self.owner
+        await self._write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at, owner_pid, "
+            "owner_started) VALUES (?, ?, ?, ?, ?, ?)",
+            (inst.id, pid, pid, started_at, owner_pid, owner_started)))
 
     async def process_exited(self, inst: Instance, pid: int) -> None:
-        self.watchdog.forget(pid)
-        await self.store.write(lambda c: c.execute(
+        self._feed("-", pid)
+        await self._write(lambda c: c.execute(
             "DELETE FROM processes WHERE instance_id = ?", (inst.id,)))
 
     async def instance_known(self, inst: Instance) -> None:
-        await self.store.write(lambda c: c.execute(
+        await self._write(lambda c: c.execute(
             "INSERT OR IGNORE INTO instances (id, service, name) VALUES (?, ?, ?)",
             (inst.id, inst.service.name, inst.name)))
+
+
+def own_identity() -> tuple[int, float]:
+    """slum's pid and start time: together they name this process, even after pid reuse."""
+    import psutil
+
+    return os.getpid(), psutil.Process().create_time()
+
+
+def raise_fd_limit() -> int:
+    """Every client connection, upstream connection and child pipe is a descriptor: take the
+    soft limit up to the hard one (what the operator allowed), so the default 1,024 is not
+    the edge's ceiling. Returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 def load_config(path: str | None) -> cfg.Config:
@@ -173,25 +223,85 @@ def _private_dir(directory: Path) -> bool:
             and stat.S_IMODE(st.st_mode) == 0o700)
 
 
+class StartupError(SlumError):
+    """slum could not start: one line on stderr and exit 1 (a bad config or usage exits 2)."""
+
+
 async def serve(opts: ServeOptions, *,
                 task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+    """Start everything, serve until SIGINT/SIGTERM, stop everything. A failure before slum is
+    up is raised as one SlumError (its message is the CLI's one line); after that, every part
+    contains its own failures and nothing but a signal ends this."""
     config = load_config(opts.config)
     cfg.check_label(opts.domain.replace(".", "-"), "domain")
-    store = Store(opts.database)
+    if not 0 <= opts.port <= 65535:
+        raise BadRequest(f"port {opts.port} is out of range (0-65535)")
+    raise_fd_limit()
+    up = False
+
+    def ready(running: Running) -> None:
+        nonlocal up
+        up = True
+        task_status.started(running)
+
     try:
-        await _serve(opts, config, store, task_status)
-    finally:
-        store.close()
+        store = Store(opts.database)
+        try:
+            await _serve(opts, config, store, ready)
+        finally:
+            store.close()
+    except BaseException as e:
+        leaf = _leaf(e)
+        if up or leaf is None or isinstance(leaf, trio.Cancelled | KeyboardInterrupt):
+            raise
+        if isinstance(leaf, SlumError):
+            raise leaf from None
+        if isinstance(leaf, apsw.Error):
+            raise StartupError(describe_error(opts.database, leaf)) from None
+        if isinstance(leaf, OSError):
+            raise StartupError(f"cannot start: {leaf}") from None
+        raise
+
+
+def _leaf(e: BaseException) -> BaseException | None:
+    """The one error that matters in what a nursery raised (cancellations are consequences)."""
+    if not isinstance(e, BaseExceptionGroup):
+        return e
+    leaves = [leaf for sub in e.exceptions if (leaf := _leaf(sub)) is not None]
+    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    chosen = real or leaves
+    return chosen[0] if chosen else None
+
+
+@contextlib.contextmanager
+def _starting(what: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException as e:
+        leaf = _leaf(e)
+        if isinstance(leaf, OSError):
+            raise StartupError(f"{what}: {leaf.strerror or leaf}") from None
+        raise
+
+
+def _reap(store: Store) -> int:
+    """Kill what a SIGKILLed slum left, and forget it. Only groups whose recorded owner is dead:
+    a live slum (say, one serving the database this one was copied from) keeps its children."""
+    rows = store.write_sync(lambda c: list(c.execute(
+        "SELECT instance_id, pid, pgid, started_at, owner_pid, owner_started FROM processes")))
+    orphans = [r for r in rows if not owner_alive(r[4], r[5])]
+    reaped = reap_leftovers([(pid, pgid, started) for _, pid, pgid, started, _, _ in orphans])
+    store.write_sync(lambda c: c.executemany(
+        "DELETE FROM processes WHERE instance_id = ? AND pid = ?",
+        [(r[0], r[1]) for r in orphans]))
+    return reaped
 
 
 async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
-                 task_status: trio.TaskStatus[Running]) -> None:
-    leftovers = store.write_sync(lambda c: list(c.execute(
-        "SELECT pid, pgid, started_at FROM processes")))
-    reaped = await trio.to_thread.run_sync(reap_leftovers, leftovers)
+                 ready: Callable[[Running], None]) -> None:
+    reaped = await trio.to_thread.run_sync(_reap, store)
     if reaped:
         log.warning("reaped %d processes left by a slum that did not stop cleanly", reaped)
-    store.write_sync(lambda c: c.execute("DELETE FROM processes"))
     store.write_sync(registry.ensure_local)
     # A node without a config runs no processes: keep tenant placement off it.
     local = store.write_sync(lambda c: registry.get_server(c, registry.LOCAL))
@@ -201,6 +311,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         store.write_sync(lambda c: registry.set_local_capacity(c, None))
     known = store.write_sync(lambda c: list(c.execute("SELECT service, name FROM instances")))
 
+    tasks = Tasks()
     hub = Hub()
     cgroups = Cgroups.detect(owner_key(opts.database))
     if config.services:
@@ -211,7 +322,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     watchdog = Watchdog()
     if config.services:
         watchdog.start()
-    supervisor = Supervisor(config, hub, StoreJournal(store, watchdog), cgroups)
+    supervisor = Supervisor(config, hub, StoreJournal(store, watchdog, tasks), cgroups)
     table = RouteTable(opts.domain.lower())
     version = ""
 
@@ -226,11 +337,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
 
     async def watch_routes() -> None:
         # The CLI writes the registry straight into the database: notice it within a second.
-        while True:
-            await trio.sleep(ROUTES_POLL_S)
-            current = await store.read(registry.registry_version)
-            if current != version:
-                await refresh_routes()
+        if await store.read(registry.registry_version) != version:
+            await refresh_routes()
 
     await refresh_routes()
     auth = Authenticator(store, Proxies(config.settings.trusted_proxies))
@@ -240,8 +348,11 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     ingest = IngestStatistics()
     control_path = Path(opts.control_socket) if opts.control_socket else (
         control_socket_path(opts.database))
-    control = bind_control_socket(control_path)
-    edge_dir, edge_socket = bind_edge_socket(control_path)
+    with _starting(f"cannot bind the control socket {control_path}"):
+        control = bind_control_socket(control_path)
+    control_inode = control_path.stat().st_ino
+    with _starting(f"cannot bind the edge's socket beside {control_path}"):
+        edge_dir, edge_socket = bind_edge_socket(control_path)
     trusted: dict[str, float] = {}
 
     async def trust_router(token: str, peer: str | None = None) -> bool:
@@ -293,73 +404,110 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
 
     reloader = Reloader(supervisor, partial(load_config, opts.config), reloaded)
     ctx.extras["reload"] = reloader.reload
+    ctx.extras["tasks"] = tasks
     app = create_app(ctx)
+
+    def report(server: str, status: str) -> None:
+        level = "info" if status == "online" else "error"
+        hub.system(None, f"server {server} is {status}", level)
+        alerts.node(server, status)
+        log.log(logging.INFO if level == "info" else logging.WARNING,
+                "server %s is %s", server, status)
+
+    settings = config.settings
     try:
         async with trio.open_nursery() as outer:
             await outer.start(run_ingest, hub, store, ingest)
             async with trio.open_nursery() as timers:
-                settings = config.settings
-                timers.start_soon(run_retention, store, settings.log_retention_days,
-                                  settings.log_max_mb * 1024 * 1024)
-                await timers.start(sampler.run)
+                # Every background task runs contained (slum/tasks.py): an error is logged,
+                # counted under the task's name and retried after a backoff, never the end of
+                # this nursery.
+                timers.start_soon(partial(
+                    run_periodic, tasks, "retention",
+                    partial(retain, store, settings.log_retention_days,
+                            settings.log_max_mb * 1024 * 1024), RETENTION_INTERVAL_S))
+                await timers.start(partial(run_periodic, tasks, "sampler", sampler.tick,
+                                           SAMPLE_INTERVAL_S))
                 await timers.start(alerts.run)
-                timers.start_soon(_flush_history, store, sampler, requests)
-
-                def report(server: str, status: str) -> None:
-                    level = "info" if status == "online" else "error"
-                    hub.system(None, f"server {server} is {status}", level)
-                    alerts.node(server, status)
-                    log.log(logging.INFO if level == "info" else logging.WARNING,
-                            "server %s is %s", server, status)
-
-                timers.start_soon(checker.run, store.read, store.write, refresh_routes, report)
+                timers.start_soon(partial(
+                    run_periodic, tasks, "history", partial(_flush_history, store, sampler,
+                                                            requests),
+                    _until_next_minute, first_delay=True))
+                timers.start_soon(partial(
+                    run_periodic, tasks, "node checker",
+                    partial(checker.check, store.read, store.write, refresh_routes, report),
+                    checker.interval_s))
                 async with trio.open_nursery() as procs:
                     await procs.start(supervisor.run, known)
                     await procs.start(reloader.run)  # also SIGHUP
                     async with trio.open_nursery() as front:
                         web_stop = trio.Event()
-                        await front.start(_serve_web, Listener(app, trusted=True), control,
-                                          web_stop)
-                        await front.start(_serve_web, Listener(app, trusted=False),
-                                          edge_socket, web_stop)
-                        listeners = await front.start(edge.serve, opts.host, opts.port)
+                        # The public port first: the one most likely taken. Requests for the
+                        # web app wait in the sockets' backlogs until it accepts.
+                        with _starting(f"cannot listen on {opts.host}:{opts.port}"):
+                            listeners = await front.start(edge.serve, opts.host, opts.port)
+                        with _starting(f"cannot serve the API on {control_path}"):
+                            await front.start(_serve_web, Listener(app, trusted=True), control,
+                                              web_stop)
+                            await front.start(_serve_web, Listener(app, trusted=False),
+                                              edge_socket, web_stop)
                         port = listeners[0].getsockname()[1]
-                        front.start_soon(watch_routes)
+                        front.start_soon(partial(run_periodic, tasks, "routes", watch_routes,
+                                                 ROUTES_POLL_S, first_delay=True))
                         ctx.public_port = port
                         # Everything loaded at start lives as long as slum: move it out of the
                         # collector's way, so a full collection under load scans only new
                         # objects (a full scan of ~200k objects was a 20+ ms pause).
                         gc.collect()
                         gc.freeze()
-                        task_status.started(Running(port, str(control_path), supervisor, store,
-                                                    hub, edge, requests, sampler, reaped,
-                                                    list(config.warnings)))
+                        ready(Running(port, str(control_path), supervisor, store, hub, edge,
+                                      requests, sampler, reaped, list(config.warnings), tasks))
                         await _wait_for_signal()
                         log.info("stopping: edge and web first, then %d instances",
                                  len(supervisor.instances))
+                        # The edge drains its requests in flight here, before the cancel.
                         web_stop.set()
                         front.cancel_scope.cancel()
+                    # Instances stop (SIGTERM, then SIGKILL after their grace); their output
+                    # pumps read the pipes to EOF, so their last lines reach the hub.
                     procs.cancel_scope.cancel()
                 timers.cancel_scope.cancel()
-            hub.close()  # ingestion drains what the children wrote, then returns
+            # Only now, with every child gone and its output read: ingestion stores what is
+            # queued, then returns; the database closes after this (in serve).
+            hub.close()
     finally:
         watchdog.close()
-        # Hypercorn may have closed the sockets already: each step on its own.
-        for step in (control.close, control_path.unlink, edge_socket.close,
-                     partial(shutil.rmtree, edge_dir)):
+        _close_control_socket(control, control_path, control_inode)
+        # Hypercorn may have closed the edge's socket already: each step on its own.
+        for step in (edge_socket.close, partial(shutil.rmtree, edge_dir)):
             with contextlib.suppress(OSError):
                 step()
 
 
+def _close_control_socket(sock: socket.socket, path: Path, inode: int) -> None:
+    # Hypercorn closes the descriptor it was given, so closing the socket object again fails
+    # with EBADF: that must not keep the file from being removed. Removed only while it is
+    # still ours (same inode), never a socket another slum has bound since.
+    with contextlib.suppress(OSError):
+        sock.close()
+    with contextlib.suppress(OSError):
+        if path.stat().st_ino == inode:
+            path.unlink()
+
+
+def _until_next_minute() -> float:
+    now = time.time()
+    return 60.5 - now % 60
+
+
 async def _flush_history(store: Store, sampler: Sampler, requests: RequestMetrics) -> None:
-    """Once a minute, just after it ends: the minute's min/avg/max of every series."""
-    while True:
-        now = time.time()
-        minute = int(now) - int(now) % 60
-        await trio.sleep(minute + 60.5 - now)
-        rows = minute_rows(minute, sampler, requests)
-        if rows:
-            await store.write(partial(write_history, rows=rows))
+    """Just after a minute ends: that minute's min/avg/max of every series (run once a minute
+    by run_periodic; a retry after an error writes the same minute, once)."""
+    now = int(time.time())
+    minute = now - now % 60 - 60
+    rows = minute_rows(minute, sampler, requests)
+    if rows:
+        await store.write(partial(write_history, rows=rows))
 
 
 async def _wait_for_signal() -> None:

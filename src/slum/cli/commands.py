@@ -214,6 +214,10 @@ def status(*, server: Server = None, token: Token = None, json: Json = False) ->
     print(f"logs:      {s['logs_stored']} lines stored this run, {s['dropped_logs']} dropped")
     for item in s["attention"]:
         print(f"attention: {item['kind']} {item['id']}: {item['message']}")
+    for name, t in s.get("tasks", {}).items():
+        if t["errors"]:
+            print(f"task:      {name} {'failing' if t['failing'] else 'recovered'}, "
+                  f"{t['errors']} errors, last: {t['last_error']}")
     if s["alerts"]:
         print(f"alerts:    {len(s['alerts']['open'])} open")
         for a in s["alerts"]["alerts"]:

@@ -158,6 +158,13 @@ def token_ids_and_sessions(conn: Any) -> None:
     """)
 
 
+def process_owners(conn: Any) -> None:
+    # Which slum (pid + its start time) runs each recorded group: the reap at start spares the
+    # groups of a slum that is still alive, such as one serving the database this is a copy of.
+    _add_column(conn, "processes", "owner_pid", "INTEGER")
+    _add_column(conn, "processes", "owner_started", "REAL")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_fleet", fleet),
     ("0002_fleet_columns", fleet_columns),
@@ -166,6 +173,7 @@ MIGRATIONS: list[Migration] = [
     ("0005_metrics_history", metrics_history),
     ("0006_processes", processes),
     ("0007_token_ids_and_sessions", token_ids_and_sessions),
+    ("0008_process_owners", process_owners),
 ]
 
 

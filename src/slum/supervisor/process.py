@@ -167,6 +167,19 @@ async def spawn(argv: list[str], *, cwd: str, env: dict[str, str],
                         started, pidfd)
 
 
+def owner_alive(pid: int | None, started: float | None) -> bool:
+    """Is the slum recorded as (pid, start time) still running? A row without an owner comes
+    from a slum that did not record one: its owner counts as gone."""
+    if not pid or not started:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return bool(abs(proc.create_time() - started) < 0.01
+                    and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
 def reap_leftovers(records: Iterable[tuple[int, int, float]]) -> int:
     """Kill what survives of process groups a previous slum recorded as (pid, pgid, started_at).
 

@@ -155,7 +155,14 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     """Start the process and return when it is gone: (exit code, why it ended, whether it was
     asked to end: a stop, an idle stop or a restart)."""
     svc = inst.service
-    port = ctx.ports.take()
+    try:
+        port = ctx.ports.take()
+    except OSError as e:
+        # Out of descriptors (EMFILE) is passing: a failed start under the restart policy and
+        # its backoff, never an error that ends the supervisor.
+        why = f"no free port: {e.strerror or e}"
+        ctx.hub.system(inst.id, why, "error")
+        return None, why, False
     inst.port, inst.health, inst.last_exit = port, "unknown", None
     inst.move(State.STARTING, None)
     data_dir = ctx.settings.data_dir / svc.name / inst.name

@@ -316,6 +316,8 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
                                "busy_s": round(stats.busy_s, 4)}
         data["edge_connections"] = ctx.extras.get("edge_connections", lambda: 0)()
         data["requests_metrics"] = ctx.requests.enabled
+        tasks = ctx.extras.get("tasks")  # background tasks' errors (slum/tasks.py)
+        data["tasks"] = tasks.to_dict() if tasks is not None else {}
         return jsonify(data)
 
     @app.get("/_/api/config")
@@ -370,7 +372,8 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
     attention = [{"kind": "instance", "id": i.id, "state": i.state.value,
                   "message": f"{i.state.value}: {i.reason}" if i.reason else i.state.value}
                  for i in insts if i.state in (State.FAILED, State.BACKOFF, State.UNHEALTHY)]
-    attention += [{"kind": "server", "id": s["name"], "state": s["status"], "message": "offline"}
+    attention += [{"kind": "server", "id": s["name"], "state": s["status"],
+                   "message": s.get("reason", s["status"])}
                   for s in servers if s["status"] != "online"]
     host = ctx.sampler.host if ctx.sampler is not None else {}
     total, free = host.get("disk_total_bytes"), host.get("disk_free_bytes")

@@ -205,3 +205,10 @@ class _Collector:
         dropped = CounterMetricFamily("slum_log_dropped", "Log lines dropped")
         dropped.add_metric([], ctx.hub.dropped_logs)
         yield dropped
+        tasks = ctx.extras.get("tasks")
+        if tasks is not None:
+            task_errors = CounterMetricFamily("slum_task_errors", "Errors of a background task "
+                                              "(contained: the task retried)", labels=["task"])
+            for name, n in tasks.errors().items():
+                task_errors.add_metric([name], n)
+            yield task_errors
