@@ -31,8 +31,9 @@ class Key:
 
 
 SETTINGS_KEYS: tuple[Key, ...] = (
-    Key("data_dir", str, "./data", "Root of per-instance data dirs: {data_dir}/{service}/{id}. "
-        "Relative to the config file."),
+    Key("data_dir", str, "./tenement-data", "Root of per-instance data dirs: "
+        "{data_dir}/{service}/{id}. Relative to the config file; tenement's default, so a config "
+        "moved over finds its tenants' data. A leading `~` is refused (it is not expanded)."),
     Key("health_check_interval", (int, float), 10, "Seconds between health checks of a running "
         "instance.", 0.05),
     Key("max_restarts", int, 3, "Restarts allowed within restart_window before the instance is "
@@ -56,6 +57,10 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         "head; then 504.", 0.01),
     Key("upstream_idle_timeout_s", (int, float), 300, "Seconds an upstream may stay silent in "
         "the middle of a response before the response is ended.", 0.01),
+    Key("port_range", str, "30000-40000", "Ports handed to instances (PORT), as `LOW-HIGH` "
+        "(tenement's range by default); checked against the OS's ephemeral port range."),
+    Key("auto_spawn_per_minute", int, 30, "New ids a service with auto_spawn may start per "
+        "minute, so a scan of random subdomains cannot start thousands of processes.", 1),
 )
 
 SERVICE_KEYS: tuple[Key, ...] = (
@@ -72,12 +77,40 @@ SERVICE_KEYS: tuple[Key, ...] = (
     Key("workdir", str, ".", "Working directory of the process, relative to the config file."),
     Key("memory_limit_mb", int, None, "Memory limit (cgroup v2 where available, else a warning).",
         1),
-    Key("env", dict, {}, "Environment variables; {name} {id} {data_dir} {port} interpolate."),
+    Key("env", dict, {}, "Environment variables; {name} {id} {data_dir} {port} {socket} "
+        "interpolate."),
+    Key("socket", str, None, "Unix socket path given to the app as SOCKET_PATH and {socket} "
+        "(default: a per-user runtime dir); an app that listens there instead of on PORT is "
+        "proxied over the socket."),
+    Key("request_timeout", (int, float), None, "Seconds to wait for this service's response "
+        "head; then 504 (default: [settings] response_timeout_s).", 0.01),
+    Key("storage_persist", bool, True, "false: the instance's data dir is deleted when it "
+        "stops."),
+    Key("storage_quota_mb", int, None, "Data dir size to warn about: measured every minute; "
+        "past 80% and 100% `ps`, status and the instance's JSON say so.", 1),
+    Key("auto_spawn", bool, False, "Start `{id}.{service}.{domain}` for an unknown (valid) id on "
+        "its first request, as tenement does; bounded by max_instances and "
+        "[settings] auto_spawn_per_minute."),
+    Key("max_instances", int, 0, "Most instances of this service auto_spawn may create "
+        "(0 = no limit).", 0),
 )
 
-# Keys of tenement's format that slum accepts and ignores (with a warning), so configs move over.
-TOLERATED_SERVICE_KEYS = {"socket", "isolation", "cpu_shares", "storage_quota_mb",
-                          "storage_persist"}
+# Keys of tenement's format that slum accepts but does not act on, and what it does instead.
+TOLERATED_SERVICE_KEYS = {
+    "isolation": "slum runs each instance as a process in its own process group",
+    "cpu_shares": "no CPU weighting is applied",
+    "kernel": "Firecracker VMs are not supported: the service runs as a process",
+    "rootfs": "Firecracker VMs are not supported: the service runs as a process",
+    "memory_mb": "Firecracker VMs are not supported: use memory_limit_mb",
+    "vcpus": "Firecracker VMs are not supported: the service runs as a process",
+    "vsock_port": "Firecracker VMs are not supported: the service talks over PORT or its socket",
+}
+TOLERATED_SETTINGS = {
+    "tls": "slum does not terminate TLS: put Caddy in front (`slum caddy` writes its config)",
+}
+TOLERATED_ROUTING = {
+    "subdomain": "slum routes `{id}.{service}` and `{service}` subdomains itself",
+}
 
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
                "dict": "a table", "bool": "a boolean"}
@@ -103,6 +136,8 @@ class Settings:
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
     upstream_idle_timeout_s: float = 300
+    port_range: tuple[int, int] = (30000, 40000)
+    auto_spawn_per_minute: int = 30
 
 
 @dataclass(frozen=True)
@@ -116,12 +151,26 @@ class Service:
     workdir: Path = Path(".")
     memory_limit_mb: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    socket: str | None = None
+    request_timeout: float | None = None
+    storage_persist: bool = True
+    storage_quota_mb: int | None = None
+    auto_spawn: bool = False
+    max_instances: int = 0
+
+    def socket_path(self, instance_id: str, data_dir: Path) -> str:
+        if self.socket:
+            return interpolate(self.socket, self.name, instance_id, 0, data_dir)
+        return str(runtime_dir() / "sockets" / f"{self.name}-{instance_id}.sock")
 
     def argv(self, *, instance_id: str, port: int, data_dir: Path) -> list[str]:
-        return [interpolate(a, self.name, instance_id, port, data_dir) for a in self.command]
+        sock = self.socket_path(instance_id, data_dir)
+        return [interpolate(a, self.name, instance_id, port, data_dir, sock)
+                for a in self.command]
 
     def environment(self, *, instance_id: str, port: int, data_dir: Path) -> dict[str, str]:
-        return {k: interpolate(v, self.name, instance_id, port, data_dir)
+        sock = self.socket_path(instance_id, data_dir)
+        return {k: interpolate(v, self.name, instance_id, port, data_dir, sock)
                 for k, v in self.env.items()}
 
 
@@ -138,14 +187,17 @@ class Config:
         s = self.settings
         return {
             "path": str(self.path) if self.path else None,
-            "settings": {k.name: (str(getattr(s, k.name)) if k.name == "data_dir"
-                                  else getattr(s, k.name)) for k in SETTINGS_KEYS},
+            "settings": {k.name: _setting_value(s, k.name) for k in SETTINGS_KEYS},
             "service": {
                 name: {
                     "command": list(svc.command), "health": svc.health,
                     "idle_timeout": svc.idle_timeout, "startup_timeout": svc.startup_timeout,
                     "restart": svc.restart, "workdir": str(svc.workdir),
                     "memory_limit_mb": svc.memory_limit_mb, "env": dict(svc.env),
+                    "socket": svc.socket, "request_timeout": svc.request_timeout,
+                    "storage_persist": svc.storage_persist,
+                    "storage_quota_mb": svc.storage_quota_mb, "auto_spawn": svc.auto_spawn,
+                    "max_instances": svc.max_instances,
                 }
                 for name, svc in self.services.items()
             },
@@ -155,17 +207,62 @@ class Config:
         }
 
 
+def _setting_value(s: Settings, name: str) -> Any:
+    value = getattr(s, name)
+    if name == "data_dir":
+        return str(value)
+    if name == "port_range":
+        return f"{value[0]}-{value[1]}"
+    return value
+
+
 def empty_config(data_dir: Path | None = None) -> Config:
     """No tenement.toml: a fleet router with no local processes."""
-    return Config(None, Settings(data_dir=data_dir or Path("data").absolute()), {}, {})
+    return Config(None, Settings(data_dir=data_dir or Path("tenement-data").absolute()), {}, {})
 
 
-_PLACEHOLDER = re.compile(r"\{(name|id|data_dir|port)\}")
+CONFIG_NAME = "tenement.toml"
 
 
-def interpolate(value: str, name: str, instance_id: str, port: int, data_dir: Path) -> str:
-    values = {"name": name, "id": instance_id, "port": str(port), "data_dir": str(data_dir)}
+def find_config(start: Path | None = None) -> Path | None:
+    """tenement.toml in the current directory or the nearest parent, as tenement finds it."""
+    here = (start or Path.cwd()).absolute()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def runtime_dir() -> Path:
+    """A per-user directory for sockets (unix socket paths must stay under 108 bytes)."""
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/slum-{os.getuid()}")
+
+
+_PLACEHOLDER = re.compile(r"\{(name|id|data_dir|port|socket)\}")
+
+
+def interpolate(value: str, name: str, instance_id: str, port: int, data_dir: Path,
+                socket: str = "") -> str:
+    values = {"name": name, "id": instance_id, "port": str(port), "data_dir": str(data_dir),
+              "socket": socket}
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], value)
+
+
+def suggest_label(value: str) -> str:
+    """What a tenement name (`user_code`, `API`) becomes as a DNS label."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", value.lower())).strip("-")[:63] or "x"
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    try:
+        lo, hi = int(low), int(high)
+    except ValueError:
+        raise BadRequest(f"{value!r} is not LOW-HIGH, like 30000-40000") from None
+    if not sep or not 1024 <= lo <= hi <= 65535:
+        raise BadRequest(f"{value!r}: want 1024 <= LOW <= HIGH <= 65535")
+    return lo, hi
 
 
 def check_label(value: str, what: str) -> str:
@@ -216,7 +313,8 @@ class _Locator:
         return header_line
 
 
-def load(path: str | os.PathLike[str]) -> Config:
+def load(path: str | os.PathLike[str], *, strict: bool = False,
+         data_dir: str | None = None) -> Config:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -224,10 +322,13 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read: {e}") from None
-    return parse(text, p)
+    return parse(text, p, strict=strict, data_dir=data_dir)
 
 
-def parse(text: str, path: Path | None = None) -> Config:
+def parse(text: str, path: Path | None = None, *, strict: bool = False,
+          data_dir: str | None = None) -> Config:
+    """`strict`: unknown keys are errors (tenement ignores them, so by default they are warnings).
+    `data_dir`: overrides [settings] data_dir (tenement's --data-dir / TENEMENT_DATA_DIR)."""
     where = str(path) if path else "<config>"
     try:
         raw = tomllib.loads(text)
@@ -243,14 +344,37 @@ def parse(text: str, path: Path | None = None) -> Config:
         name = f"{table}.{key}" if key else table
         return ConfigError(f"{where}{at}: {name}: {message}")
 
+    def unknown(table: str, key: str | None, message: str) -> None:
+        if strict:
+            raise fail(table, key, f"{message} (refused by --strict)")
+        line = loc.line(table, key)
+        name = f"{table}.{key}" if key else table
+        warnings.append(f"{where}{f':{line}' if line else ''}: {name}: {message}; ignored")
+
+    def tolerate(table: str, key: str, instead: str) -> None:
+        line = loc.line(table, key)
+        warnings.append(f"{where}{f':{line}' if line else ''}: {table}.{key}: "
+                        f"a tenement key slum does not act on: {instead}")
+
     for top in raw:
         if top not in TOP_KEYS:
-            raise fail(top, None, f"unknown section (expected one of {', '.join(sorted(TOP_KEYS))})")
+            unknown(top, None, f"unknown section (expected one of {', '.join(sorted(TOP_KEYS))})")
 
     settings_raw = _table(raw, "settings", fail)
-    values = _check_keys("settings", settings_raw, SETTINGS_KEYS, fail, set())
+    values = _check_keys("settings", settings_raw, SETTINGS_KEYS, fail, unknown,
+                         TOLERATED_SETTINGS, tolerate)
     if values["backoff_max_ms"] < values["backoff_base_ms"]:
         raise fail("settings", "backoff_max_ms", "must be >= backoff_base_ms")
+    try:
+        values["port_range"] = parse_port_range(values["port_range"])
+    except BadRequest as e:
+        raise fail("settings", "port_range", e.message) from None
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    elif values["data_dir"].startswith("~"):
+        # Not expanded by tenement either: a directory literally named `~` would be created.
+        raise fail("settings", "data_dir", f"{values['data_dir']!r} starts with '~', which is "
+                   "not expanded: write an absolute path (e.g. /home/you/tenement-data)")
     values["data_dir"] = (base / values["data_dir"]).absolute()
     settings = Settings(**values)
 
@@ -258,12 +382,13 @@ def parse(text: str, path: Path | None = None) -> Config:
     for name, svc_raw in _table(raw, "service", fail).items():
         table = f"service.{name}"
         if not DNS_LABEL.fullmatch(name):
-            raise fail(table, None, "service names are DNS labels (lowercase letters, digits, '-')")
+            raise fail(table, None, f"service names are DNS labels (lowercase letters, digits, "
+                       f"'-'): slum routes {{id}}.{{service}} subdomains by them, and a hostname "
+                       f"cannot hold {name!r}; rename it to {suggest_label(name)!r}")
         if not isinstance(svc_raw, dict):
             raise fail(table, None, "must be a table")
-        v = _check_keys(table, svc_raw, SERVICE_KEYS, fail, TOLERATED_SERVICE_KEYS)
-        for key in TOLERATED_SERVICE_KEYS & svc_raw.keys():
-            warnings.append(f"{where}: {table}.{key} is a tenement key that slum ignores")
+        v = _check_keys(table, svc_raw, SERVICE_KEYS, fail, unknown, TOLERATED_SERVICE_KEYS,
+                        tolerate)
         command = v["command"]
         if command is None:
             raise fail(table, None, "missing required key 'command'")
@@ -296,6 +421,13 @@ def parse(text: str, path: Path | None = None) -> Config:
             workdir=(base / v["workdir"]).absolute(),
             memory_limit_mb=v["memory_limit_mb"],
             env={k: (str(ev).lower() if isinstance(ev, bool) else str(ev)) for k, ev in env.items()},
+            socket=v["socket"],
+            request_timeout=(float(v["request_timeout"]) if v["request_timeout"] is not None
+                             else None),
+            storage_persist=v["storage_persist"],
+            storage_quota_mb=v["storage_quota_mb"],
+            auto_spawn=v["auto_spawn"],
+            max_instances=v["max_instances"],
         )
 
     instances: dict[str, tuple[str, ...]] = {}
@@ -306,13 +438,17 @@ def parse(text: str, path: Path | None = None) -> Config:
             raise fail("instances", svc_name, "must be a list of instance ids")
         for i in ids:
             if not DNS_LABEL.fullmatch(i):
-                raise fail("instances", svc_name, f"invalid instance id {i!r} (DNS label)")
+                raise fail("instances", svc_name, f"invalid instance id {i!r}: ids are DNS labels "
+                           "(lowercase letters, digits, '-') because they become subdomains; "
+                           f"rename it to {suggest_label(i)!r}")
         instances[svc_name] = tuple(dict.fromkeys(ids))
 
     routing = _table(raw, "routing", fail)
     for key in routing:
-        if key != "default":
-            raise fail("routing", key, "unknown key (expected 'default')")
+        if key in TOLERATED_ROUTING:
+            tolerate("routing", key, TOLERATED_ROUTING[key])
+        elif key != "default":
+            unknown("routing", key, "unknown key (expected 'default')")
     default = routing.get("default")
     if default is not None and default not in services:
         raise fail("routing", "default", f"no [service.{default}] is defined")
@@ -329,11 +465,13 @@ def _table(raw: dict[str, Any], name: str, fail: Any) -> dict[str, Any]:
 
 
 def _check_keys(table: str, raw: dict[str, Any], keys: tuple[Key, ...], fail: Any,
-                tolerated: set[str]) -> dict[str, Any]:
+                unknown: Any, tolerated: dict[str, str], tolerate: Any) -> dict[str, Any]:
     known = {k.name: k for k in keys}
     for name in raw:
-        if name not in known and name not in tolerated:
-            raise fail(table, name, f"unknown key (expected one of {', '.join(sorted(known))})")
+        if name in tolerated:
+            tolerate(table, name, tolerated[name])
+        elif name not in known:
+            unknown(table, name, f"unknown key (expected one of {', '.join(sorted(known))})")
     out: dict[str, Any] = {}
     for k in keys:
         if k.name not in raw:
