@@ -21,7 +21,7 @@ import trio
 
 from slum import config as cfg
 from slum.client import control_socket_path
-from slum.errors import SlumError
+from slum.errors import ConfigError, SlumError
 from slum.events import Hub
 from slum.fleet import registry
 from slum.fleet.nodes import NodeChecker
@@ -52,6 +52,8 @@ class ServeOptions:
     config: str | None = None
     domain: str = "localhost"
     control_socket: str | None = None
+    strict: bool = False  # unknown config keys are errors
+    data_dir: str | None = None  # overrides [settings] data_dir
 
 
 @dataclass
@@ -95,12 +97,12 @@ class StoreJournal:
             (inst.id, inst.service.name, inst.name)))
 
 
-def load_config(path: str | None) -> cfg.Config:
-    if path is not None:
-        return cfg.load(path)
-    if Path("tenement.toml").is_file():
-        return cfg.load("tenement.toml")
-    return cfg.empty_config()
+def load_config(path: str | None, strict: bool = False,
+                data_dir: str | None = None) -> cfg.Config:
+    found = path if path is not None else cfg.find_config()
+    if found is not None:
+        return cfg.load(found, strict=strict, data_dir=data_dir)
+    return cfg.empty_config(Path(data_dir).absolute() if data_dir else None)
 
 
 def default_instance(config: cfg.Config) -> str | None:
@@ -137,7 +139,7 @@ def bind_control_socket(path: Path) -> socket.socket:
 
 async def serve(opts: ServeOptions, *,
                 task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
-    config = load_config(opts.config)
+    config = load_config(opts.config, opts.strict, opts.data_dir)
     cfg.check_label(opts.domain.replace(".", "-"), "domain")
     store = Store(opts.database)
     try:
@@ -168,7 +170,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     if config.services:
         watchdog.start()
     supervisor = Supervisor(config, hub, StoreJournal(store, watchdog))
-    table = RouteTable(opts.domain.lower())
+    table = RouteTable(opts.domain.lower(), frozenset(config.services))
     version = ""
 
     async def refresh_routes() -> None:
@@ -189,6 +191,10 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                 await refresh_routes()
 
     await refresh_routes()
+    for clash in sorted(set(config.services) & set(table.tenants)):
+        raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
+                              f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
+                              f"rename the service or `slum tenant-remove {clash}`")
     auth = Authenticator(lambda: store.read(active_tokens))
     ingest = IngestStatistics()
     control_path = Path(opts.control_socket) if opts.control_socket else (

@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +322,27 @@ def load(path: str | os.PathLike[str], *, strict: bool = False,
         raise ConfigError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read: {e}") from None
-    return parse(text, p, strict=strict, data_dir=data_dir)
+    config = parse(text, p, strict=strict, data_dir=data_dir)
+    clash = ephemeral_overlap(config.settings.port_range)
+    if clash:
+        config = replace(config, warnings=(*config.warnings, f"{p}: settings.port_range: {clash}"))
+    return config
+
+
+def ephemeral_overlap(port_range: tuple[int, int],
+                      source: str = "/proc/sys/net/ipv4/ip_local_port_range") -> str | None:
+    """The OS hands out ports of ip_local_port_range to outgoing connections: an instance port
+    range inside it competes with every connection the machine opens (slum skips a taken port,
+    but an instance restarting may then move)."""
+    try:
+        low, high = (int(x) for x in Path(source).read_text().split())
+    except (OSError, ValueError):
+        return None
+    lo, hi = port_range
+    if low <= lo and hi <= high:
+        return (f"{lo}-{hi} lies inside the OS's ephemeral port range {low}-{high} "
+                "(net.ipv4.ip_local_port_range): pick a range outside it")
+    return None
 
 
 def parse(text: str, path: Path | None = None, *, strict: bool = False,
@@ -370,7 +390,7 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
     except BadRequest as e:
         raise fail("settings", "port_range", e.message) from None
     if data_dir is not None:
-        values["data_dir"] = data_dir
+        values["data_dir"] = Path(data_dir).absolute()  # from the command line: the cwd's
     elif values["data_dir"].startswith("~"):
         # Not expanded by tenement either: a directory literally named `~` would be created.
         raise fail("settings", "data_dir", f"{values['data_dir']!r} starts with '~', which is "

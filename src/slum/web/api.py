@@ -66,6 +66,7 @@ def log_query_from_args() -> logs.LogQuery:
         offset=_int_arg("offset", 0),
         before_id=_int_arg("before_id", 0) or None,
         after_id=_int_arg("after_id", 0) or None,
+        stream=a.get("stream") or None,
     ).validate()
 
 

@@ -10,7 +10,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from slum.errors import SlumError, Unauthorized
-from slum.web import api, dashboard, metrics, sse
+from slum.web import api, dashboard, deploys, metrics, sse
 from slum.web.auth import SESSION_COOKIE, bearer, client_address
 from slum.web.context import WebContext
 
@@ -57,6 +57,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     api.register(app, ctx)
     sse.register(app, ctx)
     metrics.register(app, ctx)
+    deploys.register(app, ctx)
 
     @app.get("/_")
     @app.get("/_/")
