@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.conftest import Slum, write_config
+from tests.e2e.conftest import Slum, slum_argv, write_config
 
 CONFIG = """
 [settings]
@@ -160,18 +161,23 @@ def test_a_deploy_that_never_gets_healthy_leaves_the_old_version_serving(node: S
     client.close()
 
 
-def test_deploy_route_weight_in_the_api(node: Slum) -> None:
+def poster(node: Slum) -> Callable[[str, object], tuple[int, dict[str, object]]]:
+    token = node.cli("token-gen", "--database", str(node.database), check=True).stdout.strip()
+
     def post(path: str, data: object) -> tuple[int, dict[str, object]]:
         status, _, body = node.http("POST", path, body=json.dumps(data).encode(),
-                                    headers={"Content-Type": "application/json"})
+                                    headers={"Content-Type": "application/json",
+                                             "Authorization": f"Bearer {token}"})
         return status, json.loads(body)
 
-    # Over the control socket (no token): the CLI's own path, and tenement's field names.
+    return post
+
+
+def test_deploy_route_weight_in_the_api(node: Slum) -> None:
+    post = poster(node)
+    # slum's path, then tenement's paths and field names.
     status, deployed = post("/_/api/deploys", {"service": "web", "version": "v3", "weight": 0})
-    assert status in (201, 401)  # the edge needs a token when tokens exist; none exist here
-    if status == 401:
-        pytest.skip("edge requires a token")
-    assert deployed["id"] == "web:v3" and deployed["weight"] == 0
+    assert status == 201 and deployed["id"] == "web:v3" and deployed["weight"] == 0
     status, routed = post("/api/route", {"process": "web", "from": "v1", "to": "v3"})
     assert status == 200
     assert (routed["from_weight"], routed["to_weight"]) == (0, 100)
@@ -197,16 +203,14 @@ def test_auto_spawn_starts_a_new_id_within_max_instances(node: Slum) -> None:
 def test_a_name_is_a_service_or_a_tenant_never_both(node: Slum) -> None:
     result = node.cli("tenant-add", "web", "--database", str(node.database))
     assert result.returncode == 1 and "'web' is a service" in result.stderr
-    status, _, body = node.http("POST", "/_/api/tenants", body=b'{"id": "web"}',
-                                headers={"Content-Type": "application/json"})
-    assert status in (409, 401), body
-    if status == 409:
-        assert b"is a service in the config" in body
+    status, body = poster(node)("/api/tenants", {"id": "web"})
+    assert status == 409 and "is a service in the config" in str(body["error"])
     # A tenant of that name already in the registry stops the config from loading.
     node.stop()
-    other = node.dir / "other"
-    other.mkdir()
-    node.cli("tenant-add", "auto", "--database", str(node.database), check=False)
+    elsewhere = node.dir.parent / f"{node.dir.name}-elsewhere"  # no tenement.toml up from here
+    elsewhere.mkdir()
+    subprocess.run([*slum_argv(), "tenant-add", "auto", "--database", str(node.database)],
+                   cwd=elsewhere, check=True, capture_output=True, env=node.env())
     registry = node.cli("tenant-list", "--json", "--database", str(node.database), check=True)
     assert "auto" in registry.stdout
     node.start(wait=False)
