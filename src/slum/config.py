@@ -98,6 +98,9 @@ SERVICE_KEYS: tuple[Key, ...] = (
 # Keys of tenement's format that slum accepts but does not act on, and what it does instead.
 TOLERATED_SERVICE_KEYS = {
     "isolation": "slum runs each instance as a process in its own process group",
+    "runtime": "slum runs each instance as a process in its own process group",
+    "port": "each instance gets its own free port in PORT (from [settings] port_range), so "
+            "more than one instance of the service can run",
     "cpu_shares": "no CPU weighting is applied",
     "kernel": "Firecracker VMs are not supported: the service runs as a process",
     "rootfs": "Firecracker VMs are not supported: the service runs as a process",
@@ -110,12 +113,13 @@ TOLERATED_SETTINGS = {
 }
 TOLERATED_ROUTING = {
     "subdomain": "slum routes `{id}.{service}` and `{service}` subdomains itself",
+    "path": "slum routes by host name only (`{id}.{service}`, `{service}`, custom domains)",
 }
 
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
                "dict": "a table", "bool": "a boolean"}
 
-TOP_KEYS = {"settings", "service", "instances", "routing"}
+TOP_KEYS = {"settings", "service", "process", "instances", "routing"}
 
 
 @dataclass(frozen=True)
@@ -399,8 +403,15 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
     settings = Settings(**values)
 
     services: dict[str, Service] = {}
-    for name, svc_raw in _table(raw, "service", fail).items():
-        table = f"service.{name}"
+    # tenement's older name for [service.X]: both are read, a name in both is ambiguous.
+    sections = [("service", n, v) for n, v in _table(raw, "service", fail).items()]
+    for name, svc_raw in _table(raw, "process", fail).items():
+        if name in _table(raw, "service", fail):
+            raise fail(f"process.{name}", None, f"defined in both [service.{name}] and "
+                       f"[process.{name}]: keep one")
+        sections.append(("process", name, svc_raw))
+    for section, name, svc_raw in sections:
+        table = f"{section}.{name}"
         if not DNS_LABEL.fullmatch(name):
             raise fail(table, None, f"service names are DNS labels (lowercase letters, digits, "
                        f"'-'): slum routes {{id}}.{{service}} subdomains by them, and a hostname "

@@ -144,7 +144,7 @@ def restart(ref: str, *, server: Server = None, token: Token = None, json: Json 
 def health(ref: str, *, server: Server = None, token: Token = None, json: Json = False) -> int:
     """Health of one instance: healthy, unhealthy or unknown."""
     h = _client(server, token).health(_ref(ref))
-    print_json(h) if json else print(h["health"] if h["status"] != "stopped" else
+    print_json(h) if json else print(h["health"] if h["status"] not in ("stopped", "sleeping") else
                                      f"{h['health']} (stopped)")
     return 0 if h["health"] == "healthy" else 1
 
