@@ -130,7 +130,7 @@ def test_port_range(value: str, ok: bool) -> None:
         lo, hi = value.split("-")
         assert cfg.parse(text).settings.port_range == (int(lo), int(hi))
     else:
-        with pytest.raises(ConfigError, match="settings.port_range"):
+        with pytest.raises(ConfigError, match=r"settings\.port_range"):
             cfg.parse(text)
 
 

@@ -158,7 +158,7 @@ def test_unix_socket_app_request_timeout_and_storage(node: Slum) -> None:
                               check=True).stdout.strip()})
     usage = json.loads(raw)
     assert usage["bytes"] >= 900000 and usage["storage_quota_bytes"] == 1024 * 1024
-    assert "storage at 85% of 1 MB" == usage["storage_warning"]
+    assert usage["storage_warning"] == "storage at 85% of 1 MB"
     assert "storage at 85%" in node.cli("ps", check=True).stdout
     # storage_persist = false: the data dir goes with the process.
     data = node.dir / "data" / "sock" / "a"
