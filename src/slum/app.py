@@ -91,6 +91,12 @@ class StoreJournal:
         await self.store.write(lambda c: c.execute(
             "DELETE FROM processes WHERE instance_id = ?", (inst.id,)))
 
+    async def instance_weight(self, inst: Instance) -> None:
+        await self.store.write(lambda c: c.execute(
+            "INSERT INTO instances (id, service, name, weight) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
+            (inst.id, inst.service.name, inst.name, inst.weight)))
+
     async def instance_known(self, inst: Instance) -> None:
         await self.store.write(lambda c: c.execute(
             "INSERT OR IGNORE INTO instances (id, service, name) VALUES (?, ?, ?)",
@@ -163,7 +169,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         store.write_sync(lambda c: registry.set_local_capacity(c, 0))
     elif local["capacity"] == 0:
         store.write_sync(lambda c: registry.set_local_capacity(c, None))
-    known = store.write_sync(lambda c: list(c.execute("SELECT service, name FROM instances")))
+    known = store.write_sync(lambda c: list(c.execute(
+        "SELECT service, name, weight FROM instances")))
 
     hub = Hub()
     watchdog = Watchdog()

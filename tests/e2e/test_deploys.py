@@ -216,3 +216,12 @@ def test_a_name_is_a_service_or_a_tenant_never_both(node: Slum) -> None:
     node.start(wait=False)
     assert node.proc is not None and node.proc.wait(30) == 2
     assert "[service.auto] has the name of a tenant" in node.log.read_text()
+
+
+def test_weights_outlive_a_restart_of_slum(node: Slum) -> None:
+    node.cli("deploy", "web", "--version", "v2", "--weight", "25", check=True)
+    node.cli("weight", "web:v1", "75", check=True)
+    node.stop()
+    node.start()
+    weights = {i["id"]: i["weight"] for i in node.cli_json("ps")}
+    assert weights == {"web:v1": 75, "web:v2": 25}

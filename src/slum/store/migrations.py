@@ -131,6 +131,11 @@ def processes(conn: Any) -> None:
     """)
 
 
+def instance_weights(conn: Any) -> None:
+    """Traffic weights of `{service}.{domain}` (deploys) outlive a restart of slum."""
+    _add_column(conn, "instances", "weight", "INTEGER NOT NULL DEFAULT 100")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_fleet", fleet),
     ("0002_fleet_columns", fleet_columns),
@@ -138,6 +143,7 @@ MIGRATIONS: list[Migration] = [
     ("0004_logs", logs),
     ("0005_metrics_history", metrics_history),
     ("0006_processes", processes),
+    ("0007_instance_weights", instance_weights),
 ]
 
 

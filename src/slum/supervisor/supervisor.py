@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 import trio
 
@@ -36,19 +37,21 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._auto_spawned: dict[str, deque[float]] = {}
 
-    async def run(self, known: Iterable[tuple[str, str]] = (), *,
+    async def run(self, known: Iterable[tuple[Any, ...]] = (), *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the instance tasks. `known` are instances spawned by an earlier run: they stay
         stopped until asked for (a request wakes them)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for service, name in known:
+            for service, name, *weight in known:
                 if service in self.config.services and f"{service}:{name}" not in self.instances:
-                    self._add(service, name)
+                    inst = self._add(service, name)
+                    if weight:
+                        inst.weight = weight[0]
             for service, names in self.config.instances.items():
                 for name in names:
-                    inst = self.instances.get(f"{service}:{name}") or self._add(service, name)
-                    inst.want(True)
+                    started = self.instances.get(f"{service}:{name}") or self._add(service, name)
+                    started.want(True)
             if any(svc.storage_quota_mb for svc in self.config.services.values()):
                 nursery.start_soon(run_measurements, self.list, self.config.settings.data_dir,
                                    lambda inst, text: self.hub.system(inst.id, text, "warn"))
@@ -113,6 +116,12 @@ class Supervisor:
         remember = getattr(self._journal, "instance_known", None)
         if remember is not None:
             await remember(inst)
+
+    async def _journal_weights(self, *instances: Instance) -> None:
+        remember = getattr(self._journal, "instance_weight", None)
+        if remember is not None:
+            for inst in instances:
+                await remember(inst)
 
     def _start(self, inst: Instance) -> None:
         inst.recent_restarts.clear()
@@ -198,13 +207,14 @@ class Supervisor:
         return inst
 
     # --- tenement's deploys: weights over a service's instances ---
-    def set_weight(self, instance_id: str, weight: int) -> Instance:
+    async def set_weight(self, instance_id: str, weight: int) -> Instance:
         inst = self.get(instance_id)
         inst.weight = check_weight(weight)
         self.hub.system(inst.id, f"weight {weight}")
+        await self._journal_weights(inst)
         return inst
 
-    def route(self, service: str, source: str, target: str) -> tuple[Instance, Instance]:
+    async def route(self, service: str, source: str, target: str) -> tuple[Instance, Instance]:
         """Blue/green: all of source's weight goes to target in one step (no await between the
         two writes, so no request sees both at 0 or both at full). Source keeps running."""
         self._check_service(service)
@@ -217,6 +227,7 @@ class Supervisor:
                            f"(`slum deploy {service} --version {target}`)")
         old.weight, new.weight = 0, MAX_WEIGHT
         self.hub.system(new.id, f"route: all traffic of {service} moved from {old.id}")
+        await self._journal_weights(old, new)
         return old, new
 
     async def deploy(self, service: str, version: str, *, weight: int = MAX_WEIGHT,
@@ -234,6 +245,7 @@ class Supervisor:
             await self._journal_known(inst)
         if fresh:
             inst.weight = 0
+            await self._journal_weights(inst)
             self._start(inst)
         with trio.move_on_after(timeout_s):
             while not inst.serving and inst.state is not State.FAILED and inst.want_running:
@@ -248,6 +260,7 @@ class Supervisor:
                               "their traffic")
         inst.weight = weight
         self.hub.system(inst.id, f"deployed with weight {weight}")
+        await self._journal_weights(inst)
         return inst
 
     # --- what a request for a host becomes ---

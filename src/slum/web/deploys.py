@@ -85,7 +85,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         return jsonify(d), 201
 
     async def route(service: str, data: dict[str, Any]) -> Response:
-        old, new = sup.route(service, _str(data, "from"), _str(data, "to"))
+        old, new = await sup.route(service, _str(data, "from"), _str(data, "to"))
         return jsonify({"service": service, "from_instance": old.id, "to_instance": new.id,
                         "from_weight": old.weight, "to_weight": new.weight,
                         "from": ctx.instance_dict(old), "to": ctx.instance_dict(new)})
@@ -107,7 +107,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         data = await _body()
         if "weight" not in data:
             raise BadRequest("weight is required")
-        inst = sup.set_weight(ref, data["weight"])
+        inst = await sup.set_weight(ref, data["weight"])
         d = ctx.instance_dict(inst)
         d["instance_id"] = inst.id
         return jsonify(d)
