@@ -60,3 +60,11 @@ async def test_slow_start_is_not_idle_time(tmp_path: Path) -> None:
         assert inst.state is State.HEALTHY
         await wait_state(inst, State.SLEEPING, within=5)
         assert inst.reason == "idle"
+
+
+async def test_an_operator_stop_of_a_sleeping_instance_shows_as_stopped(tmp_path: Path) -> None:
+    async with supervised(tmp_path, web(idle_timeout=IDLE_S)) as h:
+        inst = await h.sup.spawn("web", "a")
+        await wait_state(inst, State.SLEEPING, within=5)
+        await h.sup.stop("web:a")
+        assert inst.state is State.STOPPED and inst.reason == "stopped"
