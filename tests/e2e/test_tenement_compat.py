@@ -173,3 +173,34 @@ def test_domain_like_database_is_warned_about(tmp_path: Path) -> None:
                             text=True, env=dict(os.environ), timeout=30)
     assert "-d/--database 'example.com' does not look like a database file" in result.stderr
     assert "--domain" in result.stderr
+
+
+def test_strict_refuses_unknown_keys_and_tenement_data_dir_is_honoured(tmp_path: Path) -> None:
+    write_config(tmp_path, CONFIG + "\n[service.typo]\ncommand = 'x'\nidle_timout = 5\n")
+    s = Slum(tmp_path, free_port())
+    s.start(wait=False)
+    # The default: a warning naming file, line and key, and slum runs.
+    s.wait_up()
+    s.stop()
+    text = (tmp_path / "tenement.toml").read_text()
+    line = text.splitlines().index("idle_timout = 5") + 1
+    assert f"tenement.toml:{line}: service.typo.idle_timout: unknown key" in s.log.read_text()
+    strict = s.cli("serve", "--strict", "--config", "tenement.toml", "-p", str(s.port),
+                   "--host", "127.0.0.1", "--database", str(s.database))
+    assert strict.returncode == 2
+    assert "service.typo.idle_timout: unknown key" in strict.stderr and "--strict" in strict.stderr
+    # TENEMENT_DATA_DIR overrides [settings] data_dir, as tenement's --data-dir does.
+    elsewhere = tmp_path / "elsewhere"
+    env = {**s.env(), "TENEMENT_DATA_DIR": str(elsewhere)}
+    with s.log.open("ab") as out:
+        s.proc = subprocess.Popen([*slum_argv(), "serve", "-p", str(s.port), "--host",
+                                   "127.0.0.1", "--database", str(s.database)], cwd=tmp_path,
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+    s.wait_up()
+    try:
+        s.cli("spawn", "web:one", check=True)
+        assert (elsewhere / "web" / "one").is_dir()
+        assert json.loads(s.cli("config", "--json", check=True).stdout)["settings"][
+            "data_dir"] == str(elsewhere)
+    finally:
+        s.stop()

@@ -384,11 +384,15 @@ def tenant_add(id: str, *, server: Annotated[str | None, Parameter(name=["--serv
                json: Json = False) -> int:
     """Add a tenant, placed on the server with the most room (or -s SERVER)."""
     from slum import config as cfg
-    from slum.errors import Conflict
+    from slum.errors import ConfigError, Conflict
     from slum.fleet import nodes
 
     found = cfg.find_config()
-    if found is not None and id in cfg.load(found).services:
+    try:
+        services = cfg.load(found).services if found is not None else {}
+    except ConfigError:
+        services = {}  # a broken config is `serve`'s to report; it routes nothing meanwhile
+    if id in services:
         raise Conflict(f"{id!r} is a service in {found}: `{id}.DOMAIN` routes to that service "
                        "by weight, so a tenant cannot have its name; choose another tenant id")
     t = _fleet(database, nodes.place_tenant, id, server, service)
