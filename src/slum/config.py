@@ -7,6 +7,7 @@ and the key, and never carry a traceback to the user.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -165,7 +166,9 @@ class Service:
     def socket_path(self, instance_id: str, data_dir: Path) -> str:
         if self.socket:
             return interpolate(self.socket, self.name, instance_id, 0, data_dir)
-        return str(runtime_dir() / "sockets" / f"{self.name}-{instance_id}.sock")
+        # One directory per data_dir: two slums on one machine may both run `web:one`.
+        digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:10]
+        return str(runtime_dir() / f"sockets-{digest}" / f"{self.name}-{instance_id}.sock")
 
     def argv(self, *, instance_id: str, port: int, data_dir: Path) -> list[str]:
         sock = self.socket_path(instance_id, data_dir)
@@ -240,7 +243,8 @@ def find_config(start: Path | None = None) -> Path | None:
 
 def runtime_dir() -> Path:
     """A per-user directory for sockets (unix socket paths must stay under 108 bytes)."""
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/slum-{os.getuid()}")
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(xdg) / "slum" if xdg else Path(f"/tmp/slum-{os.getuid()}")
 
 
 _PLACEHOLDER = re.compile(r"\{(name|id|data_dir|port|socket)\}")

@@ -222,7 +222,8 @@ class Supervisor:
         new = self.get(f"{service}:{check_label(target, 'instance id')}")
         if old is new:
             raise BadRequest("--from and --to are the same instance")
-        if new.state is State.FAILED or (not new.serving and not new.want_running):
+        # A sleeping target is fine (the next request wakes it); a stopped or failed one is not.
+        if new.state is State.FAILED or (new.state is State.STOPPED and not new.want_running):
             raise Conflict(f"{new.id} is {new.state.value}: deploy it first "
                            f"(`slum deploy {service} --version {target}`)")
         old.weight, new.weight = 0, MAX_WEIGHT
