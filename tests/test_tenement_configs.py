@@ -85,3 +85,9 @@ def test_what_the_accepted_ones_mean() -> None:
     env = cfg.load(FIXTURES / "ok-multi-env.toml")
     assert env.services["api"].env == {"APP_VERSION": "1.0.0"}
     assert env.instances["cache"] == ("prod", "staging")
+
+
+def test_the_deploys_example_is_valid() -> None:
+    config = cfg.load(FIXTURES.parents[2] / "examples" / "deploys" / "tenement.toml")
+    assert config.warnings == ()
+    assert config.services["tenants"].auto_spawn and config.instances == {"notes": ("v1",)}

@@ -276,9 +276,14 @@ def parse_port_range(value: str) -> tuple[int, int]:
 def check_label(value: str, what: str) -> str:
     """Service names and instance ids are DNS labels: they end up in hostnames and paths."""
     if not isinstance(value, str) or not DNS_LABEL.fullmatch(value):
+        hint = ""
+        # Only for names tenement takes (`user_code`, `API`), not for paths or junk.
+        if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,63}", value) \
+                and DNS_LABEL.fullmatch(suggest_label(value)):
+            hint = f" (it becomes a host name: try {suggest_label(value)!r})"
         raise BadRequest(
             f"invalid {what} {value!r}: use 1-63 lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit"
+            f"starting and ending with a letter or digit{hint}"
         )
     return value
 
