@@ -160,6 +160,8 @@ def test_unix_socket_app_request_timeout_and_storage(node: Slum) -> None:
     assert usage["bytes"] >= 900000 and usage["storage_quota_bytes"] == 1024 * 1024
     assert usage["storage_warning"] == "storage at 85% of 1 MB"
     assert "storage at 85%" in node.cli("ps", check=True).stdout
+    assert "attention: storage sock:a: storage at 85% of 1 MB" in node.cli("status",
+                                                                          check=True).stdout
     # storage_persist = false: the data dir goes with the process.
     data = node.dir / "data" / "sock" / "a"
     assert (data / "fill").exists()

@@ -17,6 +17,7 @@ class Fake:
     name: str
     weight: int = 100
     serving: bool = True
+    health: str = "healthy"
 
 
 def test_choice_follows_the_weights() -> None:
@@ -33,6 +34,13 @@ def test_weight_zero_and_not_serving_take_nothing() -> None:
     assert picks == {"up"}
     assert select_weighted([Fake("zero", 0), Fake("down", serving=False)]) is None
     assert select_weighted([]) is None
+
+
+def test_healthy_ones_first_then_any_that_serves() -> None:
+    rand = random.Random(3)
+    failing, ok = Fake("failing", 100, health="unhealthy"), Fake("ok", 1)
+    assert {select_weighted([failing, ok], rand).name for _ in range(200)} == {"ok"}  # type: ignore[union-attr]
+    assert select_weighted([failing, Fake("zero", 0)], rand) is failing
 
 
 def test_to_wake_is_the_heaviest_usable() -> None:

@@ -1,7 +1,7 @@
 """`{service}.{domain}`: which of a service's instances takes a request. No I/O.
 
-As tenement's select_weighted: a random choice among the instances that serve, each as likely as
-its weight; weight 0 takes nothing. When none serves, a sleeping one with weight is woken rather
+As tenement's select_weighted: a random choice among the healthy instances, each as likely as its
+weight; weight 0 takes nothing. When none serves, a sleeping one with weight is woken rather
 than refusing the request (the same promise `{id}.{service}` makes)."""
 
 from __future__ import annotations
@@ -21,26 +21,31 @@ class Weighted(Protocol):
     @property
     def serving(self) -> bool: ...
 
+    @property
+    def health(self) -> str: ...
+
 
 T = TypeVar("T", bound=Weighted)
 
 
 def select_weighted(candidates: Sequence[T], rand: random.Random | None = None) -> T | None:
-    """A serving candidate chosen in proportion to its weight, or None when no serving one has
-    weight."""
-    total = 0
-    for c in candidates:
-        if c.serving and c.weight > 0:
-            total += c.weight
-    if total == 0:
-        return None
-    point = (rand or random).random() * total
-    for c in candidates:
-        if c.serving and c.weight > 0:
-            point -= c.weight
-            if point < 0:
-                return c
-    return None  # pragma: no cover - float rounding at the very end
+    """A candidate chosen in proportion to its weight among those whose last health check
+    passed; if none passed, among all that serve (a degraded app beats a 503). None when no
+    serving candidate has weight."""
+    for healthy_only in (True, False):
+        total = 0
+        for c in candidates:
+            if c.serving and c.weight > 0 and (c.health == "healthy" or not healthy_only):
+                total += c.weight
+        if total == 0:
+            continue
+        point = (rand or random).random() * total
+        for c in candidates:
+            if c.serving and c.weight > 0 and (c.health == "healthy" or not healthy_only):
+                point -= c.weight
+                if point < 0:
+                    return c
+    return None
 
 
 def select_to_wake(candidates: Sequence[T], usable: Sequence[bool]) -> T | None:
