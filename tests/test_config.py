@@ -112,8 +112,11 @@ def test_tenement_names_are_refused_with_a_rename() -> None:
 
 
 def test_data_dir_defaults_to_tenements_and_refuses_tilde(tmp_path: Path) -> None:
+    # As tenement 0.2.2: the default is relative to where it runs, not to the file.
     c = cfg.parse("[service.api]\ncommand = 'x'\n", tmp_path / "tenement.toml")
-    assert c.settings.data_dir == tmp_path / "tenement-data"
+    assert c.settings.data_dir == Path.cwd() / "tenement-data"
+    written = cfg.parse("[settings]\ndata_dir = 'd'\n", tmp_path / "tenement.toml")
+    assert written.settings.data_dir == tmp_path / "d"
     with pytest.raises(ConfigError, match=r":2: settings.data_dir: '~/x' starts with '~'"):
         cfg.parse("[settings]\ndata_dir = '~/x'\n")
     override = cfg.parse("[settings]\ndata_dir = '~/x'\n", tmp_path / "t.toml",

@@ -78,7 +78,7 @@ def test_what_the_accepted_ones_mean() -> None:
         "./api", "--socket", "/tmp/api-a.sock", "--data", "/d/a"]
     assert legacy.restart == "always"
     minimal = cfg.load(FIXTURES / "ok-minimal.toml")
-    assert minimal.settings.data_dir == FIXTURES / "tenement-data"
+    assert minimal.settings.data_dir == Path.cwd() / "tenement-data"
     storage = cfg.load(FIXTURES / "ok-storage.toml").services["notes"]
     assert (storage.storage_persist, storage.storage_quota_mb, storage.request_timeout) == (
         False, 50, 30.0)

@@ -33,8 +33,9 @@ class Key:
 
 SETTINGS_KEYS: tuple[Key, ...] = (
     Key("data_dir", str, "./tenement-data", "Root of per-instance data dirs: "
-        "{data_dir}/{service}/{id}. Relative to the config file; tenement's default, so a config "
-        "moved over finds its tenants' data. A leading `~` is refused (it is not expanded)."),
+        "{data_dir}/{service}/{id}. Relative to the config file; the default is tenement's, "
+        "relative to the directory slum runs in as in tenement, so a config moved over finds "
+        "its tenants' data. A leading `~` is refused (it is not expanded)."),
     Key("health_check_interval", (int, float), 10, "Seconds between health checks of a running "
         "instance.", 0.05),
     Key("max_restarts", int, 3, "Restarts allowed within restart_window before the instance is "
@@ -408,7 +409,12 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
         # Not expanded by tenement either: a directory literally named `~` would be created.
         raise fail("settings", "data_dir", f"{values['data_dir']!r} starts with '~', which is "
                    "not expanded: write an absolute path (e.g. /home/you/tenement-data)")
-    values["data_dir"] = (base / values["data_dir"]).absolute()
+    # tenement's default is relative to the directory it runs in (tenement 0.2.2 started from a
+    # subdirectory makes ./tenement-data there): the default does the same, so a project that
+    # never set data_dir finds its tenants' data. A data_dir written in the file stays relative
+    # to the file, so the same file works from anywhere.
+    written = data_dir is not None or "data_dir" in settings_raw
+    values["data_dir"] = ((base if written else Path.cwd()) / values["data_dir"]).absolute()
     settings = Settings(**values)
 
     services: dict[str, Service] = {}
