@@ -26,7 +26,7 @@ import trio
 from slum import config as cfg
 from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
-from slum.errors import BadRequest, SlumError
+from slum.errors import BadRequest, ConfigError, SlumError
 from slum.events import Hub
 from slum.fleet import registry
 from slum.fleet.nodes import NodeChecker
@@ -63,6 +63,8 @@ class ServeOptions:
     config: str | None = None
     domain: str = "localhost"
     control_socket: str | None = None
+    strict: bool = False  # unknown config keys are errors
+    data_dir: str | None = None  # overrides [settings] data_dir
 
 
 @dataclass
@@ -122,6 +124,12 @@ class StoreJournal:
         await self._write(lambda c: c.execute(
             "DELETE FROM processes WHERE instance_id = ?", (inst.id,)))
 
+    async def instance_weight(self, inst: Instance) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT INTO instances (id, service, name, weight) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
+            (inst.id, inst.service.name, inst.name, inst.weight)))
+
     async def instance_known(self, inst: Instance) -> None:
         await self._write(lambda c: c.execute(
             "INSERT OR IGNORE INTO instances (id, service, name) VALUES (?, ?, ?)",
@@ -151,12 +159,12 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def load_config(path: str | None) -> cfg.Config:
-    if path is not None:
-        return cfg.load(path)
-    if Path("tenement.toml").is_file():
-        return cfg.load("tenement.toml")
-    return cfg.empty_config()
+def load_config(path: str | None, strict: bool = False,
+                data_dir: str | None = None) -> cfg.Config:
+    found = path if path is not None else cfg.find_config()
+    if found is not None:
+        return cfg.load(found, strict=strict, data_dir=data_dir)
+    return cfg.empty_config(Path(data_dir).absolute() if data_dir else None)
 
 
 def default_instance(config: cfg.Config) -> str | None:
@@ -232,7 +240,7 @@ async def serve(opts: ServeOptions, *,
     """Start everything, serve until SIGINT/SIGTERM, stop everything. A failure before slum is
     up is raised as one SlumError (its message is the CLI's one line); after that, every part
     contains its own failures and nothing but a signal ends this."""
-    config = load_config(opts.config)
+    config = load_config(opts.config, opts.strict, opts.data_dir)
     cfg.check_label(opts.domain.replace(".", "-"), "domain")
     if not 0 <= opts.port <= 65535:
         raise BadRequest(f"port {opts.port} is out of range (0-65535)")
@@ -309,7 +317,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         store.write_sync(lambda c: registry.set_local_capacity(c, 0))
     elif local["capacity"] == 0:
         store.write_sync(lambda c: registry.set_local_capacity(c, None))
-    known = store.write_sync(lambda c: list(c.execute("SELECT service, name FROM instances")))
+    known = store.write_sync(lambda c: list(c.execute(
+        "SELECT service, name, weight FROM instances")))
 
     tasks = Tasks()
     hub = Hub()
@@ -323,7 +332,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     if config.services:
         watchdog.start()
     supervisor = Supervisor(config, hub, StoreJournal(store, watchdog, tasks), cgroups)
-    table = RouteTable(opts.domain.lower())
+    table = RouteTable(opts.domain.lower(), frozenset(config.services))
     version = ""
 
     async def refresh_routes() -> None:
@@ -341,6 +350,10 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
             await refresh_routes()
 
     await refresh_routes()
+    for clash in sorted(set(config.services) & set(table.tenants)):
+        raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
+                              f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
+                              f"rename the service or `slum tenant-remove {clash}`")
     auth = Authenticator(store, Proxies(config.settings.trusted_proxies))
     # Instances' data (and their logs' secrets) are for the operator only.
     if config.services:

@@ -83,7 +83,7 @@ def test_json_errors_for_bad_input(slum: Slum) -> None:
         ("POST", "/_/api/instances", {"service": "web", "id": "../x"}, 400),
         ("POST", "/_/api/instances", {"service": "web", "id": "Alice"}, 400),
         ("POST", "/_/api/instances", {"service": "nope", "id": "a"}, 404),
-        ("POST", "/_/api/instances", {"service": "web", "id": "one"}, 409),
+        ("POST", "/_/api/instances", {"service": "web", "id": "one"}, 201),  # idempotent
         ("POST", "/_/api/instances", b"{not json", 400),
         ("POST", "/_/api/instances/web:ghost/stop", None, 404),
         ("POST", "/_/api/instances/nocolon/stop", None, 400),

@@ -336,3 +336,19 @@ def test_screenshots_of_each_page(node: Node, page: Any) -> None:
     expect(tenant).to_contain_text("local")
     expect(tenant.get_by_test_id("tenant-instance")).to_contain_text("Healthy")
     screenshot(page, "tenants")
+
+
+@pytest.mark.browser
+def test_set_an_instances_traffic_weight_on_its_page(node: Node, page: Any) -> None:
+    login(page, node, "/instances/web:one")
+    form = page.get_by_test_id("weight-form")
+    field = page.get_by_test_id("weight-input")
+    expect(field).to_have_value("100")
+    field.fill("30")
+    form.get_by_role("button", name="Set").click()
+    wait_until(lambda: node.api("GET", "/_/api/instances/web:one")[1]["weight"] == 30,
+               "the weight to be saved")
+    expect(field).to_have_value("30")
+    field.fill("250")
+    form.get_by_role("button", name="Set").click()
+    assert node.api("GET", "/_/api/instances/web:one")[1]["weight"] == 30  # refused

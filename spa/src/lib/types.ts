@@ -2,6 +2,7 @@
 
 export const INSTANCE_STATES = [
 	'stopped',
+	'sleeping',
 	'starting',
 	'healthy',
 	'degraded',
@@ -32,6 +33,9 @@ export interface Instance {
 	url: string | null;
 	last_exit: number | null;
 	idle_timeout: number | null;
+	/** Share of `{service}.{domain}` traffic, 0-100 (absent from older servers). */
+	weight?: number;
+	storage_warning?: string | null;
 }
 
 /** One state change of an instance (`ts` in unix seconds). */

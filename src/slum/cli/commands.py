@@ -60,11 +60,18 @@ def _ref(ref: str, instance_id: str | None = None) -> str:
 
 # --- server ---
 @app.command
-def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = DEFAULT_DATABASE,
+def serve(*, host: str = "0.0.0.0", port: Annotated[int, Parameter(name=["--port", "-p"])] = 8080,
+          database: Database = DEFAULT_DATABASE,
           config: Annotated[str | None, Parameter(name=["--config", "-c"])] = None,
-          domain: str = "localhost") -> int:
+          domain: str = "localhost",
+          strict: Annotated[bool, Parameter(negative="", help="unknown config keys are errors, "
+                                            "not warnings")] = False,
+          data_dir: Annotated[str | None, Parameter(help="overrides [settings] data_dir (env "
+                                                    "SLUM_DATA_DIR, TENEMENT_DATA_DIR)")] = None,
+          ) -> int:
     """Run slum: supervise the config's instances, route requests, serve the API and dashboard."""
     import logging
+    import os
 
     import trio
 
@@ -73,7 +80,10 @@ def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = DEFAU
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    opts = ServeOptions(host=host, port=port, database=database, config=config, domain=domain)
+    _warn_domain_like_database(database)
+    data_dir = data_dir or os.environ.get("SLUM_DATA_DIR") or os.environ.get("TENEMENT_DATA_DIR")
+    opts = ServeOptions(host=host, port=port, database=database, config=config, domain=domain,
+                        strict=strict, data_dir=data_dir)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -89,6 +99,18 @@ def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = DEFAU
 
     trio.run(main)
     return 0
+
+
+def _warn_domain_like_database(database: str) -> None:
+    """tenement's `-d` is --domain, slum's is --database: `slum serve -d example.com` would
+    quietly create a database file named example.com."""
+    from pathlib import Path
+
+    suffix = Path(database).suffix.lower()
+    if suffix not in (".db", ".sqlite", ".sqlite3", ".db3") and not Path(database).exists():
+        sys.stderr.write(f"slum: warning: -d/--database {database!r} does not look like a "
+                         "database file and does not exist; it will be created. For the "
+                         "routing domain use --domain (tenement's -d).\n")
 
 
 # --- processes ---
@@ -126,7 +148,7 @@ def restart(ref: str, *, server: Server = None, token: Token = None, json: Json 
 def health(ref: str, *, server: Server = None, token: Token = None, json: Json = False) -> int:
     """Health of one instance: healthy, unhealthy or unknown."""
     h = _client(server, token).health(_ref(ref))
-    print_json(h) if json else print(h["health"] if h["status"] != "stopped" else
+    print_json(h) if json else print(h["health"] if h["status"] not in ("stopped", "sleeping") else
                                      f"{h['health']} (stopped)")
     return 0 if h["health"] == "healthy" else 1
 
@@ -170,9 +192,11 @@ def top(*, interval: float = 1.0, once: Annotated[bool, Parameter(negative="")] 
 
 
 @app.command
-def config(*, server: Server = None, token: Token = None, json: Json = False) -> int:
-    """Show the configuration the server runs with."""
-    c = _client(server, token).config()
+def config(*, file: Annotated[str | None, Parameter(name=["--config", "-c"])] = None,
+           server: Server = None, token: Token = None, json: Json = False) -> int:
+    """Show the configuration the server runs with (without a server: the tenement.toml found
+    here or in a parent directory, or --config)."""
+    c = _config_of(file, server, token)
     if json:
         print_json(c)
         return 0
@@ -188,7 +212,27 @@ def config(*, server: Server = None, token: Token = None, json: Json = False) ->
         print(f"instances {name}: {', '.join(ids)}")
     if c["routing"]["default"]:
         print(f"routing default: {c['routing']['default']}")
+    for warning in c.get("warnings", []):
+        print(f"warning: {warning}")
     return 0
+
+
+def _config_of(file: str | None, server: str | None, token: str | None) -> dict[str, Any]:
+    from slum import config as cfg
+
+    if file is None:
+        try:
+            return _client(server, token).config()  # type: ignore[no-any-return]
+        except ServerUnreachable:
+            if server:
+                raise
+        found = cfg.find_config()
+        if found is None:
+            raise ServerUnreachable("no slum server is running and no tenement.toml was found "
+                                    "here or in a parent directory (use --config FILE)")
+        file = str(found)
+    sys.stderr.write(f"(no server: read from {file})\n")
+    return cfg.load(file).to_dict()
 
 
 @app.command
@@ -231,16 +275,20 @@ def logs(ref: Annotated[str | None, Parameter()] = None, *,
          search: Annotated[str | None, Parameter(name=["--search", "-s"])] = None,
          level: Annotated[str | None, Parameter(name=["--level", "-l"])] = None,
          since: str | None = None, tenant: str | None = None,
-         lines: Annotated[int, Parameter(name=["-n", "--lines"])] = 100,
+         lines: Annotated[int, Parameter(name=["-n", "--lines", "--limit"])] = 100,
+         stream: Annotated[str | None, Parameter(help="stdout | stderr | system")] = None,
          server: Server = None, token: Token = None, json: Json = False) -> int:
     """Show logs (newest last); -f follows like tail -f, across restarts of the instance."""
     import json as jsonlib
 
+    if level in ("stdout", "stderr"):
+        # tenement's `logs --level` filters by stream.
+        stream, level = level, None
     client = _client(server, token)
     tty = sys.stdout.isatty()  # a child's output must not drive the operator's terminal
     filters: dict[str, Any] = {
         "instance_id": _ref(ref) if ref else None, "tenant_id": tenant, "search": search,
-        "min_level": level, "since": since}
+        "min_level": level, "since": since, "stream": stream}
     entries = list(reversed(client.logs(limit=lines, **filters)))
     for entry in entries:
         print(jsonlib.dumps(entry) if json else log_line(entry, escape=tty), flush=True)
@@ -399,8 +447,18 @@ def tenant_add(id: str, *, server: Annotated[str | None, Parameter(name=["--serv
                service: str | None = None, database: Database = DEFAULT_DATABASE,
                json: Json = False) -> int:
     """Add a tenant, placed on the server with the most room (or -s SERVER)."""
+    from slum import config as cfg
+    from slum.errors import ConfigError, Conflict
     from slum.fleet import nodes
 
+    found = cfg.find_config()
+    try:
+        services = cfg.load(found).services if found is not None else {}
+    except ConfigError:
+        services = {}  # a broken config is `serve`'s to report; it routes nothing meanwhile
+    if id in services:
+        raise Conflict(f"{id!r} is a service in {found}: `{id}.DOMAIN` routes to that service "
+                       "by weight, so a tenant cannot have its name; choose another tenant id")
     t = _fleet(database, nodes.place_tenant, id, server, service)
     print_json(t) if json else print(f"added tenant {t['id']} on server {t['server']}")
     return 0
@@ -469,3 +527,6 @@ def tenant_remove(id: str, *, database: Database = DEFAULT_DATABASE) -> int:
 ops.register(app)  # init, install, uninstall, caddy, reload
 
 __all__ = ["BadRequest", "app", "size"]
+
+# Registered on `app` when imported: deploy, route, weight.
+from slum.cli import deploy as _deploy  # noqa: E402,F401

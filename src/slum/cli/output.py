@@ -77,7 +77,8 @@ def ps_command(client: Any, *, all: bool = False, json: bool = False) -> int:
         return 0
     rows: list[tuple[Any, ...]] = [
         (i["id"], i["status"], i.get("health"), i.get("port"), i.get("pid"),
-         duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"), i.get("reason") or "")
+         duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"),
+         "; ".join(x for x in (i.get("reason"), i.get("storage_warning")) if x))
         for i in instances]
     headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
                "REASON"]

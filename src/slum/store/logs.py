@@ -55,6 +55,9 @@ def insert_batch(conn: Any, lines: list[LogLine]) -> int:
     return first
 
 
+STREAMS = ("stdout", "stderr", "system")
+
+
 @dataclass
 class LogQuery:
     instance_id: str | None = None
@@ -68,8 +71,11 @@ class LogQuery:
     offset: int = 0
     before_id: int | None = None  # cursor: entries older than this id
     after_id: int | None = None  # entries newer than this id, oldest first (resume, follow)
+    stream: str | None = None  # stdout | stderr | system
 
     def validate(self) -> LogQuery:
+        if self.stream is not None and self.stream not in STREAMS:
+            raise BadRequest(f"invalid stream {self.stream!r}: one of {', '.join(STREAMS)}")
         for name in ("level", "min_level"):
             value = getattr(self, name)
             if value is not None and value not in LEVELS:
@@ -87,6 +93,8 @@ class LogQuery:
         if self.tenant_id is not None and line.tenant_id != self.tenant_id:
             return False
         if self.level is not None and line.level != self.level:
+            return False
+        if self.stream is not None and line.stream != self.stream:
             return False
         if self.min_level is not None and LEVELS.index(line.level) < LEVELS.index(self.min_level):
             return False
@@ -107,7 +115,7 @@ def query(conn: Any, q: LogQuery) -> list[dict[str, Any]]:
         where.append("logs_fts MATCH ?")
         args.append(fts_match(q.search))
     for column, value in (("l.instance_id", q.instance_id), ("l.tenant_id", q.tenant_id),
-                          ("l.level", q.level)):
+                          ("l.level", q.level), ("l.stream", q.stream)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)

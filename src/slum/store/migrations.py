@@ -165,6 +165,11 @@ def process_owners(conn: Any) -> None:
     _add_column(conn, "processes", "owner_started", "REAL")
 
 
+def instance_weights(conn: Any) -> None:
+    """Traffic weights of `{service}.{domain}` (deploys) outlive a restart of slum."""
+    _add_column(conn, "instances", "weight", "INTEGER NOT NULL DEFAULT 100")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_fleet", fleet),
     ("0002_fleet_columns", fleet_columns),
@@ -174,6 +179,7 @@ MIGRATIONS: list[Migration] = [
     ("0006_processes", processes),
     ("0007_token_ids_and_sessions", token_ids_and_sessions),
     ("0008_process_owners", process_owners),
+    ("0009_instance_weights", instance_weights),
 ]
 
 

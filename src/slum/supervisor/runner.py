@@ -6,8 +6,10 @@ checks), and one instance's backoff delay never holds up another's checks or idl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -46,20 +48,31 @@ class Journal(Protocol):
 
 
 class Ports:
-    """Free ports on 127.0.0.1, asked of the OS, never handed to two instances at once."""
+    """Free ports on 127.0.0.1 within [settings] port_range, checked with the OS (a bind), never
+    handed to two instances at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, low: int = 30000, high: int = 40000) -> None:
         self._taken: set[int] = set()
+        self.low, self.high = low, high
 
     def take(self) -> int:
-        for _ in range(50):
+        # Random picks find a free port at once in a mostly free range; a scan covers the rest.
+        span = self.high - self.low + 1
+        start = random.randrange(span)
+        tries = [self.low + random.randrange(span) for _ in range(min(span, 32))]
+        tries += [self.low + (start + i) % span for i in range(span)]
+        for port in tries:
+            if port in self._taken:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port: int = s.getsockname()[1]
-            if port not in self._taken:
-                self._taken.add(port)
-                return port
-        raise OSError("no free port on 127.0.0.1")
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            self._taken.add(port)
+            return port
+        raise OSError(f"no free port on 127.0.0.1 in {self.low}-{self.high} "
+                      "([settings] port_range)")
 
     def release(self, port: int | None) -> None:
         self._taken.discard(port)  # type: ignore[arg-type]
@@ -108,9 +121,13 @@ async def supervise(inst: Instance, ctx: Context) -> None:
             inst.move(State.FAILED, why)
             continue
         if not inst.want_running:
-            # STOPPING -> STOPPED (stop asked, idle, shutdown)
-            if inst.state is not State.STOPPED:
-                inst.move(State.STOPPED, inst.reason if inst.reason == "idle" else "stopped")
+            if inst.reason == "idle":
+                # STOPPING -> SLEEPING (idle: the next request wakes it)
+                inst.move(State.SLEEPING, "idle")
+            elif inst.state is not State.STOPPED:
+                # STOPPING -> STOPPED (stop asked, shutdown)
+                inst.move(State.STOPPED, "stopped")
+            await _forget_storage(inst, ctx)
             continue
         if inst.restart_requested or asked:
             # A restart, or a stop that was wanted undone before the process was gone (a request
@@ -125,6 +142,7 @@ async def supervise(inst: Instance, ctx: Context) -> None:
             inst.want_running = False
             # RUNNING -> STOPPED (exited, and the policy says leave it)
             inst.move(State.STOPPED, why)
+            await _forget_storage(inst, ctx)
             continue
         window = ctx.settings.restart_window
         now = time.monotonic()
@@ -151,6 +169,25 @@ async def supervise(inst: Instance, ctx: Context) -> None:
         inst.restarts += 1
 
 
+async def _forget_storage(inst: Instance, ctx: Context) -> None:
+    """storage_persist = false: the instance's data dir lives only as long as its process."""
+    if inst.service.storage_persist:
+        return
+    data_dir = ctx.settings.data_dir / inst.service.name / inst.name
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(data_dir, ignore_errors=True))
+    inst.storage_bytes = None
+    ctx.hub.system(inst.id, f"deleted its data dir {data_dir} (storage_persist = false)")
+
+
+def _prepare_socket(path: str) -> None:
+    """The app binds SOCKET_PATH itself: give it a private parent and no stale file to trip on."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]:
     """Start the process and return when it is gone: (exit code, why it ended, whether it was
     asked to end: a stop, an idle stop or a restart)."""
@@ -169,12 +206,15 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     env = child_environ()
     root = ctx.settings.data_dir
     env.update(svc.environment(instance_id=inst.name, port=port, data_dir=root))
+    sock = svc.socket_path(inst.name, root)
     env["PORT"] = str(port)
+    env["SOCKET_PATH"] = sock
     env["SLUM_INSTANCE"] = inst.id
     env["SLUM_DATA_DIR"] = str(data_dir)
     cgroup: InstanceCgroup | None = None
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_socket(sock)
         stage = root / ".slum-ns"
         if svc.isolation == "namespace":
             stage.mkdir(exist_ok=True)
@@ -223,7 +263,9 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
                 ooms = await trio.to_thread.run_sync(_dispose, cgroup)
                 inst.cgroup = None
             ctx.ports.release(port)
-            inst.pid, inst.port, inst.health = None, None, "unknown"
+            inst.pid, inst.port, inst.health, inst.unix_path = None, None, "unknown", None
+            with contextlib.suppress(OSError):
+                os.unlink(sock)
             await ctx.journal.process_exited(inst, child.pid)
     code = child.returncode
     inst.last_exit = code
@@ -317,7 +359,8 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
         async def health_watch() -> None:
             svc = inst.service
             with trio.move_on_after(svc.startup_timeout) as scope:
-                await health.wait_ready(inst.port or 0, svc.health)
+                inst.unix_path = await health.wait_ready(
+                    inst.port or 0, svc.health, unix=svc.socket_path(inst.name, ctx.settings.data_dir))
             if scope.cancelled_caught:
                 end(f"not ready within startup_timeout ({svc.startup_timeout:g}s)")
                 return
@@ -328,7 +371,7 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
             failures = 0
             while True:
                 await trio.sleep(ctx.settings.health_check_interval)
-                ok = await health.check(inst.port or 0, svc.health)
+                ok = await health.check(inst.port or 0, svc.health, inst.unix_path)
                 failures = 0 if ok else failures + 1
                 new = (State.HEALTHY if ok else State.UNHEALTHY if failures >= UNHEALTHY_AFTER
                        else State.DEGRADED)

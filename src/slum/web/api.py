@@ -67,6 +67,7 @@ def log_query_from_args() -> logs.LogQuery:
         offset=_int_arg("offset", 0),
         before_id=_int_arg("before_id", 0) or None,
         after_id=_int_arg("after_id", 0) or None,
+        stream=a.get("stream") or None,
     ).validate()
     return auth.scope_log_query(q)
 
@@ -375,6 +376,8 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
     attention += [{"kind": "server", "id": s["name"], "state": s["status"],
                    "message": s.get("reason", s["status"])}
                   for s in servers if s["status"] != "online"]
+    attention += [{"kind": "storage", "id": i.id, "state": "quota", "message": warning}
+                  for i in insts if (warning := i.storage()["storage_warning"])]
     host = ctx.sampler.host if ctx.sampler is not None else {}
     total, free = host.get("disk_total_bytes"), host.get("disk_free_bytes")
     if total and free is not None and free / total < 0.1:
@@ -383,7 +386,8 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
                           f"full ({free / 1e9:.1f} GB free)"})
     return {
         "servers": len(servers), "tenants": len(tenants), "instances": len(insts),
-        "healthy": healthy, "unhealthy": len(insts) - healthy - by_state["stopped"],
+        "healthy": healthy, "unhealthy": (len(insts) - healthy - by_state["stopped"]
+                                                   - by_state["sleeping"]),
         "by_state": by_state, "recent_logs": recent, "attention": attention,
         "server_list": [{**s, "tenants": [t["id"] for t in tenants if t["server_id"] == s["id"]]}
                         for s in servers],

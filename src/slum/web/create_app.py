@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from slum.errors import SlumError
-from slum.web import alerts, api, auth, dashboard, metrics, ops, sse, tls, tokens
+from slum.web import alerts, api, auth, dashboard, deploys, metrics, ops, sse, tls, tokens
 from slum.web.context import WebContext
 
 log = logging.getLogger("slum.web")
@@ -73,6 +73,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     tls.register(app, ctx)
     ops.register(app, ctx)
     tokens.register(app, ctx)
+    deploys.register(app, ctx)
 
     @app.get("/_")
     @app.get("/_/")
