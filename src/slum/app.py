@@ -307,6 +307,12 @@ def _reap(store: Store) -> int:
 
 async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                  ready: Callable[[Running], None]) -> None:
+    # First, before anything is reaped or started: is another slum serving this database?
+    control_path = Path(opts.control_socket) if opts.control_socket else (
+        control_socket_path(opts.database))
+    with _starting(f"cannot bind the control socket {control_path}"):
+        control = bind_control_socket(control_path)
+    control_inode = control_path.stat().st_ino
     reaped = await trio.to_thread.run_sync(_reap, store)
     if reaped:
         log.warning("reaped %d processes left by a slum that did not stop cleanly", reaped)
@@ -359,11 +365,6 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     if config.services:
         config.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ingest = IngestStatistics()
-    control_path = Path(opts.control_socket) if opts.control_socket else (
-        control_socket_path(opts.database))
-    with _starting(f"cannot bind the control socket {control_path}"):
-        control = bind_control_socket(control_path)
-    control_inode = control_path.stat().st_ino
     with _starting(f"cannot bind the edge's socket beside {control_path}"):
         edge_dir, edge_socket = bind_edge_socket(control_path)
     trusted: dict[str, float] = {}
