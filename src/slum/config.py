@@ -493,6 +493,10 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
             raise fail(table, "health", "must be an HTTP path starting with '/'")
         if v["restart"] not in RESTART_POLICIES:
             raise fail(table, "restart", f"must be one of {', '.join(RESTART_POLICIES)}")
+        if v["isolation"] == "firecracker":
+            # Running it as a plain process instead would be less isolation than asked for.
+            raise fail(table, "isolation", 'firecracker VMs are not supported by slum: use '
+                       '"namespace" (own PID and mount namespaces) or "sandbox" (gVisor)')
         if v["isolation"] not in ISOLATION_MODES:
             raise fail(table, "isolation", f"must be one of {', '.join(ISOLATION_MODES)}")
         env = v["env"]

@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import trio
@@ -219,7 +220,7 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
         if svc.isolation == "namespace":
             stage.mkdir(exist_ok=True)
         prefix = isolation.prefix(svc.isolation, tmp_mb=svc.memory_limit_mb,
-                                  keep=(root, svc.workdir), stage=stage)
+                                  keep=(root, svc.workdir, Path(sock).parent), stage=stage)
         cgroup = await _make_cgroup(inst, ctx)
         if cgroup is not None:
             prefix = [*cgroup.join_argv(), *prefix]
