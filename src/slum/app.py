@@ -28,6 +28,7 @@ from slum.fleet.nodes import NodeChecker
 from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
+from slum.proxy.trust import RouterTrust
 from slum.sampler import Sampler, minute_rows
 from slum.store.db import Store
 from slum.store.logs import IngestStatistics, run_ingest
@@ -194,22 +195,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     control_path = Path(opts.control_socket) if opts.control_socket else (
         control_socket_path(opts.database))
     control = bind_control_socket(control_path)
-    trusted: dict[str, float] = {}
-
-    async def trust_router(token: str) -> bool:
-        # Every routed request carries the token: a verified one is trusted for a few seconds
-        # without asking the database, so a revoked token stops working within ROUTER_TRUST_S.
-        now = trio.current_time()
-        if trusted.get(token, 0.0) > now:
-            return True
-        try:
-            await auth.verify_token(token, "router")
-        except SlumError:
-            return False
-        if len(trusted) > 1000:
-            trusted.clear()
-        trusted[token] = now + ROUTER_TRUST_S
-        return True
+    # A forged X-Slum-Router must never cost argon2 per request: RouterTrust caches and limits.
+    trust_router = RouterTrust(lambda token, peer: auth.verify_token(token, f"router {peer}"))
 
     requests = RequestMetrics()
     requests.enabled = config.settings.request_metrics
@@ -220,7 +207,11 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                             connect_timeout_s=config.settings.connect_timeout_s,
                             response_timeout_s=config.settings.response_timeout_s,
                             idle_timeout_s=config.settings.upstream_idle_timeout_s,
-                            trust_router=trust_router),
+                            trust_router=trust_router,
+                            header_timeout_s=config.settings.header_timeout,
+                            keepalive_timeout_s=config.settings.keepalive_timeout,
+                            body_timeout_s=config.settings.body_timeout,
+                            max_connections=config.settings.max_connections),
                 on_request=requests.record)
     checker = NodeChecker(config.settings.node_check_interval)
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
@@ -266,6 +257,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                         await _wait_for_signal()
                         log.info("stopping: edge and web first, then %d instances",
                                  len(supervisor.instances))
+                        await edge.drain(config.settings.shutdown_grace)
                         web_stop.set()
                         front.cancel_scope.cancel()
                     procs.cancel_scope.cancel()

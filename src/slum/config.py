@@ -56,6 +56,18 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         "head; then 504.", 0.01),
     Key("upstream_idle_timeout_s", (int, float), 300, "Seconds an upstream may stay silent in "
         "the middle of a response before the response is ended.", 0.01),
+    Key("header_timeout", (int, float), 30, "Seconds a client has to send a request head (from "
+        "its first byte, or from the connection for the first request); then 408 and close.",
+        0.01),
+    Key("keepalive_timeout", (int, float), 60, "Seconds an idle keep-alive client connection "
+        "stays open.", 0.01),
+    Key("body_timeout", (int, float), 60, "Seconds a request body may pause between two reads; "
+        "then 408 and close.", 0.01),
+    Key("max_connections", int, 0, "Concurrent client connections; at the cap new ones wait in "
+        "the listen backlog. 0 = derived from the open-files limit (raised to the hard limit).",
+        0),
+    Key("shutdown_grace", (int, float), 10, "Seconds requests in flight get to finish on "
+        "SIGTERM, after the edge stops accepting.", 0),
 )
 
 SERVICE_KEYS: tuple[Key, ...] = (
@@ -103,6 +115,11 @@ class Settings:
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
     upstream_idle_timeout_s: float = 300
+    header_timeout: float = 30
+    keepalive_timeout: float = 60
+    body_timeout: float = 60
+    max_connections: int = 0
+    shutdown_grace: float = 10
 
 
 @dataclass(frozen=True)
