@@ -351,7 +351,8 @@ async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
         stream.close()
         raise
     no_body = req.method == b"HEAD" or resp.status in (204, 304)
-    if req.method == b"HEAD" and not resp.complete:
+    if req.method == b"HEAD":
+        # The parser cannot know the request was HEAD: it takes what follows for a body.
         resp.complete = True
         if resp.body:
             resp.body.clear()
