@@ -144,6 +144,7 @@ class ClientConnection:
         self._in_body = False
         self._fed_body = False
         self._overhead = 0
+        self._error: ClientError | None = None  # found after requests still to be served
         self.peer = stream.peer()
 
     # parser callbacks
@@ -200,6 +201,8 @@ class ClientConnection:
                 self.scope.deadline = math.inf
 
     async def _fill(self, deadline: float, what: str) -> bool:
+        if self._error is not None:
+            raise self._error
         data = await self._receive(deadline, what)
         if not data:
             return False
@@ -210,9 +213,13 @@ class ClientConnection:
             self.upgraded = data[e.args[0]:]
         except httptools.HttpParserError as e:
             cause = e.__context__
-            if isinstance(cause, ClientError):
-                raise cause from None
-            raise ClientError(f"malformed request: {e}") from None
+            error = cause if isinstance(cause, ClientError) else ClientError(
+                f"malformed request: {e}")
+            if not self.events:
+                raise error from None
+            # Pipelined requests before the bad bytes are answered first.
+            self._error = error
+            return True
         if self._in_head:
             # What this read held of earlier messages (bodies, whole heads) is not this head's.
             self._head_bytes += len(data) - self._read_other
