@@ -3,7 +3,6 @@ bodies, and piping bytes after a websocket upgrade."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -68,7 +67,7 @@ class Pool:
     async def connect(self, up: Upstream, *, fresh: bool = False) -> tuple[Connection, bool]:
         idle = self._idle.get(up.key)
         if idle and not fresh:
-            oldest = time.monotonic() - self.keepalive_s
+            oldest = trio.current_time() - self.keepalive_s
             while idle:
                 released, stream = idle.pop()
                 if released < oldest:
@@ -96,7 +95,7 @@ class Pool:
         if idle is None:
             idle = self._idle[up.key] = []
         if len(idle) < MAX_IDLE_PER_UPSTREAM:
-            idle.append((time.monotonic(), stream))
+            idle.append((trio.current_time(), stream))
         else:
             stream.close()
 
@@ -106,7 +105,7 @@ class Pool:
 
     def sweep(self) -> None:
         """Close connections idle too long, so an upstream nobody calls holds no descriptors."""
-        oldest = time.monotonic() - self.keepalive_s
+        oldest = trio.current_time() - self.keepalive_s
         for key, idle in list(self._idle.items()):
             keep = [(t, s) for t, s in idle if t >= oldest]
             for t, s in idle:
@@ -142,7 +141,7 @@ def request_head(req: Request, extra: bytes, client_ip: str, *, app: bool = True
                 value = _without_session(value)
                 if not value:
                     continue
-            elif rule == _EXPECT and not req.expect:
+            elif rule == _EXPECT and not (req.expect and req.has_body):
                 continue
         parts += (name, b": ", value, b"\r\n")
     if req.upgrade:

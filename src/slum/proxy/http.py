@@ -165,7 +165,8 @@ class ClientConnection:
 
     def on_headers_complete(self) -> None:
         p = self.parser
-        if self._head_size + len(self._url) > MAX_HEAD:
+        # + the request line's method, spaces and version, and the blank line
+        if self._head_size + len(self._url) + 20 > MAX_HEAD:
             raise HeadTooLarge()
         self.events.append(Request(p.get_method(), self._url, self._headers,
                                    p.get_http_version(), p.should_keep_alive(),
