@@ -41,7 +41,7 @@ async def test_pool_never_reuses_a_closed_or_chatty_or_old_connection(
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))
     listener.listen()
-    pool = Pool(keepalive_s=1.5)
+    pool = Pool(keepalive_s=1.5, clock=trio.current_time)
     up = Upstream(("test",), listener.getsockname()[1])
     servers: list[trio.socket.SocketType] = []
     clients: list[Connection] = []

@@ -4,7 +4,7 @@ and upstream responses (interim, trailers, unsolicited bytes, malformed heads)."
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trio
@@ -29,6 +29,20 @@ def _close_sockets() -> Iterator[None]:
     yield
     while _open:
         _open.pop().close()
+
+
+async def timed(conn: ClientConnection, wait: Callable[[], Awaitable[object]]) -> None:
+    """Run wait() with the edge's timeout ticks running."""
+    async def tick() -> None:
+        while True:
+            await trio.sleep(0.05)
+            conn.expire(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        with conn.scope:
+            await wait()
+        nursery.cancel_scope.cancel()
 
 
 def pair() -> tuple[ClientConnection, socket.socket]:
@@ -124,8 +138,7 @@ async def test_heads_are_timed(autojump_clock: trio.testing.MockClock, sent: byt
     conn, peer = pair()
     peer.sendall(sent)
     start = trio.current_time()
-    with conn.scope:
-        await conn.next_request()
+    await timed(conn, conn.next_request)
     assert conn.scope.cancelled_caught and conn.waiting == waiting
     assert trio.current_time() - start == pytest.approx(2.0, abs=0.1)
 
@@ -134,15 +147,13 @@ async def test_idle_and_body_timeouts(autojump_clock: trio.testing.MockClock) ->
     conn, peer = pair()
     peer.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
     assert await conn.next_request() is not None
-    with conn.scope:
-        await body_of(conn)
+    await timed(conn, lambda: body_of(conn))
     assert conn.scope.cancelled_caught and conn.waiting == "body"
     conn, peer = pair()
     peer.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert await conn.next_request() is not None
     start = trio.current_time()
-    with conn.scope:
-        await conn.next_request()
+    await timed(conn, conn.next_request)
     assert conn.waiting == "idle" and trio.current_time() - start == pytest.approx(3.0, abs=0.1)
 
 

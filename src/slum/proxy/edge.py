@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -24,11 +24,10 @@ from slum.supervisor import Instance, Supervisor
 log = logging.getLogger("slum.edge")
 RACE_WINDOW_S = 0.2
 LINGER_S = 2.0  # after refusing a request whose body is unread, read (and drop) it this long
+TIMEOUT_TICK_S = 0.25
 FD_RESERVE = 256  # descriptors kept for the database, children's pipes, the web app
 # (target label, method, status, seconds, path): metrics recording, microseconds, no await
 RequestHook = Callable[[str, bytes, int, float, bytes], None]
-# Is this the token of a router we trust? (token, peer address)
-RouterCheck = Callable[[str], Awaitable[bool]]
 
 
 @dataclass
@@ -104,6 +103,7 @@ class Edge:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep_pool)
+                nursery.start_soon(self._expire_waits)
                 with trio.CancelScope() as self._accepting:
                     async with trio.open_nursery() as accepting:
                         for listener in listeners:
@@ -123,6 +123,14 @@ class Edge:
             await trio.sleep(max(self.pool.keepalive_s, 0.5))
             self.pool.sweep()
 
+    async def _expire_waits(self) -> None:
+        """Timeouts of client connections, to within TIMEOUT_TICK_S."""
+        while True:
+            await trio.sleep(TIMEOUT_TICK_S)
+            now = trio.current_time()
+            for conn in self._open:
+                conn.expire(now)
+
     async def drain(self, grace_s: float) -> None:
         """Stop accepting; let requests in flight finish for up to grace_s (keep-alive
         connections close after their current response; idle ones at once)."""
@@ -130,7 +138,8 @@ class Edge:
         if self._accepting is not None:
             self._accepting.cancel()
         for conn in list(self._open):
-            if conn.waiting == "idle" or conn.requests == 0:
+            # Idle between requests, or connected without a request yet: nothing in flight.
+            if conn.waiting == "idle" or (conn.waiting == "head" and not conn.requests):
                 conn.scope.cancel()
         with trio.move_on_after(grace_s):
             if self.gate.open:
@@ -146,11 +155,7 @@ class Edge:
             with conn.scope:
                 await self._serve(conn)
             if conn.scope.cancelled_caught and not self.draining:
-                self.counters.timeouts += 1
-                if conn.waiting in ("head", "body") and not conn.responded:
-                    with trio.move_on_after(1):
-                        await stream.send_all(simple_response(408, "request timeout",
-                                                              keep_alive=False))
+                await self._timed_out(conn)
         except (ClientGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception as e:  # a bug: contained to this connection, and said
@@ -161,6 +166,24 @@ class Edge:
             self.gate.leave()
             if self.draining and not self.gate.open:
                 self._all_closed.set()
+
+    async def _timed_out(self, conn: ClientConnection) -> None:
+        status, text = 408, "request timeout"
+        if conn.waiting == "upstream":
+            timeout_s = self.pool.response_timeout_s
+            text = f"upstream sent no response within {timeout_s:g}s"
+            self.counters.upstream_fault(conn.label, text)
+            status = 504
+            req = conn.request
+            if self.on_request is not None and req is not None:
+                self.on_request(conn.label, req.method, status, timeout_s, req.path)
+        else:
+            self.counters.timeouts += 1
+            if conn.waiting == "idle":
+                return
+        if not conn.responded:
+            with trio.move_on_after(1):
+                await conn.stream.send_all(simple_response(status, text, keep_alive=False))
 
     async def _serve(self, conn: ClientConnection) -> None:
         while True:
@@ -176,11 +199,11 @@ class Edge:
                 return
             if not await self.dispatch(conn, req):
                 return
-            if self.draining:
-                return
             # Sends and receives that need not wait do not yield: yield once per request
             # so that a busy keep-alive connection cannot starve the others.
             await trio.lowlevel.checkpoint()
+            if self.draining:
+                return
 
     async def _linger(self, conn: ClientConnection) -> None:
         """Closing with unread bytes would reset the connection and could destroy the answer
@@ -272,6 +295,7 @@ class Edge:
             extra = b"X-Tenant-ID: " + inst.name.encode() + b"\r\n"
             inst.streams += 1
             inst.touch()
+        conn.label = label
         try:
             if inst is None:
                 ex = await forward(conn, req, up, self.pool, extra, max_body=self.options.max_body,

@@ -117,9 +117,10 @@ class ClientConnection:
 
     Waits are bounded: a head must arrive within header_timeout of its first byte (of the
     connection, for the first request), an idle keep-alive connection ends after
-    keepalive_timeout, and a body may pause for at most body_timeout. The bound is the deadline of
-    `scope` (the handler's cancel scope), set only while waiting, so a request that needs no wait
-    costs nothing; `waiting` says what an expired deadline interrupted."""
+    keepalive_timeout, and a body may pause for at most body_timeout. A wait records its
+    `deadline` and what it waits for (`waiting`); whoever calls expire() (the edge, a few times a
+    second) cancels `scope`, the handler's cancel scope, once the deadline has passed. Setting a
+    cancel scope's deadline on every wait cost more than the rest of a request's parsing."""
 
     def __init__(self, stream: Connection, header_timeout: float = 30.0,
                  keepalive_timeout: float = 60.0, body_timeout: float = 60.0) -> None:
@@ -129,7 +130,10 @@ class ClientConnection:
         self.upgraded: bytes | None = None
         self.scope = trio.CancelScope()
         self.waiting = ""
+        self.deadline = math.inf
         self.responded = False  # the current request's response head went out
+        self.request: Request | None = None  # the current request
+        self.label = ""  # where the current request went (for a timeout's report)
         self.requests = 0
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
@@ -187,24 +191,38 @@ class ClientConnection:
         self._in_body = False
         self.events.append(END)
 
-    async def _receive(self, deadline: float, what: str) -> bytes:
+    async def _receive(self, what: str) -> bytes:
         sock = self.stream.sock
         while True:
             try:
                 return sock.recv(READ)
             except BlockingIOError:
                 pass
+            now = trio.current_time()
+            if what == "idle":
+                self.deadline = now + self.keepalive_timeout
+            elif what == "body":
+                self.deadline = now + self.body_timeout
+            else:
+                if not self._head_started:
+                    self._head_started = now
+                self.deadline = self._head_started + self.header_timeout
             self.waiting = what
-            self.scope.deadline = deadline
-            try:
-                await wait_readable(sock)
-            finally:
-                self.scope.deadline = math.inf
+            await wait_readable(sock)
+            self.waiting = ""  # kept when the wait was cut short: what the timeout interrupted
 
-    async def _fill(self, deadline: float, what: str) -> bool:
+    def expire(self, now: float) -> bool:
+        """Cancel the connection's scope if it has waited past its deadline (the edge calls
+        this for every connection a few times a second: cheaper than a deadline per wait)."""
+        if self.waiting and now >= self.deadline:
+            self.scope.cancel()
+            return True
+        return False
+
+    async def _fill(self, what: str) -> bool:
         if self._error is not None:
             raise self._error
-        data = await self._receive(deadline, what)
+        data = await self._receive(what)
         if not data:
             return False
         self._read_other = 0
@@ -244,16 +262,11 @@ class ClientConnection:
                 if isinstance(event, Request):
                     self.responded = False
                     self.requests += 1
+                    self.request = event
                     return event
             if self.upgraded is not None:
                 return None
-            if self._in_head or not self.requests:
-                if not self._head_started:
-                    self._head_started = trio.current_time()
-                ok = await self._fill(self._head_started + self.header_timeout, "head")
-            else:
-                ok = await self._fill(trio.current_time() + self.keepalive_timeout, "idle")
-            if not ok:
+            if not await self._fill("head" if self._in_head or not self.requests else "idle"):
                 return None
 
     async def body_chunk(self) -> bytes | None:
@@ -270,7 +283,7 @@ class ClientConnection:
                 return None
             if self.upgraded is not None:
                 return None
-            if not await self._fill(trio.current_time() + self.body_timeout, "body"):
+            if not await self._fill("body"):
                 raise ClientGone()
 
 
