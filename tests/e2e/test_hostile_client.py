@@ -302,3 +302,18 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
 def test_api_still_works_after_the_catalogue(slum: Slum) -> None:
     status, _, body = slum.http("GET", "/api/health")
     assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_refused_big_logins_never_poison_the_web_apps_connections(slum: Slum) -> None:
+    # The web app refuses a body over 1 MiB with 413, possibly before reading it: four of those
+    # must not leave connections that make later API calls hang.
+    body = b"{" + b" " * (1 << 20) + b"}"
+    for _ in range(4):
+        answer = ask(slum, request("POST", "/_/api/login", "localhost",
+                                  "Content-Type: application/json\r\n", body), timeout=30)
+        assert answer.status in (413, None), answer
+    started = time.monotonic()
+    for _ in range(5):
+        status, _, _ = slum.http("GET", "/api/health", timeout=20)
+        assert status == 200
+    assert time.monotonic() - started < 15  # not a 60 s hang per call
