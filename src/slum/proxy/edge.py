@@ -154,7 +154,7 @@ class Edge:
         try:
             with conn.scope:
                 await self._serve(conn)
-            if conn.scope.cancelled_caught and not self.draining:
+            if conn.scope.cancelled_caught and (not self.draining or conn.waiting == "upstream"):
                 await self._timed_out(conn)
         except (ClientGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
