@@ -42,7 +42,6 @@ from slum.web.context import WebContext
 
 log = logging.getLogger("slum")
 ROUTES_POLL_S = 1.0
-ROUTER_TRUST_S = 5.0
 
 
 @dataclass

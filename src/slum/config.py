@@ -61,8 +61,8 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         0.01),
     Key("keepalive_timeout", (int, float), 60, "Seconds an idle keep-alive client connection "
         "stays open.", 0.01),
-    Key("body_timeout", (int, float), 60, "Seconds a request body may pause between two reads; "
-        "then 408 and close.", 0.01),
+    Key("body_timeout", (int, float), 60, "Seconds a request body may pause between two reads "
+        "(then 408 and close), and a client may take none of its response (then close).", 0.01),
     Key("max_connections", int, 0, "Concurrent client connections; at the cap new ones wait in "
         "the listen backlog. 0 = derived from the open-files limit (raised to the hard limit).",
         0),

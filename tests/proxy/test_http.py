@@ -197,3 +197,11 @@ def test_request_fields() -> None:
     req = Request(b"POST", b"/p?q=1", [(b"Host", b"h"), (b"Expect", b"100-continue"),
                                       (b"Content-Length", b"5")], "1.1", True, False)
     assert req.path == b"/p" and req.expect and req.has_body and req.bad is None
+
+
+async def test_a_client_that_reads_nothing_is_cut_off(autojump_clock: trio.testing.MockClock) -> None:
+    conn, _peer = pair()
+    start = trio.current_time()
+    await timed(conn, lambda: conn.send_all(b"x" * (64 << 20)))
+    assert conn.scope.cancelled_caught and conn.waiting == "send"
+    assert trio.current_time() - start == pytest.approx(4.0, abs=0.2)  # body_timeout

@@ -411,11 +411,11 @@ async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
             if resp.complete:
                 if chunk:
                     out += b"0\r\n\r\n"
-                await client.send_all(out)
+                await conn.send_all(out)
                 ok = True
                 break
             if out:
-                await client.send_all(out)
+                await conn.send_all(out)
                 out = b""
             ex.streaming = True
             try:

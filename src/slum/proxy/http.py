@@ -15,7 +15,7 @@ from typing import Any
 import httptools
 import trio
 
-from slum.proxy.io import Connection, wait_readable
+from slum.proxy.io import Connection, wait_readable, wait_writable
 
 MAX_HEAD = 64 * 1024
 # Non-body bytes (chunk headers, extensions, trailers) a body may carry between two pieces of data.
@@ -210,6 +210,27 @@ class ClientConnection:
             self.waiting = what
             await wait_readable(sock)
             self.waiting = ""  # kept when the wait was cut short: what the timeout interrupted
+
+    async def send_all(self, data: bytes) -> None:
+        """Send to the client; a client that takes nothing for body_timeout is cut off (a
+        response nobody reads must not hold its upstream connection for ever)."""
+        sock = self.stream.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        while view:
+            self.deadline = trio.current_time() + self.body_timeout
+            self.waiting = "send"
+            await wait_writable(sock)
+            self.waiting = ""
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                continue
 
     def expire(self, now: float) -> bool:
         """Cancel the connection's scope if it has waited past its deadline (the edge calls
