@@ -65,6 +65,18 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         "(tenement's range by default); checked against the OS's ephemeral port range."),
     Key("auto_spawn_per_minute", int, 30, "New ids a service with auto_spawn may start per "
         "minute, so a scan of random subdomains cannot start thousands of processes.", 1),
+    Key("header_timeout", (int, float), 30, "Seconds a client has to send a request head (from "
+        "its first byte, or from the connection for the first request); then 408 and close.",
+        0.01),
+    Key("keepalive_timeout", (int, float), 60, "Seconds an idle keep-alive client connection "
+        "stays open.", 0.01),
+    Key("body_timeout", (int, float), 60, "Seconds a request body may pause between two reads "
+        "(then 408 and close), and a client may take none of its response (then close).", 0.01),
+    Key("max_connections", int, 0, "Concurrent client connections; at the cap new ones wait in "
+        "the listen backlog. 0 = derived from the open-files limit (raised to the hard limit).",
+        0),
+    Key("shutdown_grace", (int, float), 10, "Seconds requests in flight get to finish on "
+        "SIGTERM, after the edge stops accepting.", 0),
 )
 
 SERVICE_KEYS: tuple[Key, ...] = (
@@ -174,6 +186,11 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     port_range: tuple[int, int] = (30000, 40000)
     auto_spawn_per_minute: int = 30
+    header_timeout: float = 30
+    keepalive_timeout: float = 60
+    body_timeout: float = 60
+    max_connections: int = 0
+    shutdown_grace: float = 10
 
 
 @dataclass(frozen=True)
