@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slum.supervisor.output import MAX_LINE, TRUNCATED, LineSplitter, decode, level_of
+from slum.logtext import MAX_LINE, TRUNCATED, LineSplitter, decode, level_of
 
 
 def feed_all(chunks: list[bytes], splitter: LineSplitter | None = None) -> list[bytes]:

@@ -30,7 +30,7 @@ from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
 from slum.sampler import Sampler, minute_rows
 from slum.store.db import Store
-from slum.store.logs import IngestStatistics, run_ingest
+from slum.store.ingest import IngestStatistics, run_ingest
 from slum.store.metrics import write_history
 from slum.store.retention import run_retention
 from slum.supervisor import Instance, Supervisor

@@ -1,10 +1,15 @@
-"""Turning a child's byte stream into log lines: joined partial lines, truncated long ones,
-replaced invalid UTF-8, and a level read from the line itself where it says one."""
+"""Turning a child's byte stream into log entries: joined partial lines, truncated long ones,
+replaced invalid UTF-8, a stack trace grouped into one entry, and a level read from the text itself
+where it says one. Runs in the ingestion thread, never on the event loop."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
+from typing import Any
+
+from slum.events import LogLine, OutputStream
 
 MAX_LINE = 16 * 1024
 TRUNCATED = " …[truncated {} bytes]"
@@ -21,6 +26,11 @@ _LEVELS = {
 
 
 def level_of(line: bytes, stream: str) -> str:
+    return explicit_level(line) or ("warn" if stream == "stderr" else "info")
+
+
+def explicit_level(line: bytes) -> str | None:
+    """The level a line names itself (a JSON field, or a leading word), or None."""
     if line[:1] == b"{":
         try:
             doc = json.loads(line)
@@ -33,7 +43,7 @@ def level_of(line: bytes, stream: str) -> str:
     m = _LEVEL_WORD.match(line)
     if m:
         return _LEVELS[m.group(1).lower()]
-    return "warn" if stream == "stderr" else "info"
+    return None
 
 
 class LineSplitter:
@@ -100,3 +110,132 @@ class LineSplitter:
 
 def decode(line: bytes) -> str:
     return line.decode("utf-8", errors="replace")
+
+
+# --- multi-line entries ---------------------------------------------------------------------
+# A stack trace is written as many lines within a moment. Lines of one stream that continue the
+# previous one (see _continues) and arrive within GROUP_GAP_S of it are one entry.
+GROUP_GAP_S = 0.010
+GROUP_MAX_LINES = 500
+GROUP_MAX_BYTES = 64 * 1024
+_EXCEPTION_HEAD = re.compile(rb"^(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)\b")
+_PY_CHAIN = (b"During handling of the above exception", b"The above exception was the direct")
+
+
+class _Group:
+    __slots__ = ("go", "java", "last_indented", "last_ts", "lines", "python", "size", "ts")
+
+    def __init__(self, line: bytes, ts: float) -> None:
+        self.lines = [line]
+        self.ts = self.last_ts = ts
+        self.size = len(line)
+        self.python = line.startswith(b"Traceback (most recent call last)")
+        self.go = line.startswith((b"panic: ", b"fatal error: "))
+        self.java = False
+        self.last_indented = False
+
+    def add(self, line: bytes, ts: float) -> None:
+        self.lines.append(line)
+        self.last_ts = ts
+        self.size += len(line) + 1
+        self.last_indented = line[:1] in (b" ", b"\t")
+        if self.last_indented and line.lstrip().startswith(b"at "):
+            self.java = True
+        elif line.startswith(b"Traceback (most recent call last)"):
+            self.python = True
+
+    def continues(self, line: bytes) -> bool:
+        """Whether `line` (arriving in time) belongs to this entry."""
+        if len(self.lines) >= GROUP_MAX_LINES or self.size + len(line) > GROUP_MAX_BYTES:
+            return False
+        if line[:1] in (b" ", b"\t") or self.go:
+            # Indented: a frame of any language's trace. A Go panic dump has unindented lines
+            # (goroutine headers, function names) and ends when the process does.
+            return True
+        if line.startswith(b"Traceback (most recent call last)"):
+            return True  # logging.exception: the message line, then the trace
+        if self.python:
+            # The exception line after the frames, and the chained tracebacks after it.
+            return self.last_indented or not line.strip() or line.startswith(_PY_CHAIN)
+        if line.startswith(b"Caused by: ") and self.java:
+            return True
+        # An exception's name after a logger's line: "...ERROR failed" then "java.lang.X: ..."
+        return len(self.lines) == 1 and _EXCEPTION_HEAD.match(line) is not None
+
+    def entry(self, source: OutputStream) -> LogLine:
+        lines = self.lines
+        while len(lines) > 1 and not lines[-1].strip():
+            lines.pop()
+        trace = self.python or self.go or self.java
+        level = explicit_level(lines[-1]) or (explicit_level(lines[0]) if len(lines) > 1 else None)
+        if level is None:
+            level = "error" if trace else ("warn" if source.stream == "stderr" else "info")
+        text = lines[0] if len(lines) == 1 else b"\n".join(lines)
+        return LogLine(self.ts, source.instance_id, source.tenant_id, source.stream, level,
+                       decode(text))
+
+
+class _StreamState:
+    __slots__ = ("group", "splitter")
+
+    def __init__(self) -> None:
+        self.splitter = LineSplitter()
+        self.group: _Group | None = None
+
+
+class Parser:
+    """Turns what the hub took (pipe reads and ready-made system lines) into entries. Keeps each
+    stream's partial line and open entry between calls; one caller at a time (the ingest task)."""
+
+    def __init__(self) -> None:
+        self._streams: dict[OutputStream, _StreamState] = {}
+
+    def feed(self, items: Iterable[Any], now: float, *, final: bool = False) -> list[LogLine]:
+        """Items are LogLines or (OutputStream, read time, bytes; b"" at EOF). An entry that may
+        still grow is held until GROUP_GAP_S after its last line (see hold_until)."""
+        out: list[LogLine] = []
+        streams = self._streams
+        for item in items:
+            if isinstance(item, LogLine):
+                out.append(item)
+                continue
+            source, ts, data = item
+            state = streams.get(source)
+            if state is None:
+                state = streams[source] = _StreamState()
+            if data:
+                for line in state.splitter.feed(data):
+                    self._line(state, source, ts, line, out)
+            else:
+                for line in state.splitter.flush():
+                    self._line(state, source, ts, line, out)
+                if state.group is not None:
+                    out.append(state.group.entry(source))
+                del streams[source]
+        for source, state in list(streams.items()):
+            if final:
+                for line in state.splitter.flush():
+                    self._line(state, source, now, line, out)
+            group = state.group
+            if group is not None and (final or now - group.last_ts >= GROUP_GAP_S):
+                out.append(group.entry(source))
+                state.group = None
+            if final:
+                del streams[source]
+        return out
+
+    def hold_until(self) -> float | None:
+        """When the earliest held entry is due (wall time), or None if none is held."""
+        due = [s.group.last_ts + GROUP_GAP_S for s in self._streams.values() if s.group]
+        return min(due) if due else None
+
+    @staticmethod
+    def _line(state: _StreamState, source: OutputStream, ts: float, line: bytes,
+              out: list[LogLine]) -> None:
+        group = state.group
+        if group is not None:
+            if ts - group.last_ts <= GROUP_GAP_S and group.continues(line):
+                group.add(line, ts)
+                return
+            out.append(group.entry(source))
+        state.group = _Group(line, ts)
