@@ -59,10 +59,23 @@ class LineSplitter:
     def feed(self, chunk: bytes) -> list[bytes]:
         lines: list[bytes] = []
         start = 0
+        last = chunk.rfind(b"\n")
         while True:
             nl = chunk.find(b"\n", start)
             if nl < 0:
                 break
+            if start and not self._buf and not self._skipping and nl < last:
+                # The lines between the first and the last newline, split in C.
+                middle = chunk[start:last].split(b"\n")
+                if b"\r" in chunk:
+                    middle = [piece.removesuffix(b"\r") for piece in middle]
+                if max(map(len, middle)) > self._max:
+                    middle = [piece if len(piece) <= self._max else
+                              piece[: self._max] + TRUNCATED.format(len(piece) - self._max).encode()
+                              for piece in middle]
+                lines += middle
+                start = last + 1
+                continue
             piece = chunk[start:nl]
             start = nl + 1
             # The \r of a \r\n ending is not content: strip it before measuring, so a line of
@@ -120,6 +133,26 @@ GROUP_MAX_LINES = 500
 GROUP_MAX_BYTES = 64 * 1024
 _EXCEPTION_HEAD = re.compile(rb"^(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)\b")
 _PY_CHAIN = (b"During handling of the above exception", b"The above exception was the direct")
+
+
+# A line start that may continue an entry or start a trace; a chunk without one takes the fast path.
+_INTERESTING = re.compile(
+    rb"\n(?:[ \t\r\n]|Traceback \(|panic: |fatal error: |Caused by: |During handling|The above"
+    rb"|(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)\b)")
+
+
+def _plain(source: OutputStream, ts: float, lines: list[bytes], out: list[LogLine]) -> None:
+    """Lines that are entries of their own, without a call per line where it can be helped."""
+    iid, tid, stream = source.instance_id, source.tenant_id, source.stream
+    default = "warn" if stream == "stderr" else "info"
+    match, levels = _LEVEL_WORD.match, _LEVELS
+    for line in lines:
+        if line[:1] == b"{":
+            level = explicit_level(line) or default
+        else:
+            m = match(line)
+            level = levels[m.group(1).lower()] if m else default
+        out.append(LogLine(ts, iid, tid, stream, level, line.decode("utf-8", "replace")))
 
 
 class _Group:
@@ -204,8 +237,21 @@ class Parser:
             if state is None:
                 state = streams[source] = _StreamState()
             if data:
-                for line in state.splitter.feed(data):
-                    self._line(state, source, ts, line, out)
+                lines = state.splitter.feed(data)
+                n = len(lines)
+                if n > 3 and _INTERESTING.search(data, data.find(b"\n") + 1) is None:
+                    # No line after the first can continue or start a trace: past the first two
+                    # (which may continue what came before), each line is its own entry.
+                    self._line(state, source, ts, lines[0], out)
+                    self._line(state, source, ts, lines[1], out)
+                    if state.group is not None:
+                        out.append(state.group.entry(source))
+                        state.group = None
+                    _plain(source, ts, lines[2:-1], out)
+                    self._line(state, source, ts, lines[-1], out)
+                else:
+                    for line in lines:
+                        self._line(state, source, ts, line, out)
             else:
                 for line in state.splitter.flush():
                     self._line(state, source, ts, line, out)

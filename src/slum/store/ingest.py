@@ -70,6 +70,9 @@ class _Batch:
 async def run_ingest(hub: Hub, store: Store, stats: IngestStatistics, *,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Returns when the hub is closed and everything queued is stored (shutdown)."""
+    import os, sys
+    if os.environ.get("SLUM_SWITCH"):
+        sys.setswitchinterval(float(os.environ["SLUM_SWITCH"]))
     parser = Parser()
     failures = 0
     episode_dropped = 0
