@@ -212,7 +212,8 @@ def test_flood_neither_blocks_the_proxy_nor_loses_lines(node: Slum) -> None:
     node.cli("spawn", "chatty", "--id", "calm", check=True)
     node.cli("spawn", "flood", "--id", "f", check=True)
     latencies = []
-    deadline = time.monotonic() + 60
+    # Generous: ingestion runs at a lower CPU priority, and this machine may be busy.
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         started = time.monotonic()
         status, _, _ = node.http("GET", "/health", host="one.web.localhost")

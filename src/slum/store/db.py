@@ -6,7 +6,7 @@ touches SQLite itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +57,17 @@ class Store:
                 return fn(self._writer)
 
         return await trio.to_thread.run_sync(run, limiter=self._write_lock)
+
+    async def write_on(self, thread: Callable[[Callable[[], T]], Awaitable[T]],
+                       fn: Callable[[Any], T]) -> T:
+        """Like write, but run by `thread` (the ingest writer's own, lower-priority thread)."""
+
+        def run() -> T:
+            with self._writer:
+                return fn(self._writer)
+
+        async with self._write_lock:
+            return await thread(run)
 
     async def write_raw(self, fn: Callable[[Any], T]) -> T:
         """Like write, but fn manages its own transactions (several, or none)."""

@@ -11,11 +11,17 @@ stored when writing works again. Ingestion itself never ends on an error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from slum.events import Hub, LogLine, StoredLog
@@ -23,8 +29,15 @@ from slum.logtext import Parser
 from slum.store.db import Store
 
 BATCH_BYTES = 128 * 1024
+# The writer thread's nice value. Parsing and FTS-indexing a flood is a core's worth of work; at
+# a lower priority it takes the CPU the edge leaves, and a flooding child is slowed (back-pressure)
+# instead of every tenant's requests. Measured on a loaded 2-core machine (bench/logs.py
+# --flood-only): edge req/s during a flood 597 at nice 0, 1,590 at nice 5, 2,143 at nice 15 (at
+# rest ~2,100-2,600). Not lower: CPU-bound tenant apps would then starve everyone's logging.
+WRITER_NICE = 10
 RETRY_S = (0.05, 0.2, 1.0)  # pause after consecutive failed writes, so a broken disk is no busy loop
 log = logging.getLogger("slum")
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,57 +83,95 @@ class _Batch:
 async def run_ingest(hub: Hub, store: Store, stats: IngestStatistics, *,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Returns when the hub is closed and everything queued is stored (shutdown)."""
-    import os, sys
-    if os.environ.get("SLUM_SWITCH"):
-        sys.setswitchinterval(float(os.environ["SLUM_SWITCH"]))
     parser = Parser()
+    writer = WriterThread()
     failures = 0
     episode_dropped = 0
     task_status.started()
-    while True:
-        await hub.wait_pending(parser.hold_until())
-        items = hub.take(BATCH_BYTES)
-        final = hub.closed and not hub.pending
-        if not items and parser.hold_until() is None:
-            if final:
-                return
-            continue
-        batch = _Batch(parser, items, final)
-        # Shielded: a batch taken from the hub is stored (or counted) even during shutdown.
-        with trio.CancelScope(shield=True):
-            try:
-                first_id = await store.write(batch)
-            except Exception as e:
-                lost = len(batch.entries) or _estimate(batch.items)
-                stats.failed_batches += 1
-                stats.errors += 1
-                stats.dropped += lost
-                hub.dropped_logs += lost
-                episode_dropped += lost
-                if stats.failing_since is None:
-                    stats.failing_since = time.time()
-                    log.warning("cannot store log lines (%s: %s): counting them as dropped "
-                                "until writing works again", type(e).__name__, e)
-                if not final:
-                    await trio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
-                failures += 1
+    try:
+        while True:
+            await hub.wait_pending(parser.hold_until())
+            items = hub.take(BATCH_BYTES)
+            final = hub.closed and not hub.pending
+            if not items and parser.hold_until() is None:
+                if final:
+                    return
                 continue
-        if stats.failing_since is not None:
-            message = (f"log writes work again: {episode_dropped} lines dropped since "
-                       f"{time.strftime('%H:%M:%S', time.localtime(stats.failing_since))}")
-            log.warning("%s", message)
-            hub.system(None, message, "warn")
-            stats.failing_since, episode_dropped = None, 0
-        failures = 0
-        entries = batch.entries
-        if not entries:
-            continue
-        stats.lines += len(entries)
-        stats.batches += 1
-        stats.last_batch = len(entries)
-        if hub.subscribed:
-            for i, line in enumerate(entries):
-                hub.publish(StoredLog(first_id + i, line))
+            batch = _Batch(parser, items, final)
+            # Shielded: a batch taken from the hub is stored (or counted) even during shutdown.
+            with trio.CancelScope(shield=True):
+                try:
+                    first_id = await store.write_on(writer.run, batch)
+                except Exception as e:
+                    lost = len(batch.entries) or _estimate(batch.items)
+                    stats.failed_batches += 1
+                    stats.errors += 1
+                    stats.dropped += lost
+                    hub.dropped_logs += lost
+                    episode_dropped += lost
+                    if stats.failing_since is None:
+                        stats.failing_since = time.time()
+                        log.warning("cannot store log lines (%s: %s): counting them as dropped "
+                                    "until writing works again", type(e).__name__, e)
+                    if not final:
+                        await trio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
+                    failures += 1
+                    continue
+            if stats.failing_since is not None:
+                message = (f"log writes work again: {episode_dropped} lines dropped since "
+                           f"{time.strftime('%H:%M:%S', time.localtime(stats.failing_since))}")
+                log.warning("%s", message)
+                hub.system(None, message, "warn")
+                stats.failing_since, episode_dropped = None, 0
+            failures = 0
+            entries = batch.entries
+            if not entries:
+                continue
+            stats.lines += len(entries)
+            stats.batches += 1
+            stats.last_batch = len(entries)
+            if hub.subscribed:
+                for i, line in enumerate(entries):
+                    hub.publish(StoredLog(first_id + i, line))
+    finally:
+        writer.close()
+
+
+class WriterThread:
+    """One thread of ingestion's own (not trio's shared worker threads: a nice value set on one
+    of those would stay with it, and slow down whatever runs there next)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any], None]] | None] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run fn in the thread; the caller is shielded (an abandoned job would still run)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="slum ingest", daemon=True)
+            self._thread.start()
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        box: list[outcome.Outcome[T]] = []
+
+        def deliver(result: outcome.Outcome[T]) -> None:
+            box.append(result)
+            token.run_sync_soon(done.set)
+
+        self._jobs.put((fn, deliver))
+        await done.wait()
+        return box[0].unwrap()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        while (job := self._jobs.get()) is not None:
+            fn, deliver = job
+            deliver(outcome.capture(fn))
 
 
 def _estimate(items: list[Any]) -> int:
