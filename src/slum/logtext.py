@@ -127,8 +127,10 @@ def decode(line: bytes) -> str:
 
 # --- multi-line entries ---------------------------------------------------------------------
 # A stack trace is written as many lines within a moment. Lines of one stream that continue the
-# previous one (see _continues) and arrive within GROUP_GAP_S of it are one entry.
-GROUP_GAP_S = 0.010
+# previous one (see _Group.continues) and arrive within GROUP_GAP_S of it are one entry. Generous,
+# because a busy machine can deschedule a child between two writes of one trace; only an entry
+# that looks like a trace is held back that long waiting for more (see _Group.may_grow).
+GROUP_GAP_S = 0.100
 GROUP_MAX_LINES = 500
 GROUP_MAX_BYTES = 64 * 1024
 _EXCEPTION_HEAD = re.compile(rb"^(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)\b")
@@ -164,7 +166,7 @@ class _Group:
         self.size = len(line)
         self.python = line.startswith(b"Traceback (most recent call last)")
         self.go = line.startswith((b"panic: ", b"fatal error: "))
-        self.java = False
+        self.java = line.startswith(b"Exception in thread ") or bool(_EXCEPTION_HEAD.match(line))
         self.last_indented = False
 
     def add(self, line: bytes, ts: float) -> None:
@@ -176,6 +178,12 @@ class _Group:
             self.java = True
         elif line.startswith(b"Traceback (most recent call last)"):
             self.python = True
+
+    @property
+    def may_grow(self) -> bool:
+        """Worth waiting for: a trace's lines come in separate writes (a logger writes a whole
+        record at once, so a plain line is not held back waiting for one)."""
+        return self.python or self.go or self.java or len(self.lines) > 1
 
     def continues(self, line: bytes) -> bool:
         """Whether `line` (arriving in time) belongs to this entry."""
@@ -263,7 +271,8 @@ class Parser:
                 for line in state.splitter.flush():
                     self._line(state, source, now, line, out)
             group = state.group
-            if group is not None and (final or now - group.last_ts >= GROUP_GAP_S):
+            if group is not None and (final or not group.may_grow
+                                      or now - group.last_ts >= GROUP_GAP_S):
                 out.append(group.entry(source))
                 state.group = None
             if final:
@@ -272,7 +281,8 @@ class Parser:
 
     def hold_until(self) -> float | None:
         """When the earliest held entry is due (wall time), or None if none is held."""
-        due = [s.group.last_ts + GROUP_GAP_S for s in self._streams.values() if s.group]
+        due = [s.group.last_ts + GROUP_GAP_S for s in self._streams.values()
+               if s.group is not None and s.group.may_grow]
         return min(due) if due else None
 
     @staticmethod
