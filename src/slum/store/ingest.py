@@ -111,8 +111,9 @@ async def run_ingest(hub: Hub, store: Store, stats: IngestStatistics, *,
                     episode_dropped += lost
                     if stats.failing_since is None:
                         stats.failing_since = time.time()
+                        cause = _cause(e)
                         log.warning("cannot store log lines (%s: %s): counting them as dropped "
-                                    "until writing works again", type(e).__name__, e)
+                                    "until writing works again", type(cause).__name__, cause)
                     if not final:
                         await trio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
                     failures += 1
@@ -172,6 +173,14 @@ class WriterThread:
         while (job := self._jobs.get()) is not None:
             fn, deliver = job
             deliver(outcome.capture(fn))
+
+
+def _cause(e: BaseException) -> BaseException:
+    """SQLite rolls a transaction back itself on SQLITE_FULL; the rollback that follows then fails
+    and hides the cause. Name the cause."""
+    while "no transaction is active" in str(e) and e.__context__ is not None:
+        e = e.__context__
+    return e
 
 
 def _estimate(items: list[Any]) -> int:
