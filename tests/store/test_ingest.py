@@ -22,7 +22,7 @@ def stored(store: Store, text: str) -> int:
 
 async def wait_for(predicate, within: float = 10) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(within):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 (the state is in another thread and the db)
             await trio.sleep(0.01)
 
 
