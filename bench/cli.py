@@ -28,7 +28,7 @@ from _common import (
 )
 
 TENEMENT_PS_MS = 18.0
-TARGET_PS_MS = 150.0
+TARGET_PS_MS = 40.0
 
 CONFIG = """\
 [settings]
