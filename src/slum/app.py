@@ -225,10 +225,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     checker = NodeChecker(config.settings.node_check_interval)
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
                      refresh_routes, ingest, requests=requests, sampler=sampler, nodes=checker)
-    from slum.web.create_app import create_app
-
     ctx.extras["edge_connections"] = lambda: edge.connections
-    app = create_app(ctx)
     try:
         async with trio.open_nursery() as outer:
             await outer.start(run_ingest, hub, store, ingest)
@@ -250,7 +247,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                     await procs.start(supervisor.run, known)
                     async with trio.open_nursery() as front:
                         web_stop = trio.Event()
-                        await front.start(_serve_web, app, control, web_stop)
+                        await front.start(_serve_web, ctx, control, web_stop)
                         listeners = await front.start(edge.serve, opts.host, opts.port)
                         port = listeners[0].getsockname()[1]
                         front.start_soon(watch_routes)
@@ -295,10 +292,20 @@ async def _wait_for_signal() -> None:
             return
 
 
-async def _serve_web(app: Any, sock: socket.socket, stop: trio.Event, *,
+async def _serve_web(ctx: WebContext, sock: socket.socket, stop: trio.Event, *,
                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """Quart and Hypercorn are ~20 MB of RSS that a node nobody asks does not need: load them
+    (off the loop) when the first connection waits on the control socket, which is listening
+    already, so that connection is served, only later. See specs/architecture.md."""
+    task_status.started()
+    await trio.lowlevel.wait_readable(sock)
+    await trio.to_thread.run_sync(_import_web)
     from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hyper_serve
+
+    from slum.web.create_app import create_app
+
+    app = create_app(ctx)
 
     hc = HyperConfig()
     hc.bind = [f"fd://{sock.fileno()}"]
@@ -306,7 +313,13 @@ async def _serve_web(app: Any, sock: socket.socket, stop: trio.Event, *,
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 1.0
     hc.keep_alive_timeout = 75.0
-    await hyper_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
+    await hyper_serve(app, hc, shutdown_trigger=stop.wait)
+
+
+def _import_web() -> None:
+    import hypercorn.trio  # noqa: F401
+
+    import slum.web.create_app  # noqa: F401
 
 
 def _only_service(config: cfg.Config) -> str | None:
