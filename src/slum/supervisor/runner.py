@@ -174,10 +174,11 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     ctx.hub.system(inst.id, f"started pid {child.pid} on port {port}")
     why, asked = "exited", False
     try:
-        with trio.CancelScope(shield=True):
-            await ctx.journal.process_started(inst, child.pid, child.started_at)
         readers = (_Reader(), _Reader())
         async with trio.open_nursery() as pumps:
+            # Beside readiness polling, not before it: the database write can wait behind a log
+            # batch, and a wake should cost little more than the app's own start.
+            pumps.start_soon(_journal_started, inst, ctx, child)
             pumps.start_soon(_pump, ctx.hub.output(inst.id, "stdout"), child.stdout, readers[0])
             pumps.start_soon(_pump, ctx.hub.output(inst.id, "stderr"), child.stderr, readers[1])
             try:
@@ -206,6 +207,11 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
             f"killed by signal {-code}" if code is not None else "exited")
     ctx.hub.system(inst.id, f"pid {child.pid} {why}", "info" if code == 0 else "warn")
     return code, why, asked
+
+
+async def _journal_started(inst: Instance, ctx: Context, child: ChildProcess) -> None:
+    with trio.CancelScope(shield=True):
+        await ctx.journal.process_started(inst, child.pid, child.started_at)
 
 
 async def _end(inst: Instance, ctx: Context, child: ChildProcess) -> None:
