@@ -259,9 +259,11 @@ class Slum:
             time.sleep(0.05)
 
 
-def start_slum(procs: Procs, workdir: Path, config: str, *, timeout: float = 30.0) -> Slum:
+def start_slum(procs: Procs, workdir: Path, config: str, *, timeout: float = 30.0,
+               ask: bool = True) -> Slum:
     """Write tenement.toml into workdir and run `slum serve` on 127.0.0.1 with a fresh database
-    there; return once the control socket answers /api/health."""
+    there; return once the control socket answers /api/health (ask=False: once it exists and the
+    edge listens, without a request, which would load the web app)."""
     cfg = workdir / "tenement.toml"
     cfg.write_text(config)
     db = workdir / "slum.db"
@@ -282,6 +284,8 @@ def start_slum(procs: Procs, workdir: Path, config: str, *, timeout: float = 30.
         if proc.poll() is not None:
             tail = (workdir / "slum.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"slum serve exited with {proc.returncode}:\n{tail}")
+        if sock.exists() and not ask:
+            break
         if sock.exists():
             try:
                 status, _ = api(sock, "GET", "/api/health", timeout=2)
