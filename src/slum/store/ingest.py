@@ -33,8 +33,9 @@ BATCH_BYTES = 128 * 1024
 # a lower priority it takes the CPU the edge leaves, and a flooding child is slowed (back-pressure)
 # instead of every tenant's requests. Measured on a loaded 2-core machine (bench/logs.py
 # --flood-only): edge req/s during a flood 597 at nice 0, 1,590 at nice 5, 2,143 at nice 15 (at
-# rest ~2,100-2,600). Not lower: CPU-bound tenant apps would then starve everyone's logging.
-WRITER_NICE = 10
+# rest ~2,100-2,600). Not lower than 5: CPU-bound tenant apps (nice 0) would then starve
+# everyone's logging, and a child blocked on a full pipe stalls.
+WRITER_NICE = 5
 RETRY_S = (0.05, 0.2, 1.0)  # pause after consecutive failed writes, so a broken disk is no busy loop
 log = logging.getLogger("slum")
 T = TypeVar("T")
