@@ -247,11 +247,15 @@ class Slum:
             raise RuntimeError(f"GET /_/api/instances: {status} {data}")
         return list(data)
 
-    def wait_healthy(self, ids: Sequence[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    def wait_healthy(self, ids: Sequence[str], timeout: float = 30.0, *,
+                     idle_ok: bool = False) -> dict[str, dict[str, Any]]:
+        """Until each is healthy (idle_ok: or already stopped for being idle, which a short
+        idle_timeout can make happen before the first look)."""
         deadline = time.monotonic() + timeout
         while True:
             by_id = {i["id"]: i for i in self.instances()}
-            if all(by_id.get(i, {}).get("status") in ("healthy", "running") for i in ids):
+            if all(by_id.get(i, {}).get("status") in ("healthy", "running")
+                   or (idle_ok and by_id.get(i, {}).get("reason") == "idle") for i in ids):
                 return by_id
             if time.monotonic() > deadline:
                 states = {i: by_id.get(i, {}).get("status") for i in ids}
