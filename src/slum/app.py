@@ -37,7 +37,7 @@ from slum.proxy.trust import RouterTrust
 from slum.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
 from slum.sampler import Sampler, minute_rows
 from slum.store.db import Store, describe_error
-from slum.store.logs import IngestStatistics, run_ingest
+from slum.store.ingest import IngestStatistics, run_ingest
 from slum.store.metrics import write_history
 from slum.store.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from slum.store.retention import retain
@@ -390,9 +390,9 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     checker = NodeChecker(config.settings.node_check_interval)
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
                      refresh_routes, ingest, requests=requests, sampler=sampler, nodes=checker)
+    ctx.extras["edge_connections"] = lambda: edge.connections
     from slum.web.create_app import create_app
 
-    ctx.extras["edge_connections"] = lambda: edge.connections
     alerts = ctx.extras["alerts"] = Alerts(
         config.alerts, hub, restart_window=config.settings.restart_window,
         max_restarts=config.settings.max_restarts,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: `slum ps` imports this module, and typing costs ms
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 
 def print_json(data: Any) -> None:
