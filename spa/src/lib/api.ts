@@ -2,6 +2,7 @@
 // Pure: no SvelteKit imports, so it runs under vitest with a fake fetch.
 
 import type {
+	OverviewSummary,
 	Instance,
 	InstanceDetail,
 	LiveMetrics,
@@ -223,11 +224,18 @@ export function createClient(options: ClientOptions = {}) {
 		// metrics
 		metrics: () => request<MetricSnapshot[]>(`${base}/metrics`),
 		/** The last `seconds` (10..3600) at one-second resolution, from memory. */
-		metricsLive: (seconds: number, signal?: AbortSignal) =>
+		metricsLive: (seconds: number, signal?: AbortSignal, keys?: readonly string[]) =>
 			request<LiveMetrics>(
-				`${base}/metrics/live${queryString({ seconds: Math.min(Math.max(Math.round(seconds), 10), 3600) })}`,
+				`${base}/metrics/live${queryString({
+					seconds: Math.min(Math.max(Math.round(seconds), 10), 3600),
+					// only these series (an instance page wants its own, not the fleet's)
+					keys: keys && keys.length ? keys.join(',') : undefined
+				})}`,
 				{ signal }
 			),
+		/** Everything the overview shows, aggregated by the server in one small answer. */
+		overviewSummary: () => request<OverviewSummary>(`${base}/overview/summary`),
+		config: () => request<Record<string, unknown>>(`${base}/config`),
 		metricHistory: (q: MetricHistoryQuery, signal?: AbortSignal) => {
 			const params = {
 				name: q.name,

@@ -65,7 +65,8 @@ def ps_command(client: Any, *, all: bool = False, json: bool = False) -> int:
         return 0
     rows: list[tuple[Any, ...]] = [
         (i["id"], i["status"], i.get("health"), i.get("port"), i.get("pid"),
-         duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"), i.get("reason") or "")
+         duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"), i.get("reason") or (
+             i.get("last_reason") if i["status"] == "crash-looping" else "") or "")
         for i in instances]
     headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
                "REASON"]

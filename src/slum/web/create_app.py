@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Response, jsonify, request, send_file
+from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from slum.errors import SlumError, Unauthorized
-from slum.web import alerts, api, dashboard, metrics, ops, sse, tls
+from slum.web import alerts, api, compress, dashboard, metrics, ops, overview_summary, sse, tls
 from slum.web.auth import SESSION_COOKIE, bearer, client_address
 from slum.web.context import WebContext
 
@@ -60,6 +60,8 @@ def create_app(ctx: WebContext) -> QuartTrio:
     alerts.register(app, ctx)
     tls.register(app, ctx)
     ops.register(app, ctx)
+    overview_summary.register(app, ctx)
+    compress.register(app)
 
     @app.get("/_")
     @app.get("/_/")
@@ -68,7 +70,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
         if path.startswith("api/") or path == "api":
             return jsonify({"error": f"no API endpoint /_/{path}"}), 404
         file, immutable = dashboard.resolve(path)
-        response = await send_file(file)
+        response = await compress.send_static(file)
         response.headers["Cache-Control"] = ("public, max-age=31536000, immutable" if immutable
                                              else "no-cache")
         return response
