@@ -70,6 +70,8 @@ export interface ClientOptions {
 	fleetBase?: string;
 	/** Called once per 401, before the UnauthorizedError is thrown. */
 	onUnauthorized?: (err: UnauthorizedError) => void;
+	/** Called after each request: false when slum could not be reached (or its edge said 502/503/504). */
+	onReachable?: (reachable: boolean) => void;
 }
 
 type Query = Record<string, string | number | boolean | null | undefined>;
@@ -147,8 +149,11 @@ export function createClient(options: ClientOptions = {}) {
 			res = await doFetch(url, reqInit);
 		} catch (err) {
 			if (err instanceof DOMException && err.name === 'AbortError') throw err;
+			options.onReachable?.(false);
 			throw new NetworkError();
 		}
+		// a proxy in front (Caddy, nginx) answers for slum while it is down
+		options.onReachable?.(!(res.status === 502 || res.status === 503 || res.status === 504));
 		const body = await readBody(res);
 		if (res.status === 401) {
 			const err = new UnauthorizedError(messageFrom(body, res), body);
