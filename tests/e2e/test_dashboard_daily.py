@@ -316,3 +316,36 @@ def test_a_phone_sees_the_overview_and_the_instances(node: Node, browser: Browse
     screenshot(page, "instances-phone")
     page.context.close()
     assert browser.errors == []
+
+
+@pytest.mark.browser
+def test_tabs_show_slum_unreachable_and_recover_by_themselves(node: Node, browser: Browser) -> None:
+    first = new_page(browser)
+    login(first, node, "/")
+    tabs = {"/": first}
+    for path in ("/instances", "/logs"):
+        tab = new_page(browser, context=first.context)
+        tab.goto(node.url(path))
+        tabs[path] = tab
+    expect(first.get_by_test_id("stat-instances")).to_contain_text("2")
+
+    node.slum.stop()
+    for tab in tabs.values():
+        expect(tab.get_by_test_id("unreachable-banner")).to_be_visible(timeout=30_000)
+        # one banner, not the page's own error on top of it
+        expect(tab.get_by_test_id("error-banner")).to_have_count(0)
+    screenshot(first, "overview-unreachable")
+
+    node.slum.start()
+    # sessions live in memory here: a restarted slum asks for a login, and one login in any
+    # tab brings every tab back to where it was (with persisted sessions, no login at all)
+    for tab in tabs.values():
+        expect(tab.get_by_test_id("unreachable-banner")).to_have_count(0, timeout=30_000)
+    other = new_page(browser, context=first.context)
+    login(other, node, "/servers")
+    for path, tab in tabs.items():
+        tab.wait_for_url(node.url(path), timeout=30_000)
+        expect(tab.get_by_test_id("unreachable-banner")).to_have_count(0)
+    expect(first.get_by_test_id("stat-instances")).to_contain_text("2")
+    first.context.close()
+    assert browser.errors == []
