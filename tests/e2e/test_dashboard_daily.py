@@ -349,3 +349,73 @@ def test_tabs_show_slum_unreachable_and_recover_by_themselves(node: Node, browse
     expect(first.get_by_test_id("stat-instances")).to_contain_text("2")
     first.context.close()
     assert browser.errors == []
+
+
+DASH = "\u2013"  # what the dashboard shows for an unknown value
+REMOTE_CONFIG = """
+[settings]
+data_dir = "./data"
+
+[service.web]
+command = ["{python}", "{children}/web.py"]
+health = "/health"
+"""
+
+
+@pytest.mark.browser
+def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
+        tmp_path: Path, browser: Browser) -> None:
+    from tests.conftest import free_port
+    from tests.e2e.conftest import write_config
+
+    remote = Slum(tmp_path / "remote", free_port())
+    remote.dir.mkdir()
+    write_config(remote.dir, REMOTE_CONFIG)
+    remote_token = remote.cli("token-gen", "--database", str(remote.database),
+                              check=True).stdout.strip()
+    remote.start()
+    here = Slum(tmp_path / "here", free_port())
+    here.dir.mkdir()
+    try:
+        node = start_node(here, CONFIG.replace("[settings]", "[settings]\nnode_check_interval = 0.3"))
+        db = ["--database", str(here.database)]
+        here.cli("server-add", f"127.0.0.1:{remote.port}", "-n", "far", "--token", remote_token,
+                 *db, check=True)
+        here.cli("tenant-add", "bob", "-s", "far", "--service", "web", *db, check=True)
+        # the first request to the tenant starts its instance on the remote node
+        wait_until(lambda: here.http("GET", "/", host="bob.localhost")[0] == 200,
+                   "bob answering through this node", timeout=30)
+
+        page = new_page(browser)
+        login(page, node, "/servers")
+        far = page.locator('[data-testid="server-row"]', has_text="far")
+        expect(far.get_by_test_id("server-version")).not_to_have_text(DASH)
+        expect(far.get_by_test_id("server-instances")).to_have_text("1")
+        expect(far.get_by_test_id("server-load")).not_to_have_text(DASH)
+        expect(far.get_by_test_id("server-last-seen")).to_contain_text("now")
+        screenshot(page, "servers-fleet")
+
+        page.goto(node.url("/instances"))
+        expect(page.locator('[data-testid="instance-row"][data-server="far"]')).to_have_count(0)
+        page.get_by_test_id("every-node").check()
+        bob = page.locator('[data-testid="instance-row"][data-server="far"]'
+                           '[data-instance-id="web:bob"]')
+        expect(bob).to_be_visible()
+        expect(row(page, "web:one")).to_be_visible()
+        screenshot(page, "instances-every-node")
+
+        remote.stop()
+        wait_until(lambda: {s["name"]: s["status"] for s in node.api("GET", "/_/api/servers")[1]}
+                   .get("far") == "offline", "far offline", timeout=30)
+        page.goto(node.url("/tenants/bob"))
+        expect(page.get_by_test_id("tenant-server-down")).to_contain_text("far")
+        expect(page.get_by_test_id("tenant-status")).to_contain_text("server offline")
+        screenshot(page, "tenant-on-a-down-node")
+        page.goto(node.url("/servers"))
+        expect(far.get_by_test_id("server-last-seen")).to_contain_text("no answer")
+        page.context.close()
+    finally:
+        for s in (here, remote):
+            if s.proc is not None and s.proc.poll() is None:
+                s.stop()
+    assert browser.errors == []

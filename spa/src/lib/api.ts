@@ -3,6 +3,7 @@
 
 import type {
 	OverviewSummary,
+	ServerView,
 	Instance,
 	InstanceDetail,
 	LiveMetrics,
@@ -190,6 +191,10 @@ export function createClient(options: ClientOptions = {}) {
 
 		// fleet
 		servers: () => request<Server[]>(`${base}/servers`),
+		/** Servers with load, memory, instance count, version and last answer (asks each node). */
+		fleetServers: () => request<ServerView[]>(`${base}/fleet/servers`),
+		/** Instances of every node (`slum ps --all`); a node that does not answer gives one row. */
+		allInstances: () => request<Instance[]>(`${base}/instances?all=1`),
 		server: (id: string) => request<Server>(`${base}/servers/${enc(id)}`),
 		addServer: (s: NewServer) =>
 			request<Server>(`${fleetBase}/servers`, { method: 'POST', body: s }),

@@ -283,3 +283,14 @@ export interface OverviewSummary extends Overview {
 	top_cpu: Consumer[];
 	top_memory: Consumer[];
 }
+
+/** GET /_/api/fleet/servers: a server with what it says about itself. */
+export interface ServerView extends Server {
+	version?: string | null;
+	instance_count?: number | null;
+	host?: { load1?: number; cpus?: number; memory_total_bytes?: number; memory_available_bytes?: number };
+	/** unix seconds of its last answer */
+	last_seen?: number | null;
+	/** why it did not answer this time */
+	error?: string;
+}

@@ -10,7 +10,18 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from slum.errors import SlumError, Unauthorized
-from slum.web import alerts, api, compress, dashboard, metrics, ops, overview_summary, sse, tls
+from slum.web import (
+    alerts,
+    api,
+    compress,
+    dashboard,
+    fleet_view,
+    metrics,
+    ops,
+    overview_summary,
+    sse,
+    tls,
+)
 from slum.web.auth import SESSION_COOKIE, bearer, client_address
 from slum.web.context import WebContext
 
@@ -61,6 +72,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     tls.register(app, ctx)
     ops.register(app, ctx)
     overview_summary.register(app, ctx)
+    fleet_view.register(app, ctx)
     compress.register(app)
 
     @app.get("/_")
