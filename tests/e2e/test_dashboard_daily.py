@@ -5,6 +5,7 @@ land in test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -171,6 +172,14 @@ def test_a_crash_loop_is_shown_as_crash_looping_with_its_reason_first(
     charts_top = page.get_by_test_id("instance-summary").bounding_box()["y"]
     assert why.bounding_box()["y"] < charts_top
     screenshot(page, "instance-crash-looping")
+
+    # the alert engine opened a crash_loop alert: a count on the bell and in the tab title
+    wait_until(lambda: node.api("GET", "/_/api/alerts")[1]["open"], "an open alert", timeout=60)
+    page.reload()
+    expect(page.get_by_test_id("alerts-count")).to_have_text(re.compile(r"[1-9]"))
+    expect(page).to_have_title(re.compile(r"^\([1-9]\d*\) crash:loop"))
+    page.get_by_test_id("alerts-bell").click()
+    expect(page.get_by_test_id("alerts-panel")).to_contain_text("crash:loop")
     page.context.close()
     assert browser.errors == []
 
@@ -418,4 +427,44 @@ def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
         for s in (here, remote):
             if s.proc is not None and s.proc.poll() is None:
                 s.stop()
+    assert browser.errors == []
+
+
+@pytest.mark.browser
+def test_keyboard_palette_search_and_the_theme_toggle(node: Node, browser: Browser) -> None:
+    page = new_page(browser)
+    login(page, node, "/instances")
+    expect(row(page, "web:one")).to_be_visible()
+    # `/` focuses the page's search field
+    page.locator("body").press("/")
+    expect(page.get_by_test_id("instance-filter")).to_be_focused()
+    page.keyboard.type("two")
+    expect(page.get_by_test_id("instance-row")).to_have_count(1)
+    # Ctrl-K jumps anywhere: an instance by part of its name
+    page.keyboard.press("Escape")
+    page.locator("body").click()
+    page.keyboard.press("Control+k")
+    expect(page.get_by_test_id("palette-input")).to_be_focused()
+    page.keyboard.type("one")
+    expect(page.get_by_test_id("palette-item").first).to_contain_text("web:one")
+    page.keyboard.press("Enter")
+    page.wait_for_url(node.url("/instances/web%3Aone"))
+    expect(page.get_by_test_id("palette")).to_have_count(0)
+    # a page without a search field: `/` opens the palette, which also lists pages
+    page.goto(node.url("/servers"))
+    page.locator("body").press("/")
+    page.keyboard.type("tenants")
+    page.keyboard.press("Enter")
+    page.wait_for_url(node.url("/tenants"))
+
+    # the system says dark; the toggle switches to light, and the choice survives a reload
+    html = page.locator("html")
+    expect(html).to_have_class(re.compile(r"\bdark\b"))
+    page.get_by_test_id("theme-toggle").click()
+    expect(html).to_have_class(re.compile(r"\blight\b"))
+    page.reload()
+    expect(html).to_have_class(re.compile(r"\blight\b"))
+    bg = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert bg not in ("rgb(2, 6, 23)",), bg  # not slate-950
+    page.context.close()
     assert browser.errors == []
