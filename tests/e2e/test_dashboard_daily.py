@@ -413,6 +413,14 @@ def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
         expect(row(page, "web:one")).to_be_visible()
         screenshot(page, "instances-every-node")
 
+        page.goto(node.url("/logs"))
+        page.get_by_test_id("logs-every-node").check()
+        expect(page.locator('[data-testid="fleet-log-line"][data-server="far"]').first
+               ).to_contain_text("web:bob")
+        expect(page.locator('[data-testid="fleet-log-line"][data-server="local"]').first
+               ).to_be_visible()
+        screenshot(page, "logs-every-node")
+
         remote.stop()
         wait_until(lambda: {s["name"]: s["status"] for s in node.api("GET", "/_/api/servers")[1]}
                    .get("far") == "offline", "far offline", timeout=30)

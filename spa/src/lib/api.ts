@@ -195,6 +195,9 @@ export function createClient(options: ClientOptions = {}) {
 		fleetServers: () => request<ServerView[]>(`${base}/fleet/servers`),
 		/** Instances of every node (`slum ps --all`); a node that does not answer gives one row. */
 		allInstances: () => request<Instance[]>(`${base}/instances?all=1`),
+		/** The newest lines of every node, merged by time; each says which server it is from. */
+		fleetLogs: (q: { search?: string; min_level?: string; limit?: number } = {}) =>
+			request<(LogEntry & { server: string })[]>(`${base}/fleet/logs${queryString(q)}`),
 		server: (id: string) => request<Server>(`${base}/servers/${enc(id)}`),
 		addServer: (s: NewServer) =>
 			request<Server>(`${fleetBase}/servers`, { method: 'POST', body: s }),
