@@ -222,6 +222,15 @@ def test_static_files_and_json_are_compressed(node: Node) -> None:
     status, head, body = _get(f"{node.base}/_/api/overview/summary", **auth)
     assert "content-encoding" not in head and json.loads(body)["instances"] == 2
 
+    # slum's own traffic (its API just now, the edge's 404 for an unknown host) is not an
+    # application: the p99 card names only applications, and links only to instances
+    for _ in range(3):
+        node.slum.http("GET", "/", host="nobody.localhost")
+    node.slum.http("GET", "/", host="one.web.localhost")
+    summary = json.loads(_get(f"{node.base}/_/api/overview/summary", **auth)[2])
+    assert summary["latency"]["target"] == "web:one", summary["latency"]
+    assert summary["latency"]["instance"] == "web:one"
+
 
 @pytest.mark.browser
 def test_the_dashboard_is_light_on_the_wire(node: Node, browser: Browser) -> None:
