@@ -485,3 +485,19 @@ def test_keyboard_palette_search_and_the_theme_toggle(node: Node, browser: Brows
     assert bg not in ("rgb(2, 6, 23)",), bg  # not slate-950
     page.context.close()
     assert browser.errors == []
+
+
+@pytest.mark.browser
+def test_a_fresh_server_says_what_is_configured_and_how_to_spawn_it(
+        slum: Slum, browser: Browser) -> None:
+    node = start_node(slum, CONFIG.split("[instances]")[0])
+    page = new_page(browser)
+    login(page, node, "/")
+    card = page.get_by_test_id("first-run")
+    expect(card).to_contain_text("3 services")
+    for service in ("crash", "tick", "web"):
+        expect(card).to_contain_text(service)
+    expect(card).to_contain_text("slum spawn")
+    screenshot(page, "overview-first-run")
+    page.context.close()
+    assert browser.errors == []
