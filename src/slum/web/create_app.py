@@ -9,12 +9,26 @@ import re
 from pathlib import Path
 from typing import Any
 
-from quart import Response, g, jsonify, request, send_file
+from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from slum.errors import SlumError
-from slum.web import alerts, api, auth, dashboard, deploys, metrics, ops, sse, tls, tokens
+from slum.web import (
+    alerts,
+    api,
+    auth,
+    compress,
+    dashboard,
+    deploys,
+    fleet_view,
+    metrics,
+    ops,
+    overview_summary,
+    sse,
+    tls,
+    tokens,
+)
 from slum.web.context import WebContext
 
 log = logging.getLogger("slum.web")
@@ -74,6 +88,9 @@ def create_app(ctx: WebContext) -> QuartTrio:
     ops.register(app, ctx)
     tokens.register(app, ctx)
     deploys.register(app, ctx)
+    overview_summary.register(app, ctx)
+    fleet_view.register(app, ctx)
+    compress.register(app)
 
     @app.get("/_")
     @app.get("/_/")
@@ -82,7 +99,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
         if path.startswith("api/") or path == "api":
             return jsonify({"error": f"no API endpoint /_/{path}"}), 404
         file, immutable = dashboard.resolve(path)
-        response = await send_file(file)
+        response = await compress.send_static(file)
         response.headers["Cache-Control"] = ("public, max-age=31536000, immutable" if immutable
                                              else "no-cache")
         return response
