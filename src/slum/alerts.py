@@ -211,8 +211,10 @@ class Alerts:
         elif new not in SERVING:
             self._health_changes.pop(iid, None)
             self.observe("health_flapping", iid, False, f"{iid} is {new}")
-        if new == "healthy":
-            self._healthy_since[iid] = now
+        # Healthy by the state machine: a crash loop's recovery is timed from when the process
+        # is healthy again, while its status may still read crash-looping.
+        if (change.state or new) == "healthy":
+            self._healthy_since.setdefault(iid, now)
         else:
             self._healthy_since.pop(iid, None)
 

@@ -52,6 +52,9 @@ class StateChanged:
     new: str
     reason: str | None
     ts: float = field(default_factory=time.time)
+    # The state machine's own new state: `new` is the status people see, which reads
+    # crash-looping over a healthy process until it has stayed up a while.
+    state: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,7 +146,7 @@ def test_unix_socket_app_request_timeout_and_storage(node: Slum) -> None:
     status, _, body = node.http("GET", "/hi", host="a.sock.localhost")
     assert (status, body) == (200, b"sock:a /hi via unix")
     inst = {i["id"]: i for i in node.cli_json("ps")}["sock:a"]
-    assert str(inst["socket"]).endswith("sock-a.sock")
+    assert str(inst["socket"]).endswith("sock-a/app.sock")
     # request_timeout = 1: the app answers /slow after 4 s.
     started = time.monotonic()
     status, _, _ = node.http("GET", "/slow", host="a.sock.localhost")

@@ -82,7 +82,8 @@ class Supervisor:
 
     def _publish(self, inst: Instance, old: State, new: State) -> None:
         # status, not state: a crash loop reaches the SSE stream and the alert engine as itself
-        self.hub.publish(StateChanged(inst.id, inst.previous_status, inst.status, inst.reason))
+        self.hub.publish(StateChanged(inst.id, inst.previous_status, inst.status, inst.reason,
+                                       state=new.value))
 
     def use_config(self, config: Config) -> None:
         """A reload (supervisor/reload.py): services and settings for what starts from now on."""
