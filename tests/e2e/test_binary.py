@@ -252,6 +252,8 @@ def test_children_get_a_clean_environment(workdir: Path, make: Callable[..., Bin
     (workdir / "env_app.py").write_text(ENV_APP)
     (workdir / "tenement.toml").write_text(textwrap.dedent(ENV_CONFIG))
     (workdir / "inner").mkdir()
+    # its own config, with no services (it would otherwise find the outer tenement.toml above it)
+    (workdir / "inner" / "tenement.toml").write_text("[settings]\n")
     outside = "/nonexistent/slum-test-lib"
     slum = make(workdir, extra_env={"LD_LIBRARY_PATH": outside})
     slum.start()
