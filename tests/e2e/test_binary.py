@@ -363,6 +363,11 @@ def test_tokens_init_and_caddy(workdir: Path, make: Callable[..., Binary]) -> No
                                  capture_output=True, text=True, timeout=60, env=slum.env())
         assert adapted.returncode == 0, adapted.stderr
 
+    # `slum install` has systemd start the binary itself, not a Python from the unpacked folder
+    unit = slum.cli("install", "--domain", "example.test", "--dry-run", check=True).stdout
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.split("=", 1)[1].split()[:2] == [str(slum.exe), "serve"], exec_start
+
     # `slum init` in an app's directory writes a config that `slum serve` runs as it is
     app = workdir.parent / "myapp"
     app.mkdir()
