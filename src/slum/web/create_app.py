@@ -10,7 +10,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from slum.errors import SlumError, Unauthorized
-from slum.web import api, dashboard, metrics, sse
+from slum.web import dashboard, metrics
+from slum.web import fleet as api
+from slum.web import logs as sse
 from slum.web.auth import SESSION_COOKIE, bearer, client_address
 from slum.web.context import WebContext
 

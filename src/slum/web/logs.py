@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 
 from slum.events import StateChanged, StoredLog
 from slum.store import logs
-from slum.web.api import log_query_from_args
+from slum.web.fleet import log_query_from_args
 from slum.web.context import WebContext
 
 PING_S = 15.0
