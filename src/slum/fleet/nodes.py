@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from slum.client import Client
-from slum.errors import SlumError, Unavailable
+from slum.errors import Conflict, SlumError, Unavailable
 from slum.fleet import registry
 
 log = logging.getLogger("slum.fleet")
@@ -38,9 +38,9 @@ def _remote(transact: Transact, server: dict[str, Any]) -> Client | None:
 
 
 def place_tenant(transact: Transact, tenant_id: str, server: str | None,
-                 service: str | None) -> dict[str, Any]:
+                 service: str | None, config: str | None = None) -> dict[str, Any]:
     """Add the tenant to the registry and register it on its node; undo if the node refuses."""
-    tenant = transact(lambda c: registry.add_tenant(c, tenant_id, server, service))
+    tenant = transact(lambda c: registry.add_tenant(c, tenant_id, server, service, config))
     target = transact(lambda c: registry.get_server(c, tenant["server_id"]))
     client = _remote(transact, target)
     if client is not None:
@@ -79,7 +79,7 @@ def move_tenant(transact: Transact, tenant_id: str, to: str) -> dict[str, Any]:
     source = transact(lambda c: registry.get_server(c, tenant["server_id"]))
     target = transact(lambda c: registry.get_server(c, to))
     if source["id"] == target["id"]:
-        raise SlumError(f"tenant {tenant_id} is already on server {target['name']}")
+        raise Conflict(f"tenant {tenant_id} is already on server {target['name']}")
     new_client = _remote(transact, target)
     if new_client is not None:
         new_client.add_tenant(tenant_id, registry.LOCAL, tenant["service"])

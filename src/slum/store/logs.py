@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -19,6 +20,9 @@ from slum.store.db import Store
 
 BATCH_MAX = 2000
 MAX_LIMIT = 5000
+MAX_ID = 2**62  # larger cannot be a row id and would overflow SQLite's integers
+MAX_SECONDS = 1e12  # year ~33,000: microseconds of it still fit SQLite's integers
+MAX_TIME = 1e14  # what parse_since accepts: seconds, or browsers' milliseconds
 _WORD = re.compile(r'"([^"]*)"|(\S+)')
 
 
@@ -69,6 +73,29 @@ class LogQuery:
     before_id: int | None = None  # cursor: entries older than this id
     after_id: int | None = None  # entries newer than this id, oldest first (resume, follow)
 
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> LogQuery:
+        """The filters of an HTTP query string (the JSON endpoint and the live stream alike),
+        validated. `level=warn+` means warn and above; in a URL that `+` arrives as a space, so
+        `level=warn ` means the same, as does `min_level=warn`."""
+        level: str | None = args.get("level") or None
+        min_level: str | None = args.get("min_level") or None
+        if level and level.endswith(("+", " ")):
+            min_level, level = level.rstrip("+ ") or None, None
+        return cls(
+            instance_id=args.get("instance_id") or None,
+            tenant_id=args.get("tenant_id") or None,
+            level=level,
+            min_level=min_level,
+            search=args.get("search") or None,
+            since=parse_since(args.get("since")),
+            until=parse_since(args.get("until")),
+            limit=_int(args, "limit", 100),
+            offset=_int(args, "offset", 0),
+            before_id=_int(args, "before_id", 0) or None,
+            after_id=_int(args, "after_id", 0) or None,
+        ).validate()
+
     def validate(self) -> LogQuery:
         for name in ("level", "min_level"):
             value = getattr(self, name)
@@ -76,8 +103,16 @@ class LogQuery:
                 raise BadRequest(f"invalid {name} {value!r}: one of {', '.join(LEVELS)}")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-        if self.offset < 0:
-            raise BadRequest("offset must be >= 0")
+        for name in ("offset", "before_id", "after_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_ID:
+                raise BadRequest(f"{name} must be between 0 and {MAX_ID}")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not -MAX_SECONDS <= value <= MAX_SECONDS:
+                raise BadRequest(f"{name} is out of range (a unix time in seconds)")
+        if self.search is not None:
+            fts_match(self.search)  # a search with nothing to look for is a 400 here, not later
         return self
 
     def matches(self, line: LogLine) -> bool:
@@ -200,8 +235,26 @@ async def run_ingest(hub: Hub, store: Store, stats: IngestStatistics, *,
                 hub.publish(StoredLog(first_id + i, line))
 
 
+def _int(args: Mapping[str, str], name: str, default: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {raw[:40]!r}") from None
+
+
 def parse_since(value: str | None, now: float | None = None) -> float | None:
-    """'10m', '2h', '7d', '30s', a unix time, or an ISO-8601 time -> unix seconds."""
+    """'10m', '2h', '7d', '30s', a unix time, or an ISO-8601 time -> unix seconds. Anything past
+    MAX_TIME either way is refused (400) rather than overflowing a query later."""
+    t = _parse_time(value, now)
+    if t is not None and not -MAX_TIME <= t <= MAX_TIME:
+        raise BadRequest(f"time {str(value)[:40]!r} is out of range")
+    return t
+
+
+def _parse_time(value: str | None, now: float | None) -> float | None:
     if value is None or value == "":
         return None
     now = time.time() if now is None else now
@@ -218,8 +271,11 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"invalid time {value!r}: use 10m, 2h, 7d, a unix time or ISO-8601") \
-            from None
+        raise BadRequest(f"invalid time {value[:40]!r}: use 10m, 2h, 7d, a unix time or "
+                         "ISO-8601") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    try:
+        return dt.timestamp()
+    except (OverflowError, ValueError):  # year 1 with a positive offset lands before year 1
+        raise BadRequest(f"time {value[:40]!r} is out of range") from None

@@ -10,11 +10,19 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from slum.errors import SlumError, Unauthorized
-from slum.web import dashboard, metrics
-from slum.web import fleet as api
-from slum.web import logs as sse
+from slum.web import (
+    dashboard,
+    fleet,
+    health,
+    instances,
+    logs,
+    metrics,
+    openapi,
+    overview,
+    session,
+)
 from slum.web.auth import SESSION_COOKIE, bearer, client_address
-from slum.web.context import WebContext
+from slum.web.context import WebContext, install
 
 log = logging.getLogger("slum.web")
 PUBLIC = ("/api/health",)
@@ -28,7 +36,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     @app.before_request
     async def authenticate() -> None:
         path = request.path
-        if path in PUBLIC or not _protected(path) or path in api.LOGIN_PATHS:
+        if path in PUBLIC or not _protected(path) or path in session.LOGIN_PATHS:
             return
         if "x-slum-edge" not in request.headers:
             return  # came over the control socket (mode 0600): the local operator
@@ -56,9 +64,10 @@ def create_app(ctx: WebContext) -> QuartTrio:
         log.exception("internal error on %s", request.path)
         return jsonify({"error": "internal error (see slum's log)"}), 500
 
-    api.register(app, ctx)
-    sse.register(app, ctx)
-    metrics.register(app, ctx)
+    install(app, ctx)
+    for module in (health, fleet, instances, logs, metrics, overview, session, openapi):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(metrics.prometheus_bp)
 
     @app.get("/_")
     @app.get("/_/")

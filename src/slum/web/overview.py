@@ -1,0 +1,131 @@
+"""Summaries: the overview the dashboard opens on, slum's own status, and the parsed config."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NotRequired, TypedDict
+
+from quart import Blueprint, Response, jsonify
+
+from slum import __version__
+from slum.events import LEVELS
+from slum.fleet import registry
+from slum.store import logs
+from slum.supervisor.states import State
+from slum.web.context import WebContext, context
+from slum.web.logs import LogEntry
+from slum.web.routes import endpoint
+from slum.web.scope import require_unscoped, scope_tenant, visible
+
+bp = Blueprint("overview", __name__)
+
+
+class Attention(TypedDict):
+    kind: str  # instance, server, disk
+    id: str
+    state: str
+    message: str
+
+
+class Overview(TypedDict):
+    servers: int
+    tenants: int
+    instances: int
+    healthy: int
+    unhealthy: int
+    by_state: dict[str, int]
+    recent_logs: list[LogEntry]
+    attention: list[Attention]
+    server_list: list[dict[str, Any]]
+    levels: list[str]
+
+
+class SamplerStatus(TypedDict):
+    ticks: int
+    last_tick_ms: float
+    busy_s: float
+
+
+class Status(Overview):
+    version: str
+    uptime_secs: float
+    domain: str
+    log_queue: int
+    dropped_logs: int
+    logs_stored: int
+    log_batches: int
+    sampler: NotRequired[SamplerStatus]
+    edge_connections: int
+    requests_metrics: bool
+
+
+@endpoint(bp, "GET", "/overview", response=Overview)
+async def overview() -> Response:
+    """Counts, what needs attention and the latest warnings."""
+    return jsonify(await _overview(context()))
+
+
+@endpoint(bp, "GET", "/status", response=Status)
+async def status() -> Response:
+    """The overview plus slum's own counters (queues, log ingestion, the sampler)."""
+    ctx = context()
+    data = await _overview(ctx)
+    data["version"] = __version__
+    data["uptime_secs"] = round(time.time() - ctx.started_at, 1)
+    data["domain"] = ctx.domain
+    data["log_queue"] = ctx.hub.statistics().log_queue
+    data["dropped_logs"] = ctx.hub.dropped_logs
+    data["logs_stored"] = ctx.ingest.lines
+    data["log_batches"] = ctx.ingest.batches
+    if ctx.sampler is not None:
+        stats = ctx.sampler.stats
+        data["sampler"] = {"ticks": stats.ticks, "last_tick_ms": stats.last_tick_ms,
+                           "busy_s": round(stats.busy_s, 4)}
+    data["edge_connections"] = ctx.extras.get("edge_connections", lambda: 0)()
+    data["requests_metrics"] = ctx.requests.enabled
+    return jsonify(data)
+
+
+@endpoint(bp, "GET", "/config", response=dict[str, Any])
+async def config() -> Response:
+    """The parsed tenement.toml (unscoped tokens only)."""
+    require_unscoped()
+    return jsonify(context().config.to_dict())
+
+
+async def _overview(ctx: WebContext) -> dict[str, Any]:
+    q = logs.LogQuery(min_level="warn", limit=10)
+    tenant = scope_tenant()
+    q.tenant_id = tenant
+
+    def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+        recent = logs.query(conn, q)
+        return registry.list_servers(conn), registry.list_tenants(conn), recent
+
+    servers, tenants, recent = await ctx.store.read(read)
+    if tenant is not None:  # a scoped token sees its own tenant, not the fleet
+        servers, tenants = [], [t for t in tenants if t["id"] == tenant]
+    insts = [i for i in ctx.supervisor.list() if visible(i.id)]
+    by_state = {s.value: 0 for s in State}
+    for inst in insts:
+        by_state[inst.state.value] += 1
+    healthy = by_state["healthy"]
+    attention = [{"kind": "instance", "id": i.id, "state": i.state.value,
+                  "message": f"{i.state.value}: {i.reason}" if i.reason else i.state.value}
+                 for i in insts if i.state in (State.FAILED, State.BACKOFF, State.UNHEALTHY)]
+    attention += [{"kind": "server", "id": s["name"], "state": s["status"], "message": "offline"}
+                  for s in servers if s["status"] != "online"]
+    host = ctx.sampler.host if ctx.sampler is not None else {}
+    total, free = host.get("disk_total_bytes"), host.get("disk_free_bytes")
+    if total and free is not None and free / total < 0.1:
+        attention.append({"kind": "disk", "id": str(ctx.config.settings.data_dir),
+                          "state": "filling", "message": f"disk {100 - free / total * 100:.0f}% "
+                          f"full ({free / 1e9:.1f} GB free)"})
+    return {
+        "servers": len(servers), "tenants": len(tenants), "instances": len(insts),
+        "healthy": healthy, "unhealthy": len(insts) - healthy - by_state["stopped"],
+        "by_state": by_state, "recent_logs": recent, "attention": attention,
+        "server_list": [{**s, "tenants": [t["id"] for t in tenants if t["server_id"] == s["id"]]}
+                        for s in servers],
+        "levels": list(LEVELS),
+    }
