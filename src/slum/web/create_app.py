@@ -64,6 +64,17 @@ def create_app(ctx: WebContext) -> QuartTrio:
         log.exception("internal error on %s", request.path)
         return jsonify({"error": "internal error (see slum's log)"}), 500
 
+    @app.after_request
+    async def drain_body(response: Response) -> Response:
+        # An answer given before the body was read (415, 401, 404) leaves the body in the
+        # connection the edge pools; read it (at most MAX_CONTENT_LENGTH) so the next request
+        # on that connection is not stuck behind it.
+        try:
+            await request.get_data(cache=False)
+        except Exception:
+            pass
+        return response
+
     install(app, ctx)
     for module in (health, fleet, instances, logs, metrics, overview, session, openapi):
         app.register_blueprint(module.bp)

@@ -11,7 +11,7 @@ from typing import Any, NotRequired, TypedDict
 import trio
 from quart import Blueprint, Response, jsonify
 
-from slum.errors import BadRequest
+from slum.errors import BadRequest, ServerUnreachable, SlumError
 from slum.fleet import nodes, registry
 from slum.web.context import WebContext, context
 from slum.web.instances import Instance
@@ -75,15 +75,23 @@ class TenantMove:
     to: str
 
 
+class BadGateway(SlumError):
+    status = 502
+
+
 async def fleet(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a fleet operation (registry writes + calls to other nodes) in a worker thread,
-    its database work going through the single writer."""
+    its database work going through the single writer. A node that cannot be reached is a 502:
+    the request was fine, the server it needs is not."""
     ctx = context()
 
     def transact(step: Any) -> Any:
         return trio.from_thread.run(ctx.store.write, step)
 
-    return await trio.to_thread.run_sync(lambda: fn(transact, *args))
+    try:
+        return await trio.to_thread.run_sync(lambda: fn(transact, *args))
+    except ServerUnreachable as e:
+        raise BadGateway(e.message) from None
 
 
 async def routes_changed(result: Any) -> Any:

@@ -41,8 +41,9 @@ class LogEntry(TypedDict):
 class LogArgs(TypedDict, total=False):
     instance_id: str
     tenant_id: str
-    level: str  # a level, or `warn+` (also `warn `, the `+` decoded): that level and above
-    min_level: str
+    # a level, or `warn+` (also `warn `: a + in a URL decodes to a space): that level and above
+    level: Literal["debug", "info", "warn", "error", "debug+", "info+", "warn+", "error+"]
+    min_level: Literal["debug", "info", "warn", "error"]
     search: str  # words (all must match), "quoted phrases", prefix*
     since: str  # 10m, 2h, 7d, a unix time or ISO-8601
     until: str

@@ -9,12 +9,20 @@ from typing import Any, TypedDict, get_type_hints
 from quart import Blueprint, Response, jsonify
 
 from slum import __version__
+from slum.config import DNS_LABEL
 from slum.web.routes import DASHBOARD, ROUTES, Route, endpoint
 from slum.web.schema import schema_of
 
 bp = Blueprint("openapi", __name__)
 
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+_LABEL = DNS_LABEL.pattern
+# What a path parameter is, by its name in the rule.
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "ref": {"type": "string", "pattern": f"^{_LABEL}:{_LABEL}$",
+            "description": "an instance: SERVICE:ID"},
+    "tenant_id": {"type": "string", "pattern": f"^{_LABEL}$"},
+}
 _ERROR = {"$ref": "#/components/responses/Error"}
 
 
@@ -55,7 +63,8 @@ def _operation(route: Route, prefix: str, components: dict[str, Any]) -> dict[st
                                    "_" + prefix.strip("/").replace("/", "_"))
     op: dict[str, Any] = {"operationId": op_id, "summary": route.summary,
                           "tags": [route.view.__module__.rsplit(".", 1)[-1]]}
-    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    params = [{"name": name, "in": "path", "required": True,
+               "schema": PATH_PARAMS.get(name, {"type": "string"})}
               for name in _PARAM.findall(route.path)]
     if route.query is not None:
         params += [{"name": name, "in": "query", "required": False,
