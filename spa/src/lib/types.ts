@@ -150,6 +150,8 @@ export interface LogQuery {
 export interface AttentionItem {
 	kind: 'instance' | 'server' | 'disk';
 	id: string;
+	/** the instance's state, the server's status, "filling" (absent when the SPA makes one) */
+	state?: string;
 	message: string;
 }
 

@@ -51,7 +51,7 @@ class Tenant(TypedDict):
 
 
 @dataclass
-class ServerAdd:
+class NewServer:
     """A slum node to route tenants to."""
 
     address: str
@@ -61,7 +61,7 @@ class ServerAdd:
 
 
 @dataclass
-class TenantAdd:
+class NewTenant:
     """A tenant, placed on a server (the least loaded when none is named)."""
 
     id: str
@@ -119,10 +119,10 @@ async def server(ref: str) -> Response:
     return jsonify(await context().store.read(lambda c: registry.get_server(c, ref)))
 
 
-@endpoint(bp, "POST", "/servers", prefixes=BOTH, body=ServerAdd, response=Server, status=201)
+@endpoint(bp, "POST", "/servers", prefixes=BOTH, body=NewServer, response=Server, status=201)
 async def server_add() -> tuple[Response, int]:
     """Add a server."""
-    data = await read_body(ServerAdd)
+    data = await read_body(NewServer)
     if not data.address:
         raise BadRequest("address is required")
     result = await context().store.write(
@@ -154,10 +154,10 @@ async def tenant(tenant_id: str) -> Response:
     return jsonify(result)
 
 
-@endpoint(bp, "POST", "/tenants", prefixes=BOTH, body=TenantAdd, response=Tenant, status=201)
+@endpoint(bp, "POST", "/tenants", prefixes=BOTH, body=NewTenant, response=Tenant, status=201)
 async def tenant_add() -> tuple[Response, int]:
     """Add a tenant and register it on its server."""
-    data = await read_body(TenantAdd)
+    data = await read_body(NewTenant)
     if not data.id:
         raise BadRequest("id is required")
     config = data.config

@@ -24,7 +24,7 @@ InstanceState = Literal["stopped", "starting", "healthy", "degraded", "unhealthy
 Health = Literal["healthy", "unhealthy", "unknown"]
 
 
-class Transition(TypedDict):
+class StateTransition(TypedDict):
     ts: float
     state: str
     reason: str | None
@@ -61,7 +61,7 @@ class Instance(TypedDict):
     rss_bytes: int | None
     url: str
     server: NotRequired[str]
-    history: NotRequired[list[Transition]]
+    history: NotRequired[list[StateTransition]]
     config: NotRequired[ServiceConfig]
 
 
@@ -77,7 +77,7 @@ class InstancesArgs(TypedDict, total=False):
 
 
 @dataclass
-class Spawn:
+class SpawnRequest:
     """The instance to start: `service` and `id`, or `service` as `service:id`."""
 
     service: str
@@ -121,10 +121,10 @@ async def instances() -> Response:
     return jsonify(results)
 
 
-@endpoint(bp, "POST", "/instances", body=Spawn, response=Instance, status=201)
+@endpoint(bp, "POST", "/instances", body=SpawnRequest, response=Instance, status=201)
 async def spawn() -> tuple[Response, int]:
     """Start an instance; answers when it has settled (healthy, or clearly not)."""
-    data = await read_body(Spawn)
+    data = await read_body(SpawnRequest)
     service, name = data.service, data.id
     if service and not name and ":" in service:
         service, name = parse_instance_ref(service)

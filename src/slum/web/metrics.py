@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from quart import Blueprint, Response, jsonify, request
 
@@ -22,14 +22,23 @@ prometheus_bp = Blueprint("prometheus", __name__)  # text, not JSON: outside the
 PROM_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 
 
-class Metric(TypedDict):
+class MetricSnapshot(TypedDict):
+    """One current value; latency metrics carry their summary too."""
+
     name: str
     value: float | None
     labels: dict[str, str]
-    timestamp: int
+    timestamp: int  # unix milliseconds
+    count: NotRequired[int]
+    sum: NotRequired[float]
+    mean: NotRequired[float]
+    p50: NotRequired[float]
+    p95: NotRequired[float]
+    p99: NotRequired[float]
+    max: NotRequired[float]
 
 
-class LiveSeries(TypedDict):
+class LiveMetrics(TypedDict):
     end: int  # unix milliseconds of the last point
     step_ms: int
     series: dict[str, dict[str, list[float | None]]]
@@ -40,7 +49,7 @@ class HistorySeries(TypedDict):
     points: list[list[float]]  # [unix ms, avg, min, max]
 
 
-class History(TypedDict):
+class MetricHistory(TypedDict):
     name: str
     step: int
     since: int
@@ -71,7 +80,7 @@ def _in_scope(labels: dict[str, Any]) -> bool:
     return isinstance(key, str) and visible(key)
 
 
-@endpoint(bp, "GET", "/metrics", response=list[Metric])
+@endpoint(bp, "GET", "/metrics", response=list[MetricSnapshot])
 async def metrics() -> Response:
     """Current values: request rates and latencies per target, CPU and memory per instance."""
     ctx = context()
@@ -88,7 +97,7 @@ async def metrics() -> Response:
     return jsonify([m for m in out if _in_scope(m.get("labels") or {})])
 
 
-@endpoint(bp, "GET", "/metrics/live", response=LiveSeries, query=LiveArgs)
+@endpoint(bp, "GET", "/metrics/live", response=LiveMetrics, query=LiveArgs)
 async def live() -> Response:
     """The last hour at one-second resolution, from the in-memory rings."""
     ctx = context()
@@ -117,7 +126,7 @@ async def live() -> Response:
     return jsonify({"end": now * 1000, "step_ms": 1000, "series": series})
 
 
-@endpoint(bp, "GET", "/metrics/history", response=History, query=HistoryArgs)
+@endpoint(bp, "GET", "/metrics/history", response=MetricHistory, query=HistoryArgs)
 async def history() -> Response:
     """Per-minute history (avg, min, max) of one metric, at a step that fits the range."""
     ctx = context()

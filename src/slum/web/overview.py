@@ -20,7 +20,7 @@ from slum.web.scope import require_unscoped, scope_tenant, visible
 bp = Blueprint("overview", __name__)
 
 
-class Attention(TypedDict):
+class AttentionItem(TypedDict):
     kind: str  # instance, server, disk
     id: str
     state: str
@@ -35,7 +35,7 @@ class Overview(TypedDict):
     unhealthy: int
     by_state: dict[str, int]
     recent_logs: list[LogEntry]
-    attention: list[Attention]
+    attention: list[AttentionItem]
     server_list: list[dict[str, Any]]
     levels: list[str]
 

@@ -79,7 +79,12 @@ def _object_schema(tp: type, components: dict[str, Any]) -> dict[str, Any]:
         required = [f.name for f in dataclasses.fields(tp)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     else:
-        required = sorted(getattr(tp, "__required_keys__", ()))
+        # Not __required_keys__: under `from __future__ import annotations` Python 3.11 counts a
+        # NotRequired[...] key as required there; the resolved hints say it right.
+        total = getattr(tp, "__total__", True)
+        required = sorted(name for name, hint in hints.items()
+                          if get_origin(hint) is Required
+                          or (total and get_origin(hint) is not NotRequired))
     out: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         out["required"] = required
