@@ -6,10 +6,12 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 
-from tests.e2e.conftest import Slum
+from tests.conftest import free_port
+from tests.e2e.conftest import WEB_CONFIG, Slum, write_config
 
 
 def api(s: Slum, method: str, path: str, token: str | None = None, body: object = None,
@@ -279,3 +281,42 @@ def test_level_plus_survives_url_decoding(slum: Slum) -> None:
     for query in ("level=warn+", "level=warn%2B", "level=warn%20", "min_level=warn"):
         status, got, _ = api(slum, "GET", f"/_/api/logs?{query}&before_id={upto}", token=token)
         assert status == 200 and got == rows, query
+
+
+def test_fleet_bad_requests_through_the_api(tmp_path: Path) -> None:
+    """A tenant with a config lands on its remote node; moves to where it is, or to a node that
+    is down, are a 409 and a 502, not a 500."""
+    router = Slum(tmp_path / "router", free_port())
+    node = Slum(tmp_path / "node", free_port())
+    for s, config in ((router, "[settings]\nnode_check_interval = 0.3\n"),
+                      (node, WEB_CONFIG)):
+        s.dir.mkdir()
+        write_config(s.dir, config)
+    node_token = node.cli("token-gen", "--database", str(node.database), check=True).stdout.strip()
+    token = router.cli("token-gen", "--database", str(router.database), check=True).stdout.strip()
+    try:
+        node.start()
+        router.start()
+        assert api(router, "POST", "/api/servers", token=token,
+                   body={"address": f"127.0.0.1:{node.port}", "name": "n1",
+                         "token": node_token})[0] == 201
+        assert api(router, "POST", "/api/servers", token=token,
+                   body={"address": f"127.0.0.1:{free_port()}", "name": "gone"})[0] == 201
+        status, tenant, _ = api(router, "POST", "/api/tenants", token=token,
+                                body={"id": "acme", "server": "n1", "service": "web",
+                                      "config": {"plan": "pro"}})
+        assert status == 201 and tenant["config"] == '{"plan": "pro"}', tenant  # type: ignore[index]
+        # registered on the node, not only in the router's registry
+        assert "acme" in [t["id"] for t in node.cli_json("tenant-list", "--database",
+                                                         str(node.database))]
+        status, data, _ = api(router, "POST", "/api/tenants/acme/move", token=token,
+                              body={"to": "n1"})
+        assert status == 409, data
+        status, data, _ = api(router, "POST", "/api/tenants/acme/move", token=token,
+                              body={"to": "gone"})
+        assert status in (409, 502), data  # 409 once the check saw it offline, 502 before
+        assert "internal error" not in router.log.read_text(errors="replace")
+    finally:
+        for s in (router, node):
+            if s.proc is not None and s.proc.poll() is None:
+                s.stop()
