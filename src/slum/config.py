@@ -56,6 +56,7 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         "head; then 504.", 0.01),
     Key("upstream_idle_timeout_s", (int, float), 300, "Seconds an upstream may stay silent in "
         "the middle of a response before the response is ended.", 0.01),
+    Key("public_metrics", bool, False, "Serve GET /metrics (Prometheus) without a token."),
 )
 
 SERVICE_KEYS: tuple[Key, ...] = (
@@ -103,6 +104,7 @@ class Settings:
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
     upstream_idle_timeout_s: float = 300
+    public_metrics: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -253,6 +254,8 @@ def test_bad_input_is_a_4xx_never_a_500(slum: Slum) -> None:
                                   headers={"Content-Type": content_type})
             assert status == expected, (path, content_type, status, data)
             answered += 1
+    assert slum.http("GET", "/metrics")[0] == 401  # public only with public_metrics = true
+    assert slum.http("GET", "/health")[0] == 200
     # slum's own pages: a NUL or an impossible name is no file (the SPA answers)
     for path in ("/_/%00", "/_/" + "a" * 5000):
         assert slum.http("GET", path)[0] == 200
@@ -320,3 +323,48 @@ def test_fleet_bad_requests_through_the_api(tmp_path: Path) -> None:
         for s in (router, node):
             if s.proc is not None and s.proc.poll() is None:
                 s.stop()
+
+
+def test_tenement_paths_and_shapes(slum: Slum) -> None:
+    """tenement's scripts: /api/instances..., /api/logs with process= and id=, unnamed SSE
+    events, a public /health, and /metrics public only with public_metrics = true."""
+    config = slum.dir / "tenement.toml"
+    config.write_text(config.read_text().replace("[settings]\n",
+                                                 "[settings]\npublic_metrics = true\n", 1))
+    token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
+    slum.start()
+    status, _, body = slum.http("GET", "/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, _, body = slum.http("GET", "/metrics")
+    assert status == 200 and b"slum_instance_up" in body
+    assert api(slum, "GET", "/api/instances")[0] == 401
+
+    status, listed, _ = api(slum, "GET", "/api/instances", token=token)
+    assert status == 200 and [i["id"] for i in listed] == ["web:one"]  # type: ignore[union-attr,index]
+    status, spawned, _ = api(slum, "POST", "/api/instances/spawn", token=token,
+                             body={"process": "web", "id": "two"})
+    assert status == 201 and spawned["id"] == "web:two", spawned  # type: ignore[index]
+    status, health, _ = api(slum, "GET", "/api/instances/web:two/health", token=token)
+    assert status == 200 and health["status"] == "healthy"  # type: ignore[index]
+    for action in ("restart", "stop"):
+        status, inst, _ = api(slum, "POST", f"/api/instances/web:two/{action}", token=token)
+        assert status == 200 and inst["id"] == "web:two"  # type: ignore[index]
+
+    # process= and id= filter (they were ignored: every instance's lines came back)
+    for query, want in (("process=web&id=two", {"web:two"}), ("id=one", {"web:one"}),
+                        ("process=web", {"web:one", "web:two"})):
+        status, rows, _ = api(slum, "GET", f"/api/logs?{query}&limit=1000", token=token)
+        assert status == 200 and {r["instance_id"] for r in rows} == want, (query, rows)  # type: ignore[union-attr,index]
+    assert api(slum, "GET", "/api/logs?process=Bad_Name", token=token)[0] == 400
+
+    # the stream under /api: unnamed data events, resumed from the start
+    req = urllib.request.Request(f"http://127.0.0.1:{slum.port}/api/logs/stream?process=web&id=two",
+                                 headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "0"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = []
+        while not any(line.startswith("data: ") for line in lines):
+            lines.append(resp.readline().decode().rstrip("\n"))
+    assert not any(line.startswith("event:") for line in lines), lines
+    entry = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+    assert entry["instance_id"] == "web:two"

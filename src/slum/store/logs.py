@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from slum.config import DNS_LABEL
 from slum.errors import BadRequest
 from slum.events import LEVELS, Hub, LogLine, StoredLog
 from slum.store.db import Store
@@ -72,6 +73,8 @@ class LogQuery:
     offset: int = 0
     before_id: int | None = None  # cursor: entries older than this id
     after_id: int | None = None  # entries newer than this id, oldest first (resume, follow)
+    service: str | None = None  # every instance of a service (tenement's process=)
+    name: str | None = None  # instances with this id, of any service (tenement's id=)
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> LogQuery:
@@ -82,8 +85,15 @@ class LogQuery:
         min_level: str | None = args.get("min_level") or None
         if level and level.endswith(("+", " ")):
             min_level, level = level.rstrip("+ ") or None, None
+        # tenement's filters: process= (a service) and id= (an instance of it)
+        service, name = args.get("process") or None, args.get("id") or None
+        instance_id = args.get("instance_id") or None
+        if service and name and instance_id is None:
+            instance_id, service, name = f"{service}:{name}", None, None
         return cls(
-            instance_id=args.get("instance_id") or None,
+            service=service,
+            name=name,
+            instance_id=instance_id,
             tenant_id=args.get("tenant_id") or None,
             level=level,
             min_level=min_level,
@@ -111,6 +121,9 @@ class LogQuery:
             value = getattr(self, name)
             if value is not None and not -MAX_SECONDS <= value <= MAX_SECONDS:
                 raise BadRequest(f"{name} is out of range (a unix time in seconds)")
+        for label, value in (("process", self.service), ("id", self.name)):
+            if value is not None and not DNS_LABEL.fullmatch(value):
+                raise BadRequest(f"{label} {value[:40]!r} is not a valid name")
         if self.search is not None:
             fts_match(self.search)  # a search with nothing to look for is a 400 here, not later
         return self
@@ -120,6 +133,10 @@ class LogQuery:
         if self.instance_id is not None and line.instance_id != self.instance_id:
             return False
         if self.tenant_id is not None and line.tenant_id != self.tenant_id:
+            return False
+        if self.service is not None and not (line.instance_id or "").startswith(self.service + ":"):
+            return False
+        if self.name is not None and not (line.instance_id or "").endswith(":" + self.name):
             return False
         if self.level is not None and line.level != self.level:
             return False
@@ -146,6 +163,13 @@ def query(conn: Any, q: LogQuery) -> list[dict[str, Any]]:
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
+    # service and name are DNS labels (validated): no LIKE wildcard can be in them
+    if q.service is not None:
+        where.append("l.instance_id LIKE ?")
+        args.append(f"{q.service}:%")
+    if q.name is not None:
+        where.append("l.instance_id LIKE ?")
+        args.append(f"%:{q.name}")
     if q.min_level is not None:
         allowed = LEVELS[LEVELS.index(q.min_level):]
         where.append(f"l.level IN ({','.join('?' * len(allowed))})")

@@ -38,6 +38,8 @@ def create_app(ctx: WebContext) -> QuartTrio:
         path = request.path
         if path in PUBLIC or not _protected(path) or path in session.LOGIN_PATHS:
             return
+        if path == "/metrics" and ctx.config.settings.public_metrics:
+            return
         if "x-slum-edge" not in request.headers:
             return  # came over the control socket (mode 0600): the local operator
         token = bearer(request.headers.get("authorization"))
@@ -96,4 +98,4 @@ def create_app(ctx: WebContext) -> QuartTrio:
 
 
 def _protected(path: str) -> bool:
-    return path.startswith(("/api/", "/_/api/")) or path == "/_/metrics"
+    return path.startswith(("/api/", "/_/api/")) or path in ("/_/metrics", "/metrics")

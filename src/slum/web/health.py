@@ -9,7 +9,7 @@ from quart import Blueprint, Response, jsonify
 
 from slum import __version__
 from slum.web.context import context
-from slum.web.routes import API, endpoint
+from slum.web.routes import API, ROOT, endpoint
 
 bp = Blueprint("health", __name__)
 
@@ -21,7 +21,7 @@ class Health(TypedDict):
     instances: int
 
 
-@endpoint(bp, "GET", "/health", prefixes=(API,), response=Health, public=True)
+@endpoint(bp, "GET", "/health", prefixes=(ROOT, API), response=Health, public=True)
 async def health() -> Response:
     """Whether slum is up (no token needed)."""
     ctx = context()

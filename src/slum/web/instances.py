@@ -13,7 +13,7 @@ from slum.config import parse_instance_ref
 from slum.errors import BadRequest, SlumError
 from slum.fleet import nodes, registry
 from slum.web.context import context
-from slum.web.routes import DASHBOARD, endpoint, read_body
+from slum.web.routes import API, BOTH, endpoint, read_body
 from slum.web.scope import check_instance, visible
 
 bp = Blueprint("instances", __name__)
@@ -90,7 +90,7 @@ def checked_ref(ref: str) -> str:
     return ref
 
 
-@endpoint(bp, "GET", "/instances", prefixes=DASHBOARD, response=list[Instance],
+@endpoint(bp, "GET", "/instances", prefixes=BOTH, response=list[Instance],
           query=InstancesArgs)
 async def instances() -> Response:
     """The instances of this node (with `all=1`: of every server)."""
@@ -121,11 +121,31 @@ async def instances() -> Response:
     return jsonify(results)
 
 
+@dataclass
+class TenementSpawn:
+    """tenement's spawn: `process` (the service) and `id`."""
+
+    id: str
+    process: str | None = None
+    service: str | None = None
+
+
 @endpoint(bp, "POST", "/instances", body=SpawnRequest, response=Instance, status=201)
 async def spawn() -> tuple[Response, int]:
     """Start an instance; answers when it has settled (healthy, or clearly not)."""
     data = await read_body(SpawnRequest)
-    service, name = data.service, data.id
+    return await _spawn(data.service, data.id)
+
+
+@endpoint(bp, "POST", "/instances/spawn", prefixes=(API,), body=TenementSpawn, response=Instance,
+          status=201)
+async def spawn_tenement() -> tuple[Response, int]:
+    """Start an instance, as tenement's API does."""
+    data = await read_body(TenementSpawn)
+    return await _spawn(data.process or data.service or "", data.id)
+
+
+async def _spawn(service: str, name: str | None) -> tuple[Response, int]:
     if service and not name and ":" in service:
         service, name = parse_instance_ref(service)
     if not service or not name:
@@ -136,7 +156,7 @@ async def spawn() -> tuple[Response, int]:
     return jsonify(ctx.instance_dict(inst)), 201
 
 
-@endpoint(bp, "GET", "/instances/<ref>", response=Instance)
+@endpoint(bp, "GET", "/instances/<ref>", prefixes=BOTH, response=Instance)
 async def instance(ref: str) -> Response:
     """One instance, with its state history and its service's config."""
     ctx = context()
@@ -150,21 +170,22 @@ async def instance(ref: str) -> Response:
     return jsonify(d)
 
 
-@endpoint(bp, "POST", "/instances/<ref>/restart", response=Instance)
+@endpoint(bp, "POST", "/instances/<ref>/restart", prefixes=BOTH, response=Instance)
 async def restart(ref: str) -> Response:
     """Restart an instance (starts it when stopped)."""
     ctx = context()
     return jsonify(ctx.instance_dict(await ctx.supervisor.restart(checked_ref(ref))))
 
 
-@endpoint(bp, "POST", "/instances/<ref>/stop", response=Instance)
+@endpoint(bp, "POST", "/instances/<ref>/stop", prefixes=BOTH, response=Instance)
 async def stop(ref: str) -> Response:
     """Stop an instance; it stays stopped until started again."""
     ctx = context()
     return jsonify(ctx.instance_dict(await ctx.supervisor.stop(checked_ref(ref))))
 
 
-@endpoint(bp, "GET", "/instances/<ref>/health", response=InstanceHealth)
+@endpoint(bp, "GET", "/instances/<ref>/health", prefixes=BOTH,
+          response=InstanceHealth)
 async def instance_health(ref: str) -> Response:
     """An instance's health and status."""
     inst = context().supervisor.get(checked_ref(ref))

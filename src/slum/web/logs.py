@@ -18,7 +18,7 @@ from slum.events import StateChanged, StoredLog
 from slum.fleet import nodes, registry
 from slum.store import logs
 from slum.web.context import context
-from slum.web.routes import DASHBOARD, endpoint
+from slum.web.routes import API, BOTH, endpoint
 from slum.web.scope import scoped, visible
 
 bp = Blueprint("logs", __name__)
@@ -51,6 +51,8 @@ class LogArgs(TypedDict, total=False):
     offset: int
     before_id: int
     after_id: int
+    process: str  # tenement's filters: a service ...
+    id: str  # ... and an instance id; both: that one instance
 
 
 class StreamArgs(LogArgs, total=False):
@@ -63,9 +65,14 @@ def log_query() -> logs.LogQuery:
     return scoped(logs.LogQuery.from_args(request.args))
 
 
-def event(name: str, data: Any, event_id: int | None = None) -> bytes:
+def _named(name: str, data: Any, event_id: int | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _unnamed(data: Any, event_id: int | None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 async def remote(tenant_id: str | None) -> tuple[dict[str, Any], str | None] | None:
@@ -86,7 +93,7 @@ async def remote(tenant_id: str | None) -> tuple[dict[str, Any], str | None] | N
     return await context().store.read(find)
 
 
-@endpoint(bp, "GET", "/logs", prefixes=DASHBOARD, response=list[LogEntry], query=LogArgs)
+@endpoint(bp, "GET", "/logs", prefixes=BOTH, response=list[LogEntry], query=LogArgs)
 async def log_entries() -> Response:
     """Log lines, newest first (oldest first with `after_id`)."""
     q = log_query()
@@ -110,12 +117,18 @@ def _resume_id() -> int | None:
     return last_id if last_id is not None and 0 <= last_id <= logs.MAX_ID else None
 
 
-@endpoint(bp, "GET", "/logs/stream", query=StreamArgs, response=str,
+@endpoint(bp, "GET", "/logs/stream", prefixes=BOTH, query=StreamArgs, response=str,
           content="text/event-stream")
 async def log_stream() -> Any:
     """Live log lines as server-sent events (`log`, `state`, `lagged`); `Last-Event-ID`
-    resumes from the store."""
+    resumes from the store. Under /api, tenement's shape: unnamed `data:` events (so a
+    browser's `onmessage` sees them), the log lines only."""
     ctx = context()
+    if request.path.startswith(API + "/"):
+        def event(name: str, data: Any, event_id: int | None = None) -> bytes:
+            return _unnamed(data, event_id) if name == "log" else b""
+    else:
+        event = _named
     q = log_query()
     last_id = _resume_id()
     states = request.args.get("states") in ("1", "true")

@@ -148,6 +148,7 @@ async def history() -> Response:
 
 
 @prometheus_bp.get("/_/metrics")
+@prometheus_bp.get("/metrics")  # tenement's path; without a token when public_metrics = true
 async def prometheus() -> Response:
     from prometheus_client import CollectorRegistry, generate_latest
 

@@ -60,7 +60,7 @@ def document() -> dict[str, Any]:
 def _operation(route: Route, prefix: str, components: dict[str, Any]) -> dict[str, Any]:
     # The same view under a second prefix needs an id of its own.
     op_id = route.view.__name__ + ("" if prefix == route.prefixes[-1] else
-                                   "_" + prefix.strip("/").replace("/", "_"))
+                                   "_" + (prefix.strip("/").replace("/", "_") or "root"))
     op: dict[str, Any] = {"operationId": op_id, "summary": route.summary,
                           "tags": [route.view.__module__.rsplit(".", 1)[-1]]}
     params = [{"name": name, "in": "path", "required": True,

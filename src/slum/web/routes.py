@@ -20,6 +20,7 @@ View = Callable[..., Awaitable[Any]]
 
 API = "/api"  # scripts and the fleet (tenement's paths)
 DASH = "/_/api"  # the dashboard's API
+ROOT = ""  # tenement's /health, /metrics
 BOTH = (API, DASH)
 DASHBOARD = (DASH,)
 MAX_INT = 2**62  # ids, offsets: anything larger cannot be a row and would overflow SQLite
