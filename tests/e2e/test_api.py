@@ -254,6 +254,14 @@ def test_bad_input_is_a_4xx_never_a_500(slum: Slum) -> None:
                                   headers={"Content-Type": content_type})
             assert status == expected, (path, content_type, status, data)
             answered += 1
+    # a form post (what another site's page can send) does not act, even where no body is read
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        status, data, _ = api(slum, "POST", "/_/api/instances/web:one/stop", token=token,
+                              body=b"x=1", headers={"Content-Type": content_type})
+        assert status == 415, (content_type, status, data)
+        answered += 1
+    status, inst, _ = api(slum, "GET", "/_/api/instances/web:one", token=token)
+    assert inst["status"] != "stopped"  # type: ignore[index]
     assert slum.http("GET", "/metrics")[0] == 401  # public only with public_metrics = true
     assert slum.http("GET", "/health")[0] == 200
     # slum's own pages: a NUL or an impossible name is no file (the SPA answers)

@@ -5,6 +5,7 @@ read here, the one place that decides what a body may be."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,12 +60,28 @@ def endpoint(bp: Blueprint, method: str, path: str, *, prefixes: tuple[str, ...]
     def register(view: View) -> View:
         ROUTES.append(Route(method, path, prefixes, view, body, response, status, query,
                             content, public))
+        handler = view if method in ("GET", "HEAD") else _json_only(view)
         for prefix in prefixes:
             bp.add_url_rule(prefix + path, endpoint=f"{view.__name__}{prefix.replace('/', '_')}",
-                            view_func=view, methods=[method])
+                            view_func=handler, methods=[method])
         return view
 
     return register
+
+
+def _json_only(view: View) -> View:
+    """A state-changing request that sends a body says it is JSON, even where the view reads
+    none: a form or text/plain post (what a page on another site can send without asking) is
+    refused before it acts."""
+
+    @functools.wraps(view)
+    async def checked(*args: Any, **kwargs: Any) -> Any:
+        if request.headers.get("content-type") and not request.is_json:
+            raise UnsupportedMediaType(
+                "the request body must be JSON (Content-Type: application/json)")
+        return await view(*args, **kwargs)
+
+    return checked
 
 
 async def json_body() -> Any:
