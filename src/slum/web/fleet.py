@@ -1,5 +1,5 @@
 """The fleet registry: servers and tenants, under `/api` (scripts, other nodes) and `/_/api`
-(the dashboard). Every route here needs an unscoped token."""
+(the dashboard). Every route here needs an unscoped token, except a tenant's own detail."""
 
 from __future__ import annotations
 
@@ -9,21 +9,22 @@ from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
 import trio
-from quart import Blueprint, Response, jsonify
+from quart import Blueprint, Response, current_app, jsonify, request
 
 from slum.errors import BadRequest, ServerUnreachable, SlumError
 from slum.fleet import nodes, registry
 from slum.web.context import WebContext, context
 from slum.web.instances import Instance
 from slum.web.routes import BOTH, endpoint, read_body
-from slum.web.scope import require_unscoped
+from slum.web.scope import check_tenant, require_unscoped
 
 bp = Blueprint("fleet", __name__)
 
 
 @bp.before_request
 async def unscoped_only() -> None:
-    require_unscoped()
+    if current_app.view_functions.get(request.endpoint or "") is not tenant:  # checks its own
+        require_unscoped()
 
 
 class Server(TypedDict):
@@ -146,6 +147,7 @@ async def tenants() -> Response:
 @endpoint(bp, "GET", "/tenants/<tenant_id>", response=Tenant)
 async def tenant(tenant_id: str) -> Response:
     """One tenant, with its aliases and its instance when it runs here."""
+    check_tenant(tenant_id)
     ctx = context()
     result = await ctx.store.read(lambda c: registry.get_tenant(c, tenant_id))
     service = result["service"] or ctx.config.default_service

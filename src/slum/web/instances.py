@@ -14,7 +14,7 @@ from slum.errors import BadRequest, SlumError
 from slum.fleet import nodes, registry
 from slum.web.context import context
 from slum.web.routes import API, BOTH, endpoint, read_body
-from slum.web.scope import check_instance, visible
+from slum.web.scope import check_instance, scope_tenant, visible
 
 bp = Blueprint("instances", __name__)
 
@@ -97,8 +97,8 @@ async def instances() -> Response:
     ctx = context()
     local = [{**ctx.instance_dict(i), "server": registry.LOCAL}
              for i in ctx.supervisor.list() if visible(i.id)]
-    if request.args.get("all") not in ("1", "true"):
-        return jsonify(local)
+    if request.args.get("all") not in ("1", "true") or scope_tenant() is not None:
+        return jsonify(local)  # a scoped token: its tenant runs here, the fleet is not its own
     servers = [s for s in await ctx.store.read(registry.list_servers)
                if s["name"] != registry.LOCAL]
     tokens = await ctx.store.read(

@@ -19,7 +19,7 @@ from slum.fleet import nodes, registry
 from slum.store import logs
 from slum.web.context import context
 from slum.web.routes import API, BOTH, endpoint
-from slum.web.scope import scoped, visible
+from slum.web.scope import scope_tenant, scoped
 
 bp = Blueprint("logs", __name__)
 
@@ -133,6 +133,7 @@ async def log_stream() -> Any:
     last_id = _resume_id()
     states = request.args.get("states") in ("1", "true")
     want_logs = request.args.get("logs") not in ("0", "false")
+    tenant = scope_tenant()  # the generator runs outside the request's context: ask now
 
     async def stream() -> AsyncIterator[bytes]:
         with ctx.hub.subscribe(QUEUE) as sub:
@@ -162,7 +163,8 @@ async def log_stream() -> Any:
                     if want_logs and item.id > sent and q.matches(item.line):
                         sent = item.id
                         yield event("log", logs.stored_to_entry(item), item.id)
-                elif states and isinstance(item, StateChanged) and visible(item.instance_id):
+                elif states and isinstance(item, StateChanged) and (
+                        tenant is None or item.instance_id.partition(":")[2] == tenant):
                     yield event("state", {"id": item.instance_id, "old": item.old,
                                           "new": item.new, "reason": item.reason,
                                           "ts": item.ts})

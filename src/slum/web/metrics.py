@@ -142,6 +142,7 @@ async def history() -> Response:
     step = int_arg("step", 0) or None
     result = await ctx.store.read(
         lambda c: query_history(c, name, labels, int(since), int(until), step))
+    result["series"] = [s for s in result["series"] if _in_scope(s["labels"])]
     # One series asked for by its labels: its points at the top level too.
     result["points"] = result["series"][0]["points"] if len(result["series"]) == 1 else []
     return jsonify(result)

@@ -68,6 +68,7 @@ async def overview() -> Response:
 @endpoint(bp, "GET", "/status", response=Status)
 async def status() -> Response:
     """The overview plus slum's own counters (queues, log ingestion, the sampler)."""
+    require_unscoped()
     ctx = context()
     data = await _overview(ctx)
     data["version"] = __version__

@@ -20,6 +20,7 @@ class OutOfScope(SlumError):
 try:
     from slum.web.auth import (  # type: ignore[attr-defined]
         check_instance,
+        check_tenant,
         require_unscoped,
         scope_tenant,
     )
@@ -35,6 +36,11 @@ except ImportError:  # pragma: no cover - replaced on merge
         tenant = scope_tenant()
         if tenant is not None and instance_id.partition(":")[2] != tenant:
             raise OutOfScope(f"instance {instance_id} is outside this token's scope")
+
+    def check_tenant(tenant_id: str | None) -> None:  # type: ignore[misc]
+        tenant = scope_tenant()
+        if tenant is not None and tenant_id != tenant:
+            raise OutOfScope(f"tenant {tenant_id} is outside this token's scope")
 # --- end of SHIM
 
 
@@ -52,12 +58,13 @@ def scoped(q: LogQuery) -> LogQuery:
     tenant = scope_tenant()
     if tenant is None:
         return q
-    if q.tenant_id is not None and q.tenant_id != tenant:
-        raise OutOfScope(f"tenant {q.tenant_id} is outside this token's scope")
+    if q.tenant_id is not None:
+        check_tenant(q.tenant_id)
     if q.instance_id is not None:
         check_instance(q.instance_id)
     q.tenant_id = tenant
     return q
 
 
-__all__ = ["check_instance", "require_unscoped", "scope_tenant", "scoped", "visible"]
+__all__ = ["check_instance", "check_tenant", "require_unscoped", "scope_tenant", "scoped",
+           "visible"]
