@@ -15,7 +15,7 @@ setup: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 
 serve: setup dashboard
-	@test -f slum.db || { $(SLUM) token-gen --database slum.db > .slum-token && \
+	@test -f slum.db || { (umask 077; $(SLUM) token-gen --database slum.db > .slum-token) && \
 	  echo "API token written to .slum-token (use: SLUM_TOKEN=\$$(cat .slum-token))"; }
 	$(SLUM) serve --config examples/notes/tenement.toml --database slum.db --port 8080
 

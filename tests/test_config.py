@@ -53,7 +53,7 @@ def test_parses_and_interpolates(tmp_path: Path) -> None:
 
 def error_of(text: str) -> str:
     with pytest.raises(ConfigError) as info:
-        cfg.parse(text, Path("/etc/slum/tenement.toml"))
+        cfg.parse(text, Path("/etc/slum/tenement.toml"), strict=True)
     return info.value.message
 
 
@@ -64,7 +64,7 @@ def error_of(text: str) -> str:
      r"tenement.toml:1: service.web: missing required key 'command'"),
     ("[service.web]\ncommand = 'x'\n\nrestart = 'sometimes'\n",
      r":4: service.web.restart: must be one of"),
-    ("[service.Web]\ncommand = 'x'\n", r":1: service.Web: service names are DNS labels"),
+    ("[service.Web]\ncommand = 'x'\n", r":1: service.Web: service names are DNS labels.*'web'"),
     ("[service.web]\ncommand = 'x'\n[instances]\nweb = ['../x']\n", r":4: instances.web: invalid instance id"),
     ("[service.web]\ncommand = 'x'\n[instances]\nother = ['a']\n", r":4: instances.other: no \[service.other\]"),
     ("[settings]\nmax_restarts = 'three'\n", r":2: settings.max_restarts: must be an integer, not a string"),
@@ -81,8 +81,67 @@ def test_errors_name_file_line_and_key(text: str, expected: str) -> None:
 
 
 def test_tenement_keys_are_tolerated_with_a_warning() -> None:
-    c = cfg.parse("[service.api]\ncommand = 'x'\nsocket = '/tmp/{name}.sock'\n")
-    assert "socket" in c.warnings[0] and "api" in c.services
+    c = cfg.parse("[service.api]\ncommand = 'x'\ncpu_shares = 512\n")
+    assert "service.api.cpu_shares" in c.warnings[0] and "api" in c.services
+
+
+def test_unknown_keys_warn_by_default_and_fail_when_strict() -> None:
+    text = "[settings]\nbogus = 1\n[service.api]\ncommand = 'x'\nfoo = 2\n[extra]\na = 1\n"
+    c = cfg.parse(text, Path("t.toml"))
+    assert [w.split(": ")[1] for w in c.warnings] == ["extra", "settings.bogus", "service.api.foo"]
+    assert all("ignored" in w for w in c.warnings)
+    with pytest.raises(ConfigError, match=r"t.toml:6: extra: unknown section .*--strict"):
+        cfg.parse(text, Path("t.toml"), strict=True)
+
+
+def test_socket_is_interpolated() -> None:
+    c = cfg.parse("[service.api]\ncommand = 'app --listen {socket}'\n"
+                  "socket = '/run/x/{name}-{id}.sock'\n[service.api.env]\nS = '{socket}'\n")
+    svc = c.services["api"]
+    assert svc.argv(instance_id="a", port=1, data_dir=Path("/d")) == [
+        "app", "--listen", "/run/x/api-a.sock"]
+    assert svc.environment(instance_id="a", port=1, data_dir=Path("/d")) == {
+        "S": "/run/x/api-a.sock"}
+
+
+def test_tenement_names_are_refused_with_a_rename() -> None:
+    with pytest.raises(ConfigError, match=r"service.user_code: .*rename it to 'user-code'"):
+        cfg.parse("[service.user_code]\ncommand = 'x'\n")
+    with pytest.raises(ConfigError, match=r"instances.api: .*'wr_a'.*rename it to 'wr-a'"):
+        cfg.parse("[service.api]\ncommand = 'x'\n[instances]\napi = ['wr_a']\n")
+
+
+def test_data_dir_defaults_to_tenements_and_refuses_tilde(tmp_path: Path) -> None:
+    # As tenement 0.2.2: the default is relative to where it runs, not to the file.
+    c = cfg.parse("[service.api]\ncommand = 'x'\n", tmp_path / "tenement.toml")
+    assert c.settings.data_dir == Path.cwd() / "tenement-data"
+    written = cfg.parse("[settings]\ndata_dir = 'd'\n", tmp_path / "tenement.toml")
+    assert written.settings.data_dir == tmp_path / "d"
+    with pytest.raises(ConfigError, match=r":2: settings.data_dir: '~/x' starts with '~'"):
+        cfg.parse("[settings]\ndata_dir = '~/x'\n")
+    override = cfg.parse("[settings]\ndata_dir = '~/x'\n", tmp_path / "t.toml",
+                         data_dir=str(tmp_path / "elsewhere"))
+    assert override.settings.data_dir == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize(("value", "ok"), [("30000-40000", True), ("2000-2000", True),
+                                           ("40000-30000", False), ("80-90", False),
+                                           ("x", False)])
+def test_port_range(value: str, ok: bool) -> None:
+    text = f"[settings]\nport_range = '{value}'\n"
+    if ok:
+        lo, hi = value.split("-")
+        assert cfg.parse(text).settings.port_range == (int(lo), int(hi))
+    else:
+        with pytest.raises(ConfigError, match=r"settings\.port_range"):
+            cfg.parse(text)
+
+
+def test_find_config_walks_up(tmp_path: Path) -> None:
+    (tmp_path / "tenement.toml").write_text("")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert cfg.find_config(deep) == tmp_path / "tenement.toml"
 
 
 def test_missing_file() -> None:

@@ -8,40 +8,51 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import apsw
 import trio
 
 from slum import config as cfg
+from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
-from slum.errors import SlumError
+from slum.errors import BadRequest, ConfigError, SlumError
 from slum.events import Hub
 from slum.fleet import registry
 from slum.fleet.nodes import NodeChecker
 from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
+from slum.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
 from slum.sampler import Sampler, minute_rows
-from slum.store.db import Store
+from slum.store.db import Store, describe_error
 from slum.store.logs import IngestStatistics, run_ingest
 from slum.store.metrics import write_history
-from slum.store.retention import run_retention
+from slum.store.retention import INTERVAL_S as RETENTION_INTERVAL_S
+from slum.store.retention import retain
 from slum.supervisor import Instance, Supervisor
-from slum.supervisor.process import reap_leftovers
+from slum.supervisor.cgroups import Cgroups, owner_key
+from slum.supervisor.process import owner_alive, reap_leftovers
+from slum.supervisor.reload import Reloader
 from slum.supervisor.watchdog import Watchdog
-from slum.web.auth import Authenticator, active_tokens
+from slum.tasks import Tasks, run_periodic
+from slum.web.auth import Authenticator, Listener, Proxies
 from slum.web.context import WebContext
 
 log = logging.getLogger("slum")
 ROUTES_POLL_S = 1.0
 ROUTER_TRUST_S = 5.0
+EDGE_SOCKET = "web.sock"
 
 
 @dataclass
@@ -52,6 +63,8 @@ class ServeOptions:
     config: str | None = None
     domain: str = "localhost"
     control_socket: str | None = None
+    strict: bool = False  # unknown config keys are errors
+    data_dir: str | None = None  # overrides [settings] data_dir
 
 
 @dataclass
@@ -68,39 +81,90 @@ class Running:
     sampler: Sampler
     reaped: int = 0
     warnings: list[str] = field(default_factory=list)
+    tasks: Tasks = field(default_factory=Tasks)
 
 
 class StoreJournal:
     """What must survive slum: process groups (for the watchdog, and for the reap at the next
-    start) and the instances ever spawned."""
+    start, with slum's own pid and start time as their owner) and the instances ever spawned.
 
-    def __init__(self, store: Store, watchdog: Watchdog) -> None:
+    A failed write here (a full disk) must not end the instance's runner: it is counted under
+    the task name "journal" and the instance runs on; only the reap after a SIGKILL loses it."""
+
+    def __init__(self, store: Store, watchdog: Watchdog, tasks: Tasks) -> None:
         self.store = store
         self.watchdog = watchdog
+        self.tasks = tasks
+        self.owner = own_identity()
+
+    async def _write(self, fn: Any) -> None:
+        try:
+            await self.store.write(fn)
+        except Exception as e:
+            self.tasks.failed("journal", e)
+        else:
+            self.tasks.succeeded("journal")
+
+    def _feed(self, message: str, pid: int) -> None:
+        try:
+            (self.watchdog.watch if message == "+" else self.watchdog.forget)(pid)
+        except Exception as e:
+            self.tasks.failed("watchdog feeder", e)
 
     async def process_started(self, inst: Instance, pid: int, started_at: float) -> None:
-        self.watchdog.watch(pid)
-        await self.store.write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at) "
-            "VALUES (?, ?, ?, ?)", (inst.id, pid, pid, started_at)))
+        self._feed("+", pid)
+        owner_pid, owner_started = self.owner
+        await self._write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at, owner_pid, "
+            "owner_started) VALUES (?, ?, ?, ?, ?, ?)",
+            (inst.id, pid, pid, started_at, owner_pid, owner_started)))
 
     async def process_exited(self, inst: Instance, pid: int) -> None:
-        self.watchdog.forget(pid)
-        await self.store.write(lambda c: c.execute(
+        self._feed("-", pid)
+        await self._write(lambda c: c.execute(
             "DELETE FROM processes WHERE instance_id = ?", (inst.id,)))
 
+    async def instance_weight(self, inst: Instance) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT INTO instances (id, service, name, weight) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
+            (inst.id, inst.service.name, inst.name, inst.weight)))
+
     async def instance_known(self, inst: Instance) -> None:
-        await self.store.write(lambda c: c.execute(
+        await self._write(lambda c: c.execute(
             "INSERT OR IGNORE INTO instances (id, service, name) VALUES (?, ?, ?)",
             (inst.id, inst.service.name, inst.name)))
 
 
-def load_config(path: str | None) -> cfg.Config:
-    if path is not None:
-        return cfg.load(path)
-    if Path("tenement.toml").is_file():
-        return cfg.load("tenement.toml")
-    return cfg.empty_config()
+def own_identity() -> tuple[int, float]:
+    """slum's pid and start time: together they name this process, even after pid reuse."""
+    import psutil
+
+    return os.getpid(), psutil.Process().create_time()
+
+
+def raise_fd_limit() -> int:
+    """Every client connection, upstream connection and child pipe is a descriptor: take the
+    soft limit up to the hard one (what the operator allowed), so the default 1,024 is not
+    the edge's ceiling. Returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def load_config(path: str | None, strict: bool = False,
+                data_dir: str | None = None) -> cfg.Config:
+    found = path if path is not None else cfg.find_config()
+    if found is not None:
+        return cfg.load(found, strict=strict, data_dir=data_dir)
+    return cfg.empty_config(Path(data_dir).absolute() if data_dir else None)
 
 
 def default_instance(config: cfg.Config) -> str | None:
@@ -135,25 +199,123 @@ def bind_control_socket(path: Path) -> socket.socket:
     return sock
 
 
+def bind_edge_socket(control_path: Path) -> tuple[Path, socket.socket]:
+    """The edge's own way into the web app: requests arriving here are from the network and
+    must authenticate, whatever headers they carry. It lives in a 0700 directory beside the
+    control socket (`slum.sock.d/`), so nobody but slum's user can connect and pose as the edge
+    (forging X-Forwarded-For); a fresh temporary one when that path is too long for a unix
+    socket or is not a directory of ours."""
+    directory = control_path.with_name(control_path.name + ".d")
+    if len(os.fsencode(directory / EDGE_SOCKET)) >= 100 or not _private_dir(directory):
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        directory = Path(tempfile.mkdtemp(prefix="slum-", dir=runtime if runtime and
+                                          Path(runtime).is_dir() else None))
+    path = directory / EDGE_SOCKET
+    # Left by a slum that was killed: bind_control_socket already proved no slum serves here.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(128)
+    return directory, sock
+
+
+def _private_dir(directory: Path) -> bool:
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    try:
+        st = directory.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and stat.S_IMODE(st.st_mode) == 0o700)
+
+
+class StartupError(SlumError):
+    """slum could not start: one line on stderr and exit 1 (a bad config or usage exits 2)."""
+
+
 async def serve(opts: ServeOptions, *,
                 task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
-    config = load_config(opts.config)
+    """Start everything, serve until SIGINT/SIGTERM, stop everything. A failure before slum is
+    up is raised as one SlumError (its message is the CLI's one line); after that, every part
+    contains its own failures and nothing but a signal ends this."""
+    config = load_config(opts.config, opts.strict, opts.data_dir)
     cfg.check_label(opts.domain.replace(".", "-"), "domain")
-    store = Store(opts.database)
+    if not 0 <= opts.port <= 65535:
+        raise BadRequest(f"port {opts.port} is out of range (0-65535)")
+    raise_fd_limit()
+    up = False
+
+    def ready(running: Running) -> None:
+        nonlocal up
+        up = True
+        task_status.started(running)
+
     try:
-        await _serve(opts, config, store, task_status)
-    finally:
-        store.close()
+        store = Store(opts.database)
+        try:
+            await _serve(opts, config, store, ready)
+        finally:
+            store.close()
+    except BaseException as e:
+        leaf = _leaf(e)
+        if up or leaf is None or isinstance(leaf, trio.Cancelled | KeyboardInterrupt):
+            raise
+        if isinstance(leaf, SlumError):
+            raise leaf from None
+        if isinstance(leaf, apsw.Error):
+            raise StartupError(describe_error(opts.database, leaf)) from None
+        if isinstance(leaf, OSError):
+            raise StartupError(f"cannot start: {leaf}") from None
+        raise
+
+
+def _leaf(e: BaseException) -> BaseException | None:
+    """The one error that matters in what a nursery raised (cancellations are consequences)."""
+    if not isinstance(e, BaseExceptionGroup):
+        return e
+    leaves = [leaf for sub in e.exceptions if (leaf := _leaf(sub)) is not None]
+    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    chosen = real or leaves
+    return chosen[0] if chosen else None
+
+
+@contextlib.contextmanager
+def _starting(what: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException as e:
+        leaf = _leaf(e)
+        if isinstance(leaf, OSError):
+            raise StartupError(f"{what}: {leaf.strerror or leaf}") from None
+        raise
+
+
+def _reap(store: Store) -> int:
+    """Kill what a SIGKILLed slum left, and forget it. Only groups whose recorded owner is dead:
+    a live slum (say, one serving the database this one was copied from) keeps its children."""
+    rows = store.write_sync(lambda c: list(c.execute(
+        "SELECT instance_id, pid, pgid, started_at, owner_pid, owner_started FROM processes")))
+    orphans = [r for r in rows if not owner_alive(r[4], r[5])]
+    reaped = reap_leftovers([(pid, pgid, started) for _, pid, pgid, started, _, _ in orphans])
+    store.write_sync(lambda c: c.executemany(
+        "DELETE FROM processes WHERE instance_id = ? AND pid = ?",
+        [(r[0], r[1]) for r in orphans]))
+    return reaped
 
 
 async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
-                 task_status: trio.TaskStatus[Running]) -> None:
-    leftovers = store.write_sync(lambda c: list(c.execute(
-        "SELECT pid, pgid, started_at FROM processes")))
-    reaped = await trio.to_thread.run_sync(reap_leftovers, leftovers)
+                 ready: Callable[[Running], None]) -> None:
+    # First, before anything is reaped or started: is another slum serving this database?
+    control_path = Path(opts.control_socket) if opts.control_socket else (
+        control_socket_path(opts.database))
+    with _starting(f"cannot bind the control socket {control_path}"):
+        control = bind_control_socket(control_path)
+    control_inode = control_path.stat().st_ino
+    reaped = await trio.to_thread.run_sync(_reap, store)
     if reaped:
         log.warning("reaped %d processes left by a slum that did not stop cleanly", reaped)
-    store.write_sync(lambda c: c.execute("DELETE FROM processes"))
     store.write_sync(registry.ensure_local)
     # A node without a config runs no processes: keep tenant placement off it.
     local = store.write_sync(lambda c: registry.get_server(c, registry.LOCAL))
@@ -161,14 +323,22 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         store.write_sync(lambda c: registry.set_local_capacity(c, 0))
     elif local["capacity"] == 0:
         store.write_sync(lambda c: registry.set_local_capacity(c, None))
-    known = store.write_sync(lambda c: list(c.execute("SELECT service, name FROM instances")))
+    known = store.write_sync(lambda c: list(c.execute(
+        "SELECT service, name, weight FROM instances")))
 
+    tasks = Tasks()
     hub = Hub()
+    cgroups = Cgroups.detect(owner_key(opts.database))
+    if config.services:
+        log.info("%s", cgroups.describe())
+        killed = await trio.to_thread.run_sync(cgroups.reap_leftovers)
+        if killed:
+            log.warning("killed %d processes left in the cgroups of a slum that was killed", killed)
     watchdog = Watchdog()
     if config.services:
         watchdog.start()
-    supervisor = Supervisor(config, hub, StoreJournal(store, watchdog))
-    table = RouteTable(opts.domain.lower())
+    supervisor = Supervisor(config, hub, StoreJournal(store, watchdog, tasks), cgroups)
+    table = RouteTable(opts.domain.lower(), frozenset(config.services))
     version = ""
 
     async def refresh_routes() -> None:
@@ -182,28 +352,33 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
 
     async def watch_routes() -> None:
         # The CLI writes the registry straight into the database: notice it within a second.
-        while True:
-            await trio.sleep(ROUTES_POLL_S)
-            current = await store.read(registry.registry_version)
-            if current != version:
-                await refresh_routes()
+        if await store.read(registry.registry_version) != version:
+            await refresh_routes()
 
     await refresh_routes()
-    auth = Authenticator(lambda: store.read(active_tokens))
+    for clash in sorted(set(config.services) & set(table.tenants)):
+        raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
+                              f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
+                              f"rename the service or `slum tenant-remove {clash}`")
+    auth = Authenticator(store, Proxies(config.settings.trusted_proxies))
+    # Instances' data (and their logs' secrets) are for the operator only.
+    if config.services:
+        config.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ingest = IngestStatistics()
-    control_path = Path(opts.control_socket) if opts.control_socket else (
-        control_socket_path(opts.database))
-    control = bind_control_socket(control_path)
+    with _starting(f"cannot bind the edge's socket beside {control_path}"):
+        edge_dir, edge_socket = bind_edge_socket(control_path)
     trusted: dict[str, float] = {}
 
-    async def trust_router(token: str) -> bool:
+    async def trust_router(token: str, peer: str | None = None) -> bool:
         # Every routed request carries the token: a verified one is trusted for a few seconds
         # without asking the database, so a revoked token stops working within ROUTER_TRUST_S.
+        # Failures count against the peer that sent them (when the edge names it), never
+        # against a bucket shared with the real router.
         now = trio.current_time()
         if trusted.get(token, 0.0) > now:
             return True
         try:
-            await auth.verify_token(token, "router")
+            await auth.verify_token(token, None if peer is None else f"router:{peer}")
         except SlumError:
             return False
         if len(trusted) > 1000:
@@ -214,7 +389,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     requests = RequestMetrics()
     requests.enabled = config.settings.request_metrics
     sampler = Sampler(supervisor, config.settings.data_dir)
-    edge = Edge(table, supervisor, str(control_path),
+    edge = Edge(table, supervisor, str(edge_dir / EDGE_SOCKET),
                 EdgeOptions(max_body=config.settings.max_body_mb * 1024 * 1024,
                             default_instance=default_instance(config),
                             connect_timeout_s=config.settings.connect_timeout_s,
@@ -228,65 +403,125 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     from slum.web.create_app import create_app
 
     ctx.extras["edge_connections"] = lambda: edge.connections
+    alerts = ctx.extras["alerts"] = Alerts(
+        config.alerts, hub, restart_window=config.settings.restart_window,
+        max_restarts=config.settings.max_restarts,
+        disk_usage=lambda: disk_usage_of(sampler.host, str(config.settings.data_dir)))
+
+    async def reloaded(new: cfg.Config) -> None:
+        nonlocal config  # refresh_routes reads it: a tenant without a service gets the new default
+        config = ctx.config = new
+        alerts.set_rules(new.alerts)
+        edge.options.default_instance = default_instance(new)
+        requests.enabled = new.settings.request_metrics
+        await refresh_routes()
+
+    reloader = Reloader(supervisor, partial(load_config, opts.config), reloaded)
+    ctx.extras["reload"] = reloader.reload
+    ctx.extras["tasks"] = tasks
     app = create_app(ctx)
+
+    def report(server: str, status: str) -> None:
+        level = "info" if status == "online" else "error"
+        hub.system(None, f"server {server} is {status}", level)
+        alerts.node(server, status)
+        log.log(logging.INFO if level == "info" else logging.WARNING,
+                "server %s is %s", server, status)
+
+    settings = config.settings
     try:
         async with trio.open_nursery() as outer:
             await outer.start(run_ingest, hub, store, ingest)
             async with trio.open_nursery() as timers:
-                settings = config.settings
-                timers.start_soon(run_retention, store, settings.log_retention_days,
-                                  settings.log_max_mb * 1024 * 1024)
-                await timers.start(sampler.run)
-                timers.start_soon(_flush_history, store, sampler, requests)
-
-                def report(server: str, status: str) -> None:
-                    level = "info" if status == "online" else "error"
-                    hub.system(None, f"server {server} is {status}", level)
-                    log.log(logging.INFO if level == "info" else logging.WARNING,
-                            "server %s is %s", server, status)
-
-                timers.start_soon(checker.run, store.read, store.write, refresh_routes, report)
+                # Every background task runs contained (slum/tasks.py): an error is logged,
+                # counted under the task's name and retried after a backoff, never the end of
+                # this nursery.
+                timers.start_soon(partial(
+                    run_periodic, tasks, "retention",
+                    partial(retain, store, settings.log_retention_days,
+                            settings.log_max_mb * 1024 * 1024), RETENTION_INTERVAL_S))
+                await timers.start(partial(run_periodic, tasks, "sampler", sampler.tick,
+                                           SAMPLE_INTERVAL_S))
+                await timers.start(alerts.run)
+                timers.start_soon(partial(
+                    run_periodic, tasks, "history", partial(_flush_history, store, sampler,
+                                                            requests),
+                    _until_next_minute, first_delay=True))
+                timers.start_soon(partial(
+                    run_periodic, tasks, "node checker",
+                    partial(checker.check, store.read, store.write, refresh_routes, report),
+                    checker.interval_s))
                 async with trio.open_nursery() as procs:
                     await procs.start(supervisor.run, known)
+                    await procs.start(reloader.run)  # also SIGHUP
                     async with trio.open_nursery() as front:
                         web_stop = trio.Event()
-                        await front.start(_serve_web, app, control, web_stop)
-                        listeners = await front.start(edge.serve, opts.host, opts.port)
+                        # The public port first: the one most likely taken. Requests for the
+                        # web app wait in the sockets' backlogs until it accepts.
+                        with _starting(f"cannot listen on {opts.host}:{opts.port}"):
+                            listeners = await front.start(edge.serve, opts.host, opts.port)
+                        with _starting(f"cannot serve the API on {control_path}"):
+                            await front.start(_serve_web, Listener(app, trusted=True), control,
+                                              web_stop)
+                            await front.start(_serve_web, Listener(app, trusted=False),
+                                              edge_socket, web_stop)
                         port = listeners[0].getsockname()[1]
-                        front.start_soon(watch_routes)
+                        front.start_soon(partial(run_periodic, tasks, "routes", watch_routes,
+                                                 ROUTES_POLL_S, first_delay=True))
                         ctx.public_port = port
                         # Everything loaded at start lives as long as slum: move it out of the
                         # collector's way, so a full collection under load scans only new
                         # objects (a full scan of ~200k objects was a 20+ ms pause).
                         gc.collect()
                         gc.freeze()
-                        task_status.started(Running(port, str(control_path), supervisor, store,
-                                                    hub, edge, requests, sampler, reaped,
-                                                    list(config.warnings)))
+                        ready(Running(port, str(control_path), supervisor, store, hub, edge,
+                                      requests, sampler, reaped, list(config.warnings), tasks))
                         await _wait_for_signal()
                         log.info("stopping: edge and web first, then %d instances",
                                  len(supervisor.instances))
+                        # The edge drains its requests in flight here, before the cancel.
                         web_stop.set()
                         front.cancel_scope.cancel()
+                    # Instances stop (SIGTERM, then SIGKILL after their grace); their output
+                    # pumps read the pipes to EOF, so their last lines reach the hub.
                     procs.cancel_scope.cancel()
                 timers.cancel_scope.cancel()
-            hub.close()  # ingestion drains what the children wrote, then returns
+            # Only now, with every child gone and its output read: ingestion stores what is
+            # queued, then returns; the database closes after this (in serve).
+            hub.close()
     finally:
         watchdog.close()
-        with contextlib.suppress(OSError):
-            control.close()
-            control_path.unlink()
+        _close_control_socket(control, control_path, control_inode)
+        # Hypercorn may have closed the edge's socket already: each step on its own.
+        for step in (edge_socket.close, partial(shutil.rmtree, edge_dir)):
+            with contextlib.suppress(OSError):
+                step()
+
+
+def _close_control_socket(sock: socket.socket, path: Path, inode: int) -> None:
+    # Hypercorn closes the descriptor it was given, so closing the socket object again fails
+    # with EBADF: that must not keep the file from being removed. Removed only while it is
+    # still ours (same inode), never a socket another slum has bound since.
+    with contextlib.suppress(OSError):
+        sock.close()
+    with contextlib.suppress(OSError):
+        if path.stat().st_ino == inode:
+            path.unlink()
+
+
+def _until_next_minute() -> float:
+    now = time.time()
+    return 60.5 - now % 60
 
 
 async def _flush_history(store: Store, sampler: Sampler, requests: RequestMetrics) -> None:
-    """Once a minute, just after it ends: the minute's min/avg/max of every series."""
-    while True:
-        now = time.time()
-        minute = int(now) - int(now) % 60
-        await trio.sleep(minute + 60.5 - now)
-        rows = minute_rows(minute, sampler, requests)
-        if rows:
-            await store.write(partial(write_history, rows=rows))
+    """Just after a minute ends: that minute's min/avg/max of every series (run once a minute
+    by run_periodic; a retry after an error writes the same minute, once)."""
+    now = int(time.time())
+    minute = now - now % 60 - 60
+    rows = minute_rows(minute, sampler, requests)
+    if rows:
+        await store.write(partial(write_history, rows=rows))
 
 
 async def _wait_for_signal() -> None:

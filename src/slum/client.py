@@ -27,7 +27,8 @@ from slum.errors import (
 
 DEFAULT_HTTP = "http://127.0.0.1:8080"
 _ERRORS: dict[int, type[SlumError]] = {400: BadRequest, 401: Unauthorized, 403: Unauthorized,
-                                       404: NotFound, 409: Conflict, 503: Unavailable}
+                                       404: NotFound, 409: Conflict, 429: Unavailable,
+                                       503: Unavailable}
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -58,8 +59,9 @@ def control_socket_path(database: str | os.PathLike[str]) -> Path:
 
 
 def resolve_server(server: str | None, database: str | None = None) -> str:
-    """--server / SLUM_SERVER, else the control socket of the database, else http://127.0.0.1:8080."""
-    server = server or os.environ.get("SLUM_SERVER")
+    """--server / SLUM_SERVER / TENEMENT_SERVER, else the control socket of the database, else
+    http://127.0.0.1:8080."""
+    server = server or os.environ.get("SLUM_SERVER") or os.environ.get("TENEMENT_SERVER")
     if server:
         return server
     sock = control_socket_path(database or os.environ.get("SLUM_DATABASE", "slum.db"))
@@ -72,7 +74,7 @@ class Client:
     def __init__(self, server: str | None = None, token: str | None = None, *,
                  database: str | None = None, timeout: float = 60.0) -> None:
         self.server = resolve_server(server, database)
-        self.token = token or os.environ.get("SLUM_TOKEN")
+        self.token = token or os.environ.get("SLUM_TOKEN") or os.environ.get("TENEMENT_TOKEN")
         self.timeout = timeout
         if self.server.startswith("unix:"):
             self._unix: str | None = self.server[5:]
@@ -98,8 +100,8 @@ class Client:
         return f"control socket {self._unix}" if self._unix else self.server
 
     def request(self, method: str, path: str, body: Any = None,
-                query: dict[str, Any] | None = None) -> Any:
-        conn = self._connection()
+                query: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        conn = self._connection(timeout)
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         headers = {"Accept": "application/json"}
@@ -152,6 +154,29 @@ class Client:
         return self.request("GET",  # type: ignore[no-any-return]
                             f"/_/api/instances/{quote(ref)}/health")
 
+    # --- deploys and traffic ---
+    def deploy(self, service: str, version: str, *, weight: int = 100,
+               timeout: float = 30) -> dict[str, Any]:
+        """Start service:version, wait until healthy (at most `timeout` s), then give it
+        `weight`; raises Unavailable with the reason if it does not get healthy."""
+        return self.request("POST", "/_/api/deploys",  # type: ignore[no-any-return]
+                            {"service": service, "version": version, "weight": weight,
+                             "timeout": timeout}, timeout=timeout + self.timeout)
+
+    def route(self, service: str, source: str, target: str) -> dict[str, Any]:
+        """Blue/green: all of `source`'s traffic to `target`, in one step."""
+        return self.request("POST",  # type: ignore[no-any-return]
+                            f"/_/api/services/{quote(service)}/route",
+                            {"from": source, "to": target})
+
+    def set_weight(self, ref: str, weight: int) -> dict[str, Any]:
+        return self.request("POST",  # type: ignore[no-any-return]
+                            f"/_/api/instances/{quote(ref)}/weight", {"weight": weight})
+
+    def storage(self, ref: str) -> dict[str, Any]:
+        return self.request("GET",  # type: ignore[no-any-return]
+                            f"/_/api/instances/{quote(ref)}/storage")
+
     # --- server ---
     def server_health(self) -> dict[str, Any]:
         return self.request("GET", "/api/health")  # type: ignore[no-any-return]
@@ -188,6 +213,22 @@ class Client:
     def remove_tenant(self, tenant_id: str) -> dict[str, Any]:
         return self.request("DELETE",  # type: ignore[no-any-return]
                             f"/api/tenants/{quote(tenant_id)}")
+
+    # --- tokens ---
+    def tokens(self) -> list[dict[str, Any]]:
+        """Tokens: id, description, scope, created, last_used; never the secret."""
+        return self.request("GET", "/_/api/tokens")  # type: ignore[no-any-return]
+
+    def create_token(self, description: str | None = None,
+                     tenant: str | None = None) -> dict[str, Any]:
+        """A new token ({"id", "token", ...}); the secret is in this answer only."""
+        return self.request("POST", "/_/api/tokens",  # type: ignore[no-any-return]
+                            {"description": description, "tenant": tenant})
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token by its id; its sessions end at once."""
+        return self.request("DELETE",  # type: ignore[no-any-return]
+                            f"/_/api/tokens/{quote(token_id, safe='')}")
 
     # --- logs ---
     def logs(self, **filters: Any) -> list[dict[str, Any]]:

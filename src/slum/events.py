@@ -57,8 +57,9 @@ class HubStatistics:
 
 
 class Subscription:
-    def __init__(self, hub: Hub, maxsize: int) -> None:
+    def __init__(self, hub: Hub, maxsize: int, only: type | None = None) -> None:
         self._hub = hub
+        self.only = only
         self._send, self._recv = trio.open_memory_channel[Any](maxsize)
         self.missed = 0
 
@@ -109,11 +110,13 @@ class Hub:
 
     def publish(self, event: Any) -> None:
         for sub in self._subscribers:
-            sub._offer(event)
+            if sub.only is None or isinstance(event, sub.only):
+                sub._offer(event)
 
     @contextmanager
-    def subscribe(self, maxsize: int = 1024) -> Iterator[Subscription]:
-        sub = Subscription(self, maxsize)
+    def subscribe(self, maxsize: int = 1024, only: type | None = None) -> Iterator[Subscription]:
+        """`only`: one kind of event (a log flood does not crowd out state changes)."""
+        sub = Subscription(self, maxsize, only)
         self._subscribers.add(sub)
         try:
             yield sub

@@ -92,7 +92,7 @@ class Node:
         return status, json.loads(raw) if raw else None
 
     def restart_server(self) -> None:
-        """Stop and start slum on the same port and database (sessions live in memory)."""
+        """Stop and start slum on the same port and database (sessions survive it)."""
         assert self.slum.stop() == 0
         self.slum.start()
 

@@ -79,21 +79,6 @@ def test_tokens_and_sessions(slum: Slum) -> None:
         raise AssertionError("a wrong token must be refused")
 
 
-def test_repeated_bad_tokens_slow_down_only_that_client(slum: Slum) -> None:
-    slum.start()
-    token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
-    for _ in range(6):
-        api(slum, "GET", "/_/api/instances", token="slum_guess",
-            headers={"X-Forwarded-For": "ignored"})
-    started = time.monotonic()
-    assert api(slum, "GET", "/_/api/instances", token="slum_guess")[0] == 401
-    slow = time.monotonic() - started
-    assert slow > 0.3
-    # the valid token is not locked out (tenement locks out everyone)
-    started = time.monotonic()
-    assert api(slum, "GET", "/_/api/instances", token=token)[0] == 200
-
-
 def test_json_errors_for_bad_input(slum: Slum) -> None:
     slum.start()
     token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
@@ -101,7 +86,7 @@ def test_json_errors_for_bad_input(slum: Slum) -> None:
         ("POST", "/_/api/instances", {"service": "web", "id": "../x"}, 400),
         ("POST", "/_/api/instances", {"service": "web", "id": "Alice"}, 400),
         ("POST", "/_/api/instances", {"service": "nope", "id": "a"}, 404),
-        ("POST", "/_/api/instances", {"service": "web", "id": "one"}, 409),
+        ("POST", "/_/api/instances", {"service": "web", "id": "one"}, 201),  # idempotent
         ("POST", "/_/api/instances", b"{not json", 400),
         ("POST", "/_/api/instances/web:ghost/stop", None, 404),
         ("POST", "/_/api/instances/nocolon/stop", None, 400),

@@ -248,11 +248,18 @@ def test_logout_and_an_expired_session_return_to_login(node: Node, page: Any) ->
 
     login(page, node, "/instances")
     expect(row(page, "web:one")).to_be_visible()
-    node.restart_server()  # sessions live in memory: this one is gone
+    node.restart_server()  # sessions are stored (hashed) in the database: this one survives
+    page.reload()
+    expect(row(page, "web:one")).to_be_visible()
+    assert "/login" not in page.url
+    # Revoking the token ends its sessions at once.
+    db = str(node.slum.database)
+    fresh = node.slum.cli("token-gen", "--database", db, check=True).stdout.strip()
+    node.slum.cli("token-revoke", node.token.split("_")[1], "--database", db, check=True)
     page.wait_for_url(re.compile(r"/_/login\?.*expired=1"), timeout=30_000)
     expect(page.get_by_test_id("login-message")).to_contain_text("expired")
     # logging in again goes back to where the user was
-    page.get_by_test_id("login-token").fill(node.token)
+    page.get_by_test_id("login-token").fill(fresh)
     page.get_by_test_id("login-submit").click()
     page.wait_for_url(node.url("/instances"))
 
@@ -329,3 +336,19 @@ def test_screenshots_of_each_page(node: Node, page: Any) -> None:
     expect(tenant).to_contain_text("local")
     expect(tenant.get_by_test_id("tenant-instance")).to_contain_text("Healthy")
     screenshot(page, "tenants")
+
+
+@pytest.mark.browser
+def test_set_an_instances_traffic_weight_on_its_page(node: Node, page: Any) -> None:
+    login(page, node, "/instances/web:one")
+    form = page.get_by_test_id("weight-form")
+    field = page.get_by_test_id("weight-input")
+    expect(field).to_have_value("100")
+    field.fill("30")
+    form.get_by_role("button", name="Set").click()
+    wait_until(lambda: node.api("GET", "/_/api/instances/web:one")[1]["weight"] == 30,
+               "the weight to be saved")
+    expect(field).to_have_value("30")
+    field.fill("250")
+    form.get_by_role("button", name="Set").click()
+    assert node.api("GET", "/_/api/instances/web:one")[1]["weight"] == 30  # refused

@@ -98,8 +98,8 @@ def test_bad_input_gets_one_line_and_exit_2(slum: Slum) -> None:
         r = slum.cli(*args)
         assert r.returncode == 2, args
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    r = slum.cli("spawn", "web", "--id", "one")
-    assert r.returncode == 1 and "already exists" in r.stderr
+    r = slum.cli("spawn", "web", "--id", "one")  # already healthy: a no-op, as in tenement
+    assert r.returncode == 0 and "web:one healthy" in r.stdout
     r = slum.cli("stop", "web:ghost")
     assert r.returncode == 1 and "no instance web:ghost" in r.stderr
     r = slum.cli("spawn", "nosuch", "--id", "x")

@@ -76,9 +76,9 @@ def wait_status(s: Slum, ref: str, status: str, timeout: float = 10) -> dict:  #
 
 def test_idle_instance_stops_and_the_next_request_wakes_it(node: Slum) -> None:
     node.cli("spawn", "web", "--id", "sleepy", check=True)
-    stopped = wait_status(node, "web:sleepy", "stopped")
+    stopped = wait_status(node, "web:sleepy", "sleeping")
     assert stopped["reason"] == "idle" and stopped["port"] is None and stopped["pid"] is None
-    assert "idle" in node.cli("ps", check=True).stdout
+    assert "sleeping" in node.cli("ps", check=True).stdout
     started = time.monotonic()
     status, _, body = node.http("GET", "/hello", host="sleepy.web.localhost")
     assert (status, body) == (200, b"web:sleepy /hello")
@@ -89,7 +89,7 @@ def test_idle_instance_stops_and_the_next_request_wakes_it(node: Slum) -> None:
 
 def test_a_burst_shares_one_wake(node: Slum) -> None:
     node.cli("spawn", "web", "--id", "burst", check=True)
-    wait_status(node, "web:burst", "stopped")
+    wait_status(node, "web:burst", "sleeping")
     before = instance(node, "web:burst")["wakes"]
 
     def one(_: int) -> tuple[int, bytes]:
@@ -134,7 +134,7 @@ def test_websocket_counts_as_activity(node: Slum) -> None:
         assert head.startswith(b"HTTP/1.1 101")
         time.sleep(3)  # three idle timeouts with the socket open and silent
         assert instance(node, "ws:chat")["status"] == "healthy"
-    wait_status(node, "ws:chat", "stopped", timeout=10)
+    wait_status(node, "ws:chat", "sleeping", timeout=10)
 
 
 def test_a_silent_upstream_is_504(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ IDLE_S = 0.5
 async def test_idle_instance_is_stopped(tmp_path: Path) -> None:
     async with supervised(tmp_path, web(idle_timeout=IDLE_S)) as h:
         inst = await h.sup.spawn("web", "a")
-        await wait_state(inst, State.STOPPED, within=5)
+        await wait_state(inst, State.SLEEPING, within=5)
         assert inst.reason == "idle" and inst.pid is None
         assert not inst.want_running
         assert (transition_time(inst, State.STOPPING)
@@ -33,7 +33,7 @@ async def test_open_stream_keeps_it_running(tmp_path: Path) -> None:
         inst.streams -= 1
         inst.touch()
         closed = trio.current_time()
-        await wait_state(inst, State.STOPPED, within=5)
+        await wait_state(inst, State.SLEEPING, within=5)
         assert inst.reason == "idle"
         assert trio.current_time() - closed >= IDLE_S
 
@@ -49,7 +49,7 @@ async def test_touch_resets_the_timer(tmp_path: Path) -> None:
         assert inst.state is State.HEALTHY and inst.pid == pid
         inst.touch()
         last = trio.current_time()
-        await wait_state(inst, State.STOPPED, within=5)
+        await wait_state(inst, State.SLEEPING, within=5)
         assert trio.current_time() - last >= IDLE_S
 
 
@@ -58,5 +58,13 @@ async def test_slow_start_is_not_idle_time(tmp_path: Path) -> None:
     async with supervised(tmp_path, web(idle_timeout=IDLE_S, env={"START_DELAY": "1"})) as h:
         inst = await h.sup.spawn("web", "a")
         assert inst.state is State.HEALTHY
-        await wait_state(inst, State.STOPPED, within=5)
+        await wait_state(inst, State.SLEEPING, within=5)
         assert inst.reason == "idle"
+
+
+async def test_an_operator_stop_of_a_sleeping_instance_shows_as_stopped(tmp_path: Path) -> None:
+    async with supervised(tmp_path, web(idle_timeout=IDLE_S)) as h:
+        inst = await h.sup.spawn("web", "a")
+        await wait_state(inst, State.SLEEPING, within=5)
+        await h.sup.stop("web:a")
+        assert inst.state is State.STOPPED and inst.reason == "stopped"

@@ -24,12 +24,12 @@ from tests.supervisor.harness import (
 )
 
 
-async def test_spawn_of_a_running_instance_is_a_conflict(tmp_path: Path) -> None:
+async def test_spawn_of_a_running_instance_is_a_no_op(tmp_path: Path) -> None:
+    # tenement's scripts spawn before they use: a second spawn must succeed and change nothing.
     async with supervised(tmp_path, web()) as h:
         inst = await h.sup.spawn("web", "a")
         pid = inst.pid
-        with pytest.raises(Conflict):
-            await h.sup.spawn("web", "a")
+        assert await h.sup.spawn("web", "a") is inst
         assert inst.state is State.HEALTHY and inst.pid == pid
         assert len(h.journal.started) == 1
 
@@ -39,12 +39,19 @@ async def test_unknown_instances_and_services_are_not_found(tmp_path: Path) -> N
         with pytest.raises(NotFound):
             await h.sup.stop("web:nobody")
         with pytest.raises(NotFound):
-            await h.sup.restart("web:nobody")
+            await h.sup.restart("nothere:a")
         with pytest.raises(NotFound):
             await h.sup.spawn("nothere", "a")
         with pytest.raises(BadRequest):
             await h.sup.spawn("web", "Not_A_Label")
         assert h.sup.instances == {}
+
+
+async def test_restart_of_a_never_spawned_id_of_a_configured_service_starts_it(
+        tmp_path: Path) -> None:
+    async with supervised(tmp_path, web()) as h:
+        inst = await h.sup.restart("web:fresh")
+        assert inst.serving and inst.id == "web:fresh"
 
 
 async def test_stop_ends_the_process_and_a_second_stop_is_a_conflict(tmp_path: Path) -> None:

@@ -76,9 +76,12 @@ async def test_grandchildren_go_with_the_child(tmp_path: Path, how: str, end: st
         await wait_gone(grandchild)
 
 
-async def test_a_process_that_left_the_group_does_not_hang_the_stop(tmp_path: Path) -> None:
+async def test_a_process_that_left_the_group_does_not_hang_the_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `setsid sleep` escapes the group kill and keeps the child's output pipes open: reading them
-    # is given up after a moment instead of waiting for an EOF that never comes.
+    # is given up after a moment instead of waiting for an EOF that never comes. (Without
+    # cgroups: in its cgroup the escaped process is killed; see test_limits.)
+    monkeypatch.setenv("SLUM_CGROUP_ROOT", str(tmp_path / "no-cgroups"))
     script = (f'setsid sleep 1000 & echo $! > "$SLUM_DATA_DIR/escaped.pid"; '
               f"exec {shlex.quote(PYTHON)} {shlex.quote(str(CHILDREN / 'web.py'))}")
     svc = service("web", ["sh", "-c", script], health="/health")

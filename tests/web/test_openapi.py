@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import slum.web.create_app  # noqa: F401  (imports every resource module: fills the table)
@@ -16,12 +17,15 @@ def test_every_route_is_described_once_per_prefix() -> None:
     expected = set()
     for route in ROUTES:
         for prefix in route.prefixes:
-            expected.add((route.method, (prefix + route.path).replace("<ref>", "{ref}")
-                          .replace("<tenant_id>", "{tenant_id}")))
+            expected.add((route.method, re.sub(r"<(\w+)>", r"{\1}", prefix + route.path)))
     assert described == expected
     assert ("GET", "/_/api/openapi.json") in described
     # the fleet routes answer under both prefixes from one declaration
     assert {("POST", "/api/tenants"), ("POST", "/_/api/tenants")} <= described
+    # deploys: both prefixes, and tenement's own paths under /api only
+    assert {("POST", "/api/deploys"), ("POST", "/_/api/deploys"), ("POST", "/api/deploy"),
+            ("POST", "/api/route"), ("POST", "/_/api/services/{service}/route")} <= described
+    assert ("POST", "/_/api/deploy") not in described
     ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
 

@@ -181,6 +181,11 @@ export function createClient(options: ClientOptions = {}) {
 			request<Instance>(`${base}/instances/${enc(id)}/restart`, { method: 'POST' }),
 		stop: (id: string) =>
 			request<Instance>(`${base}/instances/${enc(id)}/stop`, { method: 'POST' }),
+		setWeight: (id: string, weight: number) =>
+			request<Instance>(`${base}/instances/${enc(id)}/weight`, {
+				method: 'POST',
+				body: { weight }
+			}),
 
 		// fleet
 		servers: () => request<Server[]>(`${base}/servers`),

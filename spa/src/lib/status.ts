@@ -73,7 +73,14 @@ const STATE_LOOKS: Record<InstanceState, StateLook> = {
 		tone: 'idle',
 		icon: 'square',
 		running: false,
-		description: 'Not running; a request wakes it'
+		description: 'Stopped by an operator; a request wakes it'
+	},
+	sleeping: {
+		label: 'Sleeping',
+		tone: 'idle',
+		icon: 'clock',
+		running: false,
+		description: 'Stopped while idle; the next request wakes it'
 	},
 	failed: {
 		label: 'Failed',
@@ -116,6 +123,7 @@ export const STATE_SEVERITY: Record<InstanceState, number> = {
 	starting: 4,
 	stopping: 5,
 	healthy: 6,
+	sleeping: 7,
 	stopped: 7
 };
 

@@ -2,6 +2,7 @@
 
 export const INSTANCE_STATES = [
 	'stopped',
+	'sleeping',
 	'starting',
 	'healthy',
 	'degraded',
@@ -32,6 +33,13 @@ export interface Instance {
 	url: string | null;
 	last_exit: number | null;
 	idle_timeout: number | null;
+	/** Share of `{service}.{domain}` traffic, 0-100 (absent from older servers). */
+	weight?: number;
+	/** Processes the kernel killed at the instance's memory limit. */
+	oom_kills?: number;
+	storage_bytes?: number | null;
+	storage_quota_bytes?: number | null;
+	storage_warning?: string | null;
 }
 
 /** One state change of an instance (`ts` in unix seconds). */
@@ -50,6 +58,10 @@ export interface ServiceConfig {
 	restart: string | null;
 	workdir: string | null;
 	env: Record<string, string>;
+	memory_limit_mb?: number | null;
+	cpu_shares?: number | null;
+	pids_max?: number | null;
+	isolation?: string;
 }
 
 /** GET /_/api/instances/{id}: the instance plus its recent state history and config. */

@@ -12,7 +12,7 @@ FAST_PS_FLAGS = {"--json", "--all", "-a"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
+    args = _global_options(list(argv if argv is not None else sys.argv[1:]))
     if args == ["_watchdog"]:
         from slum.supervisor.watchdog import run
 
@@ -52,6 +52,27 @@ def main(argv: list[str] | None = None) -> None:
         error(str(e))
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+GLOBAL_OPTIONS = {"--server": "SLUM_SERVER", "--token": "SLUM_TOKEN",
+                  "--data-dir": "SLUM_DATA_DIR"}
+
+
+def _global_options(args: list[str]) -> list[str]:
+    """`slum --server URL ps`, as tenement's CLI takes it: options before the subcommand apply
+    to it (through the environment every command already reads)."""
+    import os
+
+    while args and args[0].split("=", 1)[0] in GLOBAL_OPTIONS:
+        name, eq, value = args[0].partition("=")
+        if eq:
+            args = args[1:]
+        elif len(args) > 1:
+            value, args = args[1], args[2:]
+        else:
+            break
+        os.environ[GLOBAL_OPTIONS[name]] = value
+    return args
 
 
 def _quiet_stdout() -> None:

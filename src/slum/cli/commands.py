@@ -3,6 +3,7 @@ commands work on --database directly, like the original slum."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Annotated, Any
@@ -10,8 +11,9 @@ from typing import Annotated, Any
 from cyclopts import App, Parameter
 
 from slum import __version__
+from slum.cli import ops
 from slum.cli.output import duration, error, log_line, print_json, ps_command, size, table
-from slum.errors import BadRequest, ServerUnreachable
+from slum.errors import BadRequest, ServerUnreachable, SlumError
 
 
 def _version() -> str:
@@ -35,7 +37,9 @@ app = App(
 Server = Annotated[str | None, Parameter(name=["--server"], help="http://host:port or unix:/path "
                                           "(env SLUM_SERVER; default: the local control socket)")]
 Token = Annotated[str | None, Parameter(name=["--token"], help="API token (env SLUM_TOKEN)")]
-Database = Annotated[str, Parameter(name=["--database", "-d"], help="SQLite database file")]
+Database = Annotated[str, Parameter(name=["--database", "-d"],
+                                    help="SQLite database file (env SLUM_DATABASE)")]
+DEFAULT_DATABASE = os.environ.get("SLUM_DATABASE") or "slum.db"
 Json = Annotated[bool, Parameter(name=["--json"], negative="", help="print JSON")]
 
 
@@ -56,11 +60,18 @@ def _ref(ref: str, instance_id: str | None = None) -> str:
 
 # --- server ---
 @app.command
-def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = "slum.db",
+def serve(*, host: str = "0.0.0.0", port: Annotated[int, Parameter(name=["--port", "-p"])] = 8080,
+          database: Database = DEFAULT_DATABASE,
           config: Annotated[str | None, Parameter(name=["--config", "-c"])] = None,
-          domain: str = "localhost") -> int:
+          domain: str = "localhost",
+          strict: Annotated[bool, Parameter(negative="", help="unknown config keys are errors, "
+                                            "not warnings")] = False,
+          data_dir: Annotated[str | None, Parameter(help="overrides [settings] data_dir (env "
+                                                    "SLUM_DATA_DIR, TENEMENT_DATA_DIR)")] = None,
+          ) -> int:
     """Run slum: supervise the config's instances, route requests, serve the API and dashboard."""
     import logging
+    import os
 
     import trio
 
@@ -69,7 +80,10 @@ def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = "slum
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    opts = ServeOptions(host=host, port=port, database=database, config=config, domain=domain)
+    _warn_domain_like_database(database)
+    data_dir = data_dir or os.environ.get("SLUM_DATA_DIR") or os.environ.get("TENEMENT_DATA_DIR")
+    opts = ServeOptions(host=host, port=port, database=database, config=config, domain=domain,
+                        strict=strict, data_dir=data_dir)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -85,6 +99,18 @@ def serve(*, host: str = "0.0.0.0", port: int = 8080, database: Database = "slum
 
     trio.run(main)
     return 0
+
+
+def _warn_domain_like_database(database: str) -> None:
+    """tenement's `-d` is --domain, slum's is --database: `slum serve -d example.com` would
+    quietly create a database file named example.com."""
+    from pathlib import Path
+
+    suffix = Path(database).suffix.lower()
+    if suffix not in (".db", ".sqlite", ".sqlite3", ".db3") and not Path(database).exists():
+        sys.stderr.write(f"slum: warning: -d/--database {database!r} does not look like a "
+                         "database file and does not exist; it will be created. For the "
+                         "routing domain use --domain (tenement's -d).\n")
 
 
 # --- processes ---
@@ -122,7 +148,7 @@ def restart(ref: str, *, server: Server = None, token: Token = None, json: Json 
 def health(ref: str, *, server: Server = None, token: Token = None, json: Json = False) -> int:
     """Health of one instance: healthy, unhealthy or unknown."""
     h = _client(server, token).health(_ref(ref))
-    print_json(h) if json else print(h["health"] if h["status"] != "stopped" else
+    print_json(h) if json else print(h["health"] if h["status"] not in ("stopped", "sleeping") else
                                      f"{h['health']} (stopped)")
     return 0 if h["health"] == "healthy" else 1
 
@@ -166,9 +192,11 @@ def top(*, interval: float = 1.0, once: Annotated[bool, Parameter(negative="")] 
 
 
 @app.command
-def config(*, server: Server = None, token: Token = None, json: Json = False) -> int:
-    """Show the configuration the server runs with."""
-    c = _client(server, token).config()
+def config(*, file: Annotated[str | None, Parameter(name=["--config", "-c"])] = None,
+           server: Server = None, token: Token = None, json: Json = False) -> int:
+    """Show the configuration the server runs with (without a server: the tenement.toml found
+    here or in a parent directory, or --config)."""
+    c = _config_of(file, server, token)
     if json:
         print_json(c)
         return 0
@@ -184,13 +212,38 @@ def config(*, server: Server = None, token: Token = None, json: Json = False) ->
         print(f"instances {name}: {', '.join(ids)}")
     if c["routing"]["default"]:
         print(f"routing default: {c['routing']['default']}")
+    for warning in c.get("warnings", []):
+        print(f"warning: {warning}")
     return 0
+
+
+def _config_of(file: str | None, server: str | None, token: str | None) -> dict[str, Any]:
+    from slum import config as cfg
+
+    if file is None:
+        try:
+            return _client(server, token).config()  # type: ignore[no-any-return]
+        except ServerUnreachable:
+            if server:
+                raise
+        found = cfg.find_config()
+        if found is None:
+            raise ServerUnreachable("no slum server is running and no tenement.toml was found "
+                                    "here or in a parent directory (use --config FILE)")
+        file = str(found)
+    sys.stderr.write(f"(no server: read from {file})\n")
+    return cfg.load(file).to_dict()
 
 
 @app.command
 def status(*, server: Server = None, token: Token = None, json: Json = False) -> int:
     """A summary: instances by state, servers, tenants, what needs attention."""
-    s = _client(server, token).status()
+    client = _client(server, token)
+    s = client.status()
+    try:
+        s["alerts"] = client.request("GET", "/_/api/alerts", query={"limit": 5})
+    except SlumError:
+        s["alerts"] = None  # an older server, or a token without access: the rest still shows
     if json:
         print_json(s)
         return 0
@@ -205,6 +258,14 @@ def status(*, server: Server = None, token: Token = None, json: Json = False) ->
     print(f"logs:      {s['logs_stored']} lines stored this run, {s['dropped_logs']} dropped")
     for item in s["attention"]:
         print(f"attention: {item['kind']} {item['id']}: {item['message']}")
+    for name, t in s.get("tasks", {}).items():
+        if t["errors"]:
+            print(f"task:      {name} {'failing' if t['failing'] else 'recovered'}, "
+                  f"{t['errors']} errors, last: {t['last_error']}")
+    if s["alerts"]:
+        print(f"alerts:    {len(s['alerts']['open'])} open")
+        for a in s["alerts"]["alerts"]:
+            print(f"  {a['timestamp']} {a['status']:<8} {a['event']} {a['subject']}: {a['message']}")
     return 0
 
 
@@ -214,18 +275,23 @@ def logs(ref: Annotated[str | None, Parameter()] = None, *,
          search: Annotated[str | None, Parameter(name=["--search", "-s"])] = None,
          level: Annotated[str | None, Parameter(name=["--level", "-l"])] = None,
          since: str | None = None, tenant: str | None = None,
-         lines: Annotated[int, Parameter(name=["-n", "--lines"])] = 100,
+         lines: Annotated[int, Parameter(name=["-n", "--lines", "--limit"])] = 100,
+         stream: Annotated[str | None, Parameter(help="stdout | stderr | system")] = None,
          server: Server = None, token: Token = None, json: Json = False) -> int:
     """Show logs (newest last); -f follows like tail -f, across restarts of the instance."""
     import json as jsonlib
 
+    if level in ("stdout", "stderr"):
+        # tenement's `logs --level` filters by stream.
+        stream, level = level, None
     client = _client(server, token)
+    tty = sys.stdout.isatty()  # a child's output must not drive the operator's terminal
     filters: dict[str, Any] = {
         "instance_id": _ref(ref) if ref else None, "tenant_id": tenant, "search": search,
-        "min_level": level, "since": since}
+        "min_level": level, "since": since, "stream": stream}
     entries = list(reversed(client.logs(limit=lines, **filters)))
     for entry in entries:
-        print(jsonlib.dumps(entry) if json else log_line(entry), flush=True)
+        print(jsonlib.dumps(entry) if json else log_line(entry, escape=tty), flush=True)
     if not follow:
         return 0
     last = entries[-1]["id"] if entries else None
@@ -240,26 +306,72 @@ def logs(ref: Annotated[str | None, Parameter()] = None, *,
                     error(f"missed {entry['lagged']} lines (too slow)")
                     continue
                 last = entry["id"]
-                print(jsonlib.dumps(entry) if json else log_line(entry), flush=True)
+                print(jsonlib.dumps(entry) if json else log_line(entry, escape=tty), flush=True)
         except ServerUnreachable:
             time.sleep(1)  # the server restarts: pick up where we were
 
 
 # --- auth ---
 @app.command(name="token-gen")
-def token_gen(*, database: Database = "slum.db") -> int:
-    """Create an API token (printed once; only its Argon2 hash is stored)."""
-    from slum.store import connect
-    from slum.web.auth import generate_token, store_token
+def token_gen(*, description: str | None = None, tenant: str | None = None,
+              database: Database = DEFAULT_DATABASE) -> int:
+    """Create an API token (printed once; only its Argon2 hash is stored). --tenant limits it
+    to that tenant's instances, logs and metrics."""
+    from slum.store import connect, tokens
+    from slum.web.tokens import check_token_fields
 
-    token, token_hash = generate_token()
+    description, tenant = check_token_fields(description, tenant)
+    # Straight into the database, also while `serve` runs on it: the server reads tokens fresh.
     conn = connect(database)
-    with conn:
-        store_token(conn, token_hash)
-    conn.close()
+    try:
+        with conn:
+            public_id, token = tokens.create(conn, description, tenant)
+    finally:
+        conn.close()
     print(token)
-    sys.stderr.write("Save this token: it is shown only once. Use it as "
+    scope = f" limited to tenant {tenant}" if tenant else ""
+    sys.stderr.write(f"Token {public_id}{scope}. Save it: it is shown only once. Use it as "
                      "`Authorization: Bearer <token>` or SLUM_TOKEN.\n")
+    return 0
+
+
+def _tokens_call(database: str, server: str | None, token: str | None, api: Any,
+                 local: Any) -> Any:
+    """Through the running server of this database when there is one (its control socket),
+    else on the database file directly."""
+    from slum.client import control_socket_path
+
+    if server or os.environ.get("SLUM_SERVER") or control_socket_path(database).exists():
+        return api(_client(server, token, database))
+    return _registry(database, local)
+
+
+@app.command(name="token-list")
+def token_list(*, database: Database = DEFAULT_DATABASE, server: Server = None,
+               token: Token = None, json: Json = False) -> int:
+    """List tokens: id, description, scope, created, last used (never the secret)."""
+    from slum.store import tokens
+
+    rows = _tokens_call(database, server, token, lambda c: c.tokens(), tokens.listing)
+    if json:
+        print_json(rows)
+    else:
+        print(table(["ID", "DESCRIPTION", "SCOPE", "CREATED", "LAST USED"],
+                    [(r["id"] + (" (old format)" if r.get("legacy") else ""),
+                      r["description"], r["scope"], r["created"], r["last_used"])
+                     for r in rows]))
+    return 0
+
+
+@app.command(name="token-revoke")
+def token_revoke(id: str, *, database: Database = DEFAULT_DATABASE, server: Server = None,
+                 token: Token = None) -> int:
+    """Revoke a token; its dashboard sessions end at once."""
+    from slum.store import tokens
+
+    r = _tokens_call(database, server, token, lambda c: c.revoke_token(id),
+                     lambda conn: tokens.revoke(conn, id))
+    print(f"revoked token {r['id']} ({r['sessions_ended']} sessions ended)")
     return 0
 
 
@@ -284,7 +396,7 @@ def _server_rows(servers: list[dict[str, Any]]) -> str:
 @app.command(name="server-add")
 def server_add(address: str, *, name: Annotated[str | None, Parameter(name=["--name", "-n"])] = None,
                token: Annotated[str | None, Parameter(name=["--token"])] = None,
-               capacity: int | None = None, database: Database = "slum.db",
+               capacity: int | None = None, database: Database = DEFAULT_DATABASE,
                json: Json = False) -> int:
     """Add a server (a node running `slum serve`) to the fleet."""
     from slum.fleet import registry
@@ -295,7 +407,7 @@ def server_add(address: str, *, name: Annotated[str | None, Parameter(name=["--n
 
 
 @app.command(name="server-list")
-def server_list(*, database: Database = "slum.db", json: Json = False) -> int:
+def server_list(*, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
     """List servers."""
     from slum.fleet import registry
 
@@ -305,7 +417,7 @@ def server_list(*, database: Database = "slum.db", json: Json = False) -> int:
 
 
 @app.command(name="server-remove")
-def server_remove(server: str, *, database: Database = "slum.db") -> int:
+def server_remove(server: str, *, database: Database = DEFAULT_DATABASE) -> int:
     """Remove a server (it must have no tenants)."""
     from slum.fleet import registry
 
@@ -332,18 +444,28 @@ def _fleet(database: str, fn: Any, *args: Any) -> Any:
 
 @app.command(name="tenant-add")
 def tenant_add(id: str, *, server: Annotated[str | None, Parameter(name=["--server", "-s"])] = None,
-               service: str | None = None, database: Database = "slum.db",
+               service: str | None = None, database: Database = DEFAULT_DATABASE,
                json: Json = False) -> int:
     """Add a tenant, placed on the server with the most room (or -s SERVER)."""
+    from slum import config as cfg
+    from slum.errors import ConfigError, Conflict
     from slum.fleet import nodes
 
+    found = cfg.find_config()
+    try:
+        services = cfg.load(found).services if found is not None else {}
+    except ConfigError:
+        services = {}  # a broken config is `serve`'s to report; it routes nothing meanwhile
+    if id in services:
+        raise Conflict(f"{id!r} is a service in {found}: `{id}.DOMAIN` routes to that service "
+                       "by weight, so a tenant cannot have its name; choose another tenant id")
     t = _fleet(database, nodes.place_tenant, id, server, service)
     print_json(t) if json else print(f"added tenant {t['id']} on server {t['server']}")
     return 0
 
 
 @app.command(name="tenant-move")
-def tenant_move(id: str, *, to: str, database: Database = "slum.db", json: Json = False) -> int:
+def tenant_move(id: str, *, to: str, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
     """Move a tenant to another server: stopped there, started here on its next request."""
     from slum.fleet import nodes
 
@@ -358,7 +480,7 @@ def tenant_move(id: str, *, to: str, database: Database = "slum.db", json: Json 
 
 
 @app.command(name="alias-add")
-def alias_add(domain: str, tenant: str, *, database: Database = "slum.db") -> int:
+def alias_add(domain: str, tenant: str, *, database: Database = DEFAULT_DATABASE) -> int:
     """Route a custom domain to a tenant."""
     from slum.fleet import registry
 
@@ -368,7 +490,7 @@ def alias_add(domain: str, tenant: str, *, database: Database = "slum.db") -> in
 
 
 @app.command(name="alias-remove")
-def alias_remove(domain: str, *, database: Database = "slum.db") -> int:
+def alias_remove(domain: str, *, database: Database = DEFAULT_DATABASE) -> int:
     """Stop routing a custom domain."""
     from slum.fleet import registry
 
@@ -378,7 +500,7 @@ def alias_remove(domain: str, *, database: Database = "slum.db") -> int:
 
 
 @app.command(name="tenant-list")
-def tenant_list(*, database: Database = "slum.db", json: Json = False) -> int:
+def tenant_list(*, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
     """List tenants."""
     from slum.fleet import registry
 
@@ -393,7 +515,7 @@ def tenant_list(*, database: Database = "slum.db", json: Json = False) -> int:
 
 
 @app.command(name="tenant-remove")
-def tenant_remove(id: str, *, database: Database = "slum.db") -> int:
+def tenant_remove(id: str, *, database: Database = DEFAULT_DATABASE) -> int:
     """Remove a tenant (and stop it on its server)."""
     from slum.fleet import nodes
 
@@ -402,4 +524,9 @@ def tenant_remove(id: str, *, database: Database = "slum.db") -> int:
     return 0
 
 
+ops.register(app)  # init, install, uninstall, caddy, reload
+
 __all__ = ["BadRequest", "app", "size"]
+
+# Registered on `app` when imported: deploy, route, weight.
+from slum.cli import deploy as _deploy  # noqa: E402,F401

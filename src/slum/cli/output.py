@@ -44,9 +44,21 @@ def size(n: int | None) -> str:
     return str(n)
 
 
-def log_line(entry: dict[str, Any]) -> str:
+# C0 controls but tab, DEL, and C1 controls (U+0080-U+009F: CSI and OSC in 8-bit terminals).
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0a, 0x20), 0x7f,
+                                         *range(0x80, 0xa0)]}
+
+
+def escape_controls(text: str) -> str:
+    """ESC, BEL, CR, backspace... as visible \\xNN: a log line cannot set the terminal's
+    title, clear the screen or rewrite what was printed before it."""
+    return text.translate(_CONTROLS)
+
+
+def log_line(entry: dict[str, Any], *, escape: bool = False) -> str:
     who = entry.get("instance_id") or "slum"
-    return f"{entry['timestamp']} {who} {entry['level']:<5} {entry['message']}"
+    message = escape_controls(entry["message"]) if escape else entry["message"]
+    return f"{entry['timestamp']} {who} {entry['level']:<5} {message}"
 
 
 def error(message: str) -> None:
@@ -65,7 +77,8 @@ def ps_command(client: Any, *, all: bool = False, json: bool = False) -> int:
         return 0
     rows: list[tuple[Any, ...]] = [
         (i["id"], i["status"], i.get("health"), i.get("port"), i.get("pid"),
-         duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"), i.get("reason") or "")
+         duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"),
+         "; ".join(x for x in (i.get("reason"), i.get("storage_warning")) if x))
         for i in instances]
     headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
                "REASON"]

@@ -21,6 +21,12 @@ CHECK_TIMEOUT_S = 1.0
 CALL_TIMEOUT_S = 10.0
 OFFLINE_AFTER = 2
 
+class NodeFailed(SlumError):
+    """The node a fleet operation needs did not answer, or refused: a bad gateway."""
+
+    status = 502
+
+
 # Runs fn(conn) in one transaction, wherever the database is (the CLI's connection, or the
 # server's single writer reached from a worker thread).
 Transact = Callable[[Callable[[Any], Any]], Any]
@@ -80,9 +86,15 @@ def move_tenant(transact: Transact, tenant_id: str, to: str) -> dict[str, Any]:
     target = transact(lambda c: registry.get_server(c, to))
     if source["id"] == target["id"]:
         raise Conflict(f"tenant {tenant_id} is already on server {target['name']}")
+    if target["status"] != "online":
+        raise Conflict(f"server {target['name']!r} is {target['status']}: choose another or wait")
     new_client = _remote(transact, target)
     if new_client is not None:
-        new_client.add_tenant(tenant_id, registry.LOCAL, tenant["service"])
+        try:
+            new_client.add_tenant(tenant_id, registry.LOCAL, tenant["service"])
+        except SlumError as e:
+            raise NodeFailed(f"server {target['name']} did not take tenant {tenant_id}: "
+                             f"{e.message}") from None
     moved = transact(lambda c: registry.move_tenant(c, tenant_id, target["id"]))
     _unregister(transact, source, tenant_id)
     moved["moved_from"] = source["name"]
@@ -116,33 +128,43 @@ class NodeChecker:
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            servers = [s for s in await read(registry.list_servers)
-                       if s["name"] != registry.LOCAL]
-            moved: list[tuple[dict[str, Any], str]] = []
-            async with trio.open_nursery() as nursery:
-                for server in servers:
-                    nursery.start_soon(self._check, server, moved)
-            for server, status in moved:
-                await write(partial(_set_status, server_id=server["id"], status=status))
-                self.transitions += 1
-                error = self.nodes[server["name"]].last_error
-                report(server["name"], status if status == "online" else f"{status}: {error}")
-            if moved:
-                await changed()
-            known = {s["name"] for s in servers}
-            for name in list(self.nodes):
-                if name not in known:
-                    del self.nodes[name]
+            await self.check(read, write, changed, report)
             await trio.sleep(self.interval_s)
+
+    async def check(self, read: Callable[[Callable[[Any], Any]], Awaitable[Any]],
+                    write: Callable[[Callable[[Any], Any]], Awaitable[Any]],
+                    changed: Callable[[], Awaitable[None]],
+                    report: Callable[[str, str], None]) -> None:
+        """One round: every remote server checked at once, status changes written and
+        reported. A stored address that does not parse is marked `invalid`, never called."""
+        servers = [s for s in await read(registry.list_servers)
+                   if s["name"] != registry.LOCAL and s["status"] != registry.INVALID]
+        moved: list[tuple[dict[str, Any], str]] = []
+        async with trio.open_nursery() as nursery:
+            for server in servers:
+                nursery.start_soon(self._check, server, moved)
+        for server, status in moved:
+            await write(partial(_set_status, server_id=server["id"], status=status))
+            self.transitions += 1
+            error = self.nodes[server["name"]].last_error
+            report(server["name"], status if status == "online" else f"{status}: {error}")
+        if moved:
+            await changed()
+        known = {s["name"] for s in servers}
+        for name in list(self.nodes):
+            if name not in known:
+                del self.nodes[name]
 
     async def _check(self, server: dict[str, Any], moved: list[tuple[dict[str, Any], str]]) -> None:
         state = self.nodes.setdefault(server["name"], NodeStatus(server["status"]))
         try:
             await trio.to_thread.run_sync(
                 lambda: Client(server["address"], timeout=CHECK_TIMEOUT_S).server_health())
-        except SlumError as e:
+        except Exception as e:
+            # Whatever one node does wrong (SlumError, or an answer http.client cannot parse)
+            # is that node's failed check, never the end of the round for the others.
             state.failures += 1
-            state.last_error = e.message
+            state.last_error = e.message if isinstance(e, SlumError) else f"{type(e).__name__}: {e}"
         else:
             state.failures = 0
             state.last_error = None

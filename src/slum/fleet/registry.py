@@ -4,7 +4,10 @@ server through its single writer. The node itself is always the server named `lo
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +15,7 @@ from slum.config import check_label
 from slum.errors import BadRequest, Conflict, NotFound
 
 LOCAL = "local"
+INVALID = "invalid"  # the status of a stored server whose address does not parse
 DEFAULT_CAPACITY = 100
 
 
@@ -43,9 +47,15 @@ _SERVER_COLS = "s.id, s.name, s.address, s.created_at, s.status, s.capacity, s.t
 
 
 def _server(row: tuple[Any, ...], count: int) -> dict[str, Any]:
-    return {"id": row[0], "name": row[1], "address": row[2], "created_at": row[3],
-            "status": row[4] or "online", "capacity": row[5], "tenant_count": count,
-            "has_token": bool(row[6])}
+    server = {"id": row[0], "name": row[1], "address": row[2], "created_at": row[3],
+              "status": row[4] or "online", "capacity": row[5], "tenant_count": count,
+              "has_token": bool(row[6])}
+    # A row written before addresses were parsed fully (or by hand) is shown, never used.
+    problem = None if row[1] == LOCAL else address_error(row[2])
+    if problem is not None:
+        server["status"] = INVALID
+        server["reason"] = problem
+    return server
 
 
 def list_servers(conn: Any) -> list[dict[str, Any]]:
@@ -72,16 +82,95 @@ def server_token(conn: Any, server_id: str) -> str | None:
     return None
 
 
-def normalize_address(address: str) -> str:
+@dataclass(frozen=True)
+class NodeAddress:
+    scheme: str
+    host: str  # IPv6 without its brackets
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Routed requests reach a node over the edge's plain TCP connection, with the node's token in
+# X-Slum-Router: an https address would promise TLS the routed hop does not give.
+HTTPS_REFUSED = ("https node addresses are not supported yet: routed requests (and the node's "
+                 "token) would still travel in clear; use http:// over a private network or "
+                 "a tunnel (see specs/fleet.md)")
+
+
+def parse_address(address: str) -> NodeAddress:
+    """A node address, parsed fully: [http://]host[:port], where host is a DNS name, an IPv4
+    address or an IPv6 address in brackets, and port is 1-65535 (80 when left out)."""
+    raw = address
     address = address.strip().rstrip("/")
+
+    def bad(why: str) -> BadRequest:
+        return BadRequest(f"invalid server address {raw!r}: {why}")
+
     if not address:
         raise BadRequest("server address is empty")
-    if "://" not in address:
-        address = "http://" + address
-    scheme, _, rest = address.partition("://")
-    if scheme not in ("http", "https") or not rest or " " in rest:
-        raise BadRequest(f"invalid server address {address!r}: expected host:port or a URL")
-    return address
+    if any(ord(ch) < 33 or ord(ch) == 127 for ch in address):
+        raise bad("it contains spaces or control characters")
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "http", address
+    scheme = scheme.lower()
+    if scheme == "https":
+        raise bad(HTTPS_REFUSED)
+    if scheme != "http":
+        raise bad(f"scheme {scheme!r}: expected http://host:port")
+    if any(ch in rest for ch in "/?#@\\"):
+        raise bad("expected host:port, without a path, query or user")
+    if rest.startswith("["):
+        inner, closed, after = rest[1:].partition("]")
+        if not closed:
+            raise bad("an IPv6 address needs its closing bracket: [::1]:8080")
+        try:
+            host = str(ipaddress.IPv6Address(inner))
+        except ValueError:
+            raise bad(f"{inner!r} is not an IPv6 address") from None
+        if after and not after.startswith(":"):
+            raise bad("expected [IPv6]:port")
+        port_text = after[1:] if after else None
+    else:
+        host, colon, port_text_ = rest.rpartition(":") if ":" in rest else (rest, "", "")
+        port_text = port_text_ if colon else None
+        if ":" in host:
+            raise bad("an IPv6 address goes in brackets: [::1]:8080")
+        host = host.lower()
+        if not host:
+            raise bad("the host is missing")
+        if len(host) > 253 or not all(_LABEL.match(label) for label in host.split(".")):
+            raise bad(f"{host!r} is not a host name or IPv4 address")
+    if port_text is None:
+        port = 80
+    elif not port_text.isascii() or not port_text.isdigit():
+        raise bad(f"port {port_text!r} is not a number")
+    else:
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise bad(f"port {port} is out of range (1-65535)")
+    return NodeAddress(scheme, host, port)
+
+
+def address_error(address: str | None) -> str | None:
+    """Why a stored address cannot be used, or None when it can (the local node's is 'local')."""
+    if address == LOCAL:
+        return None
+    try:
+        parse_address(address or "")
+    except BadRequest as e:
+        return e.message
+    return None
+
+
+def normalize_address(address: str) -> str:
+    if not isinstance(address, str):
+        raise BadRequest("server address must be a string")
+    return str(parse_address(address))
 
 
 def add_server(conn: Any, address: str, name: str | None = None, token: str | None = None,
@@ -89,7 +178,7 @@ def add_server(conn: Any, address: str, name: str | None = None, token: str | No
     ensure_local(conn)
     address = normalize_address(address)
     if name is None:
-        name = address.partition("://")[2].replace(":", "-").replace(".", "-").lower()
+        name = re.sub(r"[^a-z0-9]+", "-", address.partition("://")[2].lower()).strip("-")[:63]
     check_label(name, "server name")
     if capacity is not None and capacity < 1:
         raise BadRequest("capacity must be >= 1")
@@ -180,7 +269,8 @@ def add_tenant(conn: Any, tenant_id: str, server: str | None = None, service: st
     else:
         target = get_server(conn, server)
         if target["status"] != "online":
-            raise Conflict(f"server {target['name']!r} is offline: choose another or wait")
+            raise Conflict(f"server {target['name']!r} is {target['status']}: choose another"
+                           " or wait")
     conn.execute("INSERT INTO tenants (id, server_id, config, status, created_at, service) "
                  "VALUES (?, ?, ?, 'active', ?, ?)",
                  (tenant_id, target["id"], config, now_iso(), service))
@@ -191,7 +281,8 @@ def add_tenant(conn: Any, tenant_id: str, server: str | None = None, service: st
 def move_tenant(conn: Any, tenant_id: str, server: str) -> dict[str, Any]:
     target = get_server(conn, server)
     if target["status"] != "online":
-        raise Conflict(f"server {target['name']!r} is offline: choose another or wait")
+        raise Conflict(f"server {target['name']!r} is {target['status']}: choose another"
+                       " or wait")
     conn.execute("UPDATE tenants SET server_id = ? WHERE id = ?", (target["id"], tenant_id))
     bump_version(conn)
     return get_tenant(conn, tenant_id)
@@ -234,6 +325,8 @@ def route_rows(conn: Any) -> tuple[list[RouteRow], dict[str, str]]:
             "SELECT t.id, t.service, t.status, s.name, s.address, s.status, s.token "
             "FROM tenants t LEFT JOIN servers s ON s.id = t.server_id"):
         local = server_name == LOCAL or address == LOCAL
+        if not local and address_error(address) is not None:
+            server_status = INVALID  # never routed to: the edge answers 502 naming the server
         tenants.append((tid, service, status, LOCAL if local else (server_name or "?"),
                         None if local else address, server_status or "offline", token))
     aliases = dict(conn.execute("SELECT domain, tenant_id FROM domain_aliases"))

@@ -13,7 +13,7 @@ import httptools
 import trio
 
 from slum.errors import SlumError
-from slum.proxy import io
+from slum.proxy import io, weights
 from slum.proxy.forward import Exchange, Pool, Upstream, UpstreamError, forward
 from slum.proxy.http import ClientConnection, ClientGone, HeadTooLarge, Request, simple_response
 from slum.proxy.routing import RouteTable, is_own_path
@@ -114,10 +114,14 @@ class Edge:
         up = self.web
         label = kind
         extra = b""
-        if kind == "instance":
+        if kind == "instance" or kind == "service":
             inst = self.instances.get(target.value)
             if inst is None:
-                return await self._reply(conn, req, 404, f"no instance {target.value}")
+                # {service}.{domain} by weight, or a new id of an auto_spawn service.
+                try:
+                    inst = await weights.instance_for(self.supervisor, kind, target.value)
+                except SlumError as e:
+                    return await self._reply(conn, req, e.status, e.message, retry=True)
         elif kind == "own":
             if is_own_path(req.path):
                 extra, label = b"X-Slum-Edge: 1\r\n", "slum"
@@ -182,7 +186,8 @@ class Edge:
                 assert self.supervisor is not None
                 await self.supervisor.wake(inst)
             pid = inst.pid
-            up = Upstream((inst.port, pid), inst.port or 0)
+            up = Upstream((inst.port, pid), inst.port or 0, unix_path=inst.unix_path,
+                          response_timeout_s=inst.service.request_timeout)
             try:
                 return await forward(conn, req, up, self.pool, extra,
                                      max_body=self.options.max_body)

@@ -39,6 +39,7 @@ class Upstream:
     port: int = 0
     unix_path: str | None = None
     host: str = "127.0.0.1"
+    response_timeout_s: float | None = None  # a service's request_timeout, else the pool's
 
 
 class Pool:
@@ -150,7 +151,7 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
         try:
             await stream.send_all(head)
             sent_body = await _send_body(conn, req, stream, max_body)
-            resp = await _read_head(stream, req, pool.response_timeout_s)
+            resp = await _read_head(stream, req, up.response_timeout_s or pool.response_timeout_s)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
                 _EmptyResponse) as e:
             stream.close()
@@ -158,7 +159,7 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
                 # A pooled connection the upstream closed meanwhile: try once on a fresh one.
                 stream, _ = await pool.connect(up, fresh=True)
                 await stream.send_all(head)
-                resp = await _read_head(stream, req, pool.response_timeout_s)
+                resp = await _read_head(stream, req, up.response_timeout_s or pool.response_timeout_s)
             else:
                 raise UpstreamError(502, f"upstream closed the connection ({e})") from None
     except BaseException:

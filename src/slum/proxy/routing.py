@@ -1,6 +1,8 @@
 """Host -> where the request goes. Pure: a dict lookup on tables kept in memory, no I/O.
 
   {id}.{service}.{domain}   -> local instance service:id
+  {service}.{domain}        -> one of the service's instances, by weight (a name is a service
+                               or a tenant, never both: services are looked up first)
   {tenant}.{domain}         -> the tenant's server (this node's instance, or a remote node)
   alias (custom domain)     -> its tenant, as above
   {domain}, IP, localhost   -> slum's own /api and /_/ ; other paths -> [routing] default or /_/
@@ -25,7 +27,7 @@ class TenantRoute:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    kind: str  # own | instance | tenant | default | unknown
+    kind: str  # own | instance | service | tenant | default | unknown
     value: str = ""
     tenant: TenantRoute | None = None
 
@@ -37,6 +39,7 @@ DEFAULT = Target("default")
 @dataclass
 class RouteTable:
     domain: str
+    services: frozenset[str] = frozenset()
     tenants: dict[str, TenantRoute] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     _cache: dict[str, Target] = field(default_factory=dict)
@@ -65,6 +68,8 @@ class RouteTable:
                 if "." in service or not name or not service:
                     return Target("unknown", host)
                 return Target("instance", f"{service}:{name}")
+            if sub in self.services:
+                return Target("service", sub)
             return self._tenant(sub, host)
         alias = self.aliases.get(host)
         if alias is not None:

@@ -18,10 +18,25 @@ from slum.store.migrations import migrate
 
 T = TypeVar("T")
 READERS = 4
+BUSY_TIMEOUT_MS = 5000
 
 
 class StoreError(SlumError):
     pass
+
+
+def describe_error(path: str | os.PathLike[str], e: BaseException) -> str:
+    """One line an operator can act on, for what SQLite said about the database at path."""
+    if isinstance(e, apsw.BusyError | apsw.LockedError):
+        return (f"database {path} is locked by another process (waited "
+                f"{BUSY_TIMEOUT_MS // 1000} s): is another slum or a long transaction using it?")
+    if isinstance(e, apsw.FullError):
+        return f"database {path}: the disk is full: free some space"
+    if isinstance(e, apsw.CorruptError | apsw.NotADBError):
+        return f"database {path} is damaged or not a slum database: {e}"
+    if isinstance(e, apsw.ReadOnlyError | apsw.CantOpenError | apsw.PermissionsError):
+        return f"cannot open database {path} for writing: {e}"
+    return f"database {path}: {e}"
 
 
 def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> Any:
@@ -29,16 +44,35 @@ def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> Any
     p = Path(path)
     try:
         if p.parent and not p.parent.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private(p)
         conn = apsw.Connection(str(p))
-        conn.set_busy_timeout(5000)
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         if migrate_schema:
             migrate(conn)
-    except (apsw.Error, OSError) as e:
-        raise StoreError(f"cannot open database {p}: {e}") from None
+    except apsw.Error as e:
+        raise StoreError(describe_error(p, e)) from None
+    except OSError as e:
+        raise StoreError(f"cannot open database {p}: {e.strerror or e}") from None
     return conn
+
+
+def _private(path: Path) -> None:
+    """Logs and node tokens live here: 0600, created so (never readable for a moment) and
+    tightened if an older slum left it 0644. SQLite gives -wal and -shm the database's mode."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            f.chmod(0o600)
 
 
 class Store:

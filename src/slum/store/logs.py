@@ -60,6 +60,9 @@ def insert_batch(conn: Any, lines: list[LogLine]) -> int:
     return first
 
 
+STREAMS = ("stdout", "stderr", "system")
+
+
 @dataclass
 class LogQuery:
     instance_id: str | None = None
@@ -75,6 +78,7 @@ class LogQuery:
     after_id: int | None = None  # entries newer than this id, oldest first (resume, follow)
     service: str | None = None  # every instance of a service (tenement's process=)
     name: str | None = None  # instances with this id, of any service (tenement's id=)
+    stream: str | None = None  # stdout | stderr | system
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> LogQuery:
@@ -104,9 +108,12 @@ class LogQuery:
             offset=_int(args, "offset", 0),
             before_id=_int(args, "before_id", 0) or None,
             after_id=_int(args, "after_id", 0) or None,
+            stream=args.get("stream") or None,
         ).validate()
 
     def validate(self) -> LogQuery:
+        if self.stream is not None and self.stream not in STREAMS:
+            raise BadRequest(f"invalid stream {self.stream[:40]!r}: one of {', '.join(STREAMS)}")
         for name in ("level", "min_level"):
             value = getattr(self, name)
             if value is not None and value not in LEVELS:
@@ -140,6 +147,8 @@ class LogQuery:
             return False
         if self.level is not None and line.level != self.level:
             return False
+        if self.stream is not None and line.stream != self.stream:
+            return False
         if self.min_level is not None and LEVELS.index(line.level) < LEVELS.index(self.min_level):
             return False
         if self.search:
@@ -159,7 +168,7 @@ def query(conn: Any, q: LogQuery) -> list[dict[str, Any]]:
         where.append("logs_fts MATCH ?")
         args.append(fts_match(q.search))
     for column, value in (("l.instance_id", q.instance_id), ("l.tenant_id", q.tenant_id),
-                          ("l.level", q.level)):
+                          ("l.level", q.level), ("l.stream", q.stream)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)

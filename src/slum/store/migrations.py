@@ -7,6 +7,8 @@ only add columns and tables.
 
 from __future__ import annotations
 
+import secrets
+import string
 import time
 from collections.abc import Callable
 from typing import Any
@@ -131,6 +133,43 @@ def processes(conn: Any) -> None:
     """)
 
 
+def token_ids_and_sessions(conn: Any) -> None:
+    # Tokens get a public id (named inside new tokens, so one hash is checked per attempt), a
+    # description, a tenant scope and a last-used time; sessions move from memory to here,
+    # stored as the SHA-256 of their id, so they survive a restart.
+    for column, decl in (("public_id", "TEXT"), ("description", "TEXT"), ("tenant", "TEXT"),
+                         ("last_used", "TEXT"), ("legacy", "INTEGER NOT NULL DEFAULT 0")):
+        _add_column(conn, "tokens", column, decl)
+    # Tokens made before ids existed get one now, so they can be listed and revoked by it.
+    for (row_id,) in list(conn.execute("SELECT id FROM tokens WHERE public_id IS NULL")):
+        public_id = "".join(secrets.choice(string.ascii_lowercase + string.digits)
+                            for _ in range(8))
+        conn.execute("UPDATE tokens SET public_id = ?, legacy = 1 WHERE id = ?",
+                     (public_id, row_id))
+    conn.execute("""
+        CREATE UNIQUE INDEX IF NOT EXISTS idx_tokens_public_id ON tokens(public_id);
+        CREATE TABLE IF NOT EXISTS sessions (
+            key TEXT PRIMARY KEY,
+            token_id INTEGER NOT NULL REFERENCES tokens(id),
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS idx_sessions_token ON sessions(token_id);
+    """)
+
+
+def process_owners(conn: Any) -> None:
+    # Which slum (pid + its start time) runs each recorded group: the reap at start spares the
+    # groups of a slum that is still alive, such as one serving the database this is a copy of.
+    _add_column(conn, "processes", "owner_pid", "INTEGER")
+    _add_column(conn, "processes", "owner_started", "REAL")
+
+
+def instance_weights(conn: Any) -> None:
+    """Traffic weights of `{service}.{domain}` (deploys) outlive a restart of slum."""
+    _add_column(conn, "instances", "weight", "INTEGER NOT NULL DEFAULT 100")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_fleet", fleet),
     ("0002_fleet_columns", fleet_columns),
@@ -138,6 +177,9 @@ MIGRATIONS: list[Migration] = [
     ("0004_logs", logs),
     ("0005_metrics_history", metrics_history),
     ("0006_processes", processes),
+    ("0007_token_ids_and_sessions", token_ids_and_sessions),
+    ("0008_process_owners", process_owners),
+    ("0009_instance_weights", instance_weights),
 ]
 
 

@@ -82,13 +82,19 @@ def enforce(conn: Any, max_age_days: float, max_bytes: int) -> RetentionResult:
     return result
 
 
+async def retain(store: Store, max_age_days: float, max_bytes: int) -> RetentionResult:
+    """One pass (app.py runs it every INTERVAL_S under run_periodic, which contains errors)."""
+    result = await store.write_raw(lambda c: enforce(c, max_age_days, max_bytes))
+    if result.deleted_by_age or result.deleted_by_size:
+        log.info("retention: deleted %d lines by age, %d by size; %.1f MB used",
+                 result.deleted_by_age, result.deleted_by_size, result.used_bytes / 1e6)
+    return result
+
+
 async def run_retention(store: Store, max_age_days: float, max_bytes: int, *,
                         interval_s: float = INTERVAL_S,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     task_status.started()
     while True:
-        result = await store.write_raw(lambda c: enforce(c, max_age_days, max_bytes))
-        if result.deleted_by_age or result.deleted_by_size:
-            log.info("retention: deleted %d lines by age, %d by size; %.1f MB used",
-                     result.deleted_by_age, result.deleted_by_size, result.used_bytes / 1e6)
+        await retain(store, max_age_days, max_bytes)
         await trio.sleep(interval_s)

@@ -1,30 +1,54 @@
-"""Is an instance ready? A TCP connect, then (when the service has a health path) an HTTP GET."""
+"""Is an instance ready? A TCP connect, then (when the service has a health path) an HTTP GET.
+An app may listen on its unix socket (SOCKET_PATH, as tenement's apps do) instead of on PORT:
+readiness watches both, and the checks then go over the socket."""
 
 from __future__ import annotations
+
+import errno
 
 import trio
 
 CHECK_TIMEOUT_S = 2.0
+# slum itself out of descriptors says nothing about the app: such a check counts as passed.
+OWN_SHORTAGE = (errno.EMFILE, errno.ENFILE)
 
 
-async def tcp_ok(port: int, timeout_s: float = CHECK_TIMEOUT_S) -> bool:
+def _own_shortage(e: BaseException | None) -> bool:
+    # trio's open_tcp_stream raises a summary OSError caused by a group of the attempts' errors
+    if e is None:
+        return False
+    if isinstance(e, OSError) and e.errno in OWN_SHORTAGE:
+        return True
+    if isinstance(e, BaseExceptionGroup):
+        return any(_own_shortage(sub) for sub in e.exceptions)
+    return _own_shortage(e.__cause__)
+
+
+async def _open(port: int, unix: str | None) -> trio.abc.Stream:
+    if unix is not None:
+        return await trio.open_unix_socket(unix)
+    return await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def tcp_ok(port: int, timeout_s: float = CHECK_TIMEOUT_S, unix: str | None = None) -> bool:
     with trio.move_on_after(timeout_s):
         try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-        except OSError:
-            return False
+            stream = await _open(port, unix)
+        except OSError as e:
+            return _own_shortage(e)
         await stream.aclose()
         return True
     return False
 
 
-async def http_ok(port: int, path: str, timeout_s: float = CHECK_TIMEOUT_S) -> bool:
+async def http_ok(port: int, path: str, timeout_s: float = CHECK_TIMEOUT_S,
+                  unix: str | None = None) -> bool:
     """GET path; a 2xx or 3xx status is healthy."""
     with trio.move_on_after(timeout_s):
         try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-        except OSError:
-            return False
+            stream = await _open(port, unix)
+        except OSError as e:
+            return _own_shortage(e)
         try:
             request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                        "User-Agent: slum-health\r\nConnection: close\r\n\r\n")
@@ -44,26 +68,38 @@ async def http_ok(port: int, path: str, timeout_s: float = CHECK_TIMEOUT_S) -> b
     return False
 
 
-async def check(port: int, path: str | None) -> bool:
-    return await (http_ok(port, path) if path else tcp_ok(port))
+async def check(port: int, path: str | None, unix: str | None = None) -> bool:
+    return await (http_ok(port, path, unix=unix) if path else tcp_ok(port, unix=unix))
 
 
-async def wait_listening(port: int, poll_s: float = 0.003) -> None:
-    """Poll a TCP connect every few ms: a wake should cost little more than the app's start."""
+async def wait_listening(port: int, poll_s: float = 0.003, unix: str | None = None) -> str | None:
+    """Poll a TCP connect every few ms: a wake should cost little more than the app's start.
+    Returns `unix` when the app listens on that socket instead of on the port."""
     while True:
         try:
             stream = await trio.open_tcp_stream("127.0.0.1", port)
         except OSError:
+            if unix is not None:
+                try:
+                    stream = await trio.open_unix_socket(unix)
+                except OSError:
+                    pass
+                else:
+                    await stream.aclose()
+                    return unix
             await trio.sleep(poll_s)
             continue
         await stream.aclose()
-        return
+        return None
 
 
-async def wait_ready(port: int, path: str | None, poll_s: float = 0.003) -> None:
-    await wait_listening(port, poll_s)
+async def wait_ready(port: int, path: str | None, poll_s: float = 0.003,
+                     unix: str | None = None) -> str | None:
+    """Returns the unix socket the app answered on, or None for its port."""
+    via = await wait_listening(port, poll_s, unix)
     if path is None:
-        return
+        return via
     # Polling is the point: the app gives no event to wait on.
-    while not await http_ok(port, path):  # noqa: ASYNC110
+    while not await http_ok(port, path, unix=via):  # noqa: ASYNC110
         await trio.sleep(poll_s * 3)
+    return via

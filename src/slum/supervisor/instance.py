@@ -11,6 +11,7 @@ from typing import Any
 import trio
 
 from slum.config import Service
+from slum.supervisor.limits import InstanceCgroup
 from slum.supervisor.states import SERVING, State, can_move
 
 
@@ -31,6 +32,11 @@ class Instance:
         self.reason: str | None = None
         self.health = "unknown"
         self.port: int | None = None
+        # Set when the app listens on its unix socket (SOCKET_PATH) rather than on PORT.
+        self.unix_path: str | None = None
+        # Share of `{service}.{domain}` traffic (tenement's 0-100; 0 = none).
+        self.weight = 100
+        self.storage_bytes: int | None = None
         self.pid: int | None = None
         self.started_at: float | None = None
         self.restarts = 0
@@ -47,6 +53,10 @@ class Instance:
         self.restart_requested = False
         self.cpu_percent: float | None = None
         self.rss_bytes: int | None = None
+        # The running process's cgroup (the sampler reads it), and the kernel's OOM kills in all
+        # of this instance's runs (read from the cgroup's event counter at each exit).
+        self.cgroup: InstanceCgroup | None = None
+        self.oom_kills = 0
         self.on_change: Callable[[Instance, State, State], None] | None = None
 
     @property
@@ -90,7 +100,8 @@ class Instance:
             "health": self.health,
             "port": self.port,
             "pid": self.pid,
-            "socket": f"127.0.0.1:{self.port}" if self.port else None,
+            "socket": self.unix_path or (f"127.0.0.1:{self.port}" if self.port else None),
+            "weight": self.weight,
             "uptime_secs": round(uptime, 1),
             "restarts": self.restarts,
             "reason": self.reason,
@@ -99,4 +110,19 @@ class Instance:
             "idle_timeout": self.service.idle_timeout,
             "cpu_percent": self.cpu_percent,
             "rss_bytes": self.rss_bytes,
+            "oom_kills": self.oom_kills,
+            **self.storage(),
         }
+
+    def storage(self) -> dict[str, Any]:
+        """Data dir usage against storage_quota_mb: a warning past 80% and past 100%."""
+        quota_mb = self.service.storage_quota_mb
+        quota = quota_mb * 1024 * 1024 if quota_mb else None
+        used = self.storage_bytes
+        warning = None
+        if quota and used is not None:
+            if used >= quota:
+                warning = f"storage over quota: {used / 2**20:.1f} of {quota_mb} MB"
+            elif used >= quota * 0.8:
+                warning = f"storage at {used * 100 // quota}% of {quota_mb} MB"
+        return {"storage_bytes": used, "storage_quota_bytes": quota, "storage_warning": warning}

@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -128,21 +128,25 @@ def _check_executable(argv0: str, cwd: str, env: dict[str, str]) -> None:
         raise FileNotFoundError(2, "No such file or directory", argv0)
 
 
-async def spawn(argv: list[str], *, cwd: str, env: dict[str, str]) -> ChildProcess:
+async def spawn(argv: list[str], *, cwd: str, env: dict[str, str],
+                prefix: Sequence[str] = ()) -> ChildProcess:
+    """Start argv in its own session. `prefix` (a cgroup join, a namespace) runs first and execs
+    argv in the same process, so pid, process group and PDEATHSIG are the app's."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
 
     def fork() -> subprocess.Popen[bytes]:
         try:
-            if SETPRIV is not None:
+            if SETPRIV is not None or prefix:
                 _check_executable(argv[0], cwd, env)
+            if SETPRIV is not None:
                 return subprocess.Popen(
-                    [SETPRIV, "--pdeathsig", "KILL", "--", *argv], cwd=cwd, env=env,
+                    [SETPRIV, "--pdeathsig", "KILL", "--", *prefix, *argv], cwd=cwd, env=env,
                     stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
                     start_new_session=True, close_fds=True)
             return subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                start_new_session=True, close_fds=True, preexec_fn=_child_setup,
+                [*prefix, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out_w,
+                stderr=err_w, start_new_session=True, close_fds=True, preexec_fn=_child_setup,
             )
         finally:
             os.close(out_w)
@@ -161,6 +165,19 @@ async def spawn(argv: list[str], *, cwd: str, env: dict[str, str]) -> ChildProce
         started = 0.0
     return ChildProcess(popen, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r),
                         started, pidfd)
+
+
+def owner_alive(pid: int | None, started: float | None) -> bool:
+    """Is the slum recorded as (pid, start time) still running? A row without an owner comes
+    from a slum that did not record one: its owner counts as gone."""
+    if not pid or not started:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return bool(abs(proc.create_time() - started) < 0.01
+                    and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def reap_leftovers(records: Iterable[tuple[int, int, float]]) -> int:

@@ -6,8 +6,11 @@ checks), and one instance's backoff delay never holds up another's checks or idl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
+import signal
 import socket
 import sys
 import time
@@ -18,8 +21,10 @@ import trio
 
 from slum.config import Settings
 from slum.events import Hub, LogLine
-from slum.supervisor import health
+from slum.supervisor import health, isolation
+from slum.supervisor.cgroups import Cgroups
 from slum.supervisor.instance import Instance
+from slum.supervisor.limits import InstanceCgroup, LimitError, Limits
 from slum.supervisor.output import LineSplitter, decode, level_of
 from slum.supervisor.process import ChildProcess, spawn
 from slum.supervisor.states import State
@@ -31,6 +36,7 @@ DRAIN_S = 0.5
 DRAIN_MAX_S = 10.0
 READ_CHUNK = 65536
 CANNOT_START = "cannot start"
+OOM_POLL_S = 2.0
 
 
 class Journal(Protocol):
@@ -42,20 +48,31 @@ class Journal(Protocol):
 
 
 class Ports:
-    """Free ports on 127.0.0.1, asked of the OS, never handed to two instances at once."""
+    """Free ports on 127.0.0.1 within [settings] port_range, checked with the OS (a bind), never
+    handed to two instances at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, low: int = 30000, high: int = 40000) -> None:
         self._taken: set[int] = set()
+        self.low, self.high = low, high
 
     def take(self) -> int:
-        for _ in range(50):
+        # Random picks find a free port at once in a mostly free range; a scan covers the rest.
+        span = self.high - self.low + 1
+        start = random.randrange(span)
+        tries = [self.low + random.randrange(span) for _ in range(min(span, 32))]
+        tries += [self.low + (start + i) % span for i in range(span)]
+        for port in tries:
+            if port in self._taken:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port: int = s.getsockname()[1]
-            if port not in self._taken:
-                self._taken.add(port)
-                return port
-        raise OSError("no free port on 127.0.0.1")
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            self._taken.add(port)
+            return port
+        raise OSError(f"no free port on 127.0.0.1 in {self.low}-{self.high} "
+                      "([settings] port_range)")
 
     def release(self, port: int | None) -> None:
         self._taken.discard(port)  # type: ignore[arg-type]
@@ -83,6 +100,7 @@ class Context:
     hub: Hub
     journal: Journal
     ports: Ports
+    cgroups: Cgroups | None = None
 
 
 def backoff_s(settings: Settings, attempt: int) -> float:
@@ -103,9 +121,13 @@ async def supervise(inst: Instance, ctx: Context) -> None:
             inst.move(State.FAILED, why)
             continue
         if not inst.want_running:
-            # STOPPING -> STOPPED (stop asked, idle, shutdown)
-            if inst.state is not State.STOPPED:
-                inst.move(State.STOPPED, inst.reason if inst.reason == "idle" else "stopped")
+            if inst.reason == "idle":
+                # STOPPING -> SLEEPING (idle: the next request wakes it)
+                inst.move(State.SLEEPING, "idle")
+            elif inst.state is not State.STOPPED:
+                # STOPPING -> STOPPED (stop asked, shutdown)
+                inst.move(State.STOPPED, "stopped")
+            await _forget_storage(inst, ctx)
             continue
         if inst.restart_requested or asked:
             # A restart, or a stop that was wanted undone before the process was gone (a request
@@ -120,6 +142,7 @@ async def supervise(inst: Instance, ctx: Context) -> None:
             inst.want_running = False
             # RUNNING -> STOPPED (exited, and the policy says leave it)
             inst.move(State.STOPPED, why)
+            await _forget_storage(inst, ctx)
             continue
         window = ctx.settings.restart_window
         now = time.monotonic()
@@ -146,30 +169,72 @@ async def supervise(inst: Instance, ctx: Context) -> None:
         inst.restarts += 1
 
 
+async def _forget_storage(inst: Instance, ctx: Context) -> None:
+    """storage_persist = false: the instance's data dir lives only as long as its process."""
+    if inst.service.storage_persist:
+        return
+    data_dir = ctx.settings.data_dir / inst.service.name / inst.name
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(data_dir, ignore_errors=True))
+    inst.storage_bytes = None
+    ctx.hub.system(inst.id, f"deleted its data dir {data_dir} (storage_persist = false)")
+
+
+def _prepare_socket(path: str) -> None:
+    """The app binds SOCKET_PATH itself: give it a private parent and no stale file to trip on."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]:
     """Start the process and return when it is gone: (exit code, why it ended, whether it was
     asked to end: a stop, an idle stop or a restart)."""
     svc = inst.service
-    port = ctx.ports.take()
+    try:
+        port = ctx.ports.take()
+    except OSError as e:
+        # Out of descriptors (EMFILE) is passing: a failed start under the restart policy and
+        # its backoff, never an error that ends the supervisor.
+        why = f"no free port: {e.strerror or e}"
+        ctx.hub.system(inst.id, why, "error")
+        return None, why, False
     inst.port, inst.health, inst.last_exit = port, "unknown", None
     inst.move(State.STARTING, None)
     data_dir = ctx.settings.data_dir / svc.name / inst.name
     env = child_environ()
     root = ctx.settings.data_dir
     env.update(svc.environment(instance_id=inst.name, port=port, data_dir=root))
+    sock = svc.socket_path(inst.name, root)
     env["PORT"] = str(port)
+    env["SOCKET_PATH"] = sock
     env["SLUM_INSTANCE"] = inst.id
     env["SLUM_DATA_DIR"] = str(data_dir)
+    cgroup: InstanceCgroup | None = None
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_socket(sock)
+        stage = root / ".slum-ns"
+        if svc.isolation == "namespace":
+            stage.mkdir(exist_ok=True)
+        prefix = isolation.prefix(svc.isolation, tmp_mb=svc.memory_limit_mb,
+                                  keep=(root, svc.workdir), stage=stage)
+        cgroup = await _make_cgroup(inst, ctx)
+        if cgroup is not None:
+            prefix = [*cgroup.join_argv(), *prefix]
         child = await spawn(svc.argv(instance_id=inst.name, port=port, data_dir=root),
-                            cwd=str(svc.workdir), env=env)
-    except OSError as e:
+                            cwd=str(svc.workdir), env=env, prefix=prefix)
+    except (OSError, LimitError, isolation.IsolationError) as e:
         ctx.ports.release(port)
         inst.port = None
-        why = f"{CANNOT_START} {svc.command[0]!r}: {e.strerror or e}"
+        if cgroup is not None:
+            await trio.to_thread.run_sync(_dispose, cgroup)
+        why = (f"{CANNOT_START}: {e}" if not isinstance(e, OSError) else
+               f"{CANNOT_START} {svc.command[0]!r}: {e.strerror or e}")
         ctx.hub.system(inst.id, why, "error")
         return None, why, False
+    inst.cgroup = cgroup
     inst.pid, inst.started_at = child.pid, time.time()
     inst.touch()
     ctx.hub.system(inst.id, f"started pid {child.pid} on port {port}")
@@ -183,6 +248,9 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
             pumps.start_soon(_pump, inst, ctx.hub, child.stderr, "stderr", readers[1])
             why, asked = await _watch(inst, ctx, child)
             await _end(inst, ctx, child)
+            if cgroup is not None:
+                # What left the process group is still in the cgroup, holding the pipes open.
+                await trio.to_thread.run_sync(cgroup.kill)
             if not await _drain(readers):
                 ctx.hub.system(inst.id, "output pipes still open after the process group ended "
                                "(a process left the group?): stopped reading them", "warn")
@@ -190,16 +258,78 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     finally:
         with trio.CancelScope(shield=True):
             await _end(inst, ctx, child)
+            ooms = 0
+            if cgroup is not None:
+                ooms = await trio.to_thread.run_sync(_dispose, cgroup)
+                inst.cgroup = None
             ctx.ports.release(port)
-            inst.pid, inst.port, inst.health = None, None, "unknown"
+            inst.pid, inst.port, inst.health, inst.unix_path = None, None, "unknown", None
+            with contextlib.suppress(OSError):
+                os.unlink(sock)
             await ctx.journal.process_exited(inst, child.pid)
     code = child.returncode
     inst.last_exit = code
+    if ooms:
+        _tell_oom(inst, ctx, ooms)
+    if why == "exited" and cgroup is not None and cgroup.oom_counted and (
+            ooms or code in (-signal.SIGKILL, 128 + signal.SIGKILL)):
+        # The kernel's own counter, not a guess from the signal: an OOM kill at the end (or a
+        # SIGKILL in a run with OOM kills; 137 from a namespace's init) is what ended it. A
+        # worker killed earlier, told by _oom_watch, does not name a later exit of another cause.
+        why = f"killed: out of memory ({_limit_words(inst)})"
     if why == "exited":
         why = f"exited with code {code}" if code is not None and code >= 0 else (
             f"killed by signal {-code}" if code is not None else "exited")
     ctx.hub.system(inst.id, f"pid {child.pid} {why}", "info" if code == 0 else "warn")
     return code, why, asked
+
+
+def _limits(inst: Instance) -> Limits:
+    svc = inst.service
+    return Limits(svc.memory_limit_mb, svc.memory_swap_max, svc.cpu_shares, svc.pids_max)
+
+
+async def _make_cgroup(inst: Instance, ctx: Context) -> InstanceCgroup | None:
+    """The instance's cgroup with its limits set; a limit that cannot be applied refuses the
+    start (never a run without it)."""
+    limits = _limits(inst)
+    if ctx.cgroups is None:
+        wanted = limits.wanted()
+        if wanted:
+            raise LimitError(f"{sorted(wanted)[0]} cannot be applied: no cgroup support here")
+        return None
+    return await trio.to_thread.run_sync(ctx.cgroups.create, inst.service.name, inst.name,
+                                         limits)
+
+
+def _limit_words(inst: Instance) -> str:
+    mb = inst.service.memory_limit_mb
+    return f"limit {mb} MB" if mb else "no limit of its own"
+
+
+def _tell_oom(inst: Instance, ctx: Context, kills: int) -> None:
+    inst.oom_kills += kills
+    ctx.hub.system(inst.id, f"out of memory: the kernel killed {kills} process"
+                   f"{'es' if kills > 1 else ''} of this instance ({_limit_words(inst)})", "error")
+
+
+async def _oom_watch(inst: Instance, ctx: Context, cgroup: InstanceCgroup) -> None:
+    """A worker killed at the limit while the app runs on is told within OOM_POLL_S, not at the
+    app's exit."""
+    while True:
+        await trio.sleep(OOM_POLL_S)
+        kills = await trio.to_thread.run_sync(cgroup.new_oom_kills)
+        if kills:
+            _tell_oom(inst, ctx, kills)
+
+
+def _dispose(cgroup: InstanceCgroup) -> int:
+    """After the process group ended: kill what is left in the cgroup and remove it. Returns the
+    OOM kills of this run not told yet."""
+    ooms = cgroup.new_oom_kills()
+    cgroup.kill()
+    cgroup.remove()
+    return ooms
 
 
 async def _end(inst: Instance, ctx: Context, child: ChildProcess) -> None:
@@ -229,7 +359,8 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
         async def health_watch() -> None:
             svc = inst.service
             with trio.move_on_after(svc.startup_timeout) as scope:
-                await health.wait_ready(inst.port or 0, svc.health)
+                inst.unix_path = await health.wait_ready(
+                    inst.port or 0, svc.health, unix=svc.socket_path(inst.name, ctx.settings.data_dir))
             if scope.cancelled_caught:
                 end(f"not ready within startup_timeout ({svc.startup_timeout:g}s)")
                 return
@@ -240,7 +371,7 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
             failures = 0
             while True:
                 await trio.sleep(ctx.settings.health_check_interval)
-                ok = await health.check(inst.port or 0, svc.health)
+                ok = await health.check(inst.port or 0, svc.health, inst.unix_path)
                 failures = 0 if ok else failures + 1
                 new = (State.HEALTHY if ok else State.UNHEALTHY if failures >= UNHEALTHY_AFTER
                        else State.DEGRADED)
@@ -278,6 +409,8 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
             end("idle", True)
 
         n.start_soon(exit_watch)
+        if inst.cgroup is not None and inst.cgroup.dirs:
+            n.start_soon(_oom_watch, inst, ctx, inst.cgroup)
         n.start_soon(health_watch)
         n.start_soon(control_watch)
         if inst.service.idle_timeout > 0:

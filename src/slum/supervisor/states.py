@@ -5,8 +5,9 @@
        |             exit / startup           v                      v
        |              timeout             degraded ------------> unhealthy --restart--> stopping
        |                  v
-       +---- stopping <-- (stop, idle)    backoff --delay--> starting
-                                          backoff --too many restarts--> failed
+       +---- stopping <-- (stop)          backoff --delay--> starting
+    sleeping <-- stopping <-- (idle)      backoff --too many restarts--> failed
+    sleeping --request--> starting
 See specs/process-lifecycle.md for every transition and why.
 """
 
@@ -17,6 +18,8 @@ from enum import StrEnum
 
 class State(StrEnum):
     STOPPED = "stopped"
+    # Stopped because it was idle, not by an operator: the next request wakes it.
+    SLEEPING = "sleeping"
     STARTING = "starting"
     HEALTHY = "healthy"
     DEGRADED = "degraded"
@@ -30,9 +33,13 @@ class State(StrEnum):
 SERVING = frozenset({State.HEALTHY, State.DEGRADED, State.UNHEALTHY})
 # A process exists.
 ALIVE = SERVING | {State.STARTING, State.STOPPING}
+# No process, none wanted: asleep (idle) or stopped (operator, exit).
+RESTING = frozenset({State.STOPPED, State.SLEEPING})
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING, State.FAILED}),
+    # SLEEPING -> STARTING (a request), -> STOPPED (an operator's stop: no longer just idle)
+    State.SLEEPING: frozenset({State.STARTING, State.FAILED, State.STOPPED}),
     # STARTING -> HEALTHY (ready), -> BACKOFF (exit or startup timeout), -> STOPPING (stop asked)
     State.STARTING: frozenset({State.HEALTHY, State.BACKOFF, State.STOPPING, State.STOPPED,
                                State.FAILED}),
@@ -49,6 +56,12 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     # FAILED -> STARTING only when an operator asks (spawn/restart)
     State.FAILED: frozenset({State.STARTING, State.STOPPED}),
 }
+
+
+# Wherever a running instance may stop, it may fall asleep instead (an idle stop).
+for _old, _new in list(TRANSITIONS.items()):
+    if State.STOPPED in _new and _old not in (State.SLEEPING, State.FAILED, State.BACKOFF):
+        TRANSITIONS[_old] = _new | {State.SLEEPING}
 
 
 def can_move(old: State, new: State) -> bool:

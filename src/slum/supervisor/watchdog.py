@@ -61,6 +61,10 @@ class Watchdog:
             log.warning("no watchdog (%s): children of a killed slum are reaped at next start", e)
             return
         self._pipe = self._proc.stdin
+        # Fed from the event loop: a watchdog that stopped reading must not block slum. A full
+        # pipe fails the write instead, and the reap at the next start is the fallback.
+        if self._pipe is not None:
+            os.set_blocking(self._pipe.fileno(), False)
 
     def _send(self, message: str) -> None:
         if self._pipe is None:

@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
-from quart import Response, jsonify, request, send_file
+from quart import Response, g, jsonify, request, send_file
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from slum.errors import SlumError, Unauthorized
+from slum.errors import SlumError
 from slum.web import (
+    alerts,
+    auth,
     dashboard,
+    deploys,
     fleet,
     health,
     instances,
     logs,
     metrics,
     openapi,
+    ops,
     overview,
     session,
+    tls,
+    tokens,
 )
-from slum.web.auth import SESSION_COOKIE, bearer, client_address
 from slum.web.context import WebContext, install
 
 log = logging.getLogger("slum.web")
-PUBLIC = ("/api/health",)
+PUBLIC = ("/api/health", tls.ASK_PATH)
+INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
 def create_app(ctx: WebContext) -> QuartTrio:
@@ -36,26 +46,34 @@ def create_app(ctx: WebContext) -> QuartTrio:
     @app.before_request
     async def authenticate() -> None:
         path = request.path
-        if path in PUBLIC or not _protected(path) or path in session.LOGIN_PATHS:
+        g.scope = None
+        if path in PUBLIC or not _protected(path):
             return
         if path == "/metrics" and ctx.config.settings.public_metrics:
             return
-        if "x-slum-edge" not in request.headers:
-            return  # came over the control socket (mode 0600): the local operator
-        token = bearer(request.headers.get("authorization"))
-        if token is not None:
-            await ctx.auth.verify_token(token, client_address(request.headers))
+        if path in session.LOGIN_PATHS:
+            if not request.scope.get(auth.TRUSTED_SCOPE_KEY):
+                # Logging in from a sibling subdomain's page would plant the attacker's session.
+                auth.check_same_origin(required=False)
             return
-        sid = request.cookies.get(SESSION_COOKIE)
-        if sid:
-            await ctx.auth.verify_session(sid)
-            return
-        await ctx.auth.require_tokens()
-        raise Unauthorized("authentication required: Authorization: Bearer slum_...")
+        await auth.authenticate(ctx.auth)
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Content-Security-Policy", dashboard_csp())
+        return response
 
     @app.errorhandler(SlumError)
     async def slum_error(e: SlumError) -> tuple[Response, int]:
-        return jsonify({"error": e.message}), e.status
+        response = jsonify({"error": e.message})
+        retry_after = getattr(e, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response, e.status
 
     @app.errorhandler(HTTPException)
     async def http_error(e: HTTPException) -> tuple[Response, int]:
@@ -78,9 +96,14 @@ def create_app(ctx: WebContext) -> QuartTrio:
         return response
 
     install(app, ctx)
-    for module in (health, fleet, instances, logs, metrics, overview, session, openapi):
+    for module in (health, fleet, instances, logs, metrics, overview, session, deploys, openapi):
         app.register_blueprint(module.bp)
     app.register_blueprint(metrics.prometheus_bp)
+    # Operations and tokens: dashboard-only paths, outside the route table.
+    alerts.register(app, ctx)
+    tls.register(app, ctx)
+    ops.register(app, ctx)
+    tokens.register(app, ctx)
 
     @app.get("/_")
     @app.get("/_/")
@@ -95,6 +118,32 @@ def create_app(ctx: WebContext) -> QuartTrio:
         return response
 
     return app
+
+
+def dashboard_csp() -> str:
+    """The SPA's policy: its scripts from /_/ plus the inline bootstrap script of index.html
+    (allowed by its hash, not by 'unsafe-inline'); never framed."""
+    hashes = " ".join(f"'sha256-{h}'" for h in _inline_script_hashes(dashboard.root()
+                                                                       / "index.html"))
+    return ("default-src 'self'; script-src 'self' " + hashes + "; style-src 'self' "
+            "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+_hash_cache: dict[tuple[str, float], list[str]] = {}
+
+
+def _inline_script_hashes(index: Path) -> list[str]:
+    try:
+        key = (str(index), index.stat().st_mtime)
+    except OSError:
+        return []
+    if key not in _hash_cache:
+        text = index.read_text(encoding="utf-8", errors="replace")
+        _hash_cache.clear()
+        _hash_cache[key] = [base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+                            for body in INLINE_SCRIPT.findall(text)]
+    return _hash_cache[key]
 
 
 def _protected(path: str) -> bool:

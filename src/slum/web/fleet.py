@@ -11,12 +11,12 @@ from typing import Any, NotRequired, TypedDict
 import trio
 from quart import Blueprint, Response, current_app, jsonify, request
 
-from slum.errors import BadRequest, ServerUnreachable, SlumError
+from slum.errors import BadRequest, Conflict, ServerUnreachable
 from slum.fleet import nodes, registry
+from slum.web.auth import check_tenant, require_unscoped
 from slum.web.context import WebContext, context
 from slum.web.instances import Instance
 from slum.web.routes import BOTH, endpoint, read_body
-from slum.web.scope import check_tenant, require_unscoped
 
 bp = Blueprint("fleet", __name__)
 
@@ -76,10 +76,6 @@ class TenantMove:
     to: str
 
 
-class BadGateway(SlumError):
-    status = 502
-
-
 async def fleet(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a fleet operation (registry writes + calls to other nodes) in a worker thread,
     its database work going through the single writer. A node that cannot be reached is a 502:
@@ -92,7 +88,7 @@ async def fleet(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return await trio.to_thread.run_sync(lambda: fn(transact, *args))
     except ServerUnreachable as e:
-        raise BadGateway(e.message) from None
+        raise nodes.NodeFailed(e.message) from None
 
 
 async def routes_changed(result: Any) -> Any:
@@ -162,6 +158,9 @@ async def tenant_add() -> tuple[Response, int]:
     data = await read_body(NewTenant)
     if not data.id:
         raise BadRequest("id is required")
+    if data.id in context().config.services:
+        # `{name}.{domain}` routes a service or a tenant: this tenant would never get its traffic.
+        raise Conflict(service_clash(data.id))
     config = data.config
     config_text = None if config is None else (config if isinstance(config, str)
                                                 else json.dumps(config))
@@ -189,3 +188,8 @@ async def tenant_move(tenant_id: str) -> Response:
     await routes_changed(result)
     await stop_here(context(), result, result["moved_from"])
     return jsonify(result)
+
+
+def service_clash(name: str) -> str:
+    return (f"{name!r} is a service in the config: `{name}.DOMAIN` routes to that service by "
+            "weight, so a tenant cannot have its name; choose another tenant id")

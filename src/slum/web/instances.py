@@ -12,14 +12,14 @@ from quart import Blueprint, Response, jsonify, request
 from slum.config import parse_instance_ref
 from slum.errors import BadRequest, SlumError
 from slum.fleet import nodes, registry
+from slum.web.auth import check_instance, instance_allowed, scope_tenant
 from slum.web.context import context
 from slum.web.routes import API, BOTH, endpoint, read_body
-from slum.web.scope import check_instance, scope_tenant, visible
 
 bp = Blueprint("instances", __name__)
 
 
-InstanceState = Literal["stopped", "starting", "healthy", "degraded", "unhealthy", "backoff",
+InstanceState = Literal["stopped", "sleeping", "starting", "healthy", "degraded", "unhealthy", "backoff",
                        "stopping", "failed"]
 Health = Literal["healthy", "unhealthy", "unknown"]
 
@@ -40,6 +40,10 @@ class ServiceConfig(TypedDict):
     restart: str | None
     workdir: str | None
     env: dict[str, str]
+    memory_limit_mb: int | None
+    cpu_shares: int | None
+    pids_max: int | None
+    isolation: str  # process | namespace
 
 
 class Instance(TypedDict):
@@ -51,6 +55,7 @@ class Instance(TypedDict):
     port: int | None
     pid: int | None
     socket: str | None
+    weight: int  # share of `{service}.{domain}` traffic, 0-100
     uptime_secs: float
     restarts: int
     reason: str | None
@@ -59,6 +64,10 @@ class Instance(TypedDict):
     idle_timeout: float | None
     cpu_percent: float | None
     rss_bytes: int | None
+    oom_kills: int  # processes the kernel killed at the memory limit
+    storage_bytes: int | None
+    storage_quota_bytes: int | None
+    storage_warning: str | None
     url: str
     server: NotRequired[str]
     history: NotRequired[list[StateTransition]]
@@ -96,7 +105,7 @@ async def instances() -> Response:
     """The instances of this node (with `all=1`: of every server)."""
     ctx = context()
     local = [{**ctx.instance_dict(i), "server": registry.LOCAL}
-             for i in ctx.supervisor.list() if visible(i.id)]
+             for i in ctx.supervisor.list() if instance_allowed(i.id)]
     if request.args.get("all") not in ("1", "true") or scope_tenant() is not None:
         return jsonify(local)  # a scoped token: its tenant runs here, the fleet is not its own
     servers = [s for s in await ctx.store.read(registry.list_servers)
@@ -109,9 +118,9 @@ async def instances() -> Response:
         try:
             results.extend(i for i in await trio.to_thread.run_sync(
                 nodes.remote_instances, server, tokens[server["id"]])
-                if visible(str(i.get("id", ""))))
+                if instance_allowed(str(i.get("id", ""))))
         except SlumError as e:
-            if visible(f"{server['name']}:?"):
+            if instance_allowed(f"{server['name']}:?"):
                 results.append({"id": f"{server['name']}:?", "server": server["name"],
                                 "status": "unknown", "reason": e.message})
 
@@ -166,7 +175,9 @@ async def instance(ref: str) -> Response:
     svc = inst.service
     d["config"] = {"command": list(svc.command), "health": svc.health,
                    "idle_timeout": svc.idle_timeout, "startup_timeout": svc.startup_timeout,
-                   "restart": svc.restart, "workdir": str(svc.workdir), "env": svc.env}
+                   "restart": svc.restart, "workdir": str(svc.workdir), "env": svc.env,
+                   "memory_limit_mb": svc.memory_limit_mb, "cpu_shares": svc.cpu_shares,
+                   "pids_max": svc.pids_max, "isolation": svc.isolation}
     return jsonify(d)
 
 

@@ -17,9 +17,9 @@ from slum.errors import NotFound
 from slum.events import StateChanged, StoredLog
 from slum.fleet import nodes, registry
 from slum.store import logs
+from slum.web.auth import scope_log_query, scope_tenant
 from slum.web.context import context
 from slum.web.routes import API, BOTH, endpoint
-from slum.web.scope import scope_tenant, scoped
 
 bp = Blueprint("logs", __name__)
 
@@ -53,6 +53,7 @@ class LogArgs(TypedDict, total=False):
     after_id: int
     process: str  # tenement's filters: a service ...
     id: str  # ... and an instance id; both: that one instance
+    stream: Literal["stdout", "stderr", "system"]
 
 
 class StreamArgs(LogArgs, total=False):
@@ -62,7 +63,7 @@ class StreamArgs(LogArgs, total=False):
 
 def log_query() -> logs.LogQuery:
     """The request's log filters, validated and narrowed to the token's scope."""
-    return scoped(logs.LogQuery.from_args(request.args))
+    return scope_log_query(logs.LogQuery.from_args(request.args))
 
 
 def _named(name: str, data: Any, event_id: int | None = None) -> bytes:

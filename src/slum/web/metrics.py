@@ -12,9 +12,9 @@ from quart import Blueprint, Response, jsonify, request
 from slum.errors import BadRequest
 from slum.store import logs
 from slum.store.metrics import query_history
+from slum.web.auth import Forbidden, instance_allowed, require_unscoped, scope_tenant
 from slum.web.context import WebContext, context
 from slum.web.routes import MAX_INT, endpoint, int_arg
-from slum.web.scope import OutOfScope, require_unscoped, scope_tenant, visible
 
 bp = Blueprint("metrics", __name__)
 prometheus_bp = Blueprint("prometheus", __name__)  # text, not JSON: outside the API's table
@@ -72,12 +72,14 @@ class HistoryArgs(TypedDict, total=False):
     step: int  # seconds, at least 60
 
 
-def _in_scope(labels: dict[str, Any]) -> bool:
-    """A series a scoped token may see: one of its instances."""
+def _in_scope(labels: dict[str, Any] | None) -> bool:
+    """A series a scoped token may see: one that names only the tenant's instances."""
     if scope_tenant() is None:
         return True
-    key = labels.get("instance") or labels.get("target")
-    return isinstance(key, str) and visible(key)
+    if not labels:
+        return False
+    named = [str(labels[k]) for k in ("target", "instance") if k in labels]
+    return bool(named) and all(":" in n and instance_allowed(n) for n in named)
 
 
 @endpoint(bp, "GET", "/metrics", response=list[MetricSnapshot])
@@ -94,7 +96,7 @@ async def metrics() -> Response:
                     "labels": {"target": target}, "timestamp": now_ms})
         out.append({"name": "latency_recent_ms", "value": recent["p99"],
                     "labels": {"target": target}, "timestamp": now_ms, **recent})
-    return jsonify([m for m in out if _in_scope(m.get("labels") or {})])
+    return jsonify([m for m in out if _in_scope(m.get("labels"))])
 
 
 @endpoint(bp, "GET", "/metrics/live", response=LiveMetrics, query=LiveArgs)
@@ -133,9 +135,9 @@ async def history() -> Response:
     a = request.args
     name = a.get("name") or ""
     labels = parse_labels(a.get("labels"))
-    if not _in_scope(labels or {}):
-        raise OutOfScope("a scoped token reads the history of its own instances: "
-                         "labels=instance=SERVICE:TENANT")
+    if not _in_scope(labels):
+        raise Forbidden(f"this token is limited to tenant {scope_tenant()}: "
+                        "name one of its instances in labels (target or instance)")
     now = time.time()
     since = _seconds(logs.parse_since(a.get("since"))) or now - 3600
     until = _seconds(logs.parse_since(a.get("until"))) or now
@@ -225,13 +227,17 @@ class _Collector:
                                   labels=["instance", "state"])
         restarts = CounterMetricFamily("slum_instance_restarts", "Restarts", labels=["instance"])
         wakes = CounterMetricFamily("slum_instance_wakes", "Wakes on request", labels=["instance"])
+        ooms = CounterMetricFamily("slum_instance_oom_kills", "Processes the kernel killed at the "
+                                   "instance's memory limit", labels=["instance"])
         for inst in ctx.supervisor.list():
             state.add_metric([inst.id, inst.state.value], 1 if inst.serving else 0)
             restarts.add_metric([inst.id], inst.restarts)
             wakes.add_metric([inst.id], inst.wakes)
+            ooms.add_metric([inst.id], inst.oom_kills)
         yield state
         yield restarts
         yield wakes
+        yield ooms
         if ctx.sampler is not None:
             gauges = {m: GaugeMetricFamily(f"slum_instance_{m}", f"Instance {m} (process group)",
                                            labels=["instance"])
@@ -248,3 +254,10 @@ class _Collector:
         dropped = CounterMetricFamily("slum_log_dropped", "Log lines dropped")
         dropped.add_metric([], ctx.hub.dropped_logs)
         yield dropped
+        tasks = ctx.extras.get("tasks")
+        if tasks is not None:
+            task_errors = CounterMetricFamily("slum_task_errors", "Errors of a background task "
+                                              "(contained: the task retried)", labels=["task"])
+            for name, n in tasks.errors().items():
+                task_errors.add_metric([name], n)
+            yield task_errors

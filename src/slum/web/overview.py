@@ -12,16 +12,16 @@ from slum.events import LEVELS
 from slum.fleet import registry
 from slum.store import logs
 from slum.supervisor.states import State
+from slum.web.auth import require_unscoped
 from slum.web.context import WebContext, context
 from slum.web.logs import LogEntry
 from slum.web.routes import endpoint
-from slum.web.scope import require_unscoped, scope_tenant, visible
 
 bp = Blueprint("overview", __name__)
 
 
 class AttentionItem(TypedDict):
-    kind: str  # instance, server, disk
+    kind: str  # instance, server, storage, disk
     id: str
     state: str
     message: str
@@ -57,11 +57,13 @@ class Status(Overview):
     sampler: NotRequired[SamplerStatus]
     edge_connections: int
     requests_metrics: bool
+    tasks: dict[str, Any]  # background tasks: their errors (contained, retried)
 
 
 @endpoint(bp, "GET", "/overview", response=Overview)
 async def overview() -> Response:
-    """Counts, what needs attention and the latest warnings."""
+    """Counts, what needs attention and the latest warnings (unscoped tokens only)."""
+    require_unscoped()
     return jsonify(await _overview(context()))
 
 
@@ -84,6 +86,8 @@ async def status() -> Response:
                            "busy_s": round(stats.busy_s, 4)}
     data["edge_connections"] = ctx.extras.get("edge_connections", lambda: 0)()
     data["requests_metrics"] = ctx.requests.enabled
+    tasks = ctx.extras.get("tasks")  # background tasks' errors (slum/tasks.py)
+    data["tasks"] = tasks.to_dict() if tasks is not None else {}
     return jsonify(data)
 
 
@@ -96,17 +100,13 @@ async def config() -> Response:
 
 async def _overview(ctx: WebContext) -> dict[str, Any]:
     q = logs.LogQuery(min_level="warn", limit=10)
-    tenant = scope_tenant()
-    q.tenant_id = tenant
 
     def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
         recent = logs.query(conn, q)
         return registry.list_servers(conn), registry.list_tenants(conn), recent
 
     servers, tenants, recent = await ctx.store.read(read)
-    if tenant is not None:  # a scoped token sees its own tenant, not the fleet
-        servers, tenants = [], [t for t in tenants if t["id"] == tenant]
-    insts = [i for i in ctx.supervisor.list() if visible(i.id)]
+    insts = ctx.supervisor.list()
     by_state = {s.value: 0 for s in State}
     for inst in insts:
         by_state[inst.state.value] += 1
@@ -114,8 +114,11 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
     attention = [{"kind": "instance", "id": i.id, "state": i.state.value,
                   "message": f"{i.state.value}: {i.reason}" if i.reason else i.state.value}
                  for i in insts if i.state in (State.FAILED, State.BACKOFF, State.UNHEALTHY)]
-    attention += [{"kind": "server", "id": s["name"], "state": s["status"], "message": "offline"}
+    attention += [{"kind": "server", "id": s["name"], "state": s["status"],
+                   "message": s.get("reason", s["status"])}
                   for s in servers if s["status"] != "online"]
+    attention += [{"kind": "storage", "id": i.id, "state": "quota", "message": warning}
+                  for i in insts if (warning := i.storage()["storage_warning"])]
     host = ctx.sampler.host if ctx.sampler is not None else {}
     total, free = host.get("disk_total_bytes"), host.get("disk_free_bytes")
     if total and free is not None and free / total < 0.1:
@@ -124,7 +127,8 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
                           f"full ({free / 1e9:.1f} GB free)"})
     return {
         "servers": len(servers), "tenants": len(tenants), "instances": len(insts),
-        "healthy": healthy, "unhealthy": len(insts) - healthy - by_state["stopped"],
+        "healthy": healthy, "unhealthy": (len(insts) - healthy - by_state["stopped"]
+                                          - by_state["sleeping"]),
         "by_state": by_state, "recent_logs": recent, "attention": attention,
         "server_list": [{**s, "tenants": [t["id"] for t in tenants if t["server_id"] == s["id"]]}
                         for s in servers],

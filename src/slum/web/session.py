@@ -9,7 +9,8 @@ from typing import TypedDict
 from quart import Blueprint, Response, jsonify, request
 
 from slum.errors import BadRequest
-from slum.web.auth import SESSION_COOKIE, SESSION_TTL_S, client_address
+from slum.web import auth
+from slum.web.auth import SESSION_TTL_S
 from slum.web.context import context
 from slum.web.routes import _opt_str, body, endpoint
 
@@ -29,6 +30,7 @@ class Ok(TypedDict):
 
 class SessionState(TypedDict):
     authenticated: bool
+    tenant: str | None  # the tenant a scoped token is limited to; null for full access
 
 
 @endpoint(bp, "POST", "/login", body=Login, response=Ok, public=True)
@@ -39,11 +41,15 @@ async def login() -> Response:
     token = _opt_str(data, "token")
     if not token:
         raise BadRequest("token is required")
-    token_id = await ctx.auth.verify_token(token.strip(),
-                                           client_address(request.headers))
+    identity = await ctx.auth.verify_token(token.strip(),
+                                           ctx.auth.proxies.client(request.headers))
+    if identity.token_id is None:
+        raise BadRequest("no session for the local operator: use the control socket")
     response = jsonify({"ok": True})
-    response.set_cookie(SESSION_COOKIE, ctx.auth.new_session(token_id),
-                        max_age=SESSION_TTL_S, httponly=True, samesite="Strict", path="/")
+    https = ctx.auth.proxies.https(request.headers)
+    response.set_cookie(auth.SECURE_SESSION_COOKIE if https else auth.SESSION_COOKIE,
+                        await ctx.auth.new_session(identity.token_id), max_age=SESSION_TTL_S,
+                        httponly=True, samesite="Strict", path="/", secure=https)
     return response
 
 
@@ -51,13 +57,17 @@ async def login() -> Response:
 async def logout() -> Response:
     """End this session."""
     ctx = context()
-    ctx.auth.end_session(request.cookies.get(SESSION_COOKIE))
+    await ctx.auth.end_session(auth.session_id())
     response = jsonify({"ok": True})
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    for name in auth.SESSION_COOKIES:
+        if name in request.cookies:
+            response.delete_cookie(name, path="/", secure=name.startswith("__Host-"),
+                                   httponly=True, samesite="Strict")
     return response
 
 
 @endpoint(bp, "GET", "/session", response=SessionState)
 async def session() -> Response:
-    """Whether the request is authenticated (401 otherwise)."""
-    return jsonify({"authenticated": True})
+    """Whether the request is authenticated (401 otherwise), and the tenant its token is
+    limited to."""
+    return jsonify({"authenticated": True, "tenant": auth.scope_tenant()})
