@@ -49,7 +49,7 @@ from _common import (
 )
 
 HOST = "x.web.localhost"
-TARGET_LOSS = 0.05
+TARGET_LOSS = 0.03  # issue 18: metrics on at least 0.97x of off
 TARGET_SAMPLER_PCT = 2.0
 
 NGINX_CONF = """\

@@ -1,6 +1,6 @@
 """Run every benchmark and print one combined table at the end.
 
-    .venv/bin/python bench/run.py [--only proxy,spawn,cli,memory,wake,logs,metrics,fleet]
+    .venv/bin/python bench/run.py [--only proxy,spawn,cli,memory,wake,logs,metrics,fleet,flood]
                                   [--profile] [--quick]
 
 --profile also records the slum edge under wrk load with py-spy (bench/results/);
@@ -24,22 +24,26 @@ import cli
 import logs
 import memory
 import metrics
-import proxy
 import spawn
 import wake
 from _common import Row, install_signal_handlers, print_rows, save_json
 
 import fleet
+import proxy
 
 BENCHES = {"proxy": proxy.run, "spawn": spawn.run, "cli": cli.run, "memory": memory.run,
-           "wake": wake.run, "logs": logs.run, "metrics": metrics.run, "fleet": fleet.run}
-QUICK = {"wake", "logs", "metrics", "fleet"}  # benchmarks that take --quick
+           "wake": wake.run, "logs": logs.run, "metrics": metrics.run, "fleet": fleet.run,
+           # The rows of issue 18 alone, without logs' search database (make bench-18).
+           "flood": lambda argv: logs.run(["--flood-only", *argv])}
+DEFAULT = ["proxy", "spawn", "cli", "memory", "wake", "logs", "metrics", "fleet"]
+QUICK = {"wake", "logs", "metrics", "fleet", "flood"}  # benchmarks that take --quick
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset")
+    ap.add_argument("--only", default=",".join(DEFAULT),
+                    help=f"comma-separated subset of {', '.join(BENCHES)}")
     ap.add_argument("--profile", action="store_true", help="py-spy the slum edge under load")
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke check)")
     args = ap.parse_args()

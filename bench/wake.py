@@ -353,7 +353,7 @@ def run(argv: list[str]) -> list[Row]:
                                held=max(100, n_burst))
         (d / "backlog128.py").write_text(BACKLOG128)
         slum = start_slum(procs, d, config)
-        slum.wait_healthy(["notes:demo", "notes128:demo", "ws:echo"])
+        slum.wait_healthy(["notes:demo", "notes128:demo", "ws:echo"], idle_ok=True)
         app_alone(procs, python, str(d / "alone"))  # warm-up (page cache), not counted
         idle_wait = args.idle + 30
         wait_idle_stopped(slum, "notes:demo", idle_wait)

@@ -17,7 +17,8 @@ const config = {
 			pages: OUT_DIR,
 			assets: OUT_DIR,
 			fallback: 'index.html',
-			precompress: false,
+			// .br and .gz siblings (node's zlib), served by slum with Content-Encoding
+			precompress: true,
 			strict: true
 		}),
 		paths: {

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from slum.supervisor.output import MAX_LINE, TRUNCATED, LineSplitter, decode, level_of
+from slum.events import Hub, OutputStream
+from slum.logtext import (
+    GROUP_GAP_S,
+    GROUP_MAX_LINES,
+    MAX_LINE,
+    TRUNCATED,
+    LineSplitter,
+    Parser,
+    decode,
+    level_of,
+)
 
 
 def feed_all(chunks: list[bytes], splitter: LineSplitter | None = None) -> list[bytes]:
@@ -121,3 +131,64 @@ def test_stderr_defaults_to_warn_but_says_its_own_level() -> None:
     assert level_of(b"", "stderr") == "warn"
     assert level_of(b"INFO: Uvicorn running", "stderr") == "info"
     assert level_of(b'{"level": "debug"}', "stderr") == "debug"
+
+
+# --- Parser: entries from pipe reads ------------------------------------------------------
+def _source(stream: str = "stderr") -> OutputStream:
+    return OutputStream(Hub(), "svc:a", "a", stream)
+
+
+def test_plain_lines_are_entries_at_once_and_keep_their_levels() -> None:
+    src, parser = _source("stdout"), Parser()
+    data = b"".join(b"GET /item/%d 200\n" % i for i in range(1000)) + b"ERROR it broke\n"
+    got = parser.feed([(src, 100.0, data[:7000]), (src, 100.0, data[7000:])], 100.0)
+    assert [e.message for e in got] == [f"GET /item/{i} 200" for i in range(1000)] + [
+        "ERROR it broke"]
+    assert {e.level for e in got[:-1]} == {"info"} and got[-1].level == "error"
+    assert parser.hold_until() is None  # nothing held back: a plain line cannot grow
+
+
+def test_a_trace_split_over_reads_is_one_entry_held_until_the_gap() -> None:
+    src, parser = _source(), Parser()
+    assert parser.feed([(src, 10.0, b"Traceback (most recent call last):\n")], 10.0) == []
+    assert parser.hold_until() == pytest.approx(10.0 + GROUP_GAP_S)
+    assert parser.feed([(src, 10.01, b'  File "x.py", line 1\n    boom()\n')], 10.01) == []
+    got = parser.feed([(src, 10.02, b"ValueError: no\nnext line\n")], 10.02)
+    assert [(e.message, e.level) for e in got] == [
+        ('Traceback (most recent call last):\n  File "x.py", line 1\n    boom()\nValueError: no',
+         "error"), ("next line", "warn")]  # a plain line: out at once, not held back
+    assert parser.hold_until() is None
+
+
+def test_a_pause_longer_than_the_gap_ends_an_entry() -> None:
+    src, parser = _source(), Parser()
+    parser.feed([(src, 10.0, b"panic: boom\n")], 10.0)
+    got = parser.feed([(src, 10.0 + 2 * GROUP_GAP_S, b"  indented but late\n")], 10.5)
+    assert [e.message for e in got] == ["panic: boom", "  indented but late"]
+
+
+def test_the_last_line_names_the_level_of_a_group() -> None:
+    src, parser = _source(), Parser()
+    got = parser.feed([(src, 1.0, b"Traceback (most recent call last):\n  x\nINFO: recovered\n"),
+                       (src, 1.0, b"")], 1.0)
+    assert [(e.message.split("\n")[-1], e.level) for e in got] == [("INFO: recovered", "info")]
+
+
+def test_a_group_is_bounded() -> None:
+    src, parser = _source(), Parser()
+    data = b"Traceback (most recent call last):\n" + b"  frame\n" * (GROUP_MAX_LINES + 10)
+    got = parser.feed([(src, 1.0, data), (src, 1.0, b"")], 1.0)
+    assert len(got) == 2 and got[0].message.count("\n") == GROUP_MAX_LINES - 1
+
+
+def test_fast_and_line_by_line_paths_agree() -> None:
+    lines = [b"plain %d" % i if i % 7 else b"  indented %d" % i for i in range(300)]
+    data = b"\n".join(lines) + b"\n"
+    src = _source()
+    whole = Parser().feed([(src, 1.0, data), (src, 1.0, b"")], 1.0)
+    # One read per line, taken in one batch (lines in separate batches: a plain line is not held
+    # back, so an indented line in a later batch starts its own entry).
+    one_by_one = Parser().feed([(src, 1.0, line + b"\n") for line in lines] + [(src, 1.0, b"")],
+                               1.0)
+    assert [e.message for e in whole] == [e.message for e in one_by_one]
+    assert len(whole) < len(lines)  # the indented lines joined the line before them

@@ -33,10 +33,11 @@ from slum.fleet.nodes import NodeChecker
 from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
+from slum.proxy.trust import RouterTrust
 from slum.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
 from slum.sampler import Sampler, minute_rows
 from slum.store.db import Store, describe_error
-from slum.store.logs import IngestStatistics, run_ingest
+from slum.store.ingest import IngestStatistics, run_ingest
 from slum.store.metrics import write_history
 from slum.store.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from slum.store.retention import retain
@@ -51,7 +52,6 @@ from slum.web.context import WebContext
 
 log = logging.getLogger("slum")
 ROUTES_POLL_S = 1.0
-ROUTER_TRUST_S = 5.0
 EDGE_SOCKET = "web.sock"
 
 
@@ -367,24 +367,10 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     ingest = IngestStatistics()
     with _starting(f"cannot bind the edge's socket beside {control_path}"):
         edge_dir, edge_socket = bind_edge_socket(control_path)
-    trusted: dict[str, float] = {}
-
-    async def trust_router(token: str, peer: str | None = None) -> bool:
-        # Every routed request carries the token: a verified one is trusted for a few seconds
-        # without asking the database, so a revoked token stops working within ROUTER_TRUST_S.
-        # Failures count against the peer that sent them (when the edge names it), never
-        # against a bucket shared with the real router.
-        now = trio.current_time()
-        if trusted.get(token, 0.0) > now:
-            return True
-        try:
-            await auth.verify_token(token, None if peer is None else f"router:{peer}")
-        except SlumError:
-            return False
-        if len(trusted) > 1000:
-            trusted.clear()
-        trusted[token] = now + ROUTER_TRUST_S
-        return True
+    # A forged X-Slum-Router must never cost argon2 per request: RouterTrust caches and limits,
+    # and failures count against the peer that sent them, never a bucket the real router shares.
+    trust_router = RouterTrust(lambda token, peer: auth.verify_token(
+        token, None if peer is None else f"router:{peer}"))
 
     requests = RequestMetrics()
     requests.enabled = config.settings.request_metrics
@@ -395,14 +381,18 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                             connect_timeout_s=config.settings.connect_timeout_s,
                             response_timeout_s=config.settings.response_timeout_s,
                             idle_timeout_s=config.settings.upstream_idle_timeout_s,
-                            trust_router=trust_router),
+                            trust_router=trust_router,
+                            header_timeout_s=config.settings.header_timeout,
+                            keepalive_timeout_s=config.settings.keepalive_timeout,
+                            body_timeout_s=config.settings.body_timeout,
+                            max_connections=config.settings.max_connections),
                 on_request=requests.record)
     checker = NodeChecker(config.settings.node_check_interval)
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
                      refresh_routes, ingest, requests=requests, sampler=sampler, nodes=checker)
+    ctx.extras["edge_connections"] = lambda: edge.connections
     from slum.web.create_app import create_app
 
-    ctx.extras["edge_connections"] = lambda: edge.connections
     alerts = ctx.extras["alerts"] = Alerts(
         config.alerts, hub, restart_window=config.settings.restart_window,
         max_restarts=config.settings.max_restarts,
@@ -479,7 +469,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                         await _wait_for_signal()
                         log.info("stopping: edge and web first, then %d instances",
                                  len(supervisor.instances))
-                        # The edge drains its requests in flight here, before the cancel.
+                        await edge.drain(config.settings.shutdown_grace)
                         web_stop.set()
                         front.cancel_scope.cancel()
                     # Instances stop (SIGTERM, then SIGKILL after their grace); their output

@@ -66,6 +66,18 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         "(tenement's range by default); checked against the OS's ephemeral port range."),
     Key("auto_spawn_per_minute", int, 30, "New ids a service with auto_spawn may start per "
         "minute, so a scan of random subdomains cannot start thousands of processes.", 1),
+    Key("header_timeout", (int, float), 30, "Seconds a client has to send a request head (from "
+        "its first byte, or from the connection for the first request); then 408 and close.",
+        0.01),
+    Key("keepalive_timeout", (int, float), 60, "Seconds an idle keep-alive client connection "
+        "stays open.", 0.01),
+    Key("body_timeout", (int, float), 60, "Seconds a request body may pause between two reads "
+        "(then 408 and close), and a client may take none of its response (then close).", 0.01),
+    Key("max_connections", int, 0, "Concurrent client connections; at the cap new ones wait in "
+        "the listen backlog. 0 = derived from the open-files limit (raised to the hard limit).",
+        0),
+    Key("shutdown_grace", (int, float), 10, "Seconds requests in flight get to finish on "
+        "SIGTERM, after the edge stops accepting.", 0),
 )
 
 SERVICE_KEYS: tuple[Key, ...] = (
@@ -176,6 +188,11 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     port_range: tuple[int, int] = (30000, 40000)
     auto_spawn_per_minute: int = 30
+    header_timeout: float = 30
+    keepalive_timeout: float = 60
+    body_timeout: float = 60
+    max_connections: int = 0
+    shutdown_grace: float = 10
 
 
 @dataclass(frozen=True)
@@ -495,6 +512,10 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
             raise fail(table, "health", "must be an HTTP path starting with '/'")
         if v["restart"] not in RESTART_POLICIES:
             raise fail(table, "restart", f"must be one of {', '.join(RESTART_POLICIES)}")
+        if v["isolation"] == "firecracker":
+            # Running it as a plain process instead would be less isolation than asked for.
+            raise fail(table, "isolation", 'firecracker VMs are not supported by slum: use '
+                       '"namespace" (own PID and mount namespaces) or "sandbox" (gVisor)')
         if v["isolation"] not in ISOLATION_MODES:
             raise fail(table, "isolation", f"must be one of {', '.join(ISOLATION_MODES)}")
         env = v["env"]

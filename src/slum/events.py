@@ -1,9 +1,11 @@
 """The Hub: how output and state changes travel from the supervisor to the store and live streams.
 
-Two paths, on purpose. Log lines go through one bounded channel to the ingest task: when it is full
-the child's reader waits, the pipe fills and the child blocks on write (back-pressure, no loss).
-Live events fan out to subscribers with bounded queues: a slow subscriber is told how much it
-missed, and never slows the publisher down.
+Two paths, on purpose. A child's output goes to the ingest task as raw pipe reads: the event loop
+only moves bytes, and ingestion (in its thread) splits them into lines, groups stack traces and
+reads levels. Each pipe may have at most OUTPUT_QUEUE_BYTES waiting: beyond that its reader waits,
+the pipe fills and that child blocks on write (back-pressure, no loss), while every other pipe
+keeps flowing. Live events fan out to subscribers with bounded queues: a slow subscriber is told
+how much it missed, and never slows the publisher down.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
 LEVELS = ("debug", "info", "warn", "error")
+# Per pipe: what its reader may have read that ingestion has not taken yet. Small, because it is
+# what a SIGKILL of slum loses (with the pipe itself and the batch being written).
+OUTPUT_QUEUE_BYTES = 32 * 1024
+SYSTEM_QUEUE = 4096  # slum's own lines waiting for ingestion; beyond it they are counted dropped
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """One line of output (or a system event), before it has a store id."""
+class LogLine(NamedTuple):
+    """One entry of output (or a system event), before it has a store id. A NamedTuple: it is
+    made per line under a flood, and a frozen dataclass costs several times more to build."""
 
     ts: float
     instance_id: str | None
@@ -50,10 +56,44 @@ class StateChanged:
 
 @dataclass(frozen=True, slots=True)
 class HubStatistics:
-    log_queue: int
-    log_queue_max: int
+    log_queue: int  # reads and system lines waiting for ingestion
+    log_queue_max: int  # system lines; output is bounded per pipe (queue_bytes_max)
     subscribers: int
     dropped_logs: int
+    queue_bytes: int
+    queue_bytes_max: int  # per pipe
+
+
+class OutputStream:
+    """One pipe of one child, as its reader hands it to the hub."""
+
+    __slots__ = ("_hub", "_room", "instance_id", "queued", "stream", "tenant_id")
+
+    def __init__(self, hub: Hub, instance_id: str, tenant_id: str | None, stream: str) -> None:
+        self._hub = hub
+        self.instance_id = instance_id
+        self.tenant_id = tenant_id
+        self.stream = stream
+        self.queued = 0
+        self._room: trio.Event | None = None
+
+    async def send(self, data: bytes) -> None:
+        """Queue one read; wait while this pipe has OUTPUT_QUEUE_BYTES queued (back-pressure)."""
+        self._hub._append((self, time.time(), data))
+        self.queued += len(data)
+        while self.queued >= OUTPUT_QUEUE_BYTES and not self._hub.closed:
+            self._room = room = trio.Event()
+            await room.wait()
+
+    def close(self) -> None:
+        """End of stream: ingestion emits what is left of the last line."""
+        self._hub._append((self, time.time(), b""))
+
+    def _taken(self, size: int) -> None:
+        self.queued -= size
+        if self._room is not None and self.queued < OUTPUT_QUEUE_BYTES:
+            self._room.set()
+            self._room = None
 
 
 class Subscription:
@@ -78,35 +118,82 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, log_queue: int = 16384) -> None:
-        self._log_send, self.log_receive = trio.open_memory_channel[LogLine](log_queue)
-        self._log_queue_max = log_queue
+    def __init__(self, system_queue: int = SYSTEM_QUEUE) -> None:
+        # LogLines and (OutputStream, read time, bytes) in arrival order; the loop appends, the
+        # ingest task takes (both on the loop), ingestion's thread parses what was taken.
+        self._items: list[Any] = []
+        self._system = 0
+        self._system_max = system_queue
+        self._bytes = 0
+        self._ready = trio.Event()
         self._subscribers: set[Subscription] = set()
         self.dropped_logs = 0
+        self.closed = False
+
+    def output(self, instance_id: str, stream: str) -> OutputStream:
+        return OutputStream(self, instance_id, instance_id.partition(":")[2] or None, stream)
+
+    def _append(self, item: Any) -> None:
+        self._items.append(item)
+        self._bytes += len(item[2])
+        self._ready.set()
 
     async def log(self, line: LogLine) -> None:
-        """Queue a line for the store, waiting when ingestion is behind (back-pressure)."""
-        await self._log_send.send(line)
-
-    async def log_many(self, lines: list[LogLine]) -> None:
-        """Queue a chunk's lines: no scheduling per line, waiting only when the queue is full."""
-        send = self._log_send
-        for line in lines:
-            try:
-                send.send_nowait(line)
-            except trio.WouldBlock:
-                await send.send(line)
+        """Queue a ready-made line (no back-pressure: these are few)."""
+        self.log_nowait(line)
 
     def log_nowait(self, line: LogLine) -> None:
         """For slum's own events, which must never wait: a full queue counts a drop."""
-        try:
-            self._log_send.send_nowait(line)
-        except trio.WouldBlock:
+        if self._system >= self._system_max:
             self.dropped_logs += 1
+            return
+        self._system += 1
+        self._items.append(line)
+        self._ready.set()
 
     def system(self, instance_id: str | None, message: str, level: str = "info") -> None:
         tenant = instance_id.partition(":")[2] if instance_id else None
         self.log_nowait(LogLine(time.time(), instance_id, tenant, "system", level, message))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._items)
+
+    async def wait_pending(self, until: float | None = None) -> None:
+        """Until something is queued or the hub is closed, or (if given) until wall time `until`."""
+        if self._items or self.closed:
+            return
+        if until is None:
+            await self._ready.wait()
+            return
+        left = until - time.time()
+        if left > 0:
+            with trio.move_on_after(left):
+                await self._ready.wait()
+
+    def take(self, max_bytes: int) -> list[Any]:
+        """What is queued, oldest first, up to about max_bytes of output; frees the pipes' room."""
+        items = self._items
+        if self._bytes > max_bytes:
+            size = n = 0
+            for n, item in enumerate(items, 1):  # noqa: B007
+                if not isinstance(item, LogLine):
+                    size += len(item[2])
+                    if size >= max_bytes:
+                        break
+            items, self._items = items[:n], items[n:]
+        else:
+            self._items = []
+        for item in items:
+            if isinstance(item, LogLine):
+                self._system -= 1
+            else:
+                size = len(item[2])
+                self._bytes -= size
+                item[0]._taken(size)
+        if not self._items and not self.closed:
+            self._ready = trio.Event()
+        return items
 
     def publish(self, event: Any) -> None:
         for sub in self._subscribers:
@@ -123,10 +210,18 @@ class Hub:
         finally:
             self._subscribers.discard(sub)
 
+    @property
+    def subscribed(self) -> bool:
+        return bool(self._subscribers)
+
     def statistics(self) -> HubStatistics:
-        stats = self._log_send.statistics()
-        return HubStatistics(stats.current_buffer_used, self._log_queue_max,
-                             len(self._subscribers), self.dropped_logs)
+        return HubStatistics(len(self._items), self._system_max, len(self._subscribers),
+                             self.dropped_logs, self._bytes, OUTPUT_QUEUE_BYTES)
 
     def close(self) -> None:
-        self._log_send.close()
+        """No more output will come (every reader has ended): ingestion drains and returns."""
+        self.closed = True
+        self._ready.set()
+        for item in self._items:
+            if not isinstance(item, LogLine) and item[0]._room is not None:
+                item[0]._room.set()

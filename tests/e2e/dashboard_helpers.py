@@ -97,8 +97,8 @@ class Node:
         self.slum.start()
 
 
-def start_node(slum: Slum) -> Node:
-    write_config(slum.dir, CONFIG)
+def start_node(slum: Slum, config: str = CONFIG) -> Node:
+    write_config(slum.dir, config)
     token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
     assert token.startswith("slum_"), token
     slum.start()

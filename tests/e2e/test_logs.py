@@ -208,11 +208,13 @@ def test_a_slow_sse_reader_is_told_it_lagged(node: Slum) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_flood_neither_blocks_the_proxy_nor_loses_lines(node: Slum) -> None:
     node.cli("spawn", "chatty", "--id", "calm", check=True)
     node.cli("spawn", "flood", "--id", "f", check=True)
     latencies = []
-    deadline = time.monotonic() + 60
+    # Generous: ingestion runs at a lower CPU priority, and this machine may be busy.
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         started = time.monotonic()
         status, _, _ = node.http("GET", "/health", host="one.web.localhost")

@@ -314,15 +314,18 @@ def test_http_10_client_gets_a_close_delimited_body(edge: Slum) -> None:
     assert b"chunked" not in head.lower() and body == b"one,two,three"
 
 
-def test_stale_pooled_connection_is_retried_for_idempotent_requests_only(edge: Slum) -> None:
+def test_stale_pooled_connection_is_never_used(edge: Slum) -> None:
     assert get(edge, "f.forgetful.localhost", "/")[0] == b"HTTP/1.1 200 OK"
     time.sleep(0.3)  # the pooled connection is closed by the upstream meanwhile
     status, _, body = get(edge, "f.forgetful.localhost", "/again")
     assert status == b"HTTP/1.1 200 OK" and body.startswith(b"answer")
     time.sleep(0.3)
-    with connect(edge) as sock:
-        sock.sendall(b"POST /pay HTTP/1.1\r\nHost: f.forgetful.localhost\r\n"
-                     b"Content-Length: 3\r\n\r\nabc")
-        status, _, body, _ = read_response(sock)
-    # Not retried: the upstream might have acted on it. The client gets a clear 502.
-    assert status.startswith(b"HTTP/1.1 502"), (status, body)
+    # A POST cannot be retried (the upstream might have acted on it), so the closed pooled
+    # connection must be noticed before it is used: the POST goes out on a fresh one.
+    for _ in range(3):
+        with connect(edge) as sock:
+            sock.sendall(b"POST /pay HTTP/1.1\r\nHost: f.forgetful.localhost\r\n"
+                         b"Content-Length: 3\r\n\r\nabc")
+            status, _, body, _ = read_response(sock)
+        assert status == b"HTTP/1.1 200 OK", (status, body)
+        time.sleep(0.3)

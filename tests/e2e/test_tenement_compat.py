@@ -32,6 +32,7 @@ request_timeout = 1
 storage_persist = false
 storage_quota_mb = 1
 isolation = "namespace"
+port = 3000
 
 [service.sock.env]
 DATA_DIR = "{{data_dir}}/{{name}}/{{id}}"
@@ -74,7 +75,7 @@ def wait_status(s: Slum, ref: str, status: str, timeout: float = 20) -> dict[str
 def test_config_found_walking_up_and_warnings_name_the_key(node: Slum) -> None:
     assert "web:one" in node.cli("ps", check=True).stdout
     log = node.log.read_text()
-    assert "service.sock.isolation: a tenement key slum does not act on" in log
+    assert "service.sock.port: a tenement key slum does not act on" in log
 
 
 def test_global_server_option_and_tenement_environment(node: Slum) -> None:
@@ -135,7 +136,7 @@ def test_config_without_a_server(node: Slum) -> None:
     shown = node.cli("config")
     assert shown.returncode == 0, shown.stderr
     assert "service sock:" in shown.stdout and "no server" in shown.stderr
-    assert "warning: " in shown.stdout and "isolation" in shown.stdout
+    assert "warning: " in shown.stdout and "service.sock.port" in shown.stdout
 
 
 def test_unix_socket_app_request_timeout_and_storage(node: Slum) -> None:

@@ -12,6 +12,7 @@ from slum.events import LogLine
 from slum.fleet import registry
 from slum.store import Store, connect
 from slum.store import logs as logstore
+from slum.store.ingest import insert_batch
 from slum.store.migrations import MIGRATIONS
 
 RUST_SCHEMA = """
@@ -77,7 +78,7 @@ def line(msg: str, instance: str = "web:a", level: str = "info", ts: float | Non
 def test_logs_insert_and_query(tmp_path: Path) -> None:
     conn = connect(tmp_path / "slum.db")
     with conn:
-        first = logstore.insert_batch(conn, [line("payment failed for order 7"),
+        first = insert_batch(conn, [line("payment failed for order 7"),
                                              line("user logged in", "web:b"),
                                              line("payment ok", level="warn"),
                                              line("disk almost full", level="error")])
@@ -104,7 +105,7 @@ def test_logs_insert_and_query(tmp_path: Path) -> None:
 def test_fts_syntax_never_reaches_sqlite(tmp_path: Path, hostile: str) -> None:
     conn = connect(tmp_path / "slum.db")
     with conn:
-        logstore.insert_batch(conn, [line("foo bar baz"), line("DROP TABLE logs")])
+        insert_batch(conn, [line("foo bar baz"), line("DROP TABLE logs")])
     try:
         logstore.query(conn, logstore.LogQuery(search=hostile))
     except BadRequest:
@@ -126,7 +127,7 @@ def test_bad_filters() -> None:
 async def test_store_runs_sqlite_off_the_loop(tmp_path: Path) -> None:
     store = Store(tmp_path / "slum.db")
     try:
-        ids = await store.write(lambda c: logstore.insert_batch(c, [line("a"), line("b")]))
+        ids = await store.write(lambda c: insert_batch(c, [line("a"), line("b")]))
         assert ids == 1
         rows, thread = await store.read(
             lambda c: (list(c.execute("SELECT count(*) FROM logs")), threading.get_ident()))

@@ -6,6 +6,7 @@ from pathlib import Path
 from slum.events import LogLine
 from slum.store import connect, retention
 from slum.store import logs as logstore
+from slum.store.ingest import insert_batch
 
 
 def fill(conn, n: int, ts: float, word: str, size: int = 200) -> None:  # type: ignore[no-untyped-def]
@@ -13,7 +14,7 @@ def fill(conn, n: int, ts: float, word: str, size: int = 200) -> None:  # type: 
              for i in range(n)]
     with conn:
         for i in range(0, n, 2000):
-            logstore.insert_batch(conn, lines[i:i + 2000])
+            insert_batch(conn, lines[i:i + 2000])
 
 
 def search(conn, word: str) -> int:  # type: ignore[no-untyped-def]

@@ -1,11 +1,12 @@
 """A real Supervisor in the test's own trio run: config from TOML text, children from tests/children,
-a Hub whose log channel a task drains, and a Journal fake that records what it was told."""
+a Hub whose output a task parses and keeps, and a Journal fake that records what it was told."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -19,6 +20,8 @@ import trio
 
 from slum.config import parse
 from slum.events import Hub, LogLine
+from slum.logtext import Parser
+from slum.store.ingest import BATCH_BYTES
 from slum.supervisor import Instance, State, Supervisor
 from tests.conftest import CHILDREN, PYTHON
 
@@ -82,7 +85,7 @@ class RecordingJournal:
 
 
 class LogSink:
-    """Drains the hub's log channel, as the store's ingest task would, and keeps every line."""
+    """Takes the hub's output, as the store's ingest task would, and keeps every entry."""
 
     def __init__(self) -> None:
         self.lines: list[LogLine] = []
@@ -90,15 +93,22 @@ class LogSink:
         self._arrived = trio.Event()
 
     async def drain(self, hub: Hub, *, batch: int = 0, pause_s: float = 0.0) -> None:
-        """`batch`/`pause_s` make it a slow consumer: a pause after every `batch` lines."""
-        async with hub.log_receive:
-            async for line in hub.log_receive:
+        """As ingestion does, minus the database: take, parse, keep. `batch`/`pause_s` make it a
+        slow consumer: a pause after every `batch` lines."""
+        parser = Parser()
+        while True:
+            await hub.wait_pending(parser.hold_until())
+            items = hub.take(BATCH_BYTES)
+            final = hub.closed and not hub.pending
+            for line in parser.feed(items, time.time(), final=final):
                 self.lines.append(line)
                 self.counts[line.instance_id, line.stream] += 1
-                arrived, self._arrived = self._arrived, trio.Event()
-                arrived.set()
                 if batch and len(self.lines) % batch == 0:
                     await trio.sleep(pause_s)
+            arrived, self._arrived = self._arrived, trio.Event()
+            arrived.set()
+            if final and parser.hold_until() is None:
+                return
 
     def of(self, instance_id: str, stream: str | None = None) -> list[LogLine]:
         return [line for line in self.lines

@@ -2,6 +2,8 @@
 // Pure: no SvelteKit imports, so it runs under vitest with a fake fetch.
 
 import type {
+	OverviewSummary,
+	ServerView,
 	Instance,
 	InstanceDetail,
 	LiveMetrics,
@@ -69,6 +71,8 @@ export interface ClientOptions {
 	fleetBase?: string;
 	/** Called once per 401, before the UnauthorizedError is thrown. */
 	onUnauthorized?: (err: UnauthorizedError) => void;
+	/** Called after each request: false when slum could not be reached (or its edge said 502/503/504). */
+	onReachable?: (reachable: boolean) => void;
 }
 
 type Query = Record<string, string | number | boolean | null | undefined>;
@@ -146,8 +150,11 @@ export function createClient(options: ClientOptions = {}) {
 			res = await doFetch(url, reqInit);
 		} catch (err) {
 			if (err instanceof DOMException && err.name === 'AbortError') throw err;
+			options.onReachable?.(false);
 			throw new NetworkError();
 		}
+		// a proxy in front (Caddy, nginx) answers for slum while it is down
+		options.onReachable?.(!(res.status === 502 || res.status === 503 || res.status === 504));
 		const body = await readBody(res);
 		if (res.status === 401) {
 			const err = new UnauthorizedError(messageFrom(body, res), body);
@@ -189,6 +196,13 @@ export function createClient(options: ClientOptions = {}) {
 
 		// fleet
 		servers: () => request<Server[]>(`${base}/servers`),
+		/** Servers with load, memory, instance count, version and last answer (asks each node). */
+		fleetServers: () => request<ServerView[]>(`${base}/fleet/servers`),
+		/** Instances of every node (`slum ps --all`); a node that does not answer gives one row. */
+		allInstances: () => request<Instance[]>(`${base}/instances?all=1`),
+		/** The newest lines of every node, merged by time; each says which server it is from. */
+		fleetLogs: (q: { search?: string; min_level?: string; limit?: number } = {}) =>
+			request<(LogEntry & { server: string })[]>(`${base}/fleet/logs${queryString(q)}`),
 		server: (id: string) => request<Server>(`${base}/servers/${enc(id)}`),
 		addServer: (s: NewServer) =>
 			request<Server>(`${fleetBase}/servers`, { method: 'POST', body: s }),
@@ -228,11 +242,18 @@ export function createClient(options: ClientOptions = {}) {
 		// metrics
 		metrics: () => request<MetricSnapshot[]>(`${base}/metrics`),
 		/** The last `seconds` (10..3600) at one-second resolution, from memory. */
-		metricsLive: (seconds: number, signal?: AbortSignal) =>
+		metricsLive: (seconds: number, signal?: AbortSignal, keys?: readonly string[]) =>
 			request<LiveMetrics>(
-				`${base}/metrics/live${queryString({ seconds: Math.min(Math.max(Math.round(seconds), 10), 3600) })}`,
+				`${base}/metrics/live${queryString({
+					seconds: Math.min(Math.max(Math.round(seconds), 10), 3600),
+					// only these series (an instance page wants its own, not the fleet's)
+					keys: keys && keys.length ? keys.join(',') : undefined
+				})}`,
 				{ signal }
 			),
+		/** Everything the overview shows, aggregated by the server in one small answer. */
+		overviewSummary: () => request<OverviewSummary>(`${base}/overview/summary`),
+		config: () => request<Record<string, unknown>>(`${base}/config`),
 		metricHistory: (q: MetricHistoryQuery, signal?: AbortSignal) => {
 			const params = {
 				name: q.name,

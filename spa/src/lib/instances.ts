@@ -21,7 +21,7 @@ export interface InstanceFilter {
 	service?: string;
 }
 
-const PROBLEM_STATES = new Set(['failed', 'unhealthy', 'backoff', 'degraded']);
+const PROBLEM_STATES = new Set(['failed', 'crash-looping', 'unhealthy', 'backoff', 'degraded']);
 const RUNNING_STATES = new Set(['healthy', 'starting', 'degraded', 'unhealthy', 'stopping']);
 
 export function filterInstances(list: readonly Instance[], filter: InstanceFilter): Instance[] {

@@ -16,6 +16,25 @@ export const session = $state({
 	checked: false
 });
 
+/** Whether slum answers: every page shows the same banner and dims its numbers while not. */
+export const connection = $state({
+	reachable: true,
+	/** ms since the epoch of the last answer (what the dimmed numbers date from). */
+	lastOk: 0,
+	/** ms since the epoch when it became unreachable. */
+	downSince: 0
+});
+
+function reachable(ok: boolean): void {
+	if (ok) {
+		connection.lastOk = Date.now();
+		connection.reachable = true;
+	} else if (connection.reachable) {
+		connection.reachable = false;
+		connection.downSince = Date.now();
+	}
+}
+
 let redirecting = false;
 
 function toLogin(_err: UnauthorizedError): void {
@@ -32,4 +51,4 @@ function toLogin(_err: UnauthorizedError): void {
 	});
 }
 
-export const api = createClient({ onUnauthorized: toLogin });
+export const api = createClient({ onUnauthorized: toLogin, onReachable: reachable });

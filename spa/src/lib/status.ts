@@ -14,7 +14,9 @@ export type IconName =
 	| 'ban'
 	| 'dot'
 	| 'question'
-	| 'alert';
+	| 'alert'
+	| 'moon'
+	| 'loop';
 
 export interface StateLook {
 	label: string;
@@ -78,9 +80,16 @@ const STATE_LOOKS: Record<InstanceState, StateLook> = {
 	sleeping: {
 		label: 'Sleeping',
 		tone: 'idle',
-		icon: 'clock',
+		icon: 'moon',
 		running: false,
-		description: 'Stopped while idle; the next request wakes it'
+		description: 'Stopped while idle; a request wakes it'
+	},
+	'crash-looping': {
+		label: 'Crash-looping',
+		tone: 'bad',
+		icon: 'loop',
+		running: false,
+		description: 'Exits again and again shortly after each restart'
 	},
 	failed: {
 		label: 'Failed',
@@ -117,14 +126,15 @@ export function healthLook(health: Health | string): { label: string; tone: Tone
 /** Order for "worst first" sorting and for the state breakdown. */
 export const STATE_SEVERITY: Record<InstanceState, number> = {
 	failed: 0,
+	'crash-looping': 0.5,
 	unhealthy: 1,
 	backoff: 2,
 	degraded: 3,
 	starting: 4,
 	stopping: 5,
 	healthy: 6,
-	sleeping: 7,
-	stopped: 7
+	stopped: 7,
+	sleeping: 7.5
 };
 
 export function stateSeverity(state: string): number {

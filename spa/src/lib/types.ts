@@ -9,7 +9,8 @@ export const INSTANCE_STATES = [
 	'unhealthy',
 	'backoff',
 	'stopping',
-	'failed'
+	'failed',
+	'crash-looping'
 ] as const;
 export type InstanceState = (typeof INSTANCE_STATES)[number];
 
@@ -32,6 +33,13 @@ export interface Instance {
 	socket: string | null;
 	url: string | null;
 	last_exit: number | null;
+	/** The last known exit code, kept across restarts (last_exit is reset at each start). */
+	last_exit_code?: number | null;
+	/** The last reason given for a state change, kept across restarts. */
+	last_reason?: string | null;
+	/** The state machine's own state when `status` is derived (crash-looping). */
+	state?: string;
+	crash_looping?: boolean;
 	idle_timeout: number | null;
 	/** Share of `{service}.{domain}` traffic, 0-100 (absent from older servers). */
 	weight?: number;
@@ -40,6 +48,8 @@ export interface Instance {
 	storage_bytes?: number | null;
 	storage_quota_bytes?: number | null;
 	storage_warning?: string | null;
+	/** With ?all=1: the server that runs it. */
+	server?: string;
 }
 
 /** One state change of an instance (`ts` in unix seconds). */
@@ -241,4 +251,59 @@ export interface MetricHistoryQuery {
 	since?: number | string;
 	until?: number | string;
 	step?: number;
+}
+
+/** One instance in the overview's top CPU / memory lists. */
+export interface Consumer {
+	id: string;
+	cpu_percent: number | null;
+	rss_bytes: number | null;
+}
+
+/** GET /_/api/overview/summary: the overview page in one answer, aggregated by the server. */
+export interface OverviewSummary extends Overview {
+	traffic: {
+		end: number;
+		bucket_s: number;
+		/** Mean requests per second of each bucket over the last hour, oldest first. */
+		requests: number[];
+		errors: number[];
+		requests_total: number;
+		errors_total: number;
+		rate_now: number;
+	};
+	/** The slowest application over the last ~2 minutes; `instance` set when it has a page. */
+	latency: {
+		target: string;
+		instance: string | null;
+		p50: number;
+		p95: number;
+		p99: number;
+		count: number;
+	} | null;
+	host: Partial<
+		Record<
+			| 'load1'
+			| 'load5'
+			| 'cpus'
+			| 'memory_total_bytes'
+			| 'memory_available_bytes'
+			| 'disk_free_bytes'
+			| 'disk_total_bytes',
+			number
+		>
+	>;
+	top_cpu: Consumer[];
+	top_memory: Consumer[];
+}
+
+/** GET /_/api/fleet/servers: a server with what it says about itself. */
+export interface ServerView extends Server {
+	version?: string | null;
+	instance_count?: number | null;
+	host?: { load1?: number; cpus?: number; memory_total_bytes?: number; memory_available_bytes?: number };
+	/** unix seconds of its last answer */
+	last_seen?: number | null;
+	/** why it did not answer this time */
+	error?: string;
 }

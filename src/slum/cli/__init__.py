@@ -13,20 +13,26 @@ FAST_PS_FLAGS = {"--json", "--all", "-a"}
 
 def main(argv: list[str] | None = None) -> None:
     args = _global_options(list(argv if argv is not None else sys.argv[1:]))
+    code: int | None = None
     if args == ["_watchdog"]:
         from slum.supervisor.watchdog import run
 
         run()
         return
     try:
-        if args and args[0] in ("ps", "ls") and set(args[1:]) <= FAST_PS_FLAGS:
-            # The command people run in loops: skip the argument parser's import (~70 ms).
+        if args[:1] in (["ps"], ["ls"]):
+            # The command people run in loops: socket + json on the control socket, no parser.
+            from slum.cli.fast import ps
+
+            code = ps(args)
+        if code is None and args[:1] in (["ps"], ["ls"]) and set(args[1:]) <= FAST_PS_FLAGS:
+            # Over HTTP: still without the argument parser's import (~70 ms).
             from slum.cli.output import ps_command
             from slum.client import Client
 
             code = ps_command(Client(), all=bool({"--all", "-a"} & set(args)),
                               json="--json" in args)
-        else:
+        elif code is None:
             from slum.cli.commands import app
 
             code = app(args)

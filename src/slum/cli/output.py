@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: `slum ps` imports this module, and typing costs ms
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 
 def print_json(data: Any) -> None:
@@ -78,7 +81,9 @@ def ps_command(client: Any, *, all: bool = False, json: bool = False) -> int:
     rows: list[tuple[Any, ...]] = [
         (i["id"], i["status"], i.get("health"), i.get("port"), i.get("pid"),
          duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"),
-         "; ".join(x for x in (i.get("reason"), i.get("storage_warning")) if x))
+         "; ".join(x for x in (i.get("reason") or (
+             i.get("last_reason") if i["status"] == "crash-looping" else None),
+             i.get("storage_warning")) if x))
         for i in instances]
     headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
                "REASON"]

@@ -4,26 +4,30 @@ socket like any other upstream, marked so the web app knows they came from the n
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import httptools
 import trio
 
 from slum.errors import SlumError
 from slum.proxy import io, weights
 from slum.proxy.forward import Exchange, Pool, Upstream, UpstreamError, forward
-from slum.proxy.http import ClientConnection, ClientGone, HeadTooLarge, Request, simple_response
+from slum.proxy.http import ClientConnection, ClientError, ClientGone, Request, simple_response
 from slum.proxy.routing import RouteTable, is_own_path
+from slum.proxy.stats import Counters, EdgeStatistics
+from slum.proxy.trust import RouterTrust
 from slum.supervisor import Instance, Supervisor
 
+log = logging.getLogger("slum.edge")
 RACE_WINDOW_S = 0.2
+LINGER_S = 2.0  # after refusing a request whose body is unread, read (and drop) it this long
+TIMEOUT_TICK_S = 0.25
+FD_RESERVE = 256  # descriptors kept for the database, children's pipes, the web app
 # (target label, method, status, seconds, path): metrics recording, microseconds, no await
 RequestHook = Callable[[str, bytes, int, float, bytes], None]
-# Is this the token of a router we trust? (cached after the first check: no argon2 per request)
-RouterCheck = Callable[[str], Awaitable[bool]]
 
 
 @dataclass
@@ -33,7 +37,12 @@ class EdgeOptions:
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
     idle_timeout_s: float = 300
-    trust_router: RouterCheck | None = None
+    trust_router: RouterTrust | None = None
+    header_timeout_s: float = 30
+    keepalive_timeout_s: float = 60
+    body_timeout_s: float = 60
+    max_connections: int = 0  # 0: derived from the open-files limit
+    pool_idle_s: float = 1.5
 
 
 def node_upstream(address: str) -> Upstream:
@@ -47,7 +56,18 @@ def node_upstream(address: str) -> Upstream:
     return Upstream(("node", address), int(port or 80), host=host)
 
 
+def connection_cap(configured: int) -> int:
+    """Raise the open-files limit as far as allowed; the cap is what fits in it: a client
+    connection and its upstream connection take two descriptors."""
+    limit = io.raise_fd_limit()
+    derived = max(16, (limit - FD_RESERVE) // 2)
+    return min(configured, derived) if configured > 0 else derived
+
+
 class Edge:
+    """The containment unit is the client connection: whatever a client or an upstream does,
+    handle() answers, counts, logs or closes that one connection and never raises."""
+
     def __init__(self, table: RouteTable, supervisor: Supervisor | None, control_socket: str,
                  options: EdgeOptions | None = None, on_request: RequestHook | None = None) -> None:
         self.table = table
@@ -55,56 +75,165 @@ class Edge:
         self.instances: dict[str, Instance] = supervisor.instances if supervisor else {}
         self.options = options or EdgeOptions()
         o = self.options
-        self.pool = Pool(o.connect_timeout_s, o.response_timeout_s, o.idle_timeout_s)
+        self.pool = Pool(o.connect_timeout_s, o.response_timeout_s, o.idle_timeout_s,
+                         o.pool_idle_s)
         self.web = Upstream(("web",), unix_path=control_socket)
         self.on_request = on_request
-        self.connections = 0
         self.nodes: dict[str, Upstream] = {}
+        self.gate = io.Gate(o.max_connections or 1 << 30)
+        self.counters = Counters()
+        self.draining = False
+        self._open: set[ClientConnection] = set()
+        self._accepting: trio.CancelScope | None = None
+        self._all_closed = trio.Event()
+
+    @property
+    def connections(self) -> int:
+        return self.gate.open
+
+    def statistics(self) -> EdgeStatistics:
+        return self.counters.snapshot(self.gate.open, self.gate.limit, self.pool.idle_count(),
+                                      self.draining)
 
     async def serve(self, host: str, port: int, *,
                     task_status: trio.TaskStatus[list[socket.socket]] = (
                         trio.TASK_STATUS_IGNORED)) -> None:
+        self.gate.limit = connection_cap(self.options.max_connections)
         listeners = io.listen_tcp(host, port)
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sweep_pool)
+                nursery.start_soon(self._expire_waits)
+                with trio.CancelScope() as self._accepting:
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(io.serve, listener, self.handle, nursery,
+                                                 self.gate)
+                        task_status.started(listeners)
+                # Draining: no more accepts; the connections left finish in `nursery`.
                 for listener in listeners:
-                    nursery.start_soon(io.serve, listener, self.handle, nursery)
-                task_status.started(listeners)
+                    listener.close()
+                await trio.sleep_forever()
         finally:
             for listener in listeners:
                 listener.close()
 
+    async def _sweep_pool(self) -> None:
+        while True:
+            await trio.sleep(max(self.pool.keepalive_s, 0.5))
+            self.pool.sweep()
+
+    async def _expire_waits(self) -> None:
+        """Timeouts of client connections, to within TIMEOUT_TICK_S."""
+        while True:
+            await trio.sleep(TIMEOUT_TICK_S)
+            now = trio.current_time()
+            for conn in self._open:
+                conn.expire(now)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop accepting; let requests in flight finish for up to grace_s (keep-alive
+        connections close after their current response; idle ones at once)."""
+        self.draining = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for conn in list(self._open):
+            # Idle between requests, or connected without a request yet: nothing in flight.
+            if conn.waiting == "idle" or (conn.waiting == "head" and not conn.requests):
+                conn.scope.cancel()
+        with trio.move_on_after(grace_s):
+            if self.gate.open:
+                await self._all_closed.wait()
+
     async def handle(self, stream: io.Connection) -> None:
-        conn = ClientConnection(stream)
-        self.connections += 1
+        o = self.options
+        conn = ClientConnection(stream, o.header_timeout_s, o.keepalive_timeout_s,
+                                o.body_timeout_s)
+        self.counters.accepted += 1
+        self._open.add(conn)
         try:
-            while True:
-                try:
-                    req = await conn.next_request()
-                except httptools.HttpParserError:
-                    await stream.send_all(simple_response(400, "bad request", keep_alive=False))
-                    return
-                except HeadTooLarge:
-                    await stream.send_all(simple_response(431, "request head too large",
-                                                          keep_alive=False))
-                    return
-                if req is None or not await self.dispatch(conn, req):
-                    return
-                # Sends and receives that need not wait do not yield: yield once per request
-                # so that a busy keep-alive connection cannot starve the others.
-                await trio.lowlevel.checkpoint()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ClientGone, OSError):
+            with conn.scope:
+                await self._serve(conn)
+            if conn.scope.cancelled_caught and (not self.draining or conn.waiting == "upstream"):
+                await self._timed_out(conn)
+        except (ClientGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception as e:  # a bug: contained to this connection, and said
+            self.counters.upstream_fault("edge", f"internal error: {type(e).__name__}: {e}")
         finally:
-            self.connections -= 1
+            self._open.discard(conn)
             stream.close()
+            self.gate.leave()
+            if self.draining and not self.gate.open:
+                self._all_closed.set()
+
+    async def _timed_out(self, conn: ClientConnection) -> None:
+        status, text = 408, "request timeout"
+        if conn.waiting == "upstream":
+            timeout_s = self.pool.response_timeout_s
+            text = f"upstream sent no response within {timeout_s:g}s"
+            self.counters.upstream_fault(conn.label, text)
+            status = 504
+            req = conn.request
+            if self.on_request is not None and req is not None:
+                self.on_request(conn.label, req.method, status, timeout_s, req.path)
+        else:
+            self.counters.timeouts += 1
+            if conn.waiting == "idle":
+                return
+        if not conn.responded:
+            with trio.move_on_after(1):
+                await conn.stream.send_all(simple_response(status, text, keep_alive=False))
+
+    async def _serve(self, conn: ClientConnection) -> None:
+        while True:
+            try:
+                req = await conn.next_request()
+            except ClientError as e:
+                self.counters.client_errors += 1
+                await conn.stream.send_all(simple_response(e.status, e.message,
+                                                           keep_alive=False))
+                await self._linger(conn)
+                return
+            if req is None:
+                return
+            if not await self.dispatch(conn, req):
+                return
+            # Sends and receives that need not wait do not yield: yield once per request
+            # so that a busy keep-alive connection cannot starve the others.
+            await trio.lowlevel.checkpoint()
+            if self.draining:
+                return
+
+    async def _linger(self, conn: ClientConnection) -> None:
+        """Closing with unread bytes would reset the connection and could destroy the answer
+        before the client reads it: stop sending, drop what still comes, for a moment."""
+        sock = conn.stream.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        with trio.move_on_after(LINGER_S):
+            left = 64 * 1024 * 1024
+            while left > 0:
+                data = await conn.stream.receive_some(65536)
+                if not data:
+                    break
+                left -= len(data)
 
     async def dispatch(self, conn: ClientConnection, req: Request) -> bool:
         started = time.perf_counter()
+        if req.bad is not None:
+            self.counters.client_errors += 1
+            return await self._reply(conn, req, req.bad.status, req.bad.message)
         if not req.host:
+            self.counters.client_errors += 1
             return await self._reply(conn, req, 400, "missing Host header")
-        if req.router_token and req.tenant_hint and self.options.trust_router is not None \
-                and await self.options.trust_router(req.router_token.decode("latin-1")):
+        if self.draining:
+            req.keep_alive = False
+        trust = self.options.trust_router
+        if req.router_token and req.tenant_hint and trust is not None \
+                and await trust.check(req.router_token.decode("latin-1"), conn.peer):
             # Routed here by a router that proved itself: the tenant it names is ours to serve.
             target = self.table.tenant_target(req.tenant_hint.decode("latin-1"))
         else:
@@ -114,6 +243,7 @@ class Edge:
         up = self.web
         label = kind
         extra = b""
+        app = True
         if kind == "instance" or kind == "service":
             inst = self.instances.get(target.value)
             if inst is None:
@@ -124,7 +254,11 @@ class Edge:
                     return await self._reply(conn, req, e.status, e.message, retry=True)
         elif kind == "own":
             if is_own_path(req.path):
-                extra, label = b"X-Slum-Edge: 1\r\n", "slum"
+                extra, label, app = b"X-Slum-Edge: 1\r\n", "slum", False
+                if req.upgrade:
+                    # Never to slum's web app: an h2c upgrade would open an HTTP/2 connection
+                    # whose streams carry none of the edge's markers.
+                    req.upgrade = req.keep_alive = False
             elif self.options.default_instance:
                 inst = self.instances.get(self.options.default_instance)
                 if inst is None:
@@ -148,7 +282,12 @@ class Edge:
                                              f"{route.server}, which is offline")
                 node = self.nodes.get(route.address)
                 if node is None:
-                    node = self.nodes[route.address] = node_upstream(route.address)
+                    try:
+                        node = node_upstream(route.address)
+                    except ValueError:
+                        return await self._reply(conn, req, 502, f"server {route.server} has "
+                                                 "an invalid address")
+                    self.nodes[route.address] = node
                 up = node
                 label = f"server:{route.server}"
                 extra = (b"X-Tenant-ID: " + route.tenant.encode() + b"\r\nX-Slum-Router: "
@@ -160,12 +299,25 @@ class Edge:
             extra = b"X-Tenant-ID: " + inst.name.encode() + b"\r\n"
             inst.streams += 1
             inst.touch()
+        conn.label = label
         try:
             if inst is None:
-                ex = await forward(conn, req, up, self.pool, extra, max_body=self.options.max_body)
+                ex = await forward(conn, req, up, self.pool, extra, max_body=self.options.max_body,
+                                   app=app)
             else:
                 ex = await self._to_instance(conn, req, inst, extra)
         except UpstreamError as e:
+            if not e.refused or e.status != 502:
+                self.counters.upstream_fault(label, e.message)
+            else:
+                self.counters.upstream[label] = self.counters.upstream.get(label, 0) + 1
+            if conn.responded:
+                return False
+            return await self._reply(conn, req, e.status, e.message, label=label, started=started)
+        except ClientError as e:
+            self.counters.client_errors += 1
+            if conn.responded:
+                return False
             return await self._reply(conn, req, e.status, e.message, label=label, started=started)
         except SlumError as e:
             return await self._reply(conn, req, e.status, e.message, retry=True, label=label,
@@ -174,9 +326,13 @@ class Edge:
             if inst is not None:
                 inst.streams -= 1
                 inst.touch()
+        if ex.fault:
+            self.counters.upstream_fault(label, ex.fault)
         if self.on_request is not None:
             self.on_request(label, req.method, ex.status, time.perf_counter() - started,
                             req.path)
+        if not ex.keep_alive and not ex.body_done and not ex.streaming and ex.status:
+            await self._linger(conn)
         return ex.keep_alive
 
     async def _to_instance(self, conn: ClientConnection, req: Request, inst: Instance,
@@ -207,14 +363,17 @@ class Edge:
                      location: str | None = None, retry: bool = False, label: str = "edge",
                      started: float | None = None) -> bool:
         # A body we did not read would be taken for the next request: close instead.
-        keep = req.keep_alive and req.content_length <= 0 and not req.chunked
+        keep = req.keep_alive and not req.has_body and not self.draining
         extra = []
         if location:
             extra.append(("Location", location))
         if retry and status == 503:
             extra.append(("Retry-After", "2"))
+        conn.responded = True
         await conn.stream.send_all(simple_response(status, text, keep_alive=keep, extra=extra))
         if self.on_request is not None:
             elapsed = time.perf_counter() - started if started is not None else 0.0
             self.on_request(label, req.method, status, elapsed, req.path)
+        if not keep and req.has_body:
+            await self._linger(conn)
         return keep

@@ -1,5 +1,5 @@
-"""Log lines: one writer task batches them into the store, queries build FTS5 expressions from
-user words (never passing syntax through), and results come newest first by rowid."""
+"""Log queries: FTS5 expressions built from user words (never passing syntax through), results
+newest first by rowid. The writer is store/ingest.py."""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
-
-import trio
 
 from slum.config import DNS_LABEL
 from slum.errors import BadRequest
-from slum.events import LEVELS, Hub, LogLine, StoredLog
-from slum.store.db import Store
+from slum.events import LEVELS, LogLine, StoredLog
 
-BATCH_MAX = 2000
 MAX_LIMIT = 5000
 MAX_ID = 2**62  # larger cannot be a row id and would overflow SQLite's integers
 MAX_SECONDS = 1e12  # year ~33,000: microseconds of it still fit SQLite's integers
@@ -44,20 +39,6 @@ def fts_match(search: str) -> str:
     if not terms:
         raise BadRequest(f"search {search!r} has no words to look for")
     return " AND ".join(terms)
-
-
-def insert_batch(conn: Any, lines: list[LogLine]) -> int:
-    """Insert lines (inside the caller's transaction); returns the id of the first."""
-    rows = [(int(line.ts * 1_000_000), line.level, line.stream, line.instance_id, line.tenant_id,
-             line.message) for line in lines]
-    conn.executemany(
-        "INSERT INTO logs (ts_us, level, stream, instance_id, tenant_id, message) "
-        "VALUES (?, ?, ?, ?, ?, ?)", rows)
-    last = conn.last_insert_rowid()
-    first: int = last - len(rows) + 1
-    conn.executemany("INSERT INTO logs_fts (rowid, message) VALUES (?, ?)",
-                     [(first + i, r[5]) for i, r in enumerate(rows)])
-    return first
 
 
 STREAMS = ("stdout", "stderr", "system")
@@ -225,47 +206,6 @@ def stored_to_entry(s: StoredLog) -> dict[str, Any]:
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
-
-
-@dataclass
-class IngestStatistics:
-    lines: int = 0
-    batches: int = 0
-    last_batch: int = 0
-    failed_batches: int = 0
-
-
-async def run_ingest(hub: Hub, store: Store, stats: IngestStatistics, *,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """The single writer of log lines: take what is queued (up to BATCH_MAX), write it in one
-    transaction off the loop, then publish the stored lines to live subscribers. Returns when
-    the hub's log channel is closed and drained (shutdown), so no queued line is lost."""
-    receive = hub.log_receive
-    task_status.started()
-    async with receive:
-        while True:
-            try:
-                first = await receive.receive()
-            except trio.EndOfChannel:
-                return
-            batch = [first]
-            while len(batch) < BATCH_MAX:
-                try:
-                    batch.append(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            with trio.CancelScope(shield=True):
-                try:
-                    first_id = await store.write(partial(insert_batch, lines=batch))
-                except Exception:
-                    stats.failed_batches += 1
-                    hub.dropped_logs += len(batch)
-                    continue
-            stats.lines += len(batch)
-            stats.batches += 1
-            stats.last_batch = len(batch)
-            for i, line in enumerate(batch):
-                hub.publish(StoredLog(first_id + i, line))
 
 
 def _int(args: Mapping[str, str], name: str, default: int) -> int:

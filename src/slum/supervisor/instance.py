@@ -14,6 +14,12 @@ from slum.config import Service
 from slum.supervisor.limits import InstanceCgroup
 from slum.supervisor.states import SERVING, State, can_move
 
+# Failures within restart_window that make a loop: the second crash in a row is a loop, one crash
+# is an accident. A process that then stays up this long has left the loop.
+CRASH_LOOP_FAILURES = 2
+CRASH_LOOP_SETTLE_S = 30.0
+CRASH_LOOPING = "crash-looping"
+
 
 @dataclass(frozen=True, slots=True)
 class Transition:
@@ -43,7 +49,12 @@ class Instance:
         self.recent_restarts: deque[float] = deque()
         self.wakes = 0
         self.held = 0
-        self.last_exit: int | None = None
+        self._last_exit: int | None = None
+        # The last known exit code survives the next start (last_exit is reset then), so the
+        # dashboard can say why a restarted instance went down.
+        self.last_exit_code: int | None = None
+        self.previous_status = self.state.value
+        self.last_reason: str | None = None  # survives the next start, like last_exit_code
         # Activity, in trio time: the idle timer reads these; the proxy writes them per request.
         self.last_activity = 0.0
         self.streams = 0
@@ -63,12 +74,44 @@ class Instance:
     def serving(self) -> bool:
         return self.state in SERVING
 
+    @property
+    def last_exit(self) -> int | None:
+        return self._last_exit
+
+    @last_exit.setter
+    def last_exit(self, code: int | None) -> None:
+        self._last_exit = code
+        if code is not None:
+            self.last_exit_code = code
+
+    @property
+    def crash_looping(self) -> bool:
+        """Derived, not a state of the machine: the runner prunes recent_restarts to the
+        restart_window at each crash, so a backoff with one restart behind it is the second
+        failure in the window; the loop ends when the process stays up CRASH_LOOP_SETTLE_S."""
+        if self.state not in SERVING and self.state not in (State.BACKOFF, State.STARTING):
+            return False
+        failures = len(self.recent_restarts) + (1 if self.state is State.BACKOFF else 0)
+        if failures < CRASH_LOOP_FAILURES:
+            return False
+        if self.state in SERVING and self.started_at is not None:
+            return time.time() - self.started_at < CRASH_LOOP_SETTLE_S
+        return True
+
+    @property
+    def status(self) -> str:
+        """The state people read: the machine's state, or crash-looping while it loops."""
+        return CRASH_LOOPING if self.crash_looping else self.state.value
+
     def move(self, new: State, reason: str | None = None) -> State:
         old = self.state
+        self.previous_status = self.status
         if not can_move(old, new):
             raise RuntimeError(f"{self.id}: illegal transition {old} -> {new}")
         self.state = new
         self.reason = reason
+        if reason:
+            self.last_reason = reason
         self.history.append(Transition(time.time(), new.value, reason))
         changed, self._changed = self._changed, trio.Event()
         changed.set()
@@ -96,7 +139,9 @@ class Instance:
             "id": self.id,
             "service": self.service.name,
             "name": self.name,
-            "status": self.state.value,
+            "status": self.status,
+            "state": self.state.value,
+            "crash_looping": self.crash_looping,
             "health": self.health,
             "port": self.port,
             "pid": self.pid,
@@ -105,8 +150,10 @@ class Instance:
             "uptime_secs": round(uptime, 1),
             "restarts": self.restarts,
             "reason": self.reason,
+            "last_reason": self.last_reason,
             "wakes": self.wakes,
             "last_exit": self.last_exit,
+            "last_exit_code": self.last_exit_code,
             "idle_timeout": self.service.idle_timeout,
             "cpu_percent": self.cpu_percent,
             "rss_bytes": self.rss_bytes,

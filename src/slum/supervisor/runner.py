@@ -15,17 +15,17 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import trio
 
 from slum.config import Settings
-from slum.events import Hub, LogLine
+from slum.events import Hub, OutputStream
 from slum.supervisor import health, isolation
 from slum.supervisor.cgroups import Cgroups
 from slum.supervisor.instance import Instance
 from slum.supervisor.limits import InstanceCgroup, LimitError, Limits
-from slum.supervisor.output import LineSplitter, decode, level_of
 from slum.supervisor.process import ChildProcess, spawn
 from slum.supervisor.states import State
 
@@ -34,7 +34,7 @@ UNHEALTHY_AFTER = 3
 RESTART_AFTER = 5
 DRAIN_S = 0.5
 DRAIN_MAX_S = 10.0
-READ_CHUNK = 65536
+READ_CHUNK = 32 * 1024  # with the hub's per-pipe queue, what a SIGKILL of slum can lose
 CANNOT_START = "cannot start"
 OOM_POLL_S = 2.0
 
@@ -219,7 +219,7 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
         if svc.isolation == "namespace":
             stage.mkdir(exist_ok=True)
         prefix = isolation.prefix(svc.isolation, tmp_mb=svc.memory_limit_mb,
-                                  keep=(root, svc.workdir), stage=stage)
+                                  keep=(root, svc.workdir, Path(sock).parent), stage=stage)
         cgroup = await _make_cgroup(inst, ctx)
         if cgroup is not None:
             prefix = [*cgroup.join_argv(), *prefix]
@@ -240,21 +240,30 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     ctx.hub.system(inst.id, f"started pid {child.pid} on port {port}")
     why, asked = "exited", False
     try:
-        with trio.CancelScope(shield=True):
-            await ctx.journal.process_started(inst, child.pid, child.started_at)
         readers = (_Reader(), _Reader())
         async with trio.open_nursery() as pumps:
-            pumps.start_soon(_pump, inst, ctx.hub, child.stdout, "stdout", readers[0])
-            pumps.start_soon(_pump, inst, ctx.hub, child.stderr, "stderr", readers[1])
-            why, asked = await _watch(inst, ctx, child)
-            await _end(inst, ctx, child)
-            if cgroup is not None:
-                # What left the process group is still in the cgroup, holding the pipes open.
-                await trio.to_thread.run_sync(cgroup.kill)
-            if not await _drain(readers):
-                ctx.hub.system(inst.id, "output pipes still open after the process group ended "
-                               "(a process left the group?): stopped reading them", "warn")
-            pumps.cancel_scope.cancel()
+            # Beside readiness polling, not before it: the database write can wait behind a log
+            # batch, and a wake should cost little more than the app's own start.
+            pumps.start_soon(_journal_started, inst, ctx, child)
+            pumps.start_soon(_pump, ctx.hub.output(inst.id, "stdout"), child.stdout, readers[0])
+            pumps.start_soon(_pump, ctx.hub.output(inst.id, "stderr"), child.stderr, readers[1])
+            try:
+                why, asked = await _watch(inst, ctx, child)
+            finally:
+                # Also at shutdown (a cancel): stop the process, then read its pipes to the end,
+                # so what it said last (a SIGTERM handler's goodbye) is stored.
+                with trio.CancelScope(shield=True):
+                    await _end(inst, ctx, child)
+                    if cgroup is not None:
+                        # What left the process group is still in the cgroup, holding the pipes
+                        # open.
+                        await trio.to_thread.run_sync(cgroup.kill)
+                    if not await _drain(readers):
+                        ctx.hub.system(inst.id, "output pipes still open after the process group "
+                                       "ended (a process left the group?): stopped reading them",
+                                       "warn")
+                    for reader in readers:
+                        reader.scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await _end(inst, ctx, child)
@@ -330,6 +339,11 @@ def _dispose(cgroup: InstanceCgroup) -> int:
     cgroup.kill()
     cgroup.remove()
     return ooms
+
+
+async def _journal_started(inst: Instance, ctx: Context, child: ChildProcess) -> None:
+    with trio.CancelScope(shield=True):
+        await ctx.journal.process_started(inst, child.pid, child.started_at)
 
 
 async def _end(inst: Instance, ctx: Context, child: ChildProcess) -> None:
@@ -424,6 +438,8 @@ class _Reader:
     def __init__(self) -> None:
         self.eof = trio.Event()
         self.waiting_since: float | None = None
+        # Shielded: a pump outlives a cancel of its instance's task until _drain is done with it.
+        self.scope = trio.CancelScope(shield=True)
 
 
 async def _drain(readers: tuple[_Reader, ...]) -> bool:
@@ -446,25 +462,27 @@ async def _drain(readers: tuple[_Reader, ...]) -> bool:
     return False
 
 
-async def _pump(inst: Instance, hub: Hub, stream: trio.lowlevel.FdStream, name: str,
-                reader: _Reader) -> None:
-    splitter = LineSplitter()
-    tenant = inst.name
+async def _pump(out: OutputStream, stream: trio.lowlevel.FdStream, reader: _Reader) -> None:
+    """Move bytes from a pipe to the hub, nothing more: lines, levels and stack traces are made
+    in ingestion's thread, so a flooding child costs the event loop one wake-up per read."""
     try:
-        while True:
-            reader.waiting_since = trio.current_time()
-            chunk = await stream.receive_some(READ_CHUNK)
-            reader.waiting_since = None
-            lines = splitter.feed(chunk) if chunk else splitter.flush()
-            if lines:
-                now = time.time()
-                await hub.log_many([LogLine(now, inst.id, tenant, name, level_of(raw, name),
-                                            decode(raw)) for raw in lines])
-            if not chunk:
-                reader.eof.set()
-                return
+        with reader.scope:
+            await _pump_until_eof(out, stream, reader)
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         return
     finally:
+        out.close()
         with trio.CancelScope(shield=True):
             await stream.aclose()
+
+
+async def _pump_until_eof(out: OutputStream, stream: trio.lowlevel.FdStream,
+                          reader: _Reader) -> None:
+    while True:
+        reader.waiting_since = trio.current_time()
+        chunk = await stream.receive_some(READ_CHUNK)
+        reader.waiting_since = None
+        if not chunk:
+            reader.eof.set()
+            return
+        await out.send(chunk)

@@ -81,7 +81,8 @@ class Supervisor:
         return inst
 
     def _publish(self, inst: Instance, old: State, new: State) -> None:
-        self.hub.publish(StateChanged(inst.id, old.value, new.value, inst.reason))
+        # status, not state: a crash loop reaches the SSE stream and the alert engine as itself
+        self.hub.publish(StateChanged(inst.id, inst.previous_status, inst.status, inst.reason))
 
     def use_config(self, config: Config) -> None:
         """A reload (supervisor/reload.py): services and settings for what starts from now on."""

@@ -15,7 +15,7 @@ from slum.fleet.nodes import NodeChecker
 from slum.metrics import RequestMetrics
 from slum.sampler import Sampler
 from slum.store.db import Store
-from slum.store.logs import IngestStatistics
+from slum.store.ingest import IngestStatistics
 from slum.supervisor import Instance, Supervisor
 from slum.web.auth import Authenticator
 

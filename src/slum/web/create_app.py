@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from quart import Response, g, jsonify, request, send_file
+from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -17,9 +17,11 @@ from slum.errors import SlumError
 from slum.web import (
     alerts,
     auth,
+    compress,
     dashboard,
     deploys,
     fleet,
+    fleet_view,
     health,
     instances,
     logs,
@@ -27,6 +29,7 @@ from slum.web import (
     openapi,
     ops,
     overview,
+    overview_summary,
     session,
     tls,
     tokens,
@@ -99,11 +102,14 @@ def create_app(ctx: WebContext) -> QuartTrio:
     for module in (health, fleet, instances, logs, metrics, overview, session, deploys, openapi):
         app.register_blueprint(module.bp)
     app.register_blueprint(metrics.prometheus_bp)
-    # Operations and tokens: dashboard-only paths, outside the route table.
+    # Dashboard-only paths, outside the route table.
     alerts.register(app, ctx)
     tls.register(app, ctx)
     ops.register(app, ctx)
     tokens.register(app, ctx)
+    overview_summary.register(app, ctx)
+    fleet_view.register(app, ctx)
+    compress.register(app)
 
     @app.get("/_")
     @app.get("/_/")
@@ -112,7 +118,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
         if path.startswith("api/") or path == "api":
             return jsonify({"error": f"no API endpoint /_/{path}"}), 404
         file, immutable = dashboard.resolve(path)
-        response = await send_file(file)
+        response = await compress.send_static(file)
         response.headers["Cache-Control"] = ("public, max-age=31536000, immutable" if immutable
                                              else "no-cache")
         return response

@@ -19,8 +19,8 @@ from slum.web.routes import API, BOTH, endpoint, read_body
 bp = Blueprint("instances", __name__)
 
 
-InstanceState = Literal["stopped", "sleeping", "starting", "healthy", "degraded", "unhealthy", "backoff",
-                       "stopping", "failed"]
+InstanceState = Literal["stopped", "sleeping", "starting", "healthy", "degraded", "unhealthy",
+                        "backoff", "stopping", "failed", "crash-looping"]
 Health = Literal["healthy", "unhealthy", "unknown"]
 
 
@@ -50,7 +50,9 @@ class Instance(TypedDict):
     id: str
     service: str
     name: str
-    status: InstanceState
+    status: InstanceState  # `crash-looping` derived from the state machine's own `state`
+    state: str
+    crash_looping: bool
     health: Health
     port: int | None
     pid: int | None
@@ -59,8 +61,10 @@ class Instance(TypedDict):
     uptime_secs: float
     restarts: int
     reason: str | None
+    last_reason: str | None  # the last reason given, kept across restarts
     wakes: int
     last_exit: int | None
+    last_exit_code: int | None
     idle_timeout: float | None
     cpu_percent: float | None
     rss_bytes: int | None
