@@ -222,7 +222,8 @@ class Service:
             return interpolate(self.socket, self.name, instance_id, 0, data_dir)
         # One directory per data_dir: two slums on one machine may both run `web:one`.
         digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:10]
-        return str(runtime_dir() / f"sockets-{digest}" / f"{self.name}-{instance_id}.sock")
+        # A directory per instance: a namespaced instance is shown its own, not its neighbours'.
+        return str(runtime_dir() / f"sockets-{digest}" / f"{self.name}-{instance_id}" / "app.sock")
 
     def argv(self, *, instance_id: str, port: int, data_dir: Path) -> list[str]:
         sock = self.socket_path(instance_id, data_dir)

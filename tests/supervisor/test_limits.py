@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -162,6 +163,11 @@ async def test_two_cpu_burners_on_one_core_share_it_by_cpu_shares(tmp_path: Path
             assert 2 <= ratio <= 4.5
 
 
+def services_socket_dir(h: Any, service: str, name: str) -> str:
+    svc = h.sup.config.services[service]
+    return str(Path(svc.socket_path(name, h.data_dir)).parent)
+
+
 @needs("memory")
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 async def test_namespaced_instance_sees_its_init_and_none_of_the_others(tmp_path: Path) -> None:
@@ -183,8 +189,10 @@ async def test_namespaced_instance_sees_its_init_and_none_of_the_others(tmp_path
                 # Its /tmp is its own: what it wrote there is not in the host's /tmp, and of the
                 # host's it sees only the way to its own workdir and data (pytest's tmp_path).
                 assert not await marker.exists()
-                kept = ({tmp_path.relative_to("/tmp").parts[0]}
-                        if tmp_path.is_relative_to("/tmp") else set())
+                # ...and the way to its own unix socket's directory (SOCKET_PATH), no other.
+                kept = {p.relative_to("/tmp").parts[0]
+                        for p in (tmp_path, Path(services_socket_dir(h, "ns", "a")))
+                        if p.is_relative_to("/tmp")}
                 assert set(view["tmp_entries"]) == {marker.name, *kept}
                 # Outside, the app is a real process in slum's process group, so a stop reaches it.
                 outside = psutil.Process(ns.pid or 0).children(recursive=True)

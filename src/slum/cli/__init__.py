@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         error(str(e))
         sys.exit(1)
+    except Exception as e:
+        if type(e).__module__ != "apsw":
+            raise
+        # SQLite said no where a command opened --database itself: one line, never a traceback.
+        error(f"database: {e}")
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

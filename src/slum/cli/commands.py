@@ -317,14 +317,14 @@ def token_gen(*, description: str | None = None, tenant: str | None = None,
               database: Database = DEFAULT_DATABASE) -> int:
     """Create an API token (printed once; only its Argon2 hash is stored). --tenant limits it
     to that tenant's instances, logs and metrics."""
-    from slum.store import connect, tokens
+    from slum.store import connect, immediate, tokens
     from slum.web.tokens import check_token_fields
 
     description, tenant = check_token_fields(description, tenant)
     # Straight into the database, also while `serve` runs on it: the server reads tokens fresh.
     conn = connect(database)
     try:
-        with conn:
+        with immediate(conn, database):
             public_id, token = tokens.create(conn, description, tenant)
     finally:
         conn.close()
@@ -377,11 +377,11 @@ def token_revoke(id: str, *, database: Database = DEFAULT_DATABASE, server: Serv
 
 # --- fleet registry (on --database) ---
 def _registry(database: str, fn: Any) -> Any:
-    from slum.store import connect
+    from slum.store import connect, immediate
 
     conn = connect(database)
     try:
-        with conn:
+        with immediate(conn, database):
             return fn(conn)
     finally:
         conn.close()
@@ -428,12 +428,12 @@ def server_remove(server: str, *, database: Database = DEFAULT_DATABASE) -> int:
 
 def _fleet(database: str, fn: Any, *args: Any) -> Any:
     """A fleet operation: registry writes on --database plus calls to the nodes involved."""
-    from slum.store import connect
+    from slum.store import connect, immediate
 
     conn = connect(database)
 
     def transact(step: Any) -> Any:
-        with conn:
+        with immediate(conn, database):
             return step(conn)
 
     try:

@@ -1,5 +1,5 @@
 """SQLite (APSW): one file, WAL, one writer, readers on their own connections."""
 
-from slum.store.db import Store, connect
+from slum.store.db import Store, connect, immediate
 
-__all__ = ["Store", "connect"]
+__all__ = ["Store", "connect", "immediate"]

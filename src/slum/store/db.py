@@ -5,8 +5,9 @@ touches SQLite itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +58,27 @@ def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> Any
     except OSError as e:
         raise StoreError(f"cannot open database {p}: {e.strerror or e}") from None
     return conn
+
+
+@contextlib.contextmanager
+def immediate(conn: Any, path: str | os.PathLike[str]) -> Iterator[Any]:
+    """A write transaction for a process beside a running slum (the CLI on --database). BEGIN
+    IMMEDIATE takes the write lock first, waiting on the busy timeout; a deferred transaction
+    that reads and then writes gets SQLITE_BUSY at once, without waiting, whenever slum wrote in
+    between (WAL's snapshot rule), which a busy server does every few milliseconds."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except apsw.Error as e:
+        raise StoreError(describe_error(path, e)) from None
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as e:
+        if not conn.getautocommit():
+            conn.execute("ROLLBACK")
+        if isinstance(e, apsw.Error):
+            raise StoreError(describe_error(path, e)) from None
+        raise
 
 
 def _private(path: Path) -> None:
