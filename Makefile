@@ -5,14 +5,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 SLUM := $(BIN)/slum
 
-.PHONY: setup serve test test-fast lint spa dashboard spa-test dist binary bench clean
+.PHONY: setup lock serve test test-fast lint spa dashboard spa-test dist binary bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# Installs exactly the pinned, hashed versions of requirements-dev.lock, then slum itself.
 setup: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
+
+# After a change to pyproject.toml's dependencies: re-resolve both lock files (pins that still
+# fit are kept; `make lock LOCK_FLAGS=--upgrade` moves everything to the newest versions).
+LOCK = $(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+  --no-emit-find-links --no-emit-trusted-host $(LOCK_FLAGS)
+lock: $(BIN)/python
+	$(BIN)/pip install -q pip-tools
+	$(LOCK) -o requirements.lock pyproject.toml
+	$(LOCK) --extra dev -o requirements-dev.lock pyproject.toml
 
 serve: setup dashboard
 	@test -f slum.db || { (umask 077; $(SLUM) token-gen --database slum.db > .slum-token) && \

@@ -2,11 +2,12 @@
 # Smoke test of the frozen binary (not the source tree), as CI runs it after `make dist`:
 #   build/smoke.sh [path/to/slum]        (default: dist/slum; or SLUM_BIN=...)
 # In a temp dir with a copy of the binary and of the example (examples/notes) and a temp database:
-# serve on a free port, token-gen, spawn an instance, request it through the proxy, the API with
-# the token, a dashboard login, /_/metrics, /_/ and an asset it references, ps --json, logs, the
-# children's environment; stop with SIGTERM, then check that no child and no unpacked _MEI*
-# folder is left. Exits non-zero with "smoke: FAIL: ..." and the end of serve.log on any failure
-# (SMOKE_KEEP=1 keeps the temp dir). Needs: bash, curl, python3 (the example app's interpreter).
+# serve on a free port, token-gen and token-list, spawn an instance, request it through the proxy,
+# the API with the token, a dashboard login, /_/metrics, /_/ and an asset it references, ps --json,
+# logs, the children's environment; stop with SIGTERM, then check that no child and no unpacked
+# _MEI* folder is left. Exits non-zero with "smoke: FAIL: ...", the end of serve.log and the apps'
+# logs on any failure (SMOKE_KEEP=1 keeps the temp dir).
+# Needs: bash, curl, python3 (the example app's interpreter).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,6 +26,11 @@ fail() {
     if [[ -f $T/serve.log ]]; then
         printf -- '--- serve.log (last 40 lines) ---\n' >&2
         tail -n 40 "$T/serve.log" >&2
+    fi
+    # What the apps said (why an instance exited), while the server still answers.
+    if [[ -n $SERVE_PID ]] && kill -0 "$SERVE_PID" 2>/dev/null; then
+        printf -- '--- slum logs (last 40 lines) ---\n' >&2
+        timeout 20 "$T/slum" logs -n 40 >&2 2>&1
     fi
     exit 1
 }
@@ -101,8 +107,16 @@ log "serving on $BASE (timings: python3 build/measure.py)"
 
 MEI=$(ls -d "$TMPDIR"/_MEI* 2>/dev/null) || fail "no unpacked _MEI* folder under TMPDIR"
 
-TOKEN=$("$SLUM" token-gen --database "$T/slum.db" 2>/dev/null) || fail "token-gen exited $?"
+TOKEN=$("$SLUM" token-gen --description smoke --database "$T/slum.db" 2>/dev/null) ||
+    fail "token-gen exited $?"
 [[ $TOKEN =~ ^slum_ ]] || fail "token-gen printed: $TOKEN"
+"$SLUM" token-list --json --database "$T/slum.db" >"$T/tokens.json" || fail "token-list exited $?"
+python3 - "$T/tokens.json" "$TOKEN" <<'EOF' || fail "token-list --json: $(cat "$T/tokens.json")"
+import json, sys
+tokens = json.load(open(sys.argv[1]))
+assert [t["description"] for t in tokens] == ["smoke"] and tokens[0]["id"], tokens
+assert sys.argv[2] not in open(sys.argv[1]).read(), "token-list shows the secret"
+EOF
 
 out=$("$SLUM" spawn notes --id smoke 2>&1) || fail "spawn exited $?: $out"
 [[ $out == "notes:smoke healthy"* ]] || fail "spawn printed: $out"

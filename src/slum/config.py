@@ -59,6 +59,7 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         "head; then 504.", 0.01),
     Key("upstream_idle_timeout_s", (int, float), 300, "Seconds an upstream may stay silent in "
         "the middle of a response before the response is ended.", 0.01),
+    Key("public_metrics", bool, False, "Serve GET /metrics (Prometheus) without a token."),
     Key("trusted_proxies", list, [], "Addresses or networks of proxies in front of slum (e.g. "
         "Caddy): X-Forwarded-For and X-Forwarded-Proto are believed only from these."),
     Key("port_range", str, "30000-40000", "Ports handed to instances (PORT), as `LOW-HIGH` "
@@ -183,6 +184,7 @@ class Settings:
     connect_timeout_s: float = 5
     response_timeout_s: float = 60
     upstream_idle_timeout_s: float = 300
+    public_metrics: bool = False
     trusted_proxies: tuple[str, ...] = ()
     port_range: tuple[int, int] = (30000, 40000)
     auto_spawn_per_minute: int = 30

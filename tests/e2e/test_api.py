@@ -6,10 +6,13 @@ import json
 import os
 import signal
 import time
+import urllib.request
+from pathlib import Path
 
 import psutil
 
-from tests.e2e.conftest import Slum
+from tests.conftest import free_port
+from tests.e2e.conftest import WEB_CONFIG, Slum, write_config
 
 
 def api(s: Slum, method: str, path: str, token: str | None = None, body: object = None,
@@ -20,7 +23,7 @@ def api(s: Slum, method: str, path: str, token: str | None = None, body: object 
     data = None
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        h["Content-Type"] = "application/json"
+        h.setdefault("Content-Type", "application/json")
     status, resp_headers, raw = s.http(method, path, headers=h, body=data)
     try:
         parsed = json.loads(raw) if raw else None
@@ -195,3 +198,166 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_bad_input_is_a_4xx_never_a_500(slum: Slum) -> None:
+    """Each of these answered 500 (or streamed where the query was refused) once."""
+    slum.start()
+    token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
+    deep = b"[" * 50_000
+    bad_utf8 = b'\xff\xfe{"token": "x"}'
+    big = 10**30
+    queries = [
+        f"/_/api/logs?offset={big}", f"/_/api/logs?before_id={big}", f"/_/api/logs?after_id={big}",
+        f"/_/api/logs?since={big}", f"/_/api/logs?until={big}", "/_/api/logs?since=1e20",
+        "/_/api/logs?since=-1e20", "/_/api/logs?since=nan", "/_/api/logs?since=inf",
+        "/_/api/logs?since=99999999999999999999d", "/_/api/logs?offset=-1",
+        f"/_/api/logs?limit={big}",
+        "/_/api/logs?search=%22", "/_/api/logs/stream?search=%22",
+        "/_/api/logs/stream?level=loud", f"/_/api/logs/stream?offset={big}",
+        "/_/api/metrics/history?name=x&since=1e300", "/_/api/metrics/history?name=x&since=-1e300",
+        "/_/api/metrics/history?name=x&until=1e300", f"/_/api/metrics/history?name=x&step={big}",
+        "/_/api/metrics/history?name=x&step=99999999999999", "/_/api/metrics/history?name=x&labels=[",
+        f"/_/api/metrics/live?seconds={big}", "/_/api/metrics/live?seconds=x",
+        "/_/api/instances/%00/stop", "/_/api/instances/web:%00", "/_/api/tenants/%00",
+    ]
+    answered = 0
+    for path in queries:
+        method = "POST" if path.endswith("/stop") else "GET"
+        status, data, _ = api(slum, method, path, token=token)
+        assert 400 <= status < 500, (path, status, data)
+        assert isinstance(data, dict) and set(data) == {"error"}, (path, data)
+        answered += 1
+    # bodies: not UTF-8, nested past the parser, not JSON at all (a form from another site)
+    for path in ("/_/api/login", "/api/servers", "/api/tenants", "/_/api/instances",
+                 "/api/tenants/x/move"):
+        for body, content_type, expected in ((deep, "application/json", 400),
+                                             (bad_utf8, "application/json", 400),
+                                             (b'{"token": "x"}', "text/plain", 415),
+                                             (b"token=x", "application/x-www-form-urlencoded", 415)):
+            status, data, _ = api(slum, "POST", path, token=token, body=body,
+                                  headers={"Content-Type": content_type})
+            assert status == expected, (path, content_type, status, data)
+            answered += 1
+    # a form post (what another site's page can send) does not act, even where no body is read
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        status, data, _ = api(slum, "POST", "/_/api/instances/web:one/stop", token=token,
+                              body=b"x=1", headers={"Content-Type": content_type})
+        assert status == 415, (content_type, status, data)
+        answered += 1
+    status, inst, _ = api(slum, "GET", "/_/api/instances/web:one", token=token)
+    assert inst["status"] != "stopped"  # type: ignore[index]
+    assert slum.http("GET", "/metrics")[0] == 401  # public only with public_metrics = true
+    assert slum.http("GET", "/health")[0] == 200
+    # slum's own pages: a NUL or an impossible name is no file (the SPA answers)
+    for path in ("/_/%00", "/_/" + "a" * 5000):
+        assert slum.http("GET", path)[0] == 200
+        answered += 1
+    # the CLI: one line, exit 2
+    r = slum.cli("logs", "--since", "99999999999999")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    answered += 1
+    print(f"{answered} bad inputs, each answered with a 4xx (the CLI: exit 2)")
+    assert "internal error" not in slum.log.read_text(errors="replace")
+
+
+def test_level_plus_survives_url_decoding(slum: Slum) -> None:
+    """`level=warn+` decodes to `warn ` in a URL: both mean warn and above, as min_level=warn."""
+    slum.start()
+    token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
+    slum.cli("spawn", "crash:a", check=False)  # a failing start logs errors and warnings
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        _, rows, _ = api(slum, "GET", "/_/api/logs?min_level=warn", token=token)
+        if rows:
+            break
+        time.sleep(0.2)
+    assert rows and all(r["level"] in ("warn", "error") for r in rows)  # type: ignore[union-attr,index]
+    upto = rows[0]["id"] + 1  # type: ignore[index]  # lines logged from now on do not count
+    for query in ("level=warn+", "level=warn%2B", "level=warn%20", "min_level=warn"):
+        status, got, _ = api(slum, "GET", f"/_/api/logs?{query}&before_id={upto}", token=token)
+        assert status == 200 and got == rows, query
+
+
+def test_fleet_bad_requests_through_the_api(tmp_path: Path) -> None:
+    """A tenant with a config lands on its remote node; moves to where it is, or to a node that
+    is down, are a 409 and a 502, not a 500."""
+    router = Slum(tmp_path / "router", free_port())
+    node = Slum(tmp_path / "node", free_port())
+    for s, config in ((router, "[settings]\nnode_check_interval = 0.3\n"),
+                      (node, WEB_CONFIG)):
+        s.dir.mkdir()
+        write_config(s.dir, config)
+    node_token = node.cli("token-gen", "--database", str(node.database), check=True).stdout.strip()
+    token = router.cli("token-gen", "--database", str(router.database), check=True).stdout.strip()
+    try:
+        node.start()
+        router.start()
+        assert api(router, "POST", "/api/servers", token=token,
+                   body={"address": f"127.0.0.1:{node.port}", "name": "n1",
+                         "token": node_token})[0] == 201
+        assert api(router, "POST", "/api/servers", token=token,
+                   body={"address": f"127.0.0.1:{free_port()}", "name": "gone"})[0] == 201
+        status, tenant, _ = api(router, "POST", "/api/tenants", token=token,
+                                body={"id": "acme", "server": "n1", "service": "web",
+                                      "config": {"plan": "pro"}})
+        assert status == 201 and tenant["config"] == '{"plan": "pro"}', tenant  # type: ignore[index]
+        # registered on the node, not only in the router's registry
+        assert "acme" in [t["id"] for t in node.cli_json("tenant-list", "--database",
+                                                         str(node.database))]
+        status, data, _ = api(router, "POST", "/api/tenants/acme/move", token=token,
+                              body={"to": "n1"})
+        assert status == 409, data
+        status, data, _ = api(router, "POST", "/api/tenants/acme/move", token=token,
+                              body={"to": "gone"})
+        assert status in (409, 502), data  # 409 once the check saw it offline, 502 before
+        assert "internal error" not in router.log.read_text(errors="replace")
+    finally:
+        for s in (router, node):
+            if s.proc is not None and s.proc.poll() is None:
+                s.stop()
+
+
+def test_tenement_paths_and_shapes(slum: Slum) -> None:
+    """tenement's scripts: /api/instances..., /api/logs with process= and id=, unnamed SSE
+    events, a public /health, and /metrics public only with public_metrics = true."""
+    config = slum.dir / "tenement.toml"
+    config.write_text(config.read_text().replace("[settings]\n",
+                                                 "[settings]\npublic_metrics = true\n", 1))
+    token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
+    slum.start()
+    status, _, body = slum.http("GET", "/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, _, body = slum.http("GET", "/metrics")
+    assert status == 200 and b"slum_instance_up" in body
+    assert api(slum, "GET", "/api/instances")[0] == 401
+
+    status, listed, _ = api(slum, "GET", "/api/instances", token=token)
+    assert status == 200 and [i["id"] for i in listed] == ["web:one"]  # type: ignore[union-attr,index]
+    status, spawned, _ = api(slum, "POST", "/api/instances/spawn", token=token,
+                             body={"process": "web", "id": "two"})
+    assert status == 201 and spawned["id"] == "web:two", spawned  # type: ignore[index]
+    status, health, _ = api(slum, "GET", "/api/instances/web:two/health", token=token)
+    assert status == 200 and health["status"] == "healthy"  # type: ignore[index]
+    for action in ("restart", "stop"):
+        status, inst, _ = api(slum, "POST", f"/api/instances/web:two/{action}", token=token)
+        assert status == 200 and inst["id"] == "web:two"  # type: ignore[index]
+
+    # process= and id= filter (they were ignored: every instance's lines came back)
+    for query, want in (("process=web&id=two", {"web:two"}), ("id=one", {"web:one"}),
+                        ("process=web", {"web:one", "web:two"})):
+        status, rows, _ = api(slum, "GET", f"/api/logs?{query}&limit=1000", token=token)
+        assert status == 200 and {r["instance_id"] for r in rows} == want, (query, rows)  # type: ignore[union-attr,index]
+    assert api(slum, "GET", "/api/logs?process=Bad_Name", token=token)[0] == 400
+
+    # the stream under /api: unnamed data events, resumed from the start
+    req = urllib.request.Request(f"http://127.0.0.1:{slum.port}/api/logs/stream?process=web&id=two",
+                                 headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "0"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = []
+        while not any(line.startswith("data: ") for line in lines):
+            lines.append(resp.readline().decode().rstrip("\n"))
+    assert not any(line.startswith("event:") for line in lines), lines
+    entry = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+    assert entry["instance_id"] == "web:two"

@@ -131,3 +131,64 @@ def test_tenant_scoped_token(slum: Slum) -> None:
     # The full token still sees everything.
     assert len(api(slum, "GET", "/_/api/instances", token=admin)[1]) == 2  # type: ignore
     assert api(slum, "POST", "/_/api/instances/web:alice/stop", token=alice)[0] == 200
+
+
+def test_tenant_scoped_token_on_tenement_paths_and_deploys(slum: Slum) -> None:
+    """The same scope on the /api aliases of the route table, tenement's own paths and the
+    deploy, weight and storage views: alice's token reaches alice's instance, never bob's."""
+    write_config(slum.dir, SCOPED_CONFIG)
+    slum.start()
+    admin = token_gen(slum)
+    alice = token_gen(slum, "--tenant", "alice")
+    wait_logs(slum, admin, "web:alice")
+    wait_logs(slum, admin, "web:bob")
+    assert api(slum, "GET", "/_/api/session", token=alice)[1] == {
+        "authenticated": True, "tenant": "alice"}
+    assert api(slum, "GET", "/_/api/session", token=admin)[1] == {
+        "authenticated": True, "tenant": None}
+    # tenement's instance paths (the same views under /api)
+    listed = api(slum, "GET", "/api/instances", token=alice)[1]
+    assert [i["id"] for i in listed] == ["web:alice"]  # type: ignore[union-attr,index]
+    refused = [("POST", "/api/instances/web:bob/stop", None),
+               ("POST", "/api/instances/web:bob/restart", None),
+               ("GET", "/api/instances/web:bob/health", None),
+               ("POST", "/api/instances/spawn", {"process": "web", "id": "carol"}),
+               # deploys, traffic and storage
+               ("POST", "/api/deploys", {"service": "web", "version": "carol"}),
+               ("POST", "/api/deploy", {"process": "web", "version": "bob"}),
+               ("POST", "/_/api/instances/web:bob/weight", {"weight": 0}),
+               ("POST", "/api/instances/web:bob/weight", {"weight": 0}),
+               ("POST", "/api/route", {"process": "web", "from": "bob", "to": "alice"}),
+               ("POST", "/_/api/services/web/route", {"from": "alice", "to": "bob"}),
+               ("GET", "/api/instances/web:bob/storage", None),
+               ("GET", "/_/api/instances/web:bob/storage", None),
+               # fleet and Prometheus under their other paths
+               ("POST", "/api/tenants", {"id": "carol"}),
+               ("DELETE", "/api/tenants/bob", None),
+               ("POST", "/api/tenants/bob/move", {"to": "local"}),
+               ("GET", "/metrics", None)]
+    for method, path, body in refused:
+        status = api(slum, method, path, token=alice, body=body)[0]
+        assert status == 403, (method, path, status)
+    assert api(slum, "GET", "/api/instances/web:bob/health", token=admin)[0] == 200
+    # alice's own: readable, and her traffic is hers to weigh
+    status, health, _ = api(slum, "GET", "/api/instances/web:alice/health", token=alice)
+    assert status == 200 and health["id"] == "web:alice"  # type: ignore[index]
+    status, storage, _ = api(slum, "GET", "/api/instances/web:alice/storage", token=alice)
+    assert status == 200 and storage["id"] == "web:alice"  # type: ignore[index]
+    status, weighed, _ = api(slum, "POST", "/api/instances/web:alice/weight", token=alice,
+                             body={"weight": 40})
+    assert status == 200 and weighed["weight"] == 40  # type: ignore[index]
+    # a tenant detail: her own passes the scope (not in the registry here: 404), bob's is 403
+    assert api(slum, "GET", "/_/api/tenants/alice", token=alice)[0] == 404
+    assert api(slum, "GET", "/_/api/tenants/bob", token=alice)[0] == 403
+    # tenement's log filters cannot widen the scope either
+    for query in ("process=web&id=bob", "process=web&tenant_id=bob"):
+        assert api(slum, "GET", f"/api/logs?{query}", token=alice)[0] == 403, query
+    assert api(slum, "GET", "/api/logs?id=bob", token=alice)[1] == []  # narrowed to alice's
+    rows = api(slum, "GET", "/api/logs?process=web&limit=1000", token=alice)[1]
+    assert rows and {r["instance_id"] for r in rows} == {"web:alice"}  # type: ignore
+    rows = api(slum, "GET", "/api/logs?stream=stdout&limit=1000", token=alice)[1]
+    assert all(r["tenant_id"] == "alice" and r["stream"] == "stdout"  # type: ignore
+               for r in rows)
+    assert api(slum, "GET", "/api/logs?stream=nope", token=alice)[0] == 400

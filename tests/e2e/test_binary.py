@@ -51,7 +51,10 @@ class Handler(BaseHTTPRequestHandler):
             stdlib = unittest.__file__
         except ImportError:
             stdlib = None
+        with open("/proc/self/cgroup") as f:
+            cgroup = f.read()
         body = json.dumps({"env": dict(os.environ), "executable": sys.executable,
+                           "pid": os.getpid(), "cgroup": cgroup,
                            "prefix": sys.prefix, "frozen": getattr(sys, "frozen", False),
                            "meipass": getattr(sys, "_MEIPASS", None), "stdlib": stdlib}).encode()
         self.send_response(200)
@@ -252,6 +255,8 @@ def test_children_get_a_clean_environment(workdir: Path, make: Callable[..., Bin
     (workdir / "env_app.py").write_text(ENV_APP)
     (workdir / "tenement.toml").write_text(textwrap.dedent(ENV_CONFIG))
     (workdir / "inner").mkdir()
+    # its own config, with no services (it would otherwise find the outer tenement.toml above it)
+    (workdir / "inner" / "tenement.toml").write_text("[settings]\n")
     outside = "/nonexistent/slum-test-lib"
     slum = make(workdir, extra_env={"LD_LIBRARY_PATH": outside})
     slum.start()
@@ -335,4 +340,119 @@ def test_sigkill_takes_the_program_and_its_children_along(workdir: Path,
     # Only the unpacked folder stays: the bootloader that would remove it was killed.
     for leaked in slum.unpacked():
         shutil.rmtree(leaked, ignore_errors=True)
+    assert_nothing_left(workdir, slum.tmpdir)
+
+
+def test_tokens_init_and_caddy(workdir: Path, make: Callable[..., Binary]) -> None:
+    slum = make(workdir)
+    db = str(slum.database)
+    token = slum.cli("token-gen", "--description", "ci deploys", "--database", db,
+                     check=True).stdout.strip()
+    assert token.startswith("slum_")
+    listed = json.loads(slum.cli("token-list", "--json", "--database", db, check=True).stdout)
+    assert [t["description"] for t in listed] == ["ci deploys"]
+    assert listed[0]["id"] and token not in json.dumps(listed)
+
+    # `slum caddy` writes a Caddyfile; caddy itself (when installed) parses it
+    caddyfile = workdir / "Caddyfile"
+    slum.cli("caddy", "--domain", "example.test", "--output", str(caddyfile), check=True)
+    text = caddyfile.read_text()
+    assert "example.test" in text and "127.0.0.1:8080" in text
+    if shutil.which("caddy"):
+        adapted = subprocess.run(["caddy", "adapt", "--config", str(caddyfile)],
+                                 capture_output=True, text=True, timeout=60, env=slum.env())
+        assert adapted.returncode == 0, adapted.stderr
+
+    # `slum install` has systemd start the binary itself, not a Python from the unpacked folder
+    unit = slum.cli("install", "--domain", "example.test", "--dry-run", check=True).stdout
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.split("=", 1)[1].split()[:2] == [str(slum.exe), "serve"], exec_start
+
+    # `slum init` in an app's directory writes a config that `slum serve` runs as it is
+    app = workdir.parent / "myapp"
+    app.mkdir()
+    (app / "app.py").write_text(ENV_APP)
+    (app / "requirements.txt").write_text("")
+    served = make(app)
+    out = served.cli("init", check=True).stdout
+    assert "wrote " in out and (app / "tenement.toml").is_file()
+    served.start(None, "--strict")  # found in the working directory, no unknown key
+    names = {i["id"] for i in served.cli_json("ps")}
+    assert len(names) == 1, names
+    service, instance = next(iter(names)).split(":")
+    status, _, body = served.http("GET", "/", host=f"{instance}.{service}.localhost")
+    assert status == 200, body
+    assert served.stop(signal.SIGTERM) == 0
+    assert_nothing_left(app, served.tmpdir)
+
+
+LIMITS_CONFIG = """
+[settings]
+data_dir = "./data"
+
+[service.capped]
+command = "python3 env_app.py"
+startup_timeout = 10
+memory_limit_mb = 96
+
+[service.jail]
+command = "python3 env_app.py"
+startup_timeout = 10
+isolation = "namespace"
+
+[instances]
+capped = ["one"]
+jail = ["one"]
+"""
+
+
+def memory_cgroup_writable() -> bool:
+    """Root with a memory controller (v1 or v2): what slum needs for memory_limit_mb."""
+    root = Path("/sys/fs/cgroup")
+    v2 = root / "cgroup.controllers"
+    return os.geteuid() == 0 and ((root / "memory").is_dir()
+                                  or (v2.is_file() and "memory" in v2.read_text().split()))
+
+
+def test_limits_namespace_and_reload(workdir: Path, make: Callable[..., Binary]) -> None:
+    if not memory_cgroup_writable() or not shutil.which("unshare"):
+        pytest.skip("needs root, a cgroup memory controller and util-linux's unshare")
+    (workdir / "env_app.py").write_text(ENV_APP)
+    (workdir / "tenement.toml").write_text(textwrap.dedent(LIMITS_CONFIG))
+    slum = make(workdir)
+    slum.start()
+
+    def seen(host: str) -> dict[str, Any]:
+        status, _, body = slum.http("GET", "/", host=host)
+        assert status == 200, body
+        return dict(json.loads(body))
+
+    # the cgroup join step (/bin/sh) ran from the binary: the app sits in a cgroup at its limit
+    capped = seen("one.capped.localhost")
+    paths = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in capped["cgroup"].splitlines()}
+    memory = paths.get("memory", paths.get(""))  # v1's memory hierarchy, else the v2 one
+    assert memory and memory != "/", paths
+    base = Path("/sys/fs/cgroup")
+    limit_file = (base / "memory" / memory.lstrip("/") / "memory.limit_in_bytes"
+                  if (base / "memory").is_dir() else base / memory.lstrip("/") / "memory.max")
+    assert int(limit_file.read_text()) == 96 * 1024 * 1024
+    assert not [k for k in capped["env"] if k.startswith(("_PYI_", "_MEIPASS"))]
+
+    # unshare ran from the binary: the app sees its own pid namespace (a tiny init is pid 1)
+    jail = seen("one.jail.localhost")
+    assert jail["pid"] < 10, jail["pid"]
+    assert not [f"{k}={v}" for k, v in jail["env"].items() if "_MEI" in v]
+
+    # `slum reload` applies a changed config: a new instance starts, the server stays up
+    text = (workdir / "tenement.toml").read_text()
+    (workdir / "tenement.toml").write_text(text.replace('capped = ["one"]', 'capped = ["one", "two"]'))
+    out = slum.cli("reload", check=True).stdout
+    assert "capped" in out, out
+    wait = time.monotonic() + 30
+    while {i["id"]: i for i in slum.cli_json("ps")}.get("capped:two", {}).get("status") != "healthy":
+        assert time.monotonic() < wait, slum.cli("ps").stdout
+        time.sleep(0.2)
+    assert seen("two.capped.localhost")["pid"] != capped["pid"]
+
+    assert slum.stop(signal.SIGTERM) == 0
     assert_nothing_left(workdir, slum.tmpdir)

@@ -43,6 +43,10 @@ export interface Instance {
 	idle_timeout: number | null;
 	/** Share of `{service}.{domain}` traffic, 0-100 (absent from older servers). */
 	weight?: number;
+	/** Processes the kernel killed at the instance's memory limit. */
+	oom_kills?: number;
+	storage_bytes?: number | null;
+	storage_quota_bytes?: number | null;
 	storage_warning?: string | null;
 	/** With ?all=1: the server that runs it. */
 	server?: string;
@@ -64,6 +68,10 @@ export interface ServiceConfig {
 	restart: string | null;
 	workdir: string | null;
 	env: Record<string, string>;
+	memory_limit_mb?: number | null;
+	cpu_shares?: number | null;
+	pids_max?: number | null;
+	isolation?: string;
 }
 
 /** GET /_/api/instances/{id}: the instance plus its recent state history and config. */
@@ -164,6 +172,8 @@ export interface LogQuery {
 export interface AttentionItem {
 	kind: 'instance' | 'server' | 'disk';
 	id: string;
+	/** the instance's state, the server's status, "filling" (absent when the SPA makes one) */
+	state?: string;
 	message: string;
 }
 

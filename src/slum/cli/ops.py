@@ -176,7 +176,11 @@ def _systemd() -> bool:
 
 
 def _systemctl(*args: str) -> None:
-    result = subprocess.run(["systemctl", *args], capture_output=True, text=True)
+    from slum.supervisor.runner import child_environ
+
+    # From the frozen binary, without the bootloader's LD_LIBRARY_PATH (its bundled libraries).
+    result = subprocess.run(["systemctl", *args], capture_output=True, text=True,
+                            env=child_environ())
     if result.returncode != 0:
         raise SlumError(f"systemctl {' '.join(args)} failed: "
                         f"{(result.stderr or result.stdout).strip()}")

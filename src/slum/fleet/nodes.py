@@ -44,9 +44,9 @@ def _remote(transact: Transact, server: dict[str, Any]) -> Client | None:
 
 
 def place_tenant(transact: Transact, tenant_id: str, server: str | None,
-                 service: str | None) -> dict[str, Any]:
+                 service: str | None, config: str | None = None) -> dict[str, Any]:
     """Add the tenant to the registry and register it on its node; undo if the node refuses."""
-    tenant = transact(lambda c: registry.add_tenant(c, tenant_id, server, service))
+    tenant = transact(lambda c: registry.add_tenant(c, tenant_id, server, service, config))
     target = transact(lambda c: registry.get_server(c, tenant["server_id"]))
     client = _remote(transact, target)
     if client is not None:

@@ -106,4 +106,5 @@ def is_ip(host: str) -> bool:
 
 
 def is_own_path(path: bytes) -> bool:
-    return path.startswith((b"/api/", b"/_/", b"/_?", b"/api?")) or path in (b"/api", b"/_")
+    return (path.startswith((b"/api/", b"/_/", b"/_?", b"/api?", b"/health?", b"/metrics?"))
+            or path in (b"/api", b"/_", b"/health", b"/metrics"))

@@ -6,14 +6,19 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from slum.config import DNS_LABEL
 from slum.errors import BadRequest
 from slum.events import LEVELS, LogLine, StoredLog
 
 MAX_LIMIT = 5000
+MAX_ID = 2**62  # larger cannot be a row id and would overflow SQLite's integers
+MAX_SECONDS = 1e12  # year ~33,000: microseconds of it still fit SQLite's integers
+MAX_TIME = 1e14  # what parse_since accepts: seconds, or browsers' milliseconds
 _WORD = re.compile(r'"([^"]*)"|(\S+)')
 
 
@@ -52,19 +57,63 @@ class LogQuery:
     offset: int = 0
     before_id: int | None = None  # cursor: entries older than this id
     after_id: int | None = None  # entries newer than this id, oldest first (resume, follow)
+    service: str | None = None  # every instance of a service (tenement's process=)
+    name: str | None = None  # instances with this id, of any service (tenement's id=)
     stream: str | None = None  # stdout | stderr | system
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> LogQuery:
+        """The filters of an HTTP query string (the JSON endpoint and the live stream alike),
+        validated. `level=warn+` means warn and above; in a URL that `+` arrives as a space, so
+        `level=warn ` means the same, as does `min_level=warn`."""
+        level: str | None = args.get("level") or None
+        min_level: str | None = args.get("min_level") or None
+        if level and level.endswith(("+", " ")):
+            min_level, level = level.rstrip("+ ") or None, None
+        # tenement's filters: process= (a service) and id= (an instance of it)
+        service, name = args.get("process") or None, args.get("id") or None
+        instance_id = args.get("instance_id") or None
+        if service and name and instance_id is None:
+            instance_id, service, name = f"{service}:{name}", None, None
+        return cls(
+            service=service,
+            name=name,
+            instance_id=instance_id,
+            tenant_id=args.get("tenant_id") or None,
+            level=level,
+            min_level=min_level,
+            search=args.get("search") or None,
+            since=parse_since(args.get("since")),
+            until=parse_since(args.get("until")),
+            limit=_int(args, "limit", 100),
+            offset=_int(args, "offset", 0),
+            before_id=_int(args, "before_id", 0) or None,
+            after_id=_int(args, "after_id", 0) or None,
+            stream=args.get("stream") or None,
+        ).validate()
 
     def validate(self) -> LogQuery:
         if self.stream is not None and self.stream not in STREAMS:
-            raise BadRequest(f"invalid stream {self.stream!r}: one of {', '.join(STREAMS)}")
+            raise BadRequest(f"invalid stream {self.stream[:40]!r}: one of {', '.join(STREAMS)}")
         for name in ("level", "min_level"):
             value = getattr(self, name)
             if value is not None and value not in LEVELS:
                 raise BadRequest(f"invalid {name} {value!r}: one of {', '.join(LEVELS)}")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-        if self.offset < 0:
-            raise BadRequest("offset must be >= 0")
+        for name in ("offset", "before_id", "after_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_ID:
+                raise BadRequest(f"{name} must be between 0 and {MAX_ID}")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not -MAX_SECONDS <= value <= MAX_SECONDS:
+                raise BadRequest(f"{name} is out of range (a unix time in seconds)")
+        for label, value in (("process", self.service), ("id", self.name)):
+            if value is not None and not DNS_LABEL.fullmatch(value):
+                raise BadRequest(f"{label} {value[:40]!r} is not a valid name")
+        if self.search is not None:
+            fts_match(self.search)  # a search with nothing to look for is a 400 here, not later
         return self
 
     def matches(self, line: LogLine) -> bool:
@@ -72,6 +121,10 @@ class LogQuery:
         if self.instance_id is not None and line.instance_id != self.instance_id:
             return False
         if self.tenant_id is not None and line.tenant_id != self.tenant_id:
+            return False
+        if self.service is not None and not (line.instance_id or "").startswith(self.service + ":"):
+            return False
+        if self.name is not None and not (line.instance_id or "").endswith(":" + self.name):
             return False
         if self.level is not None and line.level != self.level:
             return False
@@ -100,6 +153,13 @@ def query(conn: Any, q: LogQuery) -> list[dict[str, Any]]:
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
+    # service and name are DNS labels (validated): no LIKE wildcard can be in them
+    if q.service is not None:
+        where.append("l.instance_id LIKE ?")
+        args.append(f"{q.service}:%")
+    if q.name is not None:
+        where.append("l.instance_id LIKE ?")
+        args.append(f"%:{q.name}")
     if q.min_level is not None:
         allowed = LEVELS[LEVELS.index(q.min_level):]
         where.append(f"l.level IN ({','.join('?' * len(allowed))})")
@@ -148,8 +208,26 @@ def iso(ts: float) -> str:
         "+00:00", "Z")
 
 
+def _int(args: Mapping[str, str], name: str, default: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {raw[:40]!r}") from None
+
+
 def parse_since(value: str | None, now: float | None = None) -> float | None:
-    """'10m', '2h', '7d', '30s', a unix time, or an ISO-8601 time -> unix seconds."""
+    """'10m', '2h', '7d', '30s', a unix time, or an ISO-8601 time -> unix seconds. Anything past
+    MAX_TIME either way is refused (400) rather than overflowing a query later."""
+    t = _parse_time(value, now)
+    if t is not None and not -MAX_TIME <= t <= MAX_TIME:
+        raise BadRequest(f"time {str(value)[:40]!r} is out of range")
+    return t
+
+
+def _parse_time(value: str | None, now: float | None) -> float | None:
     if value is None or value == "":
         return None
     now = time.time() if now is None else now
@@ -166,8 +244,11 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"invalid time {value!r}: use 10m, 2h, 7d, a unix time or ISO-8601") \
-            from None
+        raise BadRequest(f"invalid time {value[:40]!r}: use 10m, 2h, 7d, a unix time or "
+                         "ISO-8601") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    try:
+        return dt.timestamp()
+    except (OverflowError, ValueError):  # year 1 with a positive offset lands before year 1
+        raise BadRequest(f"time {value[:40]!r} is out of range") from None

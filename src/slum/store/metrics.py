@@ -10,6 +10,7 @@ from slum.errors import BadRequest
 
 STEPS = (60, 300, 900, 3600, 21600, 86400)
 MAX_POINTS = 500
+MAX_SECONDS = 2**40  # beyond any real time; keeps every bound and bucket inside SQLite's integers
 
 
 def labels_key(labels: dict[str, str]) -> str:
@@ -39,6 +40,9 @@ def query_history(conn: Any, name: str, labels: dict[str, str] | None, since: in
                   step: int | None = None) -> dict[str, Any]:
     if not name:
         raise BadRequest("name is required")
+    for label, value in (("since", since), ("until", until), ("step", step or 60)):
+        if not -MAX_SECONDS <= value <= MAX_SECONDS:
+            raise BadRequest(f"{label} is out of range")
     if until <= since:
         raise BadRequest("until must be after since")
     step = choose_step(since, until, step)

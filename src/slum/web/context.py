@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+from quart import current_app
 
 from slum.config import Config
 from slum.events import Hub
@@ -40,3 +42,16 @@ class WebContext:
         port = "" if self.public_port == 80 else f":{self.public_port}"
         d["url"] = f"http://{inst.name}.{inst.service.name}.{self.domain}{port}/"
         return d
+
+
+_KEY = "SLUM_CONTEXT"
+
+
+def install(app: Any, ctx: WebContext) -> None:
+    """Make `ctx` what `context()` returns inside this app's requests."""
+    app.config[_KEY] = ctx
+
+
+def context() -> WebContext:
+    """The running parts, for the view handling the current request."""
+    return cast(WebContext, current_app.config[_KEY])

@@ -16,20 +16,25 @@ from werkzeug.exceptions import HTTPException
 from slum.errors import SlumError
 from slum.web import (
     alerts,
-    api,
     auth,
     compress,
     dashboard,
     deploys,
+    fleet,
     fleet_view,
+    health,
+    instances,
+    logs,
     metrics,
+    openapi,
     ops,
+    overview,
     overview_summary,
-    sse,
+    session,
     tls,
     tokens,
 )
-from slum.web.context import WebContext
+from slum.web.context import WebContext, install
 
 log = logging.getLogger("slum.web")
 PUBLIC = ("/api/health", tls.ASK_PATH)
@@ -47,7 +52,9 @@ def create_app(ctx: WebContext) -> QuartTrio:
         g.scope = None
         if path in PUBLIC or not _protected(path):
             return
-        if path in api.LOGIN_PATHS:
+        if path == "/metrics" and ctx.config.settings.public_metrics:
+            return
+        if path in session.LOGIN_PATHS:
             if not request.scope.get(auth.TRUSTED_SCOPE_KEY):
                 # Logging in from a sibling subdomain's page would plant the attacker's session.
                 auth.check_same_origin(required=False)
@@ -80,14 +87,26 @@ def create_app(ctx: WebContext) -> QuartTrio:
         log.exception("internal error on %s", request.path)
         return jsonify({"error": "internal error (see slum's log)"}), 500
 
-    api.register(app, ctx)
-    sse.register(app, ctx)
-    metrics.register(app, ctx)
+    @app.after_request
+    async def drain_body(response: Response) -> Response:
+        # An answer given before the body was read (415, 401, 404) leaves the body in the
+        # connection the edge pools; read it (at most MAX_CONTENT_LENGTH) so the next request
+        # on that connection is not stuck behind it.
+        try:
+            await request.get_data(cache=False)
+        except Exception:
+            pass
+        return response
+
+    install(app, ctx)
+    for module in (health, fleet, instances, logs, metrics, overview, session, deploys, openapi):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(metrics.prometheus_bp)
+    # Dashboard-only paths, outside the route table.
     alerts.register(app, ctx)
     tls.register(app, ctx)
     ops.register(app, ctx)
     tokens.register(app, ctx)
-    deploys.register(app, ctx)
     overview_summary.register(app, ctx)
     fleet_view.register(app, ctx)
     compress.register(app)
@@ -134,4 +153,4 @@ def _inline_script_hashes(index: Path) -> list[str]:
 
 
 def _protected(path: str) -> bool:
-    return path.startswith(("/api/", "/_/api/")) or path == "/_/metrics"
+    return path.startswith(("/api/", "/_/api/")) or path in ("/_/metrics", "/metrics")

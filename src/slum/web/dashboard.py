@@ -18,7 +18,11 @@ def resolve(path: str) -> tuple[Path, bool]:
     """Path of the file to send for /_/{path}, and whether it may be cached forever."""
     base = root().resolve()
     if path:
-        candidate = (base / path).resolve()
-        if candidate.is_file() and candidate.is_relative_to(base):
+        try:
+            candidate = (base / path).resolve()
+            found = candidate.is_file() and candidate.is_relative_to(base)
+        except (OSError, ValueError):  # a NUL, a name too long: no such file
+            found = False
+        if found:
             return candidate, "/immutable/" in f"/{path}"
     return base / "index.html", False

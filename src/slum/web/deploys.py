@@ -4,28 +4,67 @@ instance's storage use. Each under slum's /_/api/ and with tenement's /api/ path
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import trio
-from quart import Response, jsonify, request
-from quart_trio import QuartTrio
+from quart import Blueprint, Response, jsonify
 
 from slum.config import parse_instance_ref
-from slum.errors import BadRequest, Conflict
+from slum.errors import BadRequest
 from slum.supervisor.storage import measure
 from slum.supervisor.supervisor import MAX_WEIGHT
-from slum.web.context import WebContext
+from slum.web.auth import check_instance
+from slum.web.context import context
+from slum.web.instances import Instance
+from slum.web.routes import API, BOTH, body, endpoint
+
+bp = Blueprint("deploys", __name__)
 
 DEFAULT_DEPLOY_TIMEOUT_S = 30.0  # tenement's
 MAX_DEPLOY_TIMEOUT_S = 3600.0
-TENANT_PATHS = ("/api/tenants", "/_/api/tenants")
 
 
-async def _body() -> dict[str, Any]:
-    data: Any = await request.get_json(force=True, silent=True)
-    if not isinstance(data, dict):
-        raise BadRequest("expected a JSON object in the request body")
-    return data
+class DeployRequest(TypedDict):
+    """A version of a service to start; `process` is tenement's name for `service`."""
+
+    service: NotRequired[str]
+    process: NotRequired[str]
+    version: str
+    weight: NotRequired[int]  # 0-100, given once the version is healthy (default 100)
+    timeout: NotRequired[float]  # seconds to get healthy (default 30)
+
+
+# `from` is a keyword in Python: the functional form
+RouteRequest = TypedDict("RouteRequest", {"from": str, "to": str,
+                                          "process": NotRequired[str],
+                                          "service": NotRequired[str]})
+
+
+class WeightRequest(TypedDict):
+    weight: int  # 0-100
+
+
+class Deployed(Instance):
+    instance_id: str  # tenement's DeployResponse
+
+
+class Routed(TypedDict):
+    service: str
+    from_instance: str
+    to_instance: str
+    from_weight: int
+    to_weight: int
+    # `from` and `to`: the two instances (a keyword in Python, so not typed here)
+
+
+class Storage(TypedDict):
+    id: str
+    path: str
+    exists: bool
+    bytes: int
+    storage_bytes: int | None
+    storage_quota_bytes: int | None
+    storage_warning: str | None
 
 
 def _str(data: dict[str, Any], *keys: str) -> str:
@@ -57,77 +96,89 @@ def _timeout(data: dict[str, Any]) -> float:
     return float(value)
 
 
-def register(app: QuartTrio, ctx: WebContext) -> None:
-    sup = ctx.supervisor
-
-    @app.before_request
-    async def refuse_tenant_named_like_a_service() -> None:
-        # `{name}.{domain}` routes a service or a tenant: a tenant named like a service would
-        # never get its traffic. Refused here, before the registry is written.
-        if request.method != "POST" or request.path not in TENANT_PATHS:
-            return
-        data: Any = await request.get_json(force=True, silent=True)
-        tenant = data.get("id") if isinstance(data, dict) else None
-        if isinstance(tenant, str) and tenant in ctx.config.services:
-            raise Conflict(service_clash(tenant))
-
-    @app.post("/_/api/deploys")
-    @app.post("/api/deploys")
-    @app.post("/api/deploy")
-    async def deploy() -> tuple[Response, int]:
-        data = await _body()
-        service = _str(data, "service", "process")
-        version = _str(data, "version")
-        weight = _int(data, "weight", MAX_WEIGHT)
-        inst = await sup.deploy(service, version, weight=weight, timeout_s=_timeout(data))
-        d = ctx.instance_dict(inst)
-        d["instance_id"] = inst.id  # tenement's DeployResponse
-        return jsonify(d), 201
-
-    async def route(service: str, data: dict[str, Any]) -> Response:
-        old, new = await sup.route(service, _str(data, "from"), _str(data, "to"))
-        return jsonify({"service": service, "from_instance": old.id, "to_instance": new.id,
-                        "from_weight": old.weight, "to_weight": new.weight,
-                        "from": ctx.instance_dict(old), "to": ctx.instance_dict(new)})
-
-    @app.post("/_/api/services/<service>/route")
-    @app.post("/api/services/<service>/route")
-    async def service_route(service: str) -> Response:
-        return await route(service, await _body())
-
-    @app.post("/api/route")
-    async def tenement_route() -> Response:
-        data = await _body()
-        return await route(_str(data, "process", "service"), data)
-
-    @app.post("/_/api/instances/<ref>/weight")
-    @app.post("/api/instances/<ref>/weight")
-    async def weight(ref: str) -> Response:
-        parse_instance_ref(ref)
-        data = await _body()
-        if "weight" not in data:
-            raise BadRequest("weight is required")
-        inst = await sup.set_weight(ref, data["weight"])
-        d = ctx.instance_dict(inst)
-        d["instance_id"] = inst.id
-        return jsonify(d)
-
-    @app.get("/_/api/instances/<ref>/storage")
-    @app.get("/api/instances/<ref>/storage")
-    async def storage(ref: str) -> Response:
-        parse_instance_ref(ref)
-        inst = sup.get(ref)
-        data_dir = ctx.config.settings.data_dir
-        try:
-            used = await measure(inst, data_dir)
-        except OSError:
-            used = 0
-        path = data_dir / inst.service.name / inst.name
-        exists = await trio.Path(path).is_dir()
-        return jsonify({"id": inst.id, "path": str(path), "exists": exists, "bytes": used,
-                        **inst.storage()})
+@endpoint(bp, "POST", "/deploys", prefixes=BOTH, body=DeployRequest, response=Deployed,
+          status=201)
+async def deploy() -> tuple[Response, int]:
+    """Deploy a version: started at weight 0, given its weight once healthy; a version that
+    does not get healthy is stopped and the serving versions keep their traffic."""
+    return await _deploy()
 
 
-def service_clash(name: str) -> str:
-    return (f"{name!r} is a service in the config: `{name}.DOMAIN` routes to that service by "
-            "weight, so a tenant cannot have its name; choose another tenant id")
+@endpoint(bp, "POST", "/deploy", prefixes=(API,), body=DeployRequest, response=Deployed,
+          status=201)
+async def deploy_tenement() -> tuple[Response, int]:
+    """Deploy a version, at tenement's path."""
+    return await _deploy()
+
+
+async def _deploy() -> tuple[Response, int]:
+    ctx = context()
+    data = await body()
+    service = _str(data, "service", "process")
+    version = _str(data, "version")
+    check_instance(f"{service}:{version}")
+    weight = _int(data, "weight", MAX_WEIGHT)
+    inst = await ctx.supervisor.deploy(service, version, weight=weight,
+                                       timeout_s=_timeout(data))
+    d = ctx.instance_dict(inst)
+    d["instance_id"] = inst.id  # tenement's DeployResponse
+    return jsonify(d), 201
+
+
+async def _route(service: str, data: dict[str, Any]) -> Response:
+    ctx = context()
+    source, target = _str(data, "from"), _str(data, "to")
+    check_instance(f"{service}:{source}")
+    check_instance(f"{service}:{target}")
+    old, new = await ctx.supervisor.route(service, source, target)
+    return jsonify({"service": service, "from_instance": old.id, "to_instance": new.id,
+                    "from_weight": old.weight, "to_weight": new.weight,
+                    "from": ctx.instance_dict(old), "to": ctx.instance_dict(new)})
+
+
+@endpoint(bp, "POST", "/services/<service>/route", prefixes=BOTH, body=RouteRequest,
+          response=Routed)
+async def service_route(service: str) -> Response:
+    """Blue/green: all of `from`'s weight goes to `to` in one step; `from` keeps running."""
+    return await _route(service, await body())
+
+
+@endpoint(bp, "POST", "/route", prefixes=(API,), body=RouteRequest, response=Routed)
+async def tenement_route() -> Response:
+    """Blue/green, at tenement's path (the service as `process`)."""
+    data = await body()
+    return await _route(_str(data, "process", "service"), data)
+
+
+@endpoint(bp, "POST", "/instances/<ref>/weight", prefixes=BOTH, body=WeightRequest,
+          response=Deployed)
+async def weight(ref: str) -> Response:
+    """Set one instance's share of its service's traffic (0-100)."""
+    parse_instance_ref(ref)
+    check_instance(ref)
+    ctx = context()
+    data = await body()
+    if "weight" not in data:
+        raise BadRequest("weight is required")
+    inst = await ctx.supervisor.set_weight(ref, data["weight"])
+    d = ctx.instance_dict(inst)
+    d["instance_id"] = inst.id
+    return jsonify(d)
+
+
+@endpoint(bp, "GET", "/instances/<ref>/storage", prefixes=BOTH, response=Storage)
+async def storage(ref: str) -> Response:
+    """An instance's data directory: where, whether it exists, bytes used against its quota."""
+    parse_instance_ref(ref)
+    check_instance(ref)
+    ctx = context()
+    inst = ctx.supervisor.get(ref)
+    data_dir = ctx.config.settings.data_dir
+    try:
+        used = await measure(inst, data_dir)
+    except OSError:
+        used = 0
+    path = data_dir / inst.service.name / inst.name
+    exists = await trio.Path(path).is_dir()
+    return jsonify({"id": inst.id, "path": str(path), "exists": exists, "bytes": used,
+                    **inst.storage()})

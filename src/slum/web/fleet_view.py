@@ -22,6 +22,7 @@ from slum.client import Client
 from slum.errors import BadRequest, SlumError
 from slum.fleet import nodes, registry
 from slum.store import logs
+from slum.web.auth import require_unscoped
 from slum.web.context import WebContext
 
 ASK_TIMEOUT_S = 3.0
@@ -35,6 +36,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
 
     @app.get("/_/api/fleet/servers")
     async def servers_summary() -> Response:
+        require_unscoped()
         servers = await ctx.store.read(registry.list_servers)
         tokens = await ctx.store.read(
             lambda c: {s["id"]: registry.server_token(c, s["id"]) for s in servers})
@@ -62,6 +64,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
 
     @app.get("/_/api/fleet/logs")
     async def fleet_logs() -> Response:
+        require_unscoped()  # every server's lines: not one tenant's
         """Each node's newest `limit` lines matching the filters, newest first. A node that does
         not answer adds one line saying so, rather than failing the page."""
         args = {k: request.args.get(k) for k in LOG_FILTERS if request.args.get(k)}

@@ -5,102 +5,161 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-from quart import Response, jsonify, request
-from quart_trio import QuartTrio
+from quart import Blueprint, Response, jsonify, request
 
 from slum.errors import BadRequest
 from slum.store import logs
 from slum.store.metrics import query_history
-from slum.web import auth
-from slum.web.context import WebContext
+from slum.web.auth import Forbidden, instance_allowed, require_unscoped, scope_tenant
+from slum.web.context import WebContext, context
+from slum.web.routes import MAX_INT, endpoint, int_arg
+
+bp = Blueprint("metrics", __name__)
+prometheus_bp = Blueprint("prometheus", __name__)  # text, not JSON: outside the API's table
 
 PROM_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 
 
-def register(app: QuartTrio, ctx: WebContext) -> None:
-    @app.get("/_/api/metrics")
-    async def metrics() -> Response:
-        out = ctx.requests.snapshot()
-        if ctx.sampler is not None:
-            out += ctx.sampler.snapshot()
-        now_ms = int(time.time() * 1000)
-        for target in ctx.requests.series:
-            recent = ctx.requests.recent(target).summary()
-            out.append({"name": "requests_per_s", "value": round(ctx.requests.rate(target), 2),
-                        "labels": {"target": target}, "timestamp": now_ms})
-            out.append({"name": "latency_recent_ms", "value": recent["p99"],
-                        "labels": {"target": target}, "timestamp": now_ms, **recent})
-        if auth.scope_tenant() is not None:
-            out = [m for m in out if _labels_allowed(m.get("labels"))]
-        return jsonify(out)
+class MetricSnapshot(TypedDict):
+    """One current value; latency metrics carry their summary too."""
 
-    @app.get("/_/api/metrics/live")
-    async def live() -> Response:
-        """The last hour at one-second resolution, from the in-memory rings."""
-        seconds = min(max(_int("seconds", 300), 10), 3600)
-        keys = set(filter(None, (request.args.get("keys") or "").split(","))) or None
-        exclude = set(filter(None, (request.args.get("exclude") or "").split(",")))
-
-        def wanted(key: str) -> bool:
-            return ((keys is None or key in keys) and key not in exclude
-                    and auth.instance_allowed(key))
-
-        now = int(time.time()) - 1
-        series: dict[str, Any] = {}
-        ctx.requests.settle()
-        for target, s in ctx.requests.series.items():
-            if not wanted(target):
-                continue
-            series[target] = {"requests": s.requests.series(seconds, now, fill=0.0),
-                              "errors": s.errors.series(seconds, now, fill=0.0)}
-        if ctx.sampler is not None:
-            for name, rings in ctx.sampler.rings.items():
-                if not wanted(name):
-                    continue
-                entry = series.setdefault(name, {})
-                entry["cpu_percent"] = rings.cpu.series(seconds, now)
-                entry["rss_bytes"] = rings.rss.series(seconds, now)
-        return jsonify({"end": now * 1000, "step_ms": 1000, "series": series})
-
-    @app.get("/_/api/metrics/history")
-    async def history() -> Response:
-        a = request.args
-        name = a.get("name") or ""
-        labels = parse_labels(a.get("labels"))
-        if auth.scope_tenant() is not None and not _labels_allowed(labels):
-            raise auth.Forbidden(f"this token is limited to tenant {auth.scope_tenant()}: "
-                                 "name one of its instances in labels (target or instance)")
-        now = time.time()
-        since = _seconds(logs.parse_since(a.get("since"))) or now - 3600
-        until = _seconds(logs.parse_since(a.get("until"))) or now
-        step = _int("step", 0) or None
-        result = await ctx.store.read(
-            lambda c: query_history(c, name, labels, int(since), int(until), step))
-        if auth.scope_tenant() is not None:
-            result["series"] = [s for s in result["series"] if _labels_allowed(s.get("labels"))]
-        # One series asked for by its labels: its points at the top level too.
-        result["points"] = result["series"][0]["points"] if len(result["series"]) == 1 else []
-        return jsonify(result)
-
-    @app.get("/_/metrics")
-    async def prometheus() -> Response:
-        auth.require_unscoped()
-        from prometheus_client import CollectorRegistry, generate_latest
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(ctx))
-        return Response(generate_latest(registry), 200,
-                        {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    name: str
+    value: float | None
+    labels: dict[str, str]
+    timestamp: int  # unix milliseconds
+    count: NotRequired[int]
+    sum: NotRequired[float]
+    mean: NotRequired[float]
+    p50: NotRequired[float]
+    p95: NotRequired[float]
+    p99: NotRequired[float]
+    max: NotRequired[float]
 
 
-def _labels_allowed(labels: dict[str, Any] | None) -> bool:
-    """A tenant-scoped token sees a series only when it names one of the tenant's instances."""
+class LiveMetrics(TypedDict):
+    end: int  # unix milliseconds of the last point
+    step_ms: int
+    series: dict[str, dict[str, list[float | None]]]
+
+
+class HistorySeries(TypedDict):
+    labels: dict[str, str]
+    points: list[list[float]]  # [unix ms, avg, min, max]
+
+
+class MetricHistory(TypedDict):
+    name: str
+    step: int
+    since: int
+    until: int
+    series: list[HistorySeries]
+    points: list[list[float]]
+
+
+class LiveArgs(TypedDict, total=False):
+    seconds: int  # 10 to 3600
+    keys: str  # comma-separated series keys (instance ids, targets)
+    exclude: str
+
+
+class HistoryArgs(TypedDict, total=False):
+    name: str
+    labels: str  # a JSON object or k=v,k=v
+    since: str  # 10m, 2h, a unix time (seconds or milliseconds) or ISO-8601
+    until: str
+    step: int  # seconds, at least 60
+
+
+def _in_scope(labels: dict[str, Any] | None) -> bool:
+    """A series a scoped token may see: one that names only the tenant's instances."""
+    if scope_tenant() is None:
+        return True
     if not labels:
         return False
     named = [str(labels[k]) for k in ("target", "instance") if k in labels]
-    return bool(named) and all(":" in n and auth.instance_allowed(n) for n in named)
+    return bool(named) and all(":" in n and instance_allowed(n) for n in named)
+
+
+@endpoint(bp, "GET", "/metrics", response=list[MetricSnapshot])
+async def metrics() -> Response:
+    """Current values: request rates and latencies per target, CPU and memory per instance."""
+    ctx = context()
+    out = ctx.requests.snapshot()
+    if ctx.sampler is not None:
+        out += ctx.sampler.snapshot()
+    now_ms = int(time.time() * 1000)
+    for target in ctx.requests.series:
+        recent = ctx.requests.recent(target).summary()
+        out.append({"name": "requests_per_s", "value": round(ctx.requests.rate(target), 2),
+                    "labels": {"target": target}, "timestamp": now_ms})
+        out.append({"name": "latency_recent_ms", "value": recent["p99"],
+                    "labels": {"target": target}, "timestamp": now_ms, **recent})
+    return jsonify([m for m in out if _in_scope(m.get("labels"))])
+
+
+@endpoint(bp, "GET", "/metrics/live", response=LiveMetrics, query=LiveArgs)
+async def live() -> Response:
+    """The last hour at one-second resolution, from the in-memory rings."""
+    ctx = context()
+    seconds = min(max(int_arg("seconds", 300, low=-MAX_INT, high=MAX_INT), 10), 3600)
+    keys = set(filter(None, (request.args.get("keys") or "").split(","))) or None
+    exclude = set(filter(None, (request.args.get("exclude") or "").split(",")))
+
+    def wanted(key: str) -> bool:
+        return (keys is None or key in keys) and key not in exclude and _in_scope({"target": key})
+
+    now = int(time.time()) - 1
+    series: dict[str, Any] = {}
+    ctx.requests.settle()
+    for target, s in ctx.requests.series.items():
+        if not wanted(target):
+            continue
+        series[target] = {"requests": s.requests.series(seconds, now, fill=0.0),
+                          "errors": s.errors.series(seconds, now, fill=0.0)}
+    if ctx.sampler is not None:
+        for name, rings in ctx.sampler.rings.items():
+            if not wanted(name):
+                continue
+            entry = series.setdefault(name, {})
+            entry["cpu_percent"] = rings.cpu.series(seconds, now)
+            entry["rss_bytes"] = rings.rss.series(seconds, now)
+    return jsonify({"end": now * 1000, "step_ms": 1000, "series": series})
+
+
+@endpoint(bp, "GET", "/metrics/history", response=MetricHistory, query=HistoryArgs)
+async def history() -> Response:
+    """Per-minute history (avg, min, max) of one metric, at a step that fits the range."""
+    ctx = context()
+    a = request.args
+    name = a.get("name") or ""
+    labels = parse_labels(a.get("labels"))
+    if not _in_scope(labels):
+        raise Forbidden(f"this token is limited to tenant {scope_tenant()}: "
+                        "name one of its instances in labels (target or instance)")
+    now = time.time()
+    since = _seconds(logs.parse_since(a.get("since"))) or now - 3600
+    until = _seconds(logs.parse_since(a.get("until"))) or now
+    step = int_arg("step", 0) or None
+    result = await ctx.store.read(
+        lambda c: query_history(c, name, labels, int(since), int(until), step))
+    result["series"] = [s for s in result["series"] if _in_scope(s["labels"])]
+    # One series asked for by its labels: its points at the top level too.
+    result["points"] = result["series"][0]["points"] if len(result["series"]) == 1 else []
+    return jsonify(result)
+
+
+@prometheus_bp.get("/_/metrics")
+@prometheus_bp.get("/metrics")  # tenement's path; without a token when public_metrics = true
+async def prometheus() -> Response:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    require_unscoped()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(context()))
+    return Response(generate_latest(registry), 200,
+                    {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 def parse_labels(raw: str | None) -> dict[str, str] | None:
@@ -129,16 +188,6 @@ def _seconds(value: float | None) -> float | None:
     if value is not None and value > 1e11:
         return value / 1000
     return value
-
-
-def _int(name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
 
 
 class _Collector:

@@ -18,6 +18,7 @@ from slum.events import LEVELS
 from slum.fleet import registry
 from slum.store import logs
 from slum.supervisor.instance import CRASH_LOOPING
+from slum.web.auth import require_unscoped
 from slum.web.context import WebContext
 
 # Request targets that are slum itself, not an application: its API and dashboard (`slum`) and
@@ -32,6 +33,7 @@ ATTENTION_STATES = frozenset({"failed", CRASH_LOOPING, "backoff", "unhealthy"})
 def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.get("/_/api/overview/summary")
     async def overview_summary() -> Response:
+        require_unscoped()  # the whole node's, like /_/api/overview
         return jsonify(await summary(ctx))
 
 
