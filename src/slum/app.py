@@ -391,6 +391,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
                      refresh_routes, ingest, requests=requests, sampler=sampler, nodes=checker)
     ctx.extras["edge_connections"] = lambda: edge.connections
+    ctx.extras["edge_statistics"] = edge.statistics  # contained failures, for status and metrics
     from slum.web.create_app import create_app
 
     alerts = ctx.extras["alerts"] = Alerts(

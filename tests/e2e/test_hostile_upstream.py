@@ -5,6 +5,7 @@ that a healthy tenant is served right after."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 from collections.abc import Iterator
@@ -262,3 +263,31 @@ def test_faults_are_logged_once_per_burst_naming_the_instance(slum: Slum) -> Non
     assert any("malformed" in line for line in lines)
     # Rate limited: 50 faults in a few seconds are a line or two, not fifty.
     assert len(lines) < 25, lines
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self.path)
+
+
+def test_faults_are_counted_per_instance_in_status_and_metrics(slum: Slum) -> None:
+    for _ in range(3):
+        assert ask(slum, request("GET", "/garbage")).status == 502
+    edge = slum.cli_json("status")["edge"]
+    assert edge["upstream_errors"].get("hostile:h", 0) >= 3, edge
+    text = slum.cli("status", check=True).stdout
+    assert "failed upstream exchanges: " in text and "hostile:h" in text
+    # ...and in the Prometheus text, read over the control socket (no token there).
+    conn = UnixHTTPConnection(str(slum.dir / "slum.sock"))
+    try:
+        conn.request("GET", "/_/metrics")
+        exposition = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    assert 'slum_edge_upstream_errors_total{target="hostile:h"}' in exposition

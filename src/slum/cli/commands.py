@@ -258,6 +258,11 @@ def status(*, server: Server = None, token: Token = None, json: Json = False) ->
     print(f"logs:      {s['logs_stored']} lines stored this run, {s['dropped_logs']} dropped")
     for item in s["attention"]:
         print(f"attention: {item['kind']} {item['id']}: {item['message']}")
+    edge = s.get("edge") or {}
+    if edge.get("upstream_errors") or edge.get("client_errors"):
+        failed = ", ".join(f"{k} {v}" for k, v in sorted(edge["upstream_errors"].items()))
+        print(f"edge:      {edge['client_errors']} requests refused, {edge['timeouts']} timeouts"
+              + (f"; failed upstream exchanges: {failed}" if failed else ""))
     for name, t in s.get("tasks", {}).items():
         if t["errors"]:
             print(f"task:      {name} {'failing' if t['failing'] else 'recovered'}, "

@@ -254,6 +254,26 @@ class _Collector:
         dropped = CounterMetricFamily("slum_log_dropped", "Log lines dropped")
         dropped.add_metric([], ctx.hub.dropped_logs)
         yield dropped
+        edge_statistics = ctx.extras.get("edge_statistics")
+        if edge_statistics is not None:
+            # What the edge contained: each a refused request or a failed exchange, never a crash.
+            edge = edge_statistics()
+            upstream = CounterMetricFamily("slum_edge_upstream_errors", "Failed upstream exchanges "
+                                           "(malformed, cut or late answers: 502/504)",
+                                           labels=["target"])
+            for target, n in sorted(edge.upstream_errors.items()):
+                upstream.add_metric([target], n)
+            yield upstream
+            refused = CounterMetricFamily("slum_edge_client_errors", "Client requests refused as "
+                                          "malformed or over a limit")
+            refused.add_metric([], edge.client_errors)
+            yield refused
+            timeouts = CounterMetricFamily("slum_edge_timeouts", "Client connections ended by a "
+                                           "header, keep-alive or body timeout")
+            timeouts.add_metric([], edge.timeouts)
+            yield timeouts
+            yield GaugeMetricFamily("slum_edge_connections", "Open client connections",
+                                    value=edge.connections)
         tasks = ctx.extras.get("tasks")
         if tasks is not None:
             task_errors = CounterMetricFamily("slum_task_errors", "Errors of a background task "

@@ -58,6 +58,7 @@ class Status(Overview):
     edge_connections: int
     requests_metrics: bool
     tasks: dict[str, Any]  # background tasks: their errors (contained, retried)
+    edge: dict[str, Any]  # the edge's contained failures: refused requests, failed exchanges
 
 
 @endpoint(bp, "GET", "/overview", response=Overview)
@@ -86,6 +87,14 @@ async def status() -> Response:
                            "busy_s": round(stats.busy_s, 4)}
     data["edge_connections"] = ctx.extras.get("edge_connections", lambda: 0)()
     data["requests_metrics"] = ctx.requests.enabled
+    edge_statistics = ctx.extras.get("edge_statistics")
+    if edge_statistics is not None:
+        edge = edge_statistics()
+        data["edge"] = {"connections": edge.connections, "max_connections": edge.max_connections,
+                        "client_errors": edge.client_errors, "timeouts": edge.timeouts,
+                        "upstream_errors": dict(edge.upstream_errors)}
+    else:
+        data["edge"] = {}
     tasks = ctx.extras.get("tasks")  # background tasks' errors (slum/tasks.py)
     data["tasks"] = tasks.to_dict() if tasks is not None else {}
     return jsonify(data)
