@@ -470,8 +470,11 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                         await _wait_for_signal()
                         log.info("stopping: edge and web first, then %d instances",
                                  len(supervisor.instances))
-                        await edge.drain(config.settings.shutdown_grace)
+                        # slum's own web app first: its SSE streams (an open dashboard) would
+                        # otherwise hold the drain for the whole grace; tenants' requests in
+                        # flight get shutdown_grace.
                         web_stop.set()
+                        await edge.drain(config.settings.shutdown_grace)
                         front.cancel_scope.cancel()
                     # Instances stop (SIGTERM, then SIGKILL after their grace); their output
                     # pumps read the pipes to EOF, so their last lines reach the hub.
