@@ -200,7 +200,9 @@ def test_the_sampler_at_the_descriptor_limit(slum: Slum) -> None:
     assert "Too many open files" in state["last_error"]
     assert slum.proc.pid == pid
     wait_for(lambda: not task(slum, "sampler")["failing"], timeout=60)  # works again
-    assert len(episode_lines(slum, "sampler")) == 1
+    # Logged once per episode, not once per retry; while the hogs' descriptors are being freed
+    # a busy machine can see the shortage end and come back once more: a second episode.
+    assert 1 <= len(episode_lines(slum, "sampler")) <= 2
     text = slum.cli("status", check=True).stdout
     assert "task:      sampler recovered" in text
 

@@ -49,18 +49,34 @@ class Journal(Protocol):
 
 class Ports:
     """Free ports on 127.0.0.1 within [settings] port_range, checked with the OS (a bind), never
-    handed to two instances at once."""
+    handed to two instances at once. Ports outside the OS's ephemeral range come first: one
+    inside it can be taken by an outgoing connection (slum's own, to an instance) between the
+    check and the app's bind, and the app then dies with EADDRINUSE (seen under load with
+    tenement's default 30000-40000, which overlaps Linux's 32768-60999)."""
 
     def __init__(self, low: int = 30000, high: int = 40000) -> None:
         self._taken: set[int] = set()
         self.low, self.high = low, high
+        eph_low, eph_high = ephemeral_range()
+        every = range(low, high + 1)
+        self._quiet = [p for p in every if not eph_low <= p <= eph_high]
+        self._busy = [p for p in every if eph_low <= p <= eph_high]
 
     def take(self) -> int:
+        for ports in (self._quiet, self._busy):
+            port = self._take_from(ports)
+            if port is not None:
+                return port
+        raise OSError(f"no free port on 127.0.0.1 in {self.low}-{self.high} "
+                      "([settings] port_range)")
+
+    def _take_from(self, ports: list[int]) -> int | None:
         # Random picks find a free port at once in a mostly free range; a scan covers the rest.
-        span = self.high - self.low + 1
-        start = random.randrange(span)
-        tries = [self.low + random.randrange(span) for _ in range(min(span, 32))]
-        tries += [self.low + (start + i) % span for i in range(span)]
+        if not ports:
+            return None
+        start = random.randrange(len(ports))
+        tries = [random.choice(ports) for _ in range(min(len(ports), 32))]
+        tries += [ports[(start + i) % len(ports)] for i in range(len(ports))]
         for port in tries:
             if port in self._taken:
                 continue
@@ -71,11 +87,20 @@ class Ports:
                     continue
             self._taken.add(port)
             return port
-        raise OSError(f"no free port on 127.0.0.1 in {self.low}-{self.high} "
-                      "([settings] port_range)")
+        return None
 
     def release(self, port: int | None) -> None:
         self._taken.discard(port)  # type: ignore[arg-type]
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the OS picks for outgoing connections (Linux's default when unreadable)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
 
 
 def child_environ() -> dict[str, str]:
