@@ -499,3 +499,43 @@ def test_a_fresh_server_says_what_is_configured_and_how_to_spawn_it(
     screenshot(page, "overview-first-run")
     page.context.close()
     assert browser.errors == []
+
+
+TRACES_CONFIG = CONFIG.replace("[instances]", """[service.traces]
+command = ["{python}", "{children}/traces.py"]
+startup_timeout = 10
+
+[instances]""")
+
+
+@pytest.mark.browser
+def test_a_python_traceback_is_one_error_entry_in_the_log_viewer(
+        slum: Slum, browser: Browser) -> None:
+    node = start_node(slum, TRACES_CONFIG)
+    status, _ = node.api("POST", "/_/api/instances", {"service": "traces", "id": "py"})
+    assert status in (200, 201), status
+    # the line after the trace is written last: once it is stored, the trace is too
+    wait_until(lambda: node.api("GET", "/_/api/logs?instance_id=traces:py&search=after")[1],
+               "the line after the trace stored", timeout=30)
+
+    page = new_page(browser)
+    login(page, node, "/logs?instance=traces:py")
+    lines = page.get_by_test_id("log-line")
+    expect(lines.filter(has_text="after the trace")).to_have_count(1)
+    trace = lines.filter(has_text="Traceback (most recent call last)")
+    # one entry holds the whole trace, from its header to the exception, at level error
+    expect(trace).to_have_count(1)
+    expect(trace).to_have_attribute("data-level", "error")
+    expect(trace).to_contain_text("in place_order")
+    expect(trace).to_contain_text("return items[3]")
+    expect(trace).to_contain_text("IndexError: list index out of range")
+    # no frame or exception line shows as a row of its own
+    expect(lines.filter(has_text="in place_order")).to_have_count(1)
+    expect(lines.filter(has_text="IndexError")).to_have_count(1)
+    # the lines around it stay their own entries, not glued to the trace
+    expect(trace).not_to_contain_text("before the trace")
+    expect(trace).not_to_contain_text("after the trace")
+    expect(lines.filter(has_text="before the trace")).to_have_count(1)
+    screenshot(page, "logs-traceback")
+    page.context.close()
+    assert browser.errors == []
