@@ -435,6 +435,26 @@ def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
         expect(page.get_by_test_id("tenant-server-down")).to_contain_text("far")
         expect(page.get_by_test_id("tenant-status")).to_contain_text("server offline")
         screenshot(page, "tenant-on-a-down-node")
+
+        # rescue bob from the down node: moved here, after a confirmation
+        page.get_by_test_id("tenant-move-to").select_option("local")
+        page.get_by_test_id("tenant-move-submit").click()
+        dialog = page.get_by_test_id("confirm-dialog")
+        expect(dialog).to_contain_text("Move tenant bob to local?")
+        page.get_by_test_id("confirm-button").click()
+        expect(dialog).to_be_hidden()
+        expect(page.get_by_test_id("tenant-server-down")).to_have_count(0)
+        expect(page.get_by_test_id("tenant-status")).to_contain_text("Active")
+        assert node.api("GET", "/_/api/tenants/bob")[1]["server"] == "local"
+        wait_until(lambda: here.http("GET", "/", host="bob.localhost")[0] == 200,
+                   "bob answering from this node", timeout=30)
+        # moving back to the offline node is refused, and the dialog says why
+        page.get_by_test_id("tenant-move-to").select_option("far")
+        page.get_by_test_id("tenant-move-submit").click()
+        page.get_by_test_id("confirm-button").click()
+        expect(dialog).to_contain_text("server 'far' is offline")
+        page.get_by_test_id("confirm-cancel").click()
+        assert node.api("GET", "/_/api/tenants/bob")[1]["server"] == "local"
         page.goto(node.url("/servers"))
         expect(far.get_by_test_id("server-last-seen")).to_contain_text("no answer")
         page.context.close()
