@@ -559,3 +559,61 @@ def test_a_python_traceback_is_one_error_entry_in_the_log_viewer(
     screenshot(page, "logs-traceback")
     page.context.close()
     assert browser.errors == []
+
+
+def _spans(page: Any) -> list[tuple[int, int] | None]:
+    """The time span each chart of the instance page draws (ms), read at one moment."""
+    raw = page.evaluate("""() => ['cpu', 'memory', 'requests'].map((n) => {
+        const f = document.querySelector(`[data-testid="chart-${n}"]`);
+        const lo = f?.getAttribute('data-x-min'), hi = f?.getAttribute('data-x-max');
+        return lo && hi ? [Number(lo), Number(hi)] : null;
+    })""")
+    return [(int(s[0]), int(s[1])) if s else None for s in raw]
+
+
+def _shared_span(page: Any) -> tuple[int, int] | None:
+    """The one span every chart draws, or None while they differ (or are not drawn)."""
+    spans = set(_spans(page))
+    return spans.pop() if len(spans) == 1 else None
+
+
+def _width(span: tuple[int, int] | None) -> int:
+    return -1 if span is None else span[1] - span[0]
+
+
+@pytest.mark.browser
+def test_charts_share_one_time_axis_and_zoom_by_dragging(node: Node, browser: Browser) -> None:
+    for _ in range(3):  # so that the requests chart has something to draw
+        assert node.slum.http("GET", "/", host="one.web.localhost")[0] == 200
+    page = new_page(browser)
+    login(page, node, "/instances/web:one")
+    wait_until(lambda: all(_spans(page)), "the charts drawn", timeout=30)
+    wait_until(lambda: _shared_span(page), "one time span for every chart", timeout=10)
+    lo, hi = _spans(page)[0] or (0, 0)
+    assert hi - lo >= 60_000, (lo, hi)
+
+    # drag across the middle of the CPU chart: every chart zooms to that span
+    box = page.get_by_test_id("chart-cpu").locator(".u-over").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
+    page.mouse.up()
+    expect(page.get_by_test_id("chart-zoom-reset")).to_be_visible()
+    wait_until(lambda: 0 < _width(_shared_span(page)) < (hi - lo) * 0.5,
+               "every chart zoomed to the dragged span", timeout=10)
+    zlo, zhi = _spans(page)[0] or (0, 0)
+    assert lo < zlo < zhi < hi + 10_000, (lo, hi, zlo, zhi)
+    screenshot(page, "instance-charts-zoomed")
+    # new samples keep arriving; the zoom holds
+    time.sleep(6)
+    assert _spans(page)[1] == (zlo, zhi)
+
+    # a double-click on another chart zooms every chart back out
+    page.get_by_test_id("chart-memory").locator(".u-over").dblclick()
+    expect(page.get_by_test_id("chart-zoom-reset")).to_have_count(0)
+    wait_until(lambda: _width(_shared_span(page)) >= hi - lo,
+               "every chart back to the whole span", timeout=10)
+    page.context.close()
+    assert browser.errors == []
