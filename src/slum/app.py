@@ -360,7 +360,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
                               f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
                               f"rename the service or `slum tenant-remove {clash}`")
-    auth = Authenticator(store, Proxies(config.settings.trusted_proxies))
+    proxies = Proxies(config.settings.trusted_proxies)
+    auth = Authenticator(store, proxies)
     # Instances' data (and their logs' secrets) are for the operator only.
     if config.services:
         config.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -381,7 +382,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                             connect_timeout_s=config.settings.connect_timeout_s,
                             response_timeout_s=config.settings.response_timeout_s,
                             idle_timeout_s=config.settings.upstream_idle_timeout_s,
-                            trust_router=trust_router,
+                            trust_router=trust_router, trusted_proxy=proxies.trusted,
                             header_timeout_s=config.settings.header_timeout,
                             keepalive_timeout_s=config.settings.keepalive_timeout,
                             body_timeout_s=config.settings.body_timeout,

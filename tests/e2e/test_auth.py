@@ -200,6 +200,13 @@ def test_secure_cookie_behind_a_trusted_tls_proxy(slum: Slum) -> None:
                        headers={"Cookie": sid, "Origin": f"https://127.0.0.1:{slum.port}"})
     assert status == 200 and h["set-cookie"].startswith("__Host-slum_session=;")
     assert api(slum, "GET", "/_/api/instances", headers={"Cookie": sid})[0] == 401
+    # Without an Origin, the trusted proxy's X-Forwarded-Proto says https: the edge keeps it
+    # for a peer in trusted_proxies (and replaces it with http for anyone else).
+    status, h, _ = slum.http("POST", "/_/api/login", body=json.dumps({"token": token}).encode(),
+                             headers={"Content-Type": "application/json",
+                                      "X-Forwarded-Proto": "https"})
+    assert status == 200 and h["set-cookie"].startswith("__Host-slum_session=")
+    assert "Secure" in h["set-cookie"]
 
 
 def test_token_flood_is_429_then_the_valid_token_works_again(slum: Slum) -> None:

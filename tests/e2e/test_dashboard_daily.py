@@ -435,6 +435,26 @@ def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
         expect(page.get_by_test_id("tenant-server-down")).to_contain_text("far")
         expect(page.get_by_test_id("tenant-status")).to_contain_text("server offline")
         screenshot(page, "tenant-on-a-down-node")
+
+        # rescue bob from the down node: moved here, after a confirmation
+        page.get_by_test_id("tenant-move-to").select_option("local")
+        page.get_by_test_id("tenant-move-submit").click()
+        dialog = page.get_by_test_id("confirm-dialog")
+        expect(dialog).to_contain_text("Move tenant bob to local?")
+        page.get_by_test_id("confirm-button").click()
+        expect(dialog).to_be_hidden()
+        expect(page.get_by_test_id("tenant-server-down")).to_have_count(0)
+        expect(page.get_by_test_id("tenant-status")).to_contain_text("Active")
+        assert node.api("GET", "/_/api/tenants/bob")[1]["server"] == "local"
+        wait_until(lambda: here.http("GET", "/", host="bob.localhost")[0] == 200,
+                   "bob answering from this node", timeout=30)
+        # moving back to the offline node is refused, and the dialog says why
+        page.get_by_test_id("tenant-move-to").select_option("far")
+        page.get_by_test_id("tenant-move-submit").click()
+        page.get_by_test_id("confirm-button").click()
+        expect(dialog).to_contain_text("server 'far' is offline")
+        page.get_by_test_id("confirm-cancel").click()
+        assert node.api("GET", "/_/api/tenants/bob")[1]["server"] == "local"
         page.goto(node.url("/servers"))
         expect(far.get_by_test_id("server-last-seen")).to_contain_text("no answer")
         page.context.close()
@@ -497,5 +517,103 @@ def test_a_fresh_server_says_what_is_configured_and_how_to_spawn_it(
         expect(card).to_contain_text(service)
     expect(card).to_contain_text("slum spawn")
     screenshot(page, "overview-first-run")
+    page.context.close()
+    assert browser.errors == []
+
+
+TRACES_CONFIG = CONFIG.replace("[instances]", """[service.traces]
+command = ["{python}", "{children}/traces.py"]
+startup_timeout = 10
+
+[instances]""")
+
+
+@pytest.mark.browser
+def test_a_python_traceback_is_one_error_entry_in_the_log_viewer(
+        slum: Slum, browser: Browser) -> None:
+    node = start_node(slum, TRACES_CONFIG)
+    status, _ = node.api("POST", "/_/api/instances", {"service": "traces", "id": "py"})
+    assert status in (200, 201), status
+    # the line after the trace is written last: once it is stored, the trace is too
+    wait_until(lambda: node.api("GET", "/_/api/logs?instance_id=traces:py&search=after")[1],
+               "the line after the trace stored", timeout=30)
+
+    page = new_page(browser)
+    login(page, node, "/logs?instance=traces:py")
+    lines = page.get_by_test_id("log-line")
+    expect(lines.filter(has_text="after the trace")).to_have_count(1)
+    trace = lines.filter(has_text="Traceback (most recent call last)")
+    # one entry holds the whole trace, from its header to the exception, at level error
+    expect(trace).to_have_count(1)
+    expect(trace).to_have_attribute("data-level", "error")
+    expect(trace).to_contain_text("in place_order")
+    expect(trace).to_contain_text("return items[3]")
+    expect(trace).to_contain_text("IndexError: list index out of range")
+    # no frame or exception line shows as a row of its own
+    expect(lines.filter(has_text="in place_order")).to_have_count(1)
+    expect(lines.filter(has_text="IndexError")).to_have_count(1)
+    # the lines around it stay their own entries, not glued to the trace
+    expect(trace).not_to_contain_text("before the trace")
+    expect(trace).not_to_contain_text("after the trace")
+    expect(lines.filter(has_text="before the trace")).to_have_count(1)
+    screenshot(page, "logs-traceback")
+    page.context.close()
+    assert browser.errors == []
+
+
+def _spans(page: Any) -> list[tuple[int, int] | None]:
+    """The time span each chart of the instance page draws (ms), read at one moment."""
+    raw = page.evaluate("""() => ['cpu', 'memory', 'requests'].map((n) => {
+        const f = document.querySelector(`[data-testid="chart-${n}"]`);
+        const lo = f?.getAttribute('data-x-min'), hi = f?.getAttribute('data-x-max');
+        return lo && hi ? [Number(lo), Number(hi)] : null;
+    })""")
+    return [(int(s[0]), int(s[1])) if s else None for s in raw]
+
+
+def _shared_span(page: Any) -> tuple[int, int] | None:
+    """The one span every chart draws, or None while they differ (or are not drawn)."""
+    spans = set(_spans(page))
+    return spans.pop() if len(spans) == 1 else None
+
+
+def _width(span: tuple[int, int] | None) -> int:
+    return -1 if span is None else span[1] - span[0]
+
+
+@pytest.mark.browser
+def test_charts_share_one_time_axis_and_zoom_by_dragging(node: Node, browser: Browser) -> None:
+    for _ in range(3):  # so that the requests chart has something to draw
+        assert node.slum.http("GET", "/", host="one.web.localhost")[0] == 200
+    page = new_page(browser)
+    login(page, node, "/instances/web:one")
+    wait_until(lambda: all(_spans(page)), "the charts drawn", timeout=30)
+    wait_until(lambda: _shared_span(page), "one time span for every chart", timeout=10)
+    lo, hi = _spans(page)[0] or (0, 0)
+    assert hi - lo >= 60_000, (lo, hi)
+
+    # drag across the middle of the CPU chart: every chart zooms to that span
+    box = page.get_by_test_id("chart-cpu").locator(".u-over").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
+    page.mouse.up()
+    expect(page.get_by_test_id("chart-zoom-reset")).to_be_visible()
+    wait_until(lambda: 0 < _width(_shared_span(page)) < (hi - lo) * 0.5,
+               "every chart zoomed to the dragged span", timeout=10)
+    zlo, zhi = _spans(page)[0] or (0, 0)
+    assert lo < zlo < zhi < hi + 10_000, (lo, hi, zlo, zhi)
+    screenshot(page, "instance-charts-zoomed")
+    # new samples keep arriving; the zoom holds
+    time.sleep(6)
+    assert _spans(page)[1] == (zlo, zhi)
+
+    # a double-click on another chart zooms every chart back out
+    page.get_by_test_id("chart-memory").locator(".u-over").dblclick()
+    expect(page.get_by_test_id("chart-zoom-reset")).to_have_count(0)
+    wait_until(lambda: _width(_shared_span(page)) >= hi - lo,
+               "every chart back to the whole span", timeout=10)
     page.context.close()
     assert browser.errors == []

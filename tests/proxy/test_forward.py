@@ -29,6 +29,18 @@ def test_request_head_strips_what_clients_must_not_choose() -> None:
                          b"X-Forwarded-Host: app.localhost\r\nX-Tenant-ID: app\r\n\r\n")
 
 
+def test_x_forwarded_proto_is_believed_only_from_a_trusted_proxy() -> None:
+    https = (b"X-Forwarded-Proto", b"https")
+    assert b"X-Forwarded-Proto: http\r\n" in request_head(req(https), b"", "203.0.113.9")
+    assert b"X-Forwarded-Proto: https\r\n" in request_head(req(https), b"", "127.0.0.1",
+                                                          via_proxy=True)
+    # A trusted proxy may say https or nothing else: any other value is http.
+    odd = (b"X-Forwarded-Proto", b"gopher")
+    assert b"X-Forwarded-Proto: http\r\n" in request_head(req(odd), b"", "127.0.0.1",
+                                                         via_proxy=True)
+    assert request_head(req(https), b"", "127.0.0.1", via_proxy=True).count(b"Proto") == 1
+
+
 def test_the_web_app_keeps_its_session_cookie_and_lone_session_cookies_vanish() -> None:
     own = request_head(req((b"Cookie", b"slum_session=s")), b"", "1.2.3.4", app=False)
     assert b"Cookie: slum_session=s\r\n" in own

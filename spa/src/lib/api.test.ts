@@ -87,6 +87,20 @@ describe('createClient', () => {
 		]);
 	});
 
+	it('moves a tenant by server name, and shows why a move was refused', async () => {
+		const { fetch, calls } = fakeFetch(() =>
+			json(409, { error: "server 'eu-2' is offline: choose another or wait" })
+		);
+		const api = createClient({ fetch });
+		const err = await api.moveTenant('a/cme', 'eu-2').catch((e: unknown) => e);
+		expect(calls[0]!.url).toBe('/api/tenants/a%2Fcme/move');
+		expect(calls[0]!.init.method).toBe('POST');
+		expect(JSON.parse(String(calls[0]!.init.body))).toEqual({ to: 'eu-2' });
+		expect(err).toBeInstanceOf(ApiError);
+		expect((err as ApiError).status).toBe(409);
+		expect((err as ApiError).message).toBe("server 'eu-2' is offline: choose another or wait");
+	});
+
 	it('turns {"error"} answers into ApiError with the status', async () => {
 		const { fetch } = fakeFetch(() => json(409, { error: 'notes:alice already exists' }));
 		const api = createClient({ fetch });

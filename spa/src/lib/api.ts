@@ -214,6 +214,9 @@ export function createClient(options: ClientOptions = {}) {
 			request<Tenant>(`${fleetBase}/tenants`, { method: 'POST', body: t }),
 		removeTenant: (id: string) =>
 			request<unknown>(`${fleetBase}/tenants/${enc(id)}`, { method: 'DELETE' }),
+		/** Start it on server `to` (a name), stop it here; its data stays on the old server. */
+		moveTenant: (id: string, to: string) =>
+			request<Tenant>(`${fleetBase}/tenants/${enc(id)}/move`, { method: 'POST', body: { to } }),
 
 		// logs
 		logs: (q: LogQuery = {}, signal?: AbortSignal) =>

@@ -91,12 +91,71 @@ export function historyChart(
 const pad2 = (n: number) => String(n).padStart(2, '0');
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
-/** A time axis tick in local time: "14:05" within a day or so, the day at midnight beyond that. */
-export function timeAxisLabel(ms: number, spanMs: number): string {
-	const d = new Date(ms);
-	const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
-	if (spanMs <= 36 * 3600_000) return hm;
-	return d.getHours() === 0 && d.getMinutes() === 0 ? `${MONTHS[d.getMonth()]} ${d.getDate()}` : hm;
+const DAY_MS = 86400_000;
+
+function sameDay(a: Date, b: Date): boolean {
+	return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+}
+
+type TickFormat = (d: Date, prev: Date | null) => string;
+const dayOf = (d: Date) => `${MONTHS[d.getMonth()]} ${d.getDate()}`;
+const hm = (d: Date) => `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+const hms = (d: Date) => `${hm(d)}:${pad2(d.getSeconds())}`;
+// where a tick starts a new day, the day is named (its midnight reads as the day alone)
+const withDay =
+	(time: (d: Date) => string): TickFormat =>
+	(d, prev) => {
+		if (prev === null || sameDay(d, prev)) return time(d);
+		return d.getHours() === 0 && d.getMinutes() === 0 && d.getSeconds() === 0 ? dayOf(d) : `${dayOf(d)} ${time(d)}`;
+	};
+const dayHm: TickFormat = (d) => `${dayOf(d)} ${hm(d)}`;
+const dayHms: TickFormat = (d) => `${dayOf(d)} ${hms(d)}`;
+
+/**
+ * Labels for the ticks of a time axis, in local time, as precise as their spacing needs and no
+ * more: seconds when ticks are under a minute apart, the day alone when they are a day apart,
+ * the day in front where a tick starts a new day. No two ticks read the same: where a format
+ * would repeat a label (ticks 30 s apart as "14:05", or "12:00" on two days), a finer one is used.
+ */
+export function timeTickLabels(ticksMs: readonly number[], stepMs: number): string[] {
+	const ladder: TickFormat[] =
+		stepMs >= DAY_MS
+			? [dayOf, dayHm]
+			: stepMs >= 60_000
+				? [withDay(hm), dayHm, dayHms]
+				: [withDay(hms), dayHms];
+	let labels: string[] = [];
+	for (const fmt of ladder) {
+		let prev: Date | null = null;
+		labels = ticksMs.map((t) => {
+			const d = new Date(t);
+			const label = fmt(d, prev);
+			prev = d;
+			return label;
+		});
+		if (new Set(labels).size === labels.length) break;
+	}
+	return labels;
+}
+
+/** The time span that every chart of a group is drawn over: from the earliest to the latest x. */
+export function sharedRange(charts: readonly ChartData[]): [number, number] | null {
+	let lo = Infinity;
+	let hi = -Infinity;
+	for (const c of charts) {
+		if (!c.xs.length) continue;
+		lo = Math.min(lo, c.xs[0]!);
+		hi = Math.max(hi, c.xs[c.xs.length - 1]!);
+	}
+	return lo < hi ? [lo, hi] : null;
+}
+
+/** A zoom from a dragged selection (either direction); a click or a drag of a few pixels
+ * (under `minSpanMs`) is not a zoom. */
+export function zoomFromSelection(aMs: number, bMs: number, minSpanMs = 2000): [number, number] | null {
+	const lo = Math.min(aMs, bMs);
+	const hi = Math.max(aMs, bMs);
+	return Number.isFinite(lo) && Number.isFinite(hi) && hi - lo >= minSpanMs ? [lo, hi] : null;
 }
 
 /** The part of a chart from `fromMs` on. */

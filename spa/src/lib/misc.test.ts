@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { chartFrom, chartPoints, historyChart, sparklinePath, timeAxisLabel } from './chart';
+import { chartFrom, chartPoints, historyChart, sparklinePath } from './chart';
 import { bucketMean, bucketSeconds, bucketTimes, latest, liveStart, LiveWindow, sumLast, total } from './live';
 import {
 	diskAttention,
@@ -48,15 +48,6 @@ describe('historyChart', () => {
 		expect(chartFrom(data, 0)).toBe(data);
 		expect(chartFrom(data, 999_000).xs).toEqual([]);
 		expect(historyChart([], { label: 'x', color: '#fff', since: 0, until: 0, stepMs: 60 }).xs).toEqual([]);
-	});
-
-	it('labels time ticks by the hour within a day, by the day beyond', () => {
-		const t = new Date(2025, 5, 1, 14, 5).getTime();
-		const midnight = new Date(2025, 5, 2, 0, 0).getTime();
-		expect(timeAxisLabel(t, 3600_000)).toBe('14:05');
-		expect(timeAxisLabel(midnight, 3600_000)).toBe('00:00');
-		expect(timeAxisLabel(midnight, 7 * 86400_000)).toBe('Jun 2');
-		expect(timeAxisLabel(t, 7 * 86400_000)).toBe('14:05');
 	});
 });
 

@@ -43,6 +43,8 @@ class EdgeOptions:
     body_timeout_s: float = 60
     max_connections: int = 0  # 0: derived from the open-files limit
     pool_idle_s: float = 1.5
+    # Is this peer one of `trusted_proxies`? (its X-Forwarded-Proto is believed)
+    trusted_proxy: Callable[[str], bool] | None = None
 
 
 def node_upstream(address: str) -> Upstream:
@@ -149,6 +151,8 @@ class Edge:
         o = self.options
         conn = ClientConnection(stream, o.header_timeout_s, o.keepalive_timeout_s,
                                 o.body_timeout_s)
+        if o.trusted_proxy is not None:
+            conn.via_proxy = o.trusted_proxy(conn.peer)
         self.counters.accepted += 1
         self._open.add(conn)
         try:

@@ -31,9 +31,10 @@ HOP_BY_HOP = frozenset({
 SPOOFABLE = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-tenant-id", b"x-slum-edge",
                        b"x-slum-router"})
 # What request_head does with a header, by lowercased name; absent: copied as is.
-_DROP, _XFF, _COOKIE, _EXPECT = 1, 2, 3, 4
+_DROP, _XFF, _COOKIE, _EXPECT, _XFP = 1, 2, 3, 4, 5
 _REQUEST_RULES = {name: _DROP for name in HOP_BY_HOP | SPOOFABLE}
-_REQUEST_RULES.update({b"x-forwarded-for": _XFF, b"cookie": _COOKIE, b"expect": _EXPECT})
+_REQUEST_RULES.update({b"x-forwarded-for": _XFF, b"cookie": _COOKIE, b"expect": _EXPECT,
+                       b"x-forwarded-proto": _XFP})
 # slum's dashboard session: the web app's business only, never an app's or another node's.
 SESSION_COOKIES = (b"slum_session", b"__Host-slum_session")
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -125,11 +126,14 @@ class Pool:
         return sum(len(v) for v in self._idle.values())
 
 
-def request_head(req: Request, extra: bytes, client_ip: str, *, app: bool = True) -> bytes:
+def request_head(req: Request, extra: bytes, client_ip: str, *, app: bool = True,
+                 via_proxy: bool = False) -> bytes:
     """The head sent upstream. app: an instance or another node (slum's session cookie is
-    removed), rather than slum's own web app."""
+    removed), rather than slum's own web app. via_proxy: the client is a trusted proxy (Caddy
+    terminating TLS), whose X-Forwarded-Proto is kept; anyone else's is replaced by http."""
     parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
     xff = b""
+    proto = b"http"
     rules = _REQUEST_RULES
     for name, value in req.headers:
         if b"_" in name:
@@ -141,6 +145,10 @@ def request_head(req: Request, extra: bytes, client_ip: str, *, app: bool = True
                 continue
             if rule == _XFF:
                 xff = value + b", "
+                continue
+            if rule == _XFP:
+                if via_proxy and value.strip().lower() == b"https":
+                    proto = b"https"
                 continue
             if rule == _COOKIE and app and b"slum_session" in value:
                 value = _without_session(value)
@@ -155,8 +163,8 @@ def request_head(req: Request, extra: bytes, client_ip: str, *, app: bool = True
                 parts += (b"Connection: upgrade\r\nUpgrade: ", value, b"\r\n")
     if req.chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
-    parts += (b"X-Forwarded-For: ", xff, client_ip.encode(), b"\r\nX-Forwarded-Proto: http\r\n"
-              b"X-Forwarded-Host: ", req.host, b"\r\n", extra, b"\r\n")
+    parts += (b"X-Forwarded-For: ", xff, client_ip.encode(), b"\r\nX-Forwarded-Proto: ", proto,
+              b"\r\nX-Forwarded-Host: ", req.host, b"\r\n", extra, b"\r\n")
     return b"".join(parts)
 
 
@@ -221,7 +229,7 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
     connection and is reported in Exchange.fault. The upstream connection goes back to the pool
     only after a complete exchange: whole body sent, whole response read, nothing after it."""
     ex = Exchange()
-    head = request_head(req, extra, conn.peer, app=app)
+    head = request_head(req, extra, conn.peer, app=app, via_proxy=conn.via_proxy)
     stream, reused = await pool.connect(up)
     timeout_s = up.response_timeout_s or pool.response_timeout_s
     try:

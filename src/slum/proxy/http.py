@@ -150,6 +150,8 @@ class ClientConnection:
         self._overhead = 0
         self._error: ClientError | None = None  # found after requests still to be served
         self.peer = stream.peer()
+        # The peer is one of `trusted_proxies` (Caddy in front): its X-Forwarded-Proto is kept.
+        self.via_proxy = False
 
     # parser callbacks
     def on_message_begin(self) -> None:
