@@ -487,7 +487,10 @@ def test_keyboard_palette_search_and_the_theme_toggle(node: Node, browser: Brows
     expect(page.get_by_test_id("palette")).to_have_count(0)
     # a page without a search field: `/` opens the palette, which also lists pages
     page.goto(node.url("/servers"))
+    # The layout is mounted (no server rendering: visible means its key handler is attached).
+    expect(page.get_by_test_id("theme-toggle")).to_be_visible()
     page.locator("body").press("/")
+    expect(page.get_by_test_id("palette-input")).to_be_focused()
     page.keyboard.type("tenants")
     page.keyboard.press("Enter")
     page.wait_for_url(node.url("/tenants"))
