@@ -340,15 +340,22 @@ async def _read_head(conn: ClientConnection, stream: Connection, resp: ResponseH
                 raise UpstreamError(502, f"upstream connection failed mid-head "
                                     f"({e.strerror})") from None
             raise _Stale(e.strerror or str(e)) from None
-        if not data:
-            if received:
-                raise UpstreamError(502, "upstream closed the connection in the middle "
-                                    "of the response head")
-            raise _Stale("no response")
-        received += len(data)
-        resp.feed(data)
-        if not resp.head_done and received > MAX_HEAD:
-            raise UpstreamError(502, "upstream response head larger than 64 KiB")
+        received = _feed_head(resp, data, received)
+
+
+def _feed_head(resp: ResponseHead, data: bytes, received: int) -> int:
+    """One read of a response head: EOF before any byte is a stale pooled connection (safe to
+    retry), EOF after some is a cut head; a head over 64 KiB is refused. Returns bytes so far."""
+    if not data:
+        if received:
+            raise UpstreamError(502, "upstream closed the connection in the middle "
+                                "of the response head")
+        raise _Stale("no response")
+    received += len(data)
+    resp.feed(data)
+    if not resp.head_done and received > MAX_HEAD:
+        raise UpstreamError(502, "upstream response head larger than 64 KiB")
+    return received
 
 
 async def _read_continue(stream: Connection, resp: ResponseHead) -> None:
@@ -360,15 +367,7 @@ async def _read_continue(stream: Connection, resp: ResponseHead) -> None:
                 data = await stream.receive_some(READ)
             except OSError as e:
                 raise _Stale(e.strerror or str(e)) from None
-            if not data:
-                if received:
-                    raise UpstreamError(502, "upstream closed the connection in the middle "
-                                        "of the response head")
-                raise _Stale("no response")
-            received += len(data)
-            resp.feed(data)
-            if not resp.head_done and received > MAX_HEAD:
-                raise UpstreamError(502, "upstream response head larger than 64 KiB")
+            received = _feed_head(resp, data, received)
 
 
 async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
