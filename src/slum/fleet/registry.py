@@ -48,14 +48,14 @@ class Registry(Protocol):
         """One server by id or name; NotFound."""
         ...
 
-    async def ensure_local(self, capacity: int | None = None, *,
-                           set_capacity: bool = False) -> Server:
+    async def ensure_local(self, capacity: int | None = None, *, set_capacity: bool = False) -> Server:
         """The server named `local` exists (created once, whoever gets there first); with
         set_capacity, its capacity is set (0: no tenants are placed on this node)."""
         ...
 
-    async def add_server(self, name: str, address: str, token: str | None = None,
-                         capacity: int | None = None) -> Server:
+    async def add_server(
+        self, name: str, address: str, token: str | None = None, capacity: int | None = None
+    ) -> Server:
         """A new server, status online; Conflict if the name is taken (also by a concurrent
         add: exactly one of two adds of one name succeeds)."""
         ...
@@ -77,8 +77,13 @@ class Registry(Protocol):
         """One tenant with its aliases; NotFound."""
         ...
 
-    async def add_tenant(self, tenant_id: str, place: Callable[[Sequence[Server]], Server],
-                         service: str | None = None, config: str | None = None) -> Tenant:
+    async def add_tenant(
+        self,
+        tenant_id: str,
+        place: Callable[[Sequence[Server]], Server],
+        service: str | None = None,
+        config: str | None = None,
+    ) -> Tenant:
         """Create the tenant on the server `place` picks from the servers as they are at the
         moment of the write (place may raise Conflict/NotFound; it may be called more than
         once, when a compare-and-swap is retried). The same tenant is never placed twice:
@@ -130,9 +135,11 @@ class NodeAddress:
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # Routed requests reach a node over the edge's plain TCP connection, with the node's token in
 # X-Slum-Router: an https address would promise TLS the routed hop does not give.
-HTTPS_REFUSED = ("https node addresses are not supported yet: routed requests (and the node's "
-                 "token) would still travel in clear; use http:// over a private network or "
-                 "a tunnel (see specs/fleet.md)")
+HTTPS_REFUSED = (
+    "https node addresses are not supported yet: routed requests (and the node's "
+    "token) would still travel in clear; use http:// over a private network or "
+    "a tunnel (see specs/fleet.md)"
+)
 
 
 def parse_address(address: str) -> NodeAddress:
@@ -216,8 +223,12 @@ def parse_domain(domain: object) -> str:
     if not isinstance(domain, str):
         raise BadRequest("domain must be a string")
     name = domain.strip().lower().rstrip(".")
-    if (not name or len(name) > 253 or "." not in name
-            or not all(_LABEL.match(label) for label in name.split("."))):
+    if (
+        not name
+        or len(name) > 253
+        or "." not in name
+        or not all(_LABEL.match(label) for label in name.split("."))
+    ):
         raise BadRequest(f"invalid domain {domain!r}: expected a DNS name like shop.example.com")
     return name
 
@@ -233,18 +244,31 @@ def status_of(server: Server) -> tuple[str, str | None]:
 def server_dict(server: Server) -> dict[str, Any]:
     status, problem = status_of(server)
     out: dict[str, Any] = {
-        "id": server.id, "name": server.name, "address": server.address,
-        "created_at": server.created_at, "status": status, "capacity": server.capacity,
-        "tenant_count": server.tenant_count, "has_token": server.token is not None}
+        "id": server.id,
+        "name": server.name,
+        "address": server.address,
+        "created_at": server.created_at,
+        "status": status,
+        "capacity": server.capacity,
+        "tenant_count": server.tenant_count,
+        "has_token": server.token is not None,
+    }
     if problem is not None:
         out["reason"] = problem
     return out
 
 
 def tenant_dict(tenant: Tenant) -> dict[str, Any]:
-    return {"id": tenant.id, "server_id": tenant.server_id, "server": tenant.server,
-            "service": tenant.service, "config": tenant.config, "status": tenant.status,
-            "created_at": tenant.created_at, "aliases": list(tenant.aliases)}
+    return {
+        "id": tenant.id,
+        "server_id": tenant.server_id,
+        "server": tenant.server,
+        "service": tenant.service,
+        "config": tenant.config,
+        "status": tenant.status,
+        "created_at": tenant.created_at,
+        "aliases": list(tenant.aliases),
+    }
 
 
 # --- dict reads on a connection, for the read-only views that query in their own transaction
@@ -290,7 +314,15 @@ def snapshot_rows(snap: RouteSnapshot) -> tuple[list[RouteRow], dict[str, str]]:
             out.append((t.id, t.service, t.status, t.server or "?", None, "offline", None))
             continue
         status, _ = status_of(server)  # invalid: never routed to, the edge answers 502
-        out.append((t.id, t.service, t.status, LOCAL if server.local else server.name,
-                    None if server.local else server.address, status or "offline",
-                    server.token))
+        out.append(
+            (
+                t.id,
+                t.service,
+                t.status,
+                LOCAL if server.local else server.name,
+                None if server.local else server.address,
+                status or "offline",
+                server.token,
+            )
+        )
     return out, {a.domain: a.tenant_id for a in snap.aliases}

@@ -86,17 +86,30 @@ _TENANT_COLS = "t.id, t.server_id, s.name, t.service, t.config, t.status, t.crea
 
 def _server(row: tuple[object, ...], count: int) -> Server:
     sid, name, address, created, status, capacity, token = row
-    return Server(str(sid), str(name), str(address), str(created), str(status or "online"),
-                  None if capacity is None else int(capacity),  # type: ignore[call-overload]
-                  count, None if token is None else str(token))
+    return Server(
+        str(sid),
+        str(name),
+        str(address),
+        str(created),
+        str(status or "online"),
+        None if capacity is None else int(capacity),  # type: ignore[call-overload]
+        count,
+        None if token is None else str(token),
+    )
 
 
 def _tenant(row: tuple[object, ...], aliases: Sequence[str] = ()) -> Tenant:
     tid, server_id, server, service, config, status, created = row
-    return Tenant(str(tid), str(server_id), None if server is None else str(server),
-                  None if service is None else str(service),
-                  None if config is None else str(config), str(status), str(created),
-                  tuple(aliases))
+    return Tenant(
+        str(tid),
+        str(server_id),
+        None if server is None else str(server),
+        None if service is None else str(service),
+        None if config is None else str(config),
+        str(status),
+        str(created),
+        tuple(aliases),
+    )
 
 
 def version(conn: apsw.Connection) -> int:
@@ -106,19 +119,25 @@ def version(conn: apsw.Connection) -> int:
 
 
 def list_servers(conn: apsw.Connection) -> list[Server]:
-    counts = {str(sid): int(n) for sid, n in conn.execute(  # type: ignore[call-overload]
-        "SELECT server_id, count(*) FROM tenants GROUP BY server_id")}
-    return [_server(r, counts.get(str(r[0]), 0)) for r in conn.execute(
-        f"SELECT {_SERVER_COLS} FROM servers s ORDER BY s.created_at, s.name")]
+    counts = {
+        str(sid): int(n)
+        for sid, n in conn.execute(  # type: ignore[call-overload]
+            "SELECT server_id, count(*) FROM tenants GROUP BY server_id"
+        )
+    }
+    return [
+        _server(r, counts.get(str(r[0]), 0))
+        for r in conn.execute(f"SELECT {_SERVER_COLS} FROM servers s ORDER BY s.created_at, s.name")
+    ]
 
 
 def get_server(conn: apsw.Connection, ref: str) -> Server:
-    rows = list(conn.execute(f"SELECT {_SERVER_COLS} FROM servers s WHERE s.id = ? OR s.name = ?",
-                             (ref, ref)))
+    rows = list(
+        conn.execute(f"SELECT {_SERVER_COLS} FROM servers s WHERE s.id = ? OR s.name = ?", (ref, ref))
+    )
     if not rows:
         raise NotFound(f"no server {ref!r}")
-    (count,) = next(conn.execute("SELECT count(*) FROM tenants WHERE server_id = ?",
-                                 (rows[0][0],)))
+    (count,) = next(conn.execute("SELECT count(*) FROM tenants WHERE server_id = ?", (rows[0][0],)))
     return _server(rows[0], int(count))  # type: ignore[call-overload]
 
 
@@ -131,55 +150,78 @@ def _aliases(conn: apsw.Connection) -> dict[str, list[str]]:
 
 def list_tenants(conn: apsw.Connection) -> list[Tenant]:
     aliases = _aliases(conn)
-    return [_tenant(r, aliases.get(str(r[0]), ())) for r in conn.execute(
-        f"SELECT {_TENANT_COLS} FROM tenants t LEFT JOIN servers s ON s.id = t.server_id "
-        "ORDER BY t.created_at, t.id")]
+    return [
+        _tenant(r, aliases.get(str(r[0]), ()))
+        for r in conn.execute(
+            f"SELECT {_TENANT_COLS} FROM tenants t LEFT JOIN servers s ON s.id = t.server_id "
+            "ORDER BY t.created_at, t.id"
+        )
+    ]
 
 
 def get_tenant(conn: apsw.Connection, tenant_id: str) -> Tenant:
-    rows = list(conn.execute(f"SELECT {_TENANT_COLS} FROM tenants t LEFT JOIN servers s "
-                             "ON s.id = t.server_id WHERE t.id = ?", (tenant_id,)))
+    rows = list(
+        conn.execute(
+            f"SELECT {_TENANT_COLS} FROM tenants t LEFT JOIN servers s ON s.id = t.server_id WHERE t.id = ?",
+            (tenant_id,),
+        )
+    )
     if not rows:
         raise NotFound(f"no tenant {tenant_id!r}")
-    aliases = [str(d) for (d,) in conn.execute(
-        "SELECT domain FROM domain_aliases WHERE tenant_id = ? ORDER BY domain", (tenant_id,))]
+    aliases = [
+        str(d)
+        for (d,) in conn.execute(
+            "SELECT domain FROM domain_aliases WHERE tenant_id = ? ORDER BY domain", (tenant_id,)
+        )
+    ]
     return _tenant(rows[0], aliases)
 
 
 def snapshot(conn: apsw.Connection) -> RouteSnapshot:
     with conn:  # one read transaction: the version and the rows agree
         snap = RouteSnapshot(
-            version(conn), tuple(list_servers(conn)), tuple(list_tenants(conn)),
-            tuple(Alias(str(d), str(t)) for d, t in conn.execute(
-                "SELECT domain, tenant_id FROM domain_aliases ORDER BY domain")))
+            version(conn),
+            tuple(list_servers(conn)),
+            tuple(list_tenants(conn)),
+            tuple(
+                Alias(str(d), str(t))
+                for d, t in conn.execute("SELECT domain, tenant_id FROM domain_aliases ORDER BY domain")
+            ),
+        )
     return snap
 
 
 # --- writes, each inside one immediate transaction ---
 def _bump(conn: apsw.Connection) -> None:
-    conn.execute("INSERT INTO config (key, value) VALUES ('registry_version', '1') "
-                 "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, "
-                 "updated_at = datetime('now')")
+    conn.execute(
+        "INSERT INTO config (key, value) VALUES ('registry_version', '1') "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, "
+        "updated_at = datetime('now')"
+    )
 
 
-def ensure_local(conn: apsw.Connection, capacity: int | None = None,
-                 set_capacity: bool = False) -> Server:
-    conn.execute("INSERT OR IGNORE INTO servers (id, name, address, created_at, status) "
-                 "VALUES (?, ?, ?, ?, 'online')", (LOCAL, LOCAL, LOCAL, now_iso()))
+def ensure_local(conn: apsw.Connection, capacity: int | None = None, set_capacity: bool = False) -> Server:
+    conn.execute(
+        "INSERT OR IGNORE INTO servers (id, name, address, created_at, status) VALUES (?, ?, ?, ?, 'online')",
+        (LOCAL, LOCAL, LOCAL, now_iso()),
+    )
     if set_capacity:
         conn.execute("UPDATE servers SET capacity = ? WHERE name = ?", (capacity, LOCAL))
     return get_server(conn, LOCAL)
 
 
-def insert_server(conn: apsw.Connection, name: str, address: str, token: str | None,
-                  capacity: int | None) -> Server:
+def insert_server(
+    conn: apsw.Connection, name: str, address: str, token: str | None, capacity: int | None
+) -> Server:
     ensure_local(conn)
     if list(conn.execute("SELECT 1 FROM servers WHERE name = ?", (name,))):
         raise Conflict(f"server {name!r} exists already")
     server_id = str(uuid.uuid4())
-    conn.execute("INSERT INTO servers (id, name, address, created_at, token, capacity, status) "
-                 "VALUES (?, ?, ?, ?, ?, ?, 'online')",
-                 (server_id, name, address, now_iso(), token, capacity))
+    conn.execute(
+        "INSERT INTO servers (id, name, address, created_at, token, capacity, status) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'online')",
+        (server_id, name, address, now_iso(), token, capacity),
+    )
     _bump(conn)
     return get_server(conn, server_id)
 
@@ -189,8 +231,7 @@ def delete_server(conn: apsw.Connection, ref: str) -> Server:
     if server.name == LOCAL:
         raise BadRequest("the local server cannot be removed")
     if server.tenant_count:
-        raise Conflict(f"server {server.name!r} has {server.tenant_count} tenants: "
-                       "move or remove them first")
+        raise Conflict(f"server {server.name!r} has {server.tenant_count} tenants: move or remove them first")
     conn.execute("DELETE FROM servers WHERE id = ?", (server.id,))
     _bump(conn)
     return server
@@ -201,22 +242,29 @@ def update_server_status(conn: apsw.Connection, server_id: str, status: str) -> 
     _bump(conn)
 
 
-def insert_tenant(conn: apsw.Connection, tenant_id: str,
-                  place: Callable[[Sequence[Server]], Server], service: str | None,
-                  config: str | None) -> Tenant:
+def insert_tenant(
+    conn: apsw.Connection,
+    tenant_id: str,
+    place: Callable[[Sequence[Server]], Server],
+    service: str | None,
+    config: str | None,
+) -> Tenant:
     ensure_local(conn)
     if list(conn.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,))):
         raise Conflict(f"tenant {tenant_id!r} exists already")
     target = place(list_servers(conn))  # under the write lock: the counts cannot change
-    conn.execute("INSERT INTO tenants (id, server_id, config, status, created_at, service) "
-                 "VALUES (?, ?, ?, 'active', ?, ?)",
-                 (tenant_id, target.id, config, now_iso(), service))
+    conn.execute(
+        "INSERT INTO tenants (id, server_id, config, status, created_at, service) "
+        "VALUES (?, ?, ?, 'active', ?, ?)",
+        (tenant_id, target.id, config, now_iso(), service),
+    )
     _bump(conn)
     return get_tenant(conn, tenant_id)
 
 
-def update_tenant_server(conn: apsw.Connection, tenant_id: str, server_id: str,
-                         from_server_id: str) -> Tenant:
+def update_tenant_server(
+    conn: apsw.Connection, tenant_id: str, server_id: str, from_server_id: str
+) -> Tenant:
     tenant = get_tenant(conn, tenant_id)
     if tenant.server_id != from_server_id:
         raise Conflict(f"tenant {tenant_id!r} was moved meanwhile (now on {tenant.server})")
@@ -236,20 +284,19 @@ def delete_tenant(conn: apsw.Connection, tenant_id: str) -> Tenant:
 
 def insert_alias(conn: apsw.Connection, domain: str, tenant_id: str) -> Tenant:
     get_tenant(conn, tenant_id)
-    for (owner,) in conn.execute("SELECT tenant_id FROM domain_aliases WHERE domain = ?",
-                                 (domain,)):
+    for (owner,) in conn.execute("SELECT tenant_id FROM domain_aliases WHERE domain = ?", (domain,)):
         if owner == tenant_id:
             return get_tenant(conn, tenant_id)  # already so: nothing changes
         raise Conflict(f"{domain} is already an alias of tenant {owner}")
-    conn.execute("INSERT INTO domain_aliases (domain, tenant_id) VALUES (?, ?)",
-                 (domain, tenant_id))
+    conn.execute("INSERT INTO domain_aliases (domain, tenant_id) VALUES (?, ?)", (domain, tenant_id))
     _bump(conn)
     return get_tenant(conn, tenant_id)
 
 
 def delete_alias(conn: apsw.Connection, domain: str, tenant_id: str | None) -> Tenant:
-    rows = [str(t) for (t,) in conn.execute(
-        "SELECT tenant_id FROM domain_aliases WHERE domain = ?", (domain,))]
+    rows = [
+        str(t) for (t,) in conn.execute("SELECT tenant_id FROM domain_aliases WHERE domain = ?", (domain,))
+    ]
     if not rows or (tenant_id is not None and rows[0] != tenant_id):
         raise NotFound(f"no alias {domain!r}" + (f" of tenant {tenant_id}" if tenant_id else ""))
     conn.execute("DELETE FROM domain_aliases WHERE domain = ?", (domain,))
@@ -257,8 +304,14 @@ def delete_alias(conn: apsw.Connection, domain: str, tenant_id: str | None) -> T
     return get_tenant(conn, rows[0])
 
 
-_CANNOT_WRITE = (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.ReadOnlyError,
-                 apsw.CantOpenError, apsw.IOError)
+_CANNOT_WRITE = (
+    apsw.BusyError,
+    apsw.LockedError,
+    apsw.FullError,
+    apsw.ReadOnlyError,
+    apsw.CantOpenError,
+    apsw.IOError,
+)
 
 
 class SqliteRegistry:
@@ -296,12 +349,12 @@ class SqliteRegistry:
     async def server(self, ref: str) -> Server:
         return await self._read(lambda c: get_server(c, ref))
 
-    async def ensure_local(self, capacity: int | None = None, *,
-                           set_capacity: bool = False) -> Server:
+    async def ensure_local(self, capacity: int | None = None, *, set_capacity: bool = False) -> Server:
         return await self._write(lambda c: ensure_local(c, capacity, set_capacity))
 
-    async def add_server(self, name: str, address: str, token: str | None = None,
-                         capacity: int | None = None) -> Server:
+    async def add_server(
+        self, name: str, address: str, token: str | None = None, capacity: int | None = None
+    ) -> Server:
         return await self._write(lambda c: insert_server(c, name, address, token, capacity))
 
     async def remove_server(self, ref: str) -> Server:
@@ -316,13 +369,17 @@ class SqliteRegistry:
     async def tenant(self, tenant_id: str) -> Tenant:
         return await self._read(lambda c: get_tenant(c, tenant_id))
 
-    async def add_tenant(self, tenant_id: str, place: Callable[[Sequence[Server]], Server],
-                         service: str | None = None, config: str | None = None) -> Tenant:
+    async def add_tenant(
+        self,
+        tenant_id: str,
+        place: Callable[[Sequence[Server]], Server],
+        service: str | None = None,
+        config: str | None = None,
+    ) -> Tenant:
         return await self._write(lambda c: insert_tenant(c, tenant_id, place, service, config))
 
     async def move_tenant(self, tenant_id: str, server_id: str, *, from_server_id: str) -> Tenant:
-        return await self._write(
-            lambda c: update_tenant_server(c, tenant_id, server_id, from_server_id))
+        return await self._write(lambda c: update_tenant_server(c, tenant_id, server_id, from_server_id))
 
     async def remove_tenant(self, tenant_id: str) -> Tenant:
         return await self._write(lambda c: delete_tenant(c, tenant_id))
