@@ -265,13 +265,14 @@ async def open_fleet(
 ) -> FleetService:
     """The server's FleetService on its SQLite registry, with the local server's capacity set
     (a node without services takes no tenants) and the first route table published."""
-    registry = SqliteRegistry(store)
+    registry: Registry = SqliteRegistry(store)  # checked by mypy: it keeps the interface
     service = FleetService(
         registry,
         services=lambda: config().services,
         stop_here=supervisor_stopper(supervisor, config),
         publish=lambda snap: publish(*snapshot_rows(snap)),
     )
+    # A node without services runs no processes: no tenant is placed on it.
     local = await registry.ensure_local()
     if not config().services:
         await registry.ensure_local(0, set_capacity=True)
