@@ -27,6 +27,7 @@ from slum.fleet.registry import (
     Registry,
     RouteRow,
     default_server_name,
+    domain_key,
     normalize_address,
     parse_domain,
     snapshot_rows,
@@ -187,8 +188,7 @@ class FleetService:
         return tenant
 
     async def remove_alias(self, domain: str, tenant_id: str | None = None) -> Tenant:
-        name = domain.strip().lower().rstrip(".") if isinstance(domain, str) else ""
-        tenant = await self.registry.remove_alias(name, tenant_id)
+        tenant = await self.registry.remove_alias(domain_key(domain), tenant_id)
         await self.refresh()
         return tenant
 
