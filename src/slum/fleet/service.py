@@ -122,13 +122,14 @@ class FleetService:
         return tenant
 
     async def remove_tenant(self, tenant_id: str) -> Tenant:
-        """Unregistered from its node (a node that is down is logged: the registry routes
-        there no more either way), removed from the registry, and stopped here if it ran here."""
+        """Removed from the registry and the routes first (so no request wakes it again),
+        then it leaves its server: stopped here, or unregistered from its node (a node that is
+        down is logged: nothing routes there any more either way)."""
         tenant = await self.registry.tenant(tenant_id)
         source = await self.registry.server(tenant.server_id)
-        await self._leave(source, tenant)
         removed = await self.registry.remove_tenant(tenant_id)
         await self.refresh()
+        await self._leave(source, tenant)
         return removed
 
     async def move_tenant(self, tenant_id: str, to: str) -> Moved:
