@@ -51,7 +51,7 @@ pids_max = 20
 BOMB_CAP = "500"
 
 [service.burn]
-command = ["/bin/sh", "-c", "{BURN} & exec {BURN}"]
+command = ["/bin/sh", "-c", "NO_LISTEN=1 {BURN} & exec {BURN}"]
 
 [instances]
 web = ["n"]
