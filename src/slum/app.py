@@ -30,15 +30,11 @@ from slum.errors import BadRequest, ConfigError, SlumError
 from slum.events import Hub
 from slum.fleet import registry
 from slum.fleet.nodes import NodeChecker
-from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
 from slum.proxy.trust import RouterTrust
-from slum.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
-from slum.sampler import Sampler, minute_rows
 from slum.store.db import Store, describe_error
 from slum.store.ingest import IngestStatistics, run_ingest
-from slum.store.metrics import write_history
 from slum.store.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from slum.store.retention import retain
 from slum.supervisor import Instance, Supervisor
@@ -47,6 +43,10 @@ from slum.supervisor.process import owner_alive, reap_leftovers
 from slum.supervisor.reload import Reloader
 from slum.supervisor.watchdog import Watchdog
 from slum.tasks import Tasks, run_periodic
+from slum.telemetry.history import write_history
+from slum.telemetry.requests import RequestMetrics
+from slum.telemetry.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
+from slum.telemetry.sampler import Sampler, minute_rows
 from slum.web.auth import Authenticator, Listener, Proxies
 from slum.web.context import WebContext
 

@@ -12,11 +12,11 @@ from quart import current_app
 from slum.config import Config
 from slum.events import Hub
 from slum.fleet.nodes import NodeChecker
-from slum.metrics import RequestMetrics
-from slum.sampler import Sampler
 from slum.store.db import Store
 from slum.store.ingest import IngestStatistics
 from slum.supervisor import Instance, Supervisor
+from slum.telemetry.requests import RequestMetrics
+from slum.telemetry.sampler import Sampler
 from slum.web.auth import Authenticator
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import psutil
 import trio
 
-from slum.metrics import RequestMetrics, Ring
 from slum.supervisor import Supervisor
 from slum.supervisor.limits import InstanceCgroup
+from slum.telemetry.requests import RequestMetrics, Ring
 
 INTERVAL_S = 1.0
 RESCAN_TICKS = 10
