@@ -36,23 +36,35 @@ class InstanceRow:
 
 
 def processes(conn: apsw.Connection) -> list[ProcessRow]:
-    return [ProcessRow(str(r[0]), int(r[1]), int(r[2]), float(r[3]),
-                       None if r[4] is None else int(r[4]),
-                       None if r[5] is None else float(r[5]))
-            for r in conn.execute("SELECT instance_id, pid, pgid, started_at, owner_pid, "
-                                  "owner_started FROM processes")]
+    return [
+        ProcessRow(
+            str(r[0]),
+            int(r[1]),
+            int(r[2]),
+            float(r[3]),
+            None if r[4] is None else int(r[4]),
+            None if r[5] is None else float(r[5]),
+        )
+        for r in conn.execute(
+            "SELECT instance_id, pid, pgid, started_at, owner_pid, owner_started FROM processes"
+        )
+    ]
 
 
 def forget_processes(conn: apsw.Connection, rows: list[ProcessRow]) -> None:
-    conn.executemany("DELETE FROM processes WHERE instance_id = ? AND pid = ?",
-                     [(r.instance_id, r.pid) for r in rows])
+    conn.executemany(
+        "DELETE FROM processes WHERE instance_id = ? AND pid = ?", [(r.instance_id, r.pid) for r in rows]
+    )
 
 
-def process_started(conn: apsw.Connection, instance_id: str, pid: int, started_at: float,
-                    owner: tuple[int, float]) -> None:
-    conn.execute("INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at, "
-                 "owner_pid, owner_started) VALUES (?, ?, ?, ?, ?, ?)",
-                 (instance_id, pid, pid, started_at, *owner))
+def process_started(
+    conn: apsw.Connection, instance_id: str, pid: int, started_at: float, owner: tuple[int, float]
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at, "
+        "owner_pid, owner_started) VALUES (?, ?, ?, ?, ?, ?)",
+        (instance_id, pid, pid, started_at, *owner),
+    )
 
 
 def process_exited(conn: apsw.Connection, instance_id: str) -> None:
@@ -60,20 +72,24 @@ def process_exited(conn: apsw.Connection, instance_id: str) -> None:
 
 
 def instances(conn: apsw.Connection) -> list[InstanceRow]:
-    return [InstanceRow(str(r[0]), str(r[1]), int(r[2]))
-            for r in conn.execute("SELECT service, name, weight FROM instances")]
+    return [
+        InstanceRow(str(r[0]), str(r[1]), int(r[2]))
+        for r in conn.execute("SELECT service, name, weight FROM instances")
+    ]
 
 
 def instance_known(conn: apsw.Connection, instance_id: str, service: str, name: str) -> None:
-    conn.execute("INSERT OR IGNORE INTO instances (id, service, name) VALUES (?, ?, ?)",
-                 (instance_id, service, name))
+    conn.execute(
+        "INSERT OR IGNORE INTO instances (id, service, name) VALUES (?, ?, ?)", (instance_id, service, name)
+    )
 
 
-def instance_weight(conn: apsw.Connection, instance_id: str, service: str, name: str,
-                    weight: int) -> None:
-    conn.execute("INSERT INTO instances (id, service, name, weight) VALUES (?, ?, ?, ?) "
-                 "ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
-                 (instance_id, service, name, weight))
+def instance_weight(conn: apsw.Connection, instance_id: str, service: str, name: str, weight: int) -> None:
+    conn.execute(
+        "INSERT INTO instances (id, service, name, weight) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
+        (instance_id, service, name, weight),
+    )
 
 
 def own_identity() -> tuple[int, float]:
@@ -145,8 +161,7 @@ class StoreJournal:
         await self._write(lambda c: process_exited(c, inst.id))
 
     async def instance_weight(self, inst: JournaledInstance) -> None:
-        await self._write(lambda c: instance_weight(c, inst.id, inst.service.name, inst.name,
-                                                    inst.weight))
+        await self._write(lambda c: instance_weight(c, inst.id, inst.service.name, inst.name, inst.weight))
 
     async def instance_known(self, inst: JournaledInstance) -> None:
         await self._write(lambda c: instance_known(c, inst.id, inst.service.name, inst.name))
