@@ -8,13 +8,13 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import trio
 
 from slum import config as cfg
+from slum import startup
 from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
 from slum.errors import BadRequest, ConfigError
@@ -25,19 +25,7 @@ from slum.proxy import io
 from slum.proxy.edge import Edge
 from slum.proxy.routing import RouteTable, TenantRoute
 from slum.proxy.trust import RouterTrust
-from slum.startup import (
-    Sockets,
-    default_instance,
-    default_service,
-    edge_options,
-    load_config,
-    process_guards,
-    reap,
-    serve_web,
-    starting,
-    startup_failure,
-    wait_for_signal,
-)
+from slum.startup import Running, ServeOptions
 from slum.store import processes
 from slum.store.db import Store
 from slum.store.ingest import IngestStatistics, run_ingest
@@ -47,44 +35,13 @@ from slum.store.retention import retain
 from slum.supervisor import Supervisor
 from slum.supervisor.reload import Reloader
 from slum.tasks import Tasks, run_periodic
-from slum.telemetry.history import flush_minute, until_next_minute
-from slum.telemetry.requests import RequestMetrics
-from slum.telemetry.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
-from slum.telemetry.sampler import Sampler
+from slum.telemetry.tasks import Telemetry
 from slum.web.auth import Authenticator, Listener, Proxies
 from slum.web.context import WebContext
 
+__all__ = ["Running", "ServeOptions", "serve"]  # what the CLI and tests start slum with
 log = logging.getLogger("slum")
 ROUTES_POLL_S = 1.0
-
-
-@dataclass
-class ServeOptions:
-    host: str = "0.0.0.0"
-    port: int = 8080
-    database: str = "slum.db"
-    config: str | None = None
-    domain: str = "localhost"
-    control_socket: str | None = None
-    strict: bool = False  # unknown config keys are errors
-    data_dir: str | None = None  # overrides [settings] data_dir
-
-
-@dataclass
-class Running:
-    """What `serve` hands to whoever started it (tests, the CLI banner)."""
-
-    port: int
-    control_socket: str
-    supervisor: Supervisor
-    store: Store
-    hub: Hub
-    edge: Edge
-    requests: RequestMetrics
-    sampler: Sampler
-    reaped: int = 0
-    warnings: list[str] = field(default_factory=list)
-    tasks: Tasks = field(default_factory=Tasks)
 
 
 async def serve(opts: ServeOptions, *,
@@ -92,7 +49,7 @@ async def serve(opts: ServeOptions, *,
     """Start everything, serve until SIGINT/SIGTERM, stop everything. A failure before slum is
     up is raised as one SlumError (its message is the CLI's one line); after that, every part
     contains its own failures and nothing but a signal ends this."""
-    config = load_config(opts.config, opts.strict, opts.data_dir)
+    config = startup.load_config(opts.config, opts.strict, opts.data_dir)
     cfg.check_label(opts.domain.replace(".", "-"), "domain")
     if not 0 <= opts.port <= 65535:
         raise BadRequest(f"port {opts.port} is out of range (0-65535)")
@@ -108,20 +65,20 @@ async def serve(opts: ServeOptions, *,
         store = Store(opts.database)
         try:
             control = Path(opts.control_socket or control_socket_path(opts.database))
-            with Sockets.bind(control).held() as sockets:
+            with startup.Sockets.bind(control).held() as sockets:
                 await _serve(opts, config, store, sockets, ready)
         finally:
             store.close()
     except BaseException as e:
-        failure = None if up else startup_failure(e, opts.database)
+        failure = None if up else startup.startup_failure(e, opts.database)
         if failure is None:
             raise
         raise failure from None
 
 
-async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: Sockets,
+async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: startup.Sockets,
                  ready: Callable[[Running], None]) -> None:
-    reaped = await trio.to_thread.run_sync(reap, store)
+    reaped = await trio.to_thread.run_sync(startup.reap, store)
     store.write_sync(registry.ensure_local)
     # A node without a config runs no processes: keep tenant placement off it.
     local = store.write_sync(lambda c: registry.get_server(c, registry.LOCAL))
@@ -133,7 +90,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
 
     tasks = Tasks()
     hub = Hub()
-    cgroups, watchdog = await process_guards(opts.database, config)
+    cgroups, watchdog = await startup.process_guards(opts.database, config)
     supervisor = Supervisor(config, hub, StoreJournal(store.write, watchdog, tasks), cgroups)
     table = RouteTable(opts.domain.lower(), frozenset(config.services))
     version = ""
@@ -142,8 +99,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
         nonlocal version
         version, (rows, aliases) = await store.read(
             lambda c: (registry.registry_version(c), registry.route_rows(c)))
-        table.replace({tid: TenantRoute(tid, service or default_service(config), server, address,
-                                        status, server_status, token)
+        table.replace({tid: TenantRoute(tid, service or startup.default_service(config), server,
+                                        address, status, server_status, token)
                        for tid, service, status, server, address, server_status, token in rows},
                       aliases)
 
@@ -163,12 +120,13 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
     # Instances' data (and their logs' secrets) are for the operator only.
     if config.services:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    requests = RequestMetrics()
-    requests.enabled = settings.request_metrics
-    sampler = Sampler(supervisor, settings.data_dir)
+    telemetry = Telemetry.of(supervisor, settings.data_dir,
+                             request_metrics=settings.request_metrics)
+    requests, sampler = telemetry.requests, telemetry.sampler
     trust = RouterTrust.of_tokens(auth.verify_token)
     edge = Edge(table, supervisor, sockets.edge_path,
-                edge_options(settings, config, trust, proxies.trusted), on_request=requests.record)
+                startup.edge_options(settings, config, trust, proxies.trusted),
+                on_request=requests.record)
     checker = NodeChecker(settings.node_check_interval)
     alerts = Alerts(config.alerts, hub, restart_window=settings.restart_window,
                     max_restarts=settings.max_restarts,
@@ -181,11 +139,11 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
         nonlocal config  # refresh_routes reads it: a tenant without a service gets the new default
         config = ctx.config = new
         alerts.set_rules(new.alerts)
-        edge.options.default_instance = default_instance(new)
+        edge.options.default_instance = startup.default_instance(new)
         requests.enabled = new.settings.request_metrics
         await refresh_routes()
 
-    reloader = Reloader(supervisor, partial(load_config, opts.config), reloaded)
+    reloader = Reloader(supervisor, partial(startup.load_config, opts.config), reloaded)
     ctx.reload = reloader.reload
     from slum.web.create_app import create_app
 
@@ -209,12 +167,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                     run_periodic, tasks, "retention",
                     partial(retain, store, settings.log_retention_days,
                             settings.log_max_mb * 1024 * 1024), RETENTION_INTERVAL_S))
-                await timers.start(partial(run_periodic, tasks, "sampler", sampler.tick,
-                                           SAMPLE_INTERVAL_S))
+                await timers.start(telemetry.run, tasks, store)  # the sampler, the history
                 await timers.start(alerts.run)
-                timers.start_soon(partial(
-                    run_periodic, tasks, "history", partial(flush_minute, store, sampler, requests),
-                    until_next_minute, first_delay=True))
                 timers.start_soon(partial(
                     run_periodic, tasks, "node checker",
                     partial(checker.check, store.read, store.write, refresh_routes, report),
@@ -226,12 +180,12 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                         web_stop = trio.Event()
                         # The public port first: the one most likely taken. Requests for the
                         # web app wait in the sockets' backlogs until it accepts.
-                        with starting(f"cannot listen on {opts.host}:{opts.port}"):
+                        with startup.starting(f"cannot listen on {opts.host}:{opts.port}"):
                             listeners = await front.start(edge.serve, opts.host, opts.port)
-                        with starting(f"cannot serve the API on {sockets.control_path}"):
+                        with startup.starting(f"cannot serve the API on {sockets.control_path}"):
                             for sock, trusted in ((sockets.control, True), (sockets.edge, False)):
-                                await front.start(serve_web, Listener(app, trusted=trusted), sock,
-                                                  web_stop)
+                                await front.start(startup.serve_web,
+                                                  Listener(app, trusted=trusted), sock, web_stop)
                         port = listeners[0].getsockname()[1]
                         front.start_soon(partial(run_periodic, tasks, "routes", watch_routes,
                                                  ROUTES_POLL_S, first_delay=True))
@@ -244,7 +198,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                         ready(Running(port, str(sockets.control_path), supervisor, store, hub,
                                       edge, requests, sampler, reaped, list(config.warnings),
                                       tasks))
-                        await wait_for_signal()
+                        await startup.wait_for_signal()
                         log.info("stopping: edge and web first, then %d instances",
                                  len(supervisor.instances))
                         # slum's own web app first: its SSE streams (an open dashboard) would

@@ -12,7 +12,7 @@ import socket
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,50 @@ import trio
 
 from slum import config as cfg
 from slum.errors import SlumError
-from slum.proxy.edge import EdgeOptions
+from slum.events import Hub
+from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.trust import RouterTrust
 from slum.store import processes
 from slum.store.db import Store, describe_error
+from slum.supervisor import Supervisor
 from slum.supervisor.cgroups import Cgroups, owner_key
 from slum.supervisor.process import owner_alive, reap_leftovers
 from slum.supervisor.watchdog import Watchdog
+from slum.tasks import Tasks
+from slum.telemetry.requests import RequestMetrics
+from slum.telemetry.sampler import Sampler
 
 log = logging.getLogger("slum")
 EDGE_SOCKET = "web.sock"
+
+
+@dataclass
+class ServeOptions:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    database: str = "slum.db"
+    config: str | None = None
+    domain: str = "localhost"
+    control_socket: str | None = None
+    strict: bool = False  # unknown config keys are errors
+    data_dir: str | None = None  # overrides [settings] data_dir
+
+
+@dataclass
+class Running:
+    """What `serve` hands to whoever started it (tests, the CLI banner)."""
+
+    port: int
+    control_socket: str
+    supervisor: Supervisor
+    store: Store
+    hub: Hub
+    edge: Edge
+    requests: RequestMetrics
+    sampler: Sampler
+    reaped: int = 0
+    warnings: list[str] = field(default_factory=list)
+    tasks: Tasks = field(default_factory=Tasks)
 
 
 class StartupError(SlumError):
