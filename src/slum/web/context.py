@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from quart import current_app
 
+from slum.alerts import Alerts
 from slum.config import Config
 from slum.events import Hub
 from slum.fleet.nodes import NodeChecker
 from slum.fleet.service import FleetService
-from slum.metrics import RequestMetrics
-from slum.sampler import Sampler
+from slum.proxy.edge import Edge
 from slum.store.db import Store
 from slum.store.ingest import IngestStatistics
 from slum.supervisor import Instance, Supervisor
+from slum.tasks import Tasks
+from slum.telemetry.requests import RequestMetrics
+from slum.telemetry.sampler import Sampler
 from slum.web.auth import Authenticator
 
 
@@ -35,13 +39,44 @@ class WebContext:
     sampler: Sampler | None = None
     nodes: NodeChecker = field(default_factory=NodeChecker)
     started_at: float = field(default_factory=time.time)
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The running parts a view reads when there are any (a test's app may have none).
+    edge: Edge | None = None
+    alerts: Alerts | None = None
+    tasks: Tasks | None = None  # background tasks' errors (slum/tasks.py)
+    reload: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # views' own caches
 
     def instance_dict(self, inst: Instance) -> dict[str, Any]:
-        d = inst.to_dict()
+        """An instance as the API shows it (the Instance schema in web/instances.py)."""
         port = "" if self.public_port == 80 else f":{self.public_port}"
-        d["url"] = f"http://{inst.name}.{inst.service.name}.{self.domain}{port}/"
-        return d
+        sampled = self.sampler.of(inst.id) if self.sampler is not None else None
+        uptime = (time.time() - inst.started_at) if inst.started_at and inst.pid else 0.0
+        return {
+            "id": inst.id,
+            "service": inst.service.name,
+            "name": inst.name,
+            "status": inst.status,
+            "state": inst.state.value,
+            "crash_looping": inst.crash_looping,
+            "health": inst.health,
+            "port": inst.port,
+            "pid": inst.pid,
+            "socket": inst.unix_path or (f"127.0.0.1:{inst.port}" if inst.port else None),
+            "weight": inst.weight,
+            "uptime_secs": round(uptime, 1),
+            "restarts": inst.restarts,
+            "reason": inst.reason,
+            "last_reason": inst.last_reason,
+            "wakes": inst.wakes,
+            "last_exit": inst.last_exit,
+            "last_exit_code": inst.last_exit_code,
+            "idle_timeout": inst.service.idle_timeout,
+            "cpu_percent": sampled.cpu_percent if sampled else None,
+            "rss_bytes": sampled.rss_bytes if sampled else None,
+            "oom_kills": inst.oom_kills,
+            **inst.storage(),
+            "url": f"http://{inst.name}.{inst.service.name}.{self.domain}{port}/",
+        }
 
 
 _KEY = "SLUM_CONTEXT"

@@ -11,7 +11,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from slum.errors import BadRequest
 from slum.store import logs
-from slum.store.metrics import query_history
+from slum.telemetry.history import query_history
 from slum.web.auth import Forbidden, instance_allowed, require_unscoped, scope_tenant
 from slum.web.context import WebContext, context
 from slum.web.routes import MAX_INT, endpoint, int_arg
@@ -254,10 +254,9 @@ class _Collector:
         dropped = CounterMetricFamily("slum_log_dropped", "Log lines dropped")
         dropped.add_metric([], ctx.hub.dropped_logs)
         yield dropped
-        edge_statistics = ctx.extras.get("edge_statistics")
-        if edge_statistics is not None:
+        if ctx.edge is not None:
             # What the edge contained: each a refused request or a failed exchange, never a crash.
-            edge = edge_statistics()
+            edge = ctx.edge.statistics()
             upstream = CounterMetricFamily("slum_edge_upstream_errors", "Failed upstream exchanges "
                                            "(malformed, cut or late answers: 502/504)",
                                            labels=["target"])
@@ -274,7 +273,7 @@ class _Collector:
             yield timeouts
             yield GaugeMetricFamily("slum_edge_connections", "Open client connections",
                                     value=edge.connections)
-        tasks = ctx.extras.get("tasks")
+        tasks = ctx.tasks
         if tasks is not None:
             task_errors = CounterMetricFamily("slum_task_errors", "Errors of a background task "
                                               "(contained: the task retried)", labels=["task"])
