@@ -18,7 +18,8 @@ import type {
 	Server,
 	SpawnRequest,
 	Tenant,
-	TenantDetail
+	TenantDetail,
+	TenantState
 } from './types';
 
 export const API_BASE = '/_/api';
@@ -217,6 +218,14 @@ export function createClient(options: ClientOptions = {}) {
 		/** Start it on server `to` (a name), stop it here; its data stays on the old server. */
 		moveTenant: (id: string, to: string) =>
 			request<Tenant>(`${fleetBase}/tenants/${enc(id)}/move`, { method: 'POST', body: { to } }),
+		/** Route `domain` to the tenant too (409: another tenant has it). */
+		addAlias: (id: string, domain: string) =>
+			request<TenantDetail>(`${base}/tenants/${enc(id)}/aliases`, { method: 'POST', body: { domain } }),
+		removeAlias: (id: string, domain: string) =>
+			request<TenantDetail>(`${base}/tenants/${enc(id)}/aliases/${enc(domain)}`, { method: 'DELETE' }),
+		/** Each tenant (or one) with its server's status and its instance, wherever it runs. */
+		tenantStates: (id?: string) =>
+			request<TenantState[]>(`${base}/fleet/tenants${queryString({ id })}`),
 
 		// logs
 		logs: (q: LogQuery = {}, signal?: AbortSignal) =>

@@ -93,7 +93,7 @@ export interface SpawnRequest {
 	id: string;
 }
 
-export type ServerStatus = 'online' | 'offline';
+export type ServerStatus = 'online' | 'offline' | 'invalid';
 
 export interface Server {
 	id: string;
@@ -129,6 +129,18 @@ export interface Tenant {
 export interface TenantDetail extends Tenant {
 	aliases?: string[];
 	instance?: Instance | null;
+}
+
+/** GET /_/api/fleet/tenants: a tenant as its node sees it. */
+export interface TenantState {
+	id: string;
+	server_id: string;
+	server: string | null;
+	/** its server's status in the registry; a tenant is only as up as its server */
+	server_status: string;
+	/** null: not running, or its node did not say (then `error` says why) */
+	instance: Instance | null;
+	error: string | null;
 }
 
 export interface NewTenant {
