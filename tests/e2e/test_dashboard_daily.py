@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
 import urllib.request
@@ -428,13 +429,40 @@ def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
                ).to_be_visible()
         screenshot(page, "logs-every-node")
 
-        remote.stop()
+        # a tenant on the remote node shows its instance as that node says it, on the list and
+        # on its page, where its lines are read from that node and new ones follow
+        page.goto(node.url("/tenants"))
+        bob_row = page.locator('[data-testid="tenant-row"][data-tenant-id="bob"]')
+        expect(bob_row.get_by_test_id("tenant-instance")).to_contain_text("Healthy")
+        page.goto(node.url("/tenants/bob"))
+        expect(page.get_by_test_id("tenant-instance")).to_contain_text("Healthy")
+        expect(page.get_by_test_id("tenant-instance-server")).to_have_text("on far")
+        expect(page.get_by_test_id("tenant-server")).to_contain_text("Online")
+        expect(page.get_by_test_id("stream-state")).to_have_attribute("data-state", "live")
+        here.http("GET", "/from-the-dashboard-test", host="bob.localhost")
+        expect(page.get_by_test_id("log-lines")).to_contain_text("GET /from-the-dashboard-test")
+        screenshot(page, "tenant-on-a-remote-node")
+
+        # the node's process dies for real (its instances with it)
+        remote.stop(signal.SIGKILL)
         wait_until(lambda: {s["name"]: s["status"] for s in node.api("GET", "/_/api/servers")[1]}
                    .get("far") == "offline", "far offline", timeout=30)
+        # the open page follows: the server's status, and the log viewer says it cannot reach it
+        expect(page.get_by_test_id("tenant-server-down")).to_contain_text("far", timeout=15_000)
+        expect(page.get_by_test_id("tenant-status")).to_contain_text("server offline")
+        expect(page.get_by_test_id("tenant-server")).to_contain_text("Offline")
+        expect(page.get_by_test_id("stream-state")).to_have_attribute("data-state", "unreachable")
+        expect(page.get_by_test_id("log-unreachable")).to_contain_text("Cannot reach server far")
+        expect(page.get_by_test_id("tenant-instance-error")).to_contain_text("far is offline")
         page.goto(node.url("/tenants/bob"))
         expect(page.get_by_test_id("tenant-server-down")).to_contain_text("far")
-        expect(page.get_by_test_id("tenant-status")).to_contain_text("server offline")
+        expect(page.get_by_test_id("stream-state")).to_have_attribute("data-state", "unreachable")
+        expect(page.get_by_test_id("stream-state")).to_contain_text("Cannot reach the server")
         screenshot(page, "tenant-on-a-down-node")
+        page.goto(node.url("/tenants"))
+        expect(bob_row.get_by_test_id("tenant-status")).to_contain_text("Offline")
+        expect(bob_row.get_by_test_id("tenant-instance")).to_contain_text("server offline")
+        page.goto(node.url("/tenants/bob"))
 
         # rescue bob from the down node: moved here, after a confirmation
         page.get_by_test_id("tenant-move-to").select_option("local")
