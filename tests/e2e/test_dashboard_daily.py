@@ -648,3 +648,44 @@ def test_charts_share_one_time_axis_and_zoom_by_dragging(node: Node, browser: Br
                "every chart back to the whole span", timeout=10)
     page.context.close()
     assert browser.errors == []
+
+
+@pytest.mark.browser
+def test_add_and_remove_a_domain_alias_on_the_tenant_page(node: Node, browser: Browser) -> None:
+    node.api("POST", "/api/tenants", {"id": "shop", "service": "web"})
+    node.api("POST", "/api/tenants", {"id": "rival", "service": "web"})
+    alias = "shop.example.test"
+
+    def status_of(host: str) -> int:
+        return node.slum.http("GET", "/", host=host)[0]
+
+    assert status_of(alias) != 200
+    page = new_page(browser)
+    login(page, node, "/tenants/shop")
+    expect(page.get_by_test_id("aliases-empty")).to_be_visible()
+    # a bad domain is refused before it is sent
+    page.get_by_test_id("alias-domain").fill("https://shop.example.test/x")
+    page.get_by_test_id("alias-add").click()
+    expect(page.locator("#alias-domain-help")).to_contain_text("without http://")
+    page.get_by_test_id("alias-domain").fill("Shop.Example.TEST")
+    page.get_by_test_id("alias-add").click()
+    expect(page.locator(f'[data-testid="alias"][data-domain="{alias}"]')).to_be_visible()
+    assert node.api("GET", "/_/api/tenants/shop")[1]["aliases"] == [alias]
+    wait_until(lambda: status_of(alias) == 200, f"{alias} routed to shop", timeout=15)
+    screenshot(page, "tenant-aliases")
+
+    # another tenant cannot take it: the server's 409 is what the user reads
+    page.goto(node.url("/tenants/rival"))
+    page.get_by_test_id("alias-domain").fill(alias)
+    page.get_by_test_id("alias-add").click()
+    expect(page.get_by_test_id("alias-error")).to_contain_text("is taken")
+    assert node.api("GET", "/_/api/tenants/rival")[1]["aliases"] == []
+
+    page.goto(node.url("/tenants/shop"))
+    page.locator(f'[data-testid="alias"][data-domain="{alias}"]').get_by_test_id(
+        "alias-remove").click()
+    expect(page.get_by_test_id("aliases-empty")).to_be_visible()
+    assert node.api("GET", "/_/api/tenants/shop")[1]["aliases"] == []
+    wait_until(lambda: status_of(alias) != 200, f"{alias} no longer routed", timeout=15)
+    page.context.close()
+    assert browser.errors == []

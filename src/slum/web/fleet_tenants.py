@@ -16,6 +16,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from slum.errors import SlumError
 from slum.fleet import nodes, registry
+from slum.store.registry import Server, Tenant
 from slum.web.auth import require_unscoped
 from slum.web.context import context
 from slum.web.instances import Instance
@@ -44,71 +45,62 @@ async def tenant_states() -> Response:
     require_unscoped()
     ctx = context()
     wanted = request.args.get("id")
-
-    def read(c: Any) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any]]:
-        tenants = [registry.get_tenant(c, wanted)] if wanted is not None else registry.list_tenants(c)
-        servers = {s["id"]: s for s in registry.list_servers(c)}
-        tokens = {sid: registry.server_token(c, sid) for sid in {t["server_id"] for t in tenants}}
-        return tenants, servers, tokens
-
-    tenants, servers, tokens = await ctx.store.read(read)
+    tenants = [await ctx.fleet.tenant(wanted)] if wanted is not None else await ctx.fleet.tenants()
+    servers = {s.id: s for s in await ctx.fleet.servers()}
     local = [ctx.instance_dict(i) for i in ctx.supervisor.list()]
-    answers: dict[str, list[dict[str, Any]] | str] = {"local": local}
+    answers: dict[str, list[dict[str, Any]] | str] = {}
 
-    async def ask(server: dict[str, Any]) -> None:
+    async def ask(server: Server) -> None:
         try:
-            with trio.fail_after(ASK_TIMEOUT_S + 0.5):
-                answers[server["id"]] = await trio.to_thread.run_sync(
-                    lambda: nodes.node_client(server, tokens.get(server["id"]), ASK_TIMEOUT_S).instances(),
-                    abandon_on_cancel=True,
-                )
-        except trio.TooSlowError:
-            answers[server["id"]] = f"server {server['name']} did not answer in time"
+            got = await nodes.call(server, "GET", "/_/api/instances", timeout_s=ASK_TIMEOUT_S)
         except SlumError as e:
-            answers[server["id"]] = f"server {server['name']} did not answer: {e.message}"
+            answers[server.id] = f"server {server.name} did not answer: {e.message}"
+            return
+        answers[server.id] = got if isinstance(got, list) else []
 
     async with trio.open_nursery() as nursery:
-        for sid in {t["server_id"] for t in tenants}:
+        for sid in {t.server_id for t in tenants}:
             server = servers.get(sid)
+            status = registry.status_of(server)[0] if server is not None else "unknown"
             if server is None:
                 answers[sid] = f"server {sid} is not in the registry"
-            elif server["name"] == registry.LOCAL:
+            elif server.local:
                 answers[sid] = local
-            elif server["status"] != "online":
-                answers[sid] = f"server {server['name']} is {server['status']}"
+            elif status != "online":
+                answers[sid] = f"server {server.name} is {status}"
             else:
                 nursery.start_soon(ask, server)
     return jsonify(
         [
-            _state(t, servers.get(t["server_id"]), answers[t["server_id"]], ctx.config.default_service)
+            _state(t, servers.get(t.server_id), answers[t.server_id], ctx.config.default_service)
             for t in tenants
         ]
     )
 
 
 def _state(
-    tenant: dict[str, Any],
-    server: dict[str, Any] | None,
+    tenant: Tenant,
+    server: Server | None,
     answer: list[dict[str, Any]] | str,
     default_service: str | None,
 ) -> TenantState:
     state = TenantState(
-        id=tenant["id"],
-        server_id=tenant["server_id"],
-        server=tenant["server"],
-        server_status=server["status"] if server else "unknown",
+        id=tenant.id,
+        server_id=tenant.server_id,
+        server=tenant.server,
+        server_status=registry.status_of(server)[0] if server is not None else "unknown",
         instance=None,
         error=None,
     )
     if isinstance(answer, str):
         state["error"] = answer
         return state
-    # the remote node names the tenant's instance by its own default service when none is set
-    service = tenant["service"]
-    if service is None and server is not None and server["name"] == registry.LOCAL:
+    # a remote node names the instance by its own default service when the tenant has none
+    service = tenant.service
+    if service is None and server is not None and server.local:
         service = default_service
     for inst in answer:
-        if inst.get("name") == tenant["id"] and (service is None or inst.get("service") == service):
-            state["instance"] = {**inst, "server": tenant["server"]}  # type: ignore[typeddict-item]
+        if inst.get("name") == tenant.id and (service is None or inst.get("service") == service):
+            state["instance"] = {**inst, "server": tenant.server}  # type: ignore[typeddict-item]
             break
     return state
