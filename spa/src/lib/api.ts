@@ -2,6 +2,7 @@
 // Pure: no SvelteKit imports, so it runs under vitest with a fake fetch.
 
 import type {
+	FleetLogEntry,
 	OverviewSummary,
 	ServerView,
 	Instance,
@@ -203,7 +204,7 @@ export function createClient(options: ClientOptions = {}) {
 		allInstances: () => request<Instance[]>(`${base}/instances?all=1`),
 		/** The newest lines of every node, merged by time; each says which server it is from. */
 		fleetLogs: (q: { search?: string; min_level?: string; limit?: number } = {}) =>
-			request<(LogEntry & { server: string })[]>(`${base}/fleet/logs${queryString(q)}`),
+			request<FleetLogEntry[]>(`${base}/fleet/logs${queryString(q)}`),
 		server: (id: string) => request<Server>(`${base}/servers/${enc(id)}`),
 		addServer: (s: NewServer) =>
 			request<Server>(`${fleetBase}/servers`, { method: 'POST', body: s }),

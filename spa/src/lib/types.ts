@@ -104,6 +104,8 @@ export interface Server {
 	status: ServerStatus;
 	capacity: number | null;
 	has_token?: boolean;
+	/** why its status is `invalid`: the stored address does not parse */
+	reason?: string;
 }
 
 export interface NewServer {
@@ -161,6 +163,11 @@ export interface LogEntry {
 	tenant_id: string | null;
 	stream: LogStream;
 	message: string;
+}
+
+/** GET /_/api/fleet/logs: a line of any node, saying which. */
+export interface FleetLogEntry extends LogEntry {
+	server: string;
 }
 
 export interface LogQuery {
