@@ -689,3 +689,37 @@ def test_add_and_remove_a_domain_alias_on_the_tenant_page(node: Node, browser: B
     wait_until(lambda: status_of(alias) != 200, f"{alias} no longer routed", timeout=15)
     page.context.close()
     assert browser.errors == []
+
+
+@pytest.mark.browser
+def test_a_tenant_on_a_server_with_an_invalid_address_says_so(node: Node,
+                                                               browser: Browser) -> None:
+    from slum.store import connect
+    from slum.store.registry import bump_version
+
+    # a row written by hand (or before addresses were parsed fully): shown, never called
+    conn = connect(node.slum.database)
+    with conn:
+        conn.execute("INSERT INTO servers (id, name, address, created_at, status) "
+                     "VALUES ('bad1', 'broken', 'http://a:b:c', '2026-01-01', 'online')")
+        conn.execute("INSERT INTO tenants (id, server_id, status, created_at) "
+                     "VALUES ('stranded', 'bad1', 'active', '2026-01-01')")
+        bump_version(conn)
+    conn.close()
+    page = new_page(browser)
+    login(page, node, "/tenants")
+    stranded = page.locator('[data-testid="tenant-row"][data-tenant-id="stranded"]')
+    expect(stranded.get_by_test_id("tenant-status")).to_contain_text("Invalid address")
+    expect(stranded.get_by_test_id("tenant-instance")).to_contain_text("server invalid")
+    page.goto(node.url("/tenants/stranded"))
+    banner = page.get_by_test_id("tenant-server-down")
+    expect(banner).to_contain_text("broken")
+    expect(banner).to_contain_text("address that does not parse")
+    expect(page.get_by_test_id("tenant-status")).to_contain_text("Down (server invalid address)")
+    expect(page.get_by_test_id("stream-state")).to_have_attribute("data-state", "unreachable")
+    expect(page.get_by_test_id("log-unreachable")).to_contain_text("Cannot reach server broken")
+    page.goto(node.url("/servers"))
+    row_ = page.locator('[data-testid="server-row"]', has_text="broken")
+    expect(row_.get_by_test_id("server-status")).to_contain_text("Invalid address")
+    page.context.close()
+    assert browser.errors == []

@@ -75,6 +75,9 @@ async def servers_summary() -> Response:
         if server.local:
             out[server.id] = {**row, **_local(ctx)}
             return
+        if row["status"] == registry.INVALID:  # never called: its address does not parse
+            out[server.id] = {**row, "error": row.get("reason") or "invalid address"}
+            return
         try:
             fresh = await _ask(server)
         except SlumError as e:
