@@ -43,4 +43,5 @@ def test_types_ts_matches_openapi() -> None:
         assert not untyped, f"types.ts {name} lacks fields the API always sends: {untyped}"
         checked.append(name)
     assert {"Instance", "Server", "Tenant", "LogEntry", "Overview", "MetricSnapshot",
-            "MetricHistory", "LiveMetrics", "SpawnRequest", "NewServer", "NewTenant"} <= set(checked)
+            "MetricHistory", "LiveMetrics", "SpawnRequest", "NewServer", "NewTenant", "ServerView",
+            "TenantState", "FleetLogEntry"} <= set(checked)

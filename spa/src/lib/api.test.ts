@@ -41,6 +41,34 @@ describe('queryString', () => {
 });
 
 describe('createClient', () => {
+	it('adds and removes a domain alias, the domain escaped in the path, and reads the 409', async () => {
+		const { fetch, calls } = fakeFetch((c) =>
+			c.init.method === 'POST' && String(c.init.body).includes('taken.example')
+				? json(409, { error: "domain 'taken.example' belongs to tenant 'rival'" })
+				: json(c.init.method === 'POST' ? 201 : 200, { id: 'acme', aliases: [] })
+		);
+		const api = createClient({ fetch });
+		await api.addAlias('acme', 'shop.example.com');
+		expect(calls[0]!.url).toBe('/_/api/tenants/acme/aliases');
+		expect(calls[0]!.init.method).toBe('POST');
+		expect(JSON.parse(String(calls[0]!.init.body))).toEqual({ domain: 'shop.example.com' });
+		await api.removeAlias('acme', 'a/b.example');
+		expect(calls[1]!.url).toBe('/_/api/tenants/acme/aliases/a%2Fb.example');
+		expect(calls[1]!.init.method).toBe('DELETE');
+		const refused = await api.addAlias('acme', 'taken.example').catch((e: unknown) => e);
+		expect(refused).toBeInstanceOf(ApiError);
+		expect((refused as ApiError).status).toBe(409);
+		expect((refused as ApiError).message).toContain('rival');
+	});
+
+	it('asks where tenants stand, all or one', async () => {
+		const { fetch, calls } = fakeFetch(() => json(200, []));
+		const api = createClient({ fetch });
+		await api.tenantStates();
+		await api.tenantStates('bob');
+		expect(calls.map((c) => c.url)).toEqual(['/_/api/fleet/tenants', '/_/api/fleet/tenants?id=bob']);
+	});
+
 	it('GETs JSON with the session cookie', async () => {
 		const { fetch, calls } = fakeFetch(() => json(200, [{ id: 'notes:alice' }]));
 		const api = createClient({ fetch });

@@ -2,6 +2,7 @@
 // Pure: no SvelteKit imports, so it runs under vitest with a fake fetch.
 
 import type {
+	FleetLogEntry,
 	OverviewSummary,
 	ServerView,
 	Instance,
@@ -18,7 +19,8 @@ import type {
 	Server,
 	SpawnRequest,
 	Tenant,
-	TenantDetail
+	TenantDetail,
+	TenantState
 } from './types';
 
 export const API_BASE = '/_/api';
@@ -202,7 +204,7 @@ export function createClient(options: ClientOptions = {}) {
 		allInstances: () => request<Instance[]>(`${base}/instances?all=1`),
 		/** The newest lines of every node, merged by time; each says which server it is from. */
 		fleetLogs: (q: { search?: string; min_level?: string; limit?: number } = {}) =>
-			request<(LogEntry & { server: string })[]>(`${base}/fleet/logs${queryString(q)}`),
+			request<FleetLogEntry[]>(`${base}/fleet/logs${queryString(q)}`),
 		server: (id: string) => request<Server>(`${base}/servers/${enc(id)}`),
 		addServer: (s: NewServer) =>
 			request<Server>(`${fleetBase}/servers`, { method: 'POST', body: s }),
@@ -217,6 +219,14 @@ export function createClient(options: ClientOptions = {}) {
 		/** Start it on server `to` (a name), stop it here; its data stays on the old server. */
 		moveTenant: (id: string, to: string) =>
 			request<Tenant>(`${fleetBase}/tenants/${enc(id)}/move`, { method: 'POST', body: { to } }),
+		/** Route `domain` to the tenant too (409: another tenant has it). */
+		addAlias: (id: string, domain: string) =>
+			request<TenantDetail>(`${base}/tenants/${enc(id)}/aliases`, { method: 'POST', body: { domain } }),
+		removeAlias: (id: string, domain: string) =>
+			request<TenantDetail>(`${base}/tenants/${enc(id)}/aliases/${enc(domain)}`, { method: 'DELETE' }),
+		/** Each tenant (or one) with its server's status and its instance, wherever it runs. */
+		tenantStates: (id?: string) =>
+			request<TenantState[]>(`${base}/fleet/tenants${queryString({ id })}`),
 
 		// logs
 		logs: (q: LogQuery = {}, signal?: AbortSignal) =>

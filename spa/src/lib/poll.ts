@@ -35,3 +35,22 @@ export function startPolling(
 		if (timer !== undefined) clearTimeout(timer);
 	};
 }
+
+/**
+ * A detail page's polling, started over for each new id: `restart(reset)` stops the last one,
+ * runs `reset` (clear what the last id showed) and polls again; `stop` ends it.
+ */
+export function pollPerPage(task: () => Promise<unknown>, intervalMs: number) {
+	let stop: (() => void) | undefined;
+	return {
+		restart(reset: () => void) {
+			stop?.();
+			reset();
+			stop = startPolling(task, intervalMs);
+		},
+		stop() {
+			stop?.();
+			stop = undefined;
+		}
+	};
+}

@@ -174,3 +174,38 @@ export const TONE_TEXT: Record<Tone, string> = {
 	busy: 'text-sky-300',
 	idle: 'text-slate-400'
 };
+
+/** How a plain word-state (a server's, a tenant's) looks in a StatusPill. */
+export interface PillLook {
+	label: string;
+	tone: Tone;
+	icon: IconName;
+}
+
+const SERVER_LOOKS: Record<string, PillLook> = {
+	online: { label: 'Online', tone: 'ok', icon: 'check' },
+	offline: { label: 'Offline', tone: 'bad', icon: 'cross' },
+	// a stored address that does not parse: never called, so never online
+	invalid: { label: 'Invalid address', tone: 'bad', icon: 'alert' }
+};
+
+const TENANT_LOOKS: Record<string, PillLook> = {
+	active: { label: 'Active', tone: 'ok', icon: 'check' },
+	suspended: { label: 'Suspended', tone: 'warn', icon: 'ban' }
+};
+
+export function serverLook(status: string): PillLook {
+	return SERVER_LOOKS[status] ?? { label: status, tone: 'warn', icon: 'question' };
+}
+
+export function tenantLook(status: string): PillLook {
+	return TENANT_LOOKS[status] ?? { label: status, tone: 'warn', icon: 'question' };
+}
+
+/** A tenant is only as up as its server: on a server that is not online it is down. */
+export function tenantStandingLook(status: string, serverStatus: string | null): PillLook {
+	if (serverStatus && serverStatus !== 'online') {
+		return { label: `Down (server ${serverLook(serverStatus).label.toLowerCase()})`, tone: 'bad', icon: 'cross' };
+	}
+	return tenantLook(status);
+}

@@ -93,7 +93,7 @@ export interface SpawnRequest {
 	id: string;
 }
 
-export type ServerStatus = 'online' | 'offline';
+export type ServerStatus = 'online' | 'offline' | 'invalid';
 
 export interface Server {
 	id: string;
@@ -104,6 +104,8 @@ export interface Server {
 	status: ServerStatus;
 	capacity: number | null;
 	has_token?: boolean;
+	/** why its status is `invalid`: the stored address does not parse */
+	reason?: string;
 }
 
 export interface NewServer {
@@ -131,6 +133,18 @@ export interface TenantDetail extends Tenant {
 	instance?: Instance | null;
 }
 
+/** GET /_/api/fleet/tenants: a tenant as its node sees it. */
+export interface TenantState {
+	id: string;
+	server_id: string;
+	server: string | null;
+	/** its server's status in the registry; a tenant is only as up as its server */
+	server_status: string;
+	/** null: not running, or its node did not say (then `error` says why) */
+	instance: Instance | null;
+	error: string | null;
+}
+
 export interface NewTenant {
 	id: string;
 	server?: string;
@@ -149,6 +163,11 @@ export interface LogEntry {
 	tenant_id: string | null;
 	stream: LogStream;
 	message: string;
+}
+
+/** GET /_/api/fleet/logs: a line of any node, saying which. */
+export interface FleetLogEntry extends LogEntry {
+	server: string;
 }
 
 export interface LogQuery {

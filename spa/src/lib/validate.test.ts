@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dnsLabelProblem, isDnsLabel, safeNextPath, splitInstanceId } from './validate';
+import { dnsLabelProblem, domainProblem, isDnsLabel, safeNextPath, splitInstanceId } from './validate';
 
 describe('DNS labels', () => {
 	it.each(['a', 'alice', 'a1', 'my-app', '0', 'x'.repeat(63), 'a-b-c'])('accepts %s', (v) => {
@@ -45,4 +45,24 @@ describe('safeNextPath', () => {
 		'sends %j home',
 		(v) => expect(safeNextPath(v, '/_')).toBe('/_/')
 	);
+});
+
+describe('domain aliases', () => {
+	it.each(['shop.example.com', 'Shop.Example.COM', 'a.b', 'xn--bcher-kva.example', 'www.acme.io.'])('accepts %s', (v) => {
+		expect(domainProblem(v)).toBeNull();
+	});
+
+	it.each([
+		['', 'required'],
+		['localhost', 'at least two parts'],
+		['https://shop.example.com', 'without http://'],
+		['shop.example.com/path', 'without http://'],
+		['shop.example.com:8080', 'without a port'],
+		['shop..example.com', 'no empty part'],
+		['-shop.example.com', '"-shop" is not'],
+		['shop example.com', '"shop example" is not'],
+		[`${'a'.repeat(250)}.com`, 'at most 253']
+	])('refuses %s', (v, why) => {
+		expect(domainProblem(v)).toContain(why);
+	});
 });

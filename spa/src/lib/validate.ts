@@ -39,3 +39,20 @@ export function safeNextPath(next: string | null | undefined, base: string): str
 	if (next.startsWith(`${base}/login`)) return home;
 	return next;
 }
+
+/**
+ * Why `value` cannot be a domain alias (a hostname of at least two labels, such as
+ * shop.example.com), or null when it can. Case and a trailing dot are the server's to fold.
+ */
+export function domainProblem(value: string): string | null {
+	const d = value.trim().toLowerCase().replace(/\.$/, '');
+	if (d === '') return 'A domain is required';
+	if (d.length > 253) return `A domain has at most 253 characters (this one has ${d.length})`;
+	if (/^[a-z][a-z0-9+.-]*:\/\//.test(d) || d.includes('/')) return 'Only the host name, without http:// or a path';
+	if (d.includes(':')) return 'Only the host name, without a port';
+	const labels = d.split('.');
+	if (labels.length < 2) return 'A domain has at least two parts, such as shop.example.com';
+	const bad = labels.find((l) => !isDnsLabel(l));
+	if (bad !== undefined) return bad === '' ? 'A domain has no empty part (..)' : `"${bad}" is not a valid part of a domain`;
+	return null;
+}

@@ -21,6 +21,7 @@ from slum.web import (
     dashboard,
     deploys,
     fleet,
+    fleet_tenants,
     fleet_view,
     health,
     instances,
@@ -99,7 +100,8 @@ def create_app(ctx: WebContext) -> QuartTrio:
         return response
 
     install(app, ctx)
-    for module in (health, fleet, instances, logs, metrics, overview, session, deploys, openapi):
+    for module in (health, fleet, fleet_tenants, fleet_view, instances, logs, metrics, overview,
+                   session, deploys, openapi):
         app.register_blueprint(module.bp)
     app.register_blueprint(metrics.prometheus_bp)
     # Dashboard-only paths, outside the route table.
@@ -108,7 +110,6 @@ def create_app(ctx: WebContext) -> QuartTrio:
     ops.register(app, ctx)
     tokens.register(app, ctx)
     overview_summary.register(app, ctx)
-    fleet_view.register(app, ctx)
     compress.register(app)
 
     @app.get("/_")
