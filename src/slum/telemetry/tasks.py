@@ -34,7 +34,7 @@ class Telemetry:
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(run_periodic, tasks, "sampler", self.sampler.tick,
                                         INTERVAL_S))
-            nursery.start_soon(partial(
+            await nursery.start(partial(
                 run_periodic, tasks, "history",
                 partial(flush_minute, store, self.sampler, self.requests), until_next_minute,
                 first_delay=True))
