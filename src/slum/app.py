@@ -28,8 +28,9 @@ from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
 from slum.errors import BadRequest, ConfigError, SlumError
 from slum.events import Hub
-from slum.fleet import registry
 from slum.fleet.nodes import NodeChecker
+from slum.fleet.registry import RouteRow
+from slum.fleet.service import open_fleet
 from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
@@ -51,7 +52,6 @@ from slum.web.auth import Authenticator, Listener, Proxies
 from slum.web.context import WebContext
 
 log = logging.getLogger("slum")
-ROUTES_POLL_S = 1.0
 EDGE_SOCKET = "web.sock"
 
 
@@ -316,13 +316,6 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     reaped = await trio.to_thread.run_sync(_reap, store)
     if reaped:
         log.warning("reaped %d processes left by a slum that did not stop cleanly", reaped)
-    store.write_sync(registry.ensure_local)
-    # A node without a config runs no processes: keep tenant placement off it.
-    local = store.write_sync(lambda c: registry.get_server(c, registry.LOCAL))
-    if not config.services:
-        store.write_sync(lambda c: registry.set_local_capacity(c, 0))
-    elif local["capacity"] == 0:
-        store.write_sync(lambda c: registry.set_local_capacity(c, None))
     known = store.write_sync(lambda c: list(c.execute(
         "SELECT service, name, weight FROM instances")))
 
@@ -339,23 +332,14 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         watchdog.start()
     supervisor = Supervisor(config, hub, StoreJournal(store, watchdog, tasks), cgroups)
     table = RouteTable(opts.domain.lower(), frozenset(config.services))
-    version = ""
 
-    async def refresh_routes() -> None:
-        nonlocal version
-        version, (rows, aliases) = await store.read(
-            lambda c: (registry.registry_version(c), registry.route_rows(c)))
+    def routes(rows: list[RouteRow], aliases: dict[str, str]) -> None:
         table.replace({tid: TenantRoute(tid, service or _only_service(config), server, address,
                                         status, server_status, token)
                        for tid, service, status, server, address, server_status, token in rows},
                       aliases)
 
-    async def watch_routes() -> None:
-        # The CLI writes the registry straight into the database: notice it within a second.
-        if await store.read(registry.registry_version) != version:
-            await refresh_routes()
-
-    await refresh_routes()
+    fleet = await open_fleet(store, supervisor, lambda: config, routes)
     for clash in sorted(set(config.services) & set(table.tenants)):
         raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
                               f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
@@ -390,7 +374,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                 on_request=requests.record)
     checker = NodeChecker(config.settings.node_check_interval)
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
-                     refresh_routes, ingest, requests=requests, sampler=sampler, nodes=checker)
+                     fleet, ingest, requests=requests, sampler=sampler, nodes=checker)
     ctx.extras["edge_connections"] = lambda: edge.connections
     ctx.extras["edge_statistics"] = edge.statistics  # contained failures, for status and metrics
     from slum.web.create_app import create_app
@@ -406,7 +390,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         alerts.set_rules(new.alerts)
         edge.options.default_instance = default_instance(new)
         requests.enabled = new.settings.request_metrics
-        await refresh_routes()
+        fleet.republish()
 
     reloader = Reloader(supervisor, partial(load_config, opts.config), reloaded)
     ctx.extras["reload"] = reloader.reload
@@ -439,10 +423,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                     run_periodic, tasks, "history", partial(_flush_history, store, sampler,
                                                             requests),
                     _until_next_minute, first_delay=True))
-                timers.start_soon(partial(
-                    run_periodic, tasks, "node checker",
-                    partial(checker.check, store.read, store.write, refresh_routes, report),
-                    checker.interval_s))
+                await timers.start(fleet.run, tasks, checker, report)
                 async with trio.open_nursery() as procs:
                     await procs.start(supervisor.run, known)
                     await procs.start(reloader.run)  # also SIGHUP
@@ -458,8 +439,6 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                             await front.start(_serve_web, Listener(app, trusted=False),
                                               edge_socket, web_stop)
                         port = listeners[0].getsockname()[1]
-                        front.start_soon(partial(run_periodic, tasks, "routes", watch_routes,
-                                                 ROUTES_POLL_S, first_delay=True))
                         ctx.public_port = port
                         # Everything loaded at start lives as long as slum: move it out of the
                         # collector's way, so a full collection under load scans only new

@@ -1,24 +1,33 @@
-"""Fleet fixtures: a real 3-member etcd cluster on loopback."""
-
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.fleet.etcd_cluster import ETCD, EtcdCluster
+from slum.fleet.service import FleetService
+from slum.store.db import Store
+from slum.store.registry import RouteSnapshot, SqliteRegistry
+
+
+class Published(list[RouteSnapshot]):
+    """What the service handed to the edge, in order."""
 
 
 @pytest.fixture
-def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
-    """A fresh cluster per test: tests kill and restart its members."""
-    if ETCD is None:  # the tests that use this are marked needs_etcd; this is a safety net
-        pytest.skip("etcd is not installed")
-    cluster = EtcdCluster(tmp_path / "etcd")
-    (tmp_path / "etcd").mkdir()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(tmp_path / "slum.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def published() -> Published:
+    return Published()
+
+
+@pytest.fixture
+async def fleet(store: Store, published: Published) -> FleetService:
+    service = FleetService(SqliteRegistry(store), publish=published.append)
+    await service.registry.ensure_local()
+    return service

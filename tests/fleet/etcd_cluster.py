@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,3 +159,17 @@ class EtcdCluster:
 # A module-level mark (not a skip inside a fixture) so that CI's SLUM_REQUIRE_ALL=1 turns a missing
 # etcd into a failure rather than a silent skip (tests/conftest.py).
 needs_etcd = pytest.mark.skipif(ETCD is None, reason="etcd (Debian: etcd-server)")
+
+
+@pytest.fixture(name="etcd_cluster")
+def etcd_cluster_fixture(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """`etcd_cluster`: a fresh 3-member cluster per test (tests kill and restart its members).
+    A test module imports etcd_cluster_fixture to use it."""
+    base = tmp_path / "etcd"
+    base.mkdir()
+    cluster = EtcdCluster(base)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

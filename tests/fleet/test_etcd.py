@@ -22,7 +22,7 @@ from slum.fleet.etcd import (
     prefix_end,
 )
 from tests.conftest import free_port
-from tests.fleet.etcd_cluster import EtcdCluster, needs_etcd
+from tests.fleet.etcd_cluster import EtcdCluster, etcd_cluster_fixture, needs_etcd  # noqa: F401
 
 pytestmark = needs_etcd
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -12,6 +11,7 @@ from quart import current_app
 from slum.config import Config
 from slum.events import Hub
 from slum.fleet.nodes import NodeChecker
+from slum.fleet.service import FleetService
 from slum.metrics import RequestMetrics
 from slum.sampler import Sampler
 from slum.store.db import Store
@@ -29,7 +29,7 @@ class WebContext:
     auth: Authenticator
     domain: str
     public_port: int
-    refresh_routes: Callable[[], Awaitable[None]]
+    fleet: FleetService  # every fleet operation, and the edge's routes
     ingest: IngestStatistics = field(default_factory=IngestStatistics)
     requests: RequestMetrics = field(default_factory=RequestMetrics)
     sampler: Sampler | None = None
