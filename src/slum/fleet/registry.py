@@ -274,11 +274,15 @@ def tenant_dict(tenant: Tenant) -> dict[str, Any]:
 # --- dict reads on a connection, for the read-only views that query in their own transaction
 # (overview, fleet view, logs, TLS asks); writes go through FleetService ---
 def list_servers(conn: apsw.Connection) -> list[dict[str, Any]]:
-    return [server_dict(s) for s in rows.list_servers(conn)]
+    servers = rows.list_servers(conn)
+    if not any(s.name == LOCAL for s in servers):
+        rows.ensure_local(conn)  # a database of the Rust slum, or a fresh one: once
+        servers = rows.list_servers(conn)
+    return [server_dict(s) for s in servers]
 
 
 def get_server(conn: apsw.Connection, ref: str) -> dict[str, Any]:
-    return server_dict(rows.get_server(conn, ref))
+    return server_dict(rows.ensure_local(conn) if ref == LOCAL else rows.get_server(conn, ref))
 
 
 def list_tenants(conn: apsw.Connection) -> list[dict[str, Any]]:

@@ -192,7 +192,8 @@ def snapshot(conn: apsw.Connection) -> RouteSnapshot:
 
 
 # --- writes, each inside one immediate transaction ---
-def _bump(conn: apsw.Connection) -> None:
+def bump_version(conn: apsw.Connection) -> None:
+    """A change, for every reader of changes(): each write calls it in its transaction."""
     conn.execute(
         "INSERT INTO config (key, value) VALUES ('registry_version', '1') "
         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, "
@@ -222,7 +223,7 @@ def insert_server(
         "VALUES (?, ?, ?, ?, ?, ?, 'online')",
         (server_id, name, address, now_iso(), token, capacity),
     )
-    _bump(conn)
+    bump_version(conn)
     return get_server(conn, server_id)
 
 
@@ -233,13 +234,13 @@ def delete_server(conn: apsw.Connection, ref: str) -> Server:
     if server.tenant_count:
         raise Conflict(f"server {server.name!r} has {server.tenant_count} tenants: move or remove them first")
     conn.execute("DELETE FROM servers WHERE id = ?", (server.id,))
-    _bump(conn)
+    bump_version(conn)
     return server
 
 
 def update_server_status(conn: apsw.Connection, server_id: str, status: str) -> None:
     conn.execute("UPDATE servers SET status = ? WHERE id = ?", (status, server_id))
-    _bump(conn)
+    bump_version(conn)
 
 
 def insert_tenant(
@@ -258,7 +259,7 @@ def insert_tenant(
         "VALUES (?, ?, ?, 'active', ?, ?)",
         (tenant_id, target.id, config, now_iso(), service),
     )
-    _bump(conn)
+    bump_version(conn)
     return get_tenant(conn, tenant_id)
 
 
@@ -270,7 +271,7 @@ def update_tenant_server(
         raise Conflict(f"tenant {tenant_id!r} was moved meanwhile (now on {tenant.server})")
     get_server(conn, server_id)
     conn.execute("UPDATE tenants SET server_id = ? WHERE id = ?", (server_id, tenant_id))
-    _bump(conn)
+    bump_version(conn)
     return get_tenant(conn, tenant_id)
 
 
@@ -278,7 +279,7 @@ def delete_tenant(conn: apsw.Connection, tenant_id: str) -> Tenant:
     tenant = get_tenant(conn, tenant_id)
     conn.execute("DELETE FROM domain_aliases WHERE tenant_id = ?", (tenant_id,))
     conn.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
-    _bump(conn)
+    bump_version(conn)
     return tenant
 
 
@@ -289,7 +290,7 @@ def insert_alias(conn: apsw.Connection, domain: str, tenant_id: str) -> Tenant:
             return get_tenant(conn, tenant_id)  # already so: nothing changes
         raise Conflict(f"{domain} is already an alias of tenant {owner}")
     conn.execute("INSERT INTO domain_aliases (domain, tenant_id) VALUES (?, ?)", (domain, tenant_id))
-    _bump(conn)
+    bump_version(conn)
     return get_tenant(conn, tenant_id)
 
 
@@ -300,7 +301,7 @@ def delete_alias(conn: apsw.Connection, domain: str, tenant_id: str | None) -> T
     if not rows or (tenant_id is not None and rows[0] != tenant_id):
         raise NotFound(f"no alias {domain!r}" + (f" of tenant {tenant_id}" if tenant_id else ""))
     conn.execute("DELETE FROM domain_aliases WHERE domain = ?", (domain,))
-    _bump(conn)
+    bump_version(conn)
     return get_tenant(conn, rows[0])
 
 
@@ -344,9 +345,15 @@ class SqliteRegistry:
         return await self.store.read(fn)
 
     async def servers(self) -> list[Server]:
+        servers = await self._read(list_servers)
+        if any(s.name == LOCAL for s in servers):
+            return servers
+        await self.ensure_local()  # a database of the Rust slum, or a fresh one: once
         return await self._read(list_servers)
 
     async def server(self, ref: str) -> Server:
+        if ref == LOCAL:
+            return await self.ensure_local()
         return await self._read(lambda c: get_server(c, ref))
 
     async def ensure_local(self, capacity: int | None = None, *, set_capacity: bool = False) -> Server:
