@@ -28,6 +28,7 @@ from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
 from slum.errors import BadRequest, ConfigError, SlumError
 from slum.events import Hub
+from slum.fleet.etcd_registry import EtcdRegistry
 from slum.fleet.nodes import NodeChecker
 from slum.fleet.registry import RouteRow
 from slum.fleet.service import open_fleet
@@ -65,6 +66,7 @@ class ServeOptions:
     control_socket: str | None = None
     strict: bool = False  # unknown config keys are errors
     data_dir: str | None = None  # overrides [settings] data_dir
+    registry: str | None = None  # overrides [settings] registry: etcd://HOST:PORT[,...]
 
 
 @dataclass
@@ -271,6 +273,12 @@ async def serve(opts: ServeOptions, *,
         raise
 
 
+def _shared_registry(url: str) -> EtcdRegistry | None:
+    """The registry several routers share (etcd), or None for this node's SQLite. A URL that
+    does not parse is a usage error (exit 2)."""
+    return EtcdRegistry.from_url(url) if url else None
+
+
 def _leaf(e: BaseException) -> BaseException | None:
     """The one error that matters in what a nursery raised (cancellations are consequences)."""
     if not isinstance(e, BaseExceptionGroup):
@@ -339,7 +347,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                        for tid, service, status, server, address, server_status, token in rows},
                       aliases)
 
-    fleet = await open_fleet(store, supervisor, lambda: config, routes)
+    shared = _shared_registry(opts.registry or config.settings.registry)
+    fleet = await open_fleet(store, supervisor, lambda: config, routes, shared)
     for clash in sorted(set(config.services) & set(table.tenants)):
         raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
                               f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
@@ -375,6 +384,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     checker = NodeChecker(config.settings.node_check_interval)
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
                      fleet, ingest, requests=requests, sampler=sampler, nodes=checker)
+    if shared is not None:  # up or not, and why: health, status and metrics say it
+        ctx.extras["registry_health"] = lambda: shared.health().as_dict()
     ctx.extras["edge_connections"] = lambda: edge.connections
     ctx.extras["edge_statistics"] = edge.statistics  # contained failures, for status and metrics
     from slum.web.create_app import create_app

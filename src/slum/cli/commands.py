@@ -68,6 +68,9 @@ def serve(*, host: str = "0.0.0.0", port: Annotated[int, Parameter(name=["--port
                                             "not warnings")] = False,
           data_dir: Annotated[str | None, Parameter(help="overrides [settings] data_dir (env "
                                                     "SLUM_DATA_DIR, TENEMENT_DATA_DIR)")] = None,
+          registry: Annotated[str | None, Parameter(help="the fleet registry in etcd, shared by "
+                                                    "several routers: etcd://HOST:PORT[,...] "
+                                                    "(overrides [settings] registry)")] = None,
           ) -> int:
     """Run slum: supervise the config's instances, route requests, serve the API and dashboard."""
     import logging
@@ -83,7 +86,7 @@ def serve(*, host: str = "0.0.0.0", port: Annotated[int, Parameter(name=["--port
     _warn_domain_like_database(database)
     data_dir = data_dir or os.environ.get("SLUM_DATA_DIR") or os.environ.get("TENEMENT_DATA_DIR")
     opts = ServeOptions(host=host, port=port, database=database, config=config, domain=domain,
-                        strict=strict, data_dir=data_dir)
+                        strict=strict, data_dir=data_dir, registry=registry)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

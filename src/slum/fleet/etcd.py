@@ -222,27 +222,39 @@ def _parse_events(result: dict[str, Any]) -> list[Event]:
 
 def parse_endpoints(spec: str) -> list[str]:
     """etcd://host:port[,host:port...] (or http://...) -> ["http://host:port", ...]."""
+    return parse_registry_url(spec)[0]
+
+
+def parse_registry_url(spec: str, default_prefix: str = "/slum/") -> tuple[list[str], str]:
+    """etcd://host:port[,host:port...][/prefix/] -> (["http://host:port", ...], "/prefix/")."""
+    if not isinstance(spec, str):
+        raise BadRequest("the registry must be a string: etcd://host:port[,host:port...]")
     text = spec.strip()
     scheme, sep, rest = text.partition("://")
     if not sep:
         scheme, rest = "etcd", text
     if scheme not in ("etcd", "http"):
         raise BadRequest(f"invalid registry {spec!r}: expected etcd://host:port[,host:port...]")
-    rest = rest.rstrip("/")
+    hosts, slash, path = rest.partition("/")
+    prefix = default_prefix
+    if slash and path.strip("/"):
+        prefix = "/" + path.strip("/") + "/"
+        if any(ord(ch) < 33 or ord(ch) == 127 or ch in "?#" for ch in prefix):
+            raise BadRequest(f"invalid registry {spec!r}: the key prefix {prefix!r}")
     out = []
-    for part in rest.split(","):
+    for part in hosts.split(","):
         hostport = part.strip()
         if not hostport:
             continue
         host, colon, port = hostport.rpartition(":")
         if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise BadRequest(f"invalid etcd endpoint {hostport!r} in {spec!r}: expected host:port")
-        if any(ch in hostport for ch in "/?#@ \t"):
+        if any(ch in hostport for ch in "?#@ \t\\"):
             raise BadRequest(f"invalid etcd endpoint {hostport!r}: expected host:port")
         out.append(f"http://{hostport}")
     if not out:
         raise BadRequest(f"invalid registry {spec!r}: no etcd endpoint")
-    return out
+    return out, prefix
 
 
 class Etcd:

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import trio
 
 from slum.errors import BadRequest, Conflict, NotFound, SlumError, Unavailable
-from slum.fleet.etcd import KV, Compacted, Compare, Delete, Etcd, Op, Put, parse_endpoints
+from slum.fleet.etcd import KV, Compacted, Compare, Delete, Etcd, Op, Put, parse_registry_url
 from slum.store.registry import LOCAL, Alias, RouteSnapshot, Server, Tenant, now_iso
 
 log = logging.getLogger("slum.fleet.etcd")
@@ -272,8 +272,10 @@ class EtcdRegistry:
         self._since = 0.0
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> EtcdRegistry:
-        return cls(Etcd(parse_endpoints(url)), prefix)
+    def from_url(cls, url: str) -> EtcdRegistry:
+        """etcd://host:port[,host:port...][/prefix/]; BadRequest when it does not parse."""
+        endpoints, prefix = parse_registry_url(url, DEFAULT_PREFIX)
+        return cls(Etcd(endpoints), prefix)
 
     async def aclose(self) -> None:
         await self.etcd.aclose()

@@ -14,6 +14,7 @@ from slum.store import logs
 from slum.supervisor.states import State
 from slum.web.auth import require_unscoped
 from slum.web.context import WebContext, context
+from slum.web.health import registry_health
 from slum.web.logs import LogEntry
 from slum.web.routes import endpoint
 
@@ -58,6 +59,7 @@ class Status(Overview):
     edge_connections: int
     requests_metrics: bool
     tasks: dict[str, Any]  # background tasks: their errors (contained, retried)
+    registry: dict[str, Any]  # the fleet registry: backend, up, and why not (etcd)
     edge: dict[str, Any]  # the edge's contained failures: refused requests, failed exchanges
 
 
@@ -95,6 +97,7 @@ async def status() -> Response:
                         "upstream_errors": dict(edge.upstream_errors)}
     else:
         data["edge"] = {}
+    data["registry"] = registry_health(ctx)
     tasks = ctx.extras.get("tasks")  # background tasks' errors (slum/tasks.py)
     data["tasks"] = tasks.to_dict() if tasks is not None else {}
     return jsonify(data)
