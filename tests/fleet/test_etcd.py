@@ -19,6 +19,7 @@ from slum.fleet.etcd import (
     Put,
     WatchBatch,
     parse_endpoints,
+    parse_registry_url,
     prefix_end,
 )
 from tests.conftest import free_port
@@ -230,3 +231,10 @@ def test_parse_endpoints() -> None:
     ):
         with pytest.raises(BadRequest):
             parse_endpoints(bad)
+
+
+def test_parse_registry_url_with_a_prefix() -> None:
+    assert parse_registry_url("etcd://a:1,b:2") == (["http://a:1", "http://b:2"], "/slum/")
+    assert parse_registry_url("etcd://a:1/fleet-one") == (["http://a:1"], "/fleet-one/")
+    with pytest.raises(BadRequest):
+        parse_registry_url("etcd://a:1/x y")

@@ -4,7 +4,7 @@ step fails, and that concurrent adds never place a tenant twice."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ class Node:
 
     port: int = 0
     calls: list[tuple[str, str]] = field(default_factory=list)
-    on_add: Callable[[], object] | None = None
+    on_add: Callable[[], Awaitable[None]] | None = None
 
     async def handle(self, stream: trio.SocketStream) -> None:
         data = b""
@@ -45,9 +45,7 @@ class Node:
             body += await stream.receive_some(65536)
         self.calls.append((method, path))
         if method == "POST" and self.on_add is not None:
-            result = self.on_add()
-            if hasattr(result, "__await__"):
-                await result  # type: ignore[misc]
+            await self.on_add()
         payload = json.dumps({}).encode()
         await stream.send_all(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

@@ -235,7 +235,9 @@ def alias_remove(domain: str, *, database: Database = DEFAULT_DATABASE) -> int:
 
     def api(c: Client) -> dict[str, Any]:
         # The API names the tenant: find it first (one small read).
-        name = domain.strip().lower().rstrip(".")
+        from slum.fleet.registry import domain_key
+
+        name = domain_key(domain)
         owner = next((t["id"] for t in c.tenants() if name in t.get("aliases", [])), None)
         if owner is None:
             from slum.errors import NotFound

@@ -218,6 +218,11 @@ def default_server_name(address: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", address.partition("://")[2].lower()).strip("-")[:63]
 
 
+def domain_key(domain: str) -> str:
+    """How a domain is stored and looked up: lower-case, without a final dot."""
+    return domain.strip().lower().rstrip(".")
+
+
 def parse_domain(domain: object) -> str:
     """An alias domain: a DNS name of at least two labels, lower-cased, without a final dot."""
     if not isinstance(domain, str):

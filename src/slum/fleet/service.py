@@ -27,6 +27,7 @@ from slum.fleet.registry import (
     Registry,
     RouteRow,
     default_server_name,
+    domain_key,
     normalize_address,
     parse_domain,
     snapshot_rows,
@@ -121,13 +122,14 @@ class FleetService:
         return tenant
 
     async def remove_tenant(self, tenant_id: str) -> Tenant:
-        """Unregistered from its node (a node that is down is logged: the registry routes
-        there no more either way), removed from the registry, and stopped here if it ran here."""
+        """Removed from the registry and the routes first (so no request wakes it again),
+        then it leaves its server: stopped here, or unregistered from its node (a node that is
+        down is logged: nothing routes there any more either way)."""
         tenant = await self.registry.tenant(tenant_id)
         source = await self.registry.server(tenant.server_id)
-        await self._leave(source, tenant)
         removed = await self.registry.remove_tenant(tenant_id)
         await self.refresh()
+        await self._leave(source, tenant)
         return removed
 
     async def move_tenant(self, tenant_id: str, to: str) -> Moved:
@@ -187,8 +189,7 @@ class FleetService:
         return tenant
 
     async def remove_alias(self, domain: str, tenant_id: str | None = None) -> Tenant:
-        name = domain.strip().lower().rstrip(".") if isinstance(domain, str) else ""
-        tenant = await self.registry.remove_alias(name, tenant_id)
+        tenant = await self.registry.remove_alias(domain_key(domain), tenant_id)
         await self.refresh()
         return tenant
 
@@ -271,13 +272,15 @@ async def open_fleet(
     """The server's FleetService on its SQLite registry (or on `shared`, a registry several
     routers use), with the local server's capacity set (a node without services takes no
     tenants) and the first route table published."""
-    registry = shared or SqliteRegistry(store)
+    # Typed as the interface: mypy checks that every backend keeps it.
+    registry: Registry = shared if shared is not None else SqliteRegistry(store)
     service = FleetService(
         registry,
         services=lambda: config().services,
         stop_here=supervisor_stopper(supervisor, config),
         publish=lambda snap: publish(*snapshot_rows(snap)),
     )
+    # A node without services runs no processes: no tenant is placed on it.
     local = await registry.ensure_local()
     if shared is not None:
         # Every router sharing the registry is `local` to itself: a tenant placed there would
