@@ -225,7 +225,6 @@ def test_parse_endpoints() -> None:
         "etcd://host:0",
         "etcd://host:99999",
         "ftp://h:1",
-        "etcd://h:1/path",
         "etcd://u@h:1",
         "etcd://h:x",
     ):
