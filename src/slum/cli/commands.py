@@ -258,6 +258,12 @@ def status(*, server: Server = None, token: Token = None, json: Json = False) ->
         print(f"  {srv['name']:<16} {srv['status']:<8} {srv['tenant_count']} tenants  "
               f"{srv['address']}")
     print(f"tenants:   {s['tenants']}")
+    reg = s.get("registry") or {}
+    if reg.get("backend", "sqlite") != "sqlite":
+        where = ", ".join(reg.get("endpoints") or [])
+        print(f"registry:  {reg['backend']} {where} " + (
+            f"up (revision {reg.get('revision')})" if reg.get("up") else
+            f"DEGRADED: routing with the last known table, writes refused: {reg.get('reason')}"))
     print(f"logs:      {s['logs_stored']} lines stored this run, {s['dropped_logs']} dropped")
     for item in s["attention"]:
         print(f"attention: {item['kind']} {item['id']}: {item['message']}")

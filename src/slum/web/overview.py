@@ -113,11 +113,10 @@ async def config() -> Response:
 async def _overview(ctx: WebContext) -> dict[str, Any]:
     q = logs.LogQuery(min_level="warn", limit=10)
 
-    def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
-        recent = logs.query(conn, q)
-        return registry.list_servers(conn), registry.list_tenants(conn), recent
-
-    servers, tenants, recent = await ctx.store.read(read)
+    recent = await ctx.store.read(lambda conn: logs.query(conn, q))
+    # Through the fleet's registry, wherever it is (this database, or etcd shared by routers).
+    servers = [registry.server_dict(s) for s in await ctx.fleet.servers()]
+    tenants = [registry.tenant_dict(t) for t in await ctx.fleet.tenants()]
     insts = ctx.supervisor.list()
     by_state = {s.value: 0 for s in State}
     for inst in insts:
