@@ -403,3 +403,4 @@ __all__ = ["BadRequest", "app", "size"]
 # Registered on `app` when imported: deploy, route, weight; the fleet registry's commands.
 from slum.cli import deploy as _deploy  # noqa: E402,F401
 from slum.cli import fleet as _fleet  # noqa: E402,F401
+from slum.cli import registry_migrate as _registry_migrate  # noqa: E402,F401

@@ -55,7 +55,7 @@ LEASE_TTL_S = 6  # a dead router's health views and its presence go after this l
 RECONNECT_MAX_S = 1.0  # how long after etcd is back a router at most notices it
 
 
-def _dumps(value: dict[str, Any]) -> bytes:
+def dumps_row(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -373,7 +373,7 @@ class EtcdRegistry:
                 }
                 return (
                     [Compare.absent(s.key("servers", LOCAL))],
-                    [Put(s.key("servers", LOCAL), _dumps(row)), Put(s.key("server-names", LOCAL), LOCAL)],
+                    [Put(s.key("servers", LOCAL), dumps_row(row)), Put(s.key("server-names", LOCAL), LOCAL)],
                     lambda n: n.server(LOCAL),
                 )
             row = _json_row(kv) or {}
@@ -381,7 +381,7 @@ class EtcdRegistry:
                 row.update(capacity=capacity)
                 return (
                     [Compare.unchanged(kv.key, kv.mod_revision)],
-                    [Put(kv.key, _dumps(row))],
+                    [Put(kv.key, dumps_row(row))],
                     lambda n: n.server(LOCAL),
                 )
             return [], [], lambda n: n.server(LOCAL)
@@ -403,7 +403,7 @@ class EtcdRegistry:
         }
         return (
             [Compare.absent(s.key("servers", LOCAL))],
-            [Put(s.key("servers", LOCAL), _dumps(row)), Put(s.key("server-names", LOCAL), LOCAL)],
+            [Put(s.key("servers", LOCAL), dumps_row(row)), Put(s.key("server-names", LOCAL), LOCAL)],
         )
 
     async def add_server(
@@ -428,7 +428,7 @@ class EtcdRegistry:
                 [*compares, Compare.absent(s.key("server-names", name))],
                 [
                     *ops,
-                    Put(s.key("servers", server_id), _dumps(row)),
+                    Put(s.key("servers", server_id), dumps_row(row)),
                     Put(s.key("server-names", name), server_id),
                 ],
                 lambda n: n.server(server_id),
@@ -522,7 +522,7 @@ class EtcdRegistry:
                     Compare.unchanged(s.key("placement"), s.mod("placement")),
                     Compare.unchanged(s.key("servers", target.id), s.mod("servers", target.id)),
                 ],
-                [*ops, Put(s.key("tenants", tenant_id), _dumps(row)), Put(s.key("placement"), tenant_id)],
+                [*ops, Put(s.key("tenants", tenant_id), dumps_row(row)), Put(s.key("placement"), tenant_id)],
                 lambda n: n.tenant(tenant_id),
             )
 
@@ -544,7 +544,7 @@ class EtcdRegistry:
                     Compare.unchanged(s.key("placement"), s.mod("placement")),
                     Compare.unchanged(s.key("servers", target.id), s.mod("servers", target.id)),
                 ],
-                [Put(kv.key, _dumps(row)), Put(s.key("placement"), tenant_id)],
+                [Put(kv.key, dumps_row(row)), Put(s.key("placement"), tenant_id)],
                 lambda n: n.tenant(tenant_id),
             )
 
@@ -667,7 +667,9 @@ class EtcdRegistry:
                         self._lease = await self.etcd.grant(LEASE_TTL_S)
                         await self.etcd.put(
                             self._key("routers", self.router),
-                            _dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": now_iso()}),
+                            dumps_row(
+                                {"host": socket.gethostname(), "pid": os.getpid(), "started": now_iso()}
+                            ),
                             lease=self._lease,
                         )
                 except SlumError as e:
