@@ -206,6 +206,11 @@ class Client:
     def tenants(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/tenants")  # type: ignore[no-any-return]
 
+    def tenant(self, tenant_id: str) -> dict[str, Any]:
+        """One tenant, with its `aliases` and its instance here (`instance`, or None)."""
+        return self.request("GET",  # type: ignore[no-any-return]
+                            f"/_/api/tenants/{quote(tenant_id, safe='')}")
+
     def add_tenant(self, tenant_id: str, server: str | None = None,
                    service: str | None = None) -> dict[str, Any]:
         return self.request("POST", "/api/tenants",  # type: ignore[no-any-return]

@@ -180,6 +180,7 @@ def test_alias_endpoints(slum: Slum) -> None:
     api.add_tenant("bob", "local", "web")
     tenant = api.add_alias("alice", "Shop.Example.com")
     assert tenant["id"] == "alice" and tenant["aliases"] == ["shop.example.com"]
+    assert api.tenant("alice")["aliases"] == ["shop.example.com"]
     status, _, body = slum.http("GET", "/x", host="shop.example.com")  # routed before the answer
     assert (status, body) == (200, b"web:alice /x")
     with pytest.raises(Conflict, match="alias of tenant alice"):

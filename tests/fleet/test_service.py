@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from slum.errors import Conflict
+from slum.errors import Conflict, Unavailable
 from slum.fleet import nodes, placement
 from slum.fleet.service import FleetService
 from slum.store.db import Store
@@ -27,6 +27,7 @@ class Node:
     port: int = 0
     calls: list[tuple[str, str]] = field(default_factory=list)
     on_add: Callable[[], Awaitable[None]] | None = None
+    refuse: int = 0  # answer POSTs with this status and an error, as a node that says no
 
     async def handle(self, stream: trio.SocketStream) -> None:
         data = b""
@@ -46,9 +47,13 @@ class Node:
         self.calls.append((method, path))
         if method == "POST" and self.on_add is not None:
             await self.on_add()
+        status = b"200 OK"
         payload = json.dumps({}).encode()
+        if method == "POST" and self.refuse:
+            status = b"%d No" % self.refuse
+            payload = json.dumps({"error": "tenant 'alice' exists already"}).encode()
         await stream.send_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(payload), payload)
         )
         await stream.aclose()
@@ -123,6 +128,21 @@ async def test_a_source_that_cannot_stop_it_keeps_the_move_and_says_so(service: 
     moved = await service.move_tenant("bob", "local")
     assert moved.tenant.server == "local" and moved.moved_from == "down"
     assert len(moved.warnings) == 1 and "server down did not remove tenant bob" in moved.warnings[0]
+
+
+async def test_a_node_that_refuses_a_new_tenant_leaves_it_out_of_the_registry(
+    service: FleetService, node: Node
+) -> None:
+    await service.add_server(f"127.0.0.1:{node.port}", "there")
+    node.refuse = 409
+    with pytest.raises(Unavailable) as caught:
+        await service.add_tenant("alice", "there")
+    assert caught.value.status == 503
+    assert caught.value.message == (
+        "server there did not take tenant alice: tenant 'alice' exists already"
+    )
+    assert await service.tenants() == []
+    assert node.calls == [("POST", "/api/tenants")]
 
 
 async def test_removing_stops_the_instance_here_and_unregisters_on_a_node(
