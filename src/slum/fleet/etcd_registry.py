@@ -30,6 +30,7 @@ resumes from the revision after the last one it saw.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ class State:
     kvs: dict[bytes, KV]
     revision: int
     _snapshot: RouteSnapshot | None = field(default=None, init=False, repr=False)
+    _groups: dict[str, list[KV]] | None = field(default=None, init=False, repr=False)
 
     def key(self, *parts: str) -> bytes:
         return self.prefix + "/".join(parts).encode()
@@ -79,11 +81,27 @@ class State:
         return 0 if kv is None else kv.mod_revision
 
     def under(self, *parts: str) -> list[KV]:
+        """The keys under prefix + parts + "/", oldest first."""
+        group = self._group(parts[0])
+        if len(parts) == 1:
+            return group
         start = self.key(*parts) + b"/"
-        return sorted(
-            (kv for k, kv in self.kvs.items() if k.startswith(start)),
-            key=lambda kv: (kv.create_revision, kv.key),
-        )
+        return [kv for kv in group if kv.key.startswith(start)]
+
+    def _group(self, name: str) -> list[KV]:
+        # One pass over the keys per state, not one per question: a snapshot asks for each
+        # server's health views, and a fleet has thousands of tenant keys.
+        if self._groups is None:
+            groups: dict[str, list[KV]] = {}
+            n = len(self.prefix)
+            for k, kv in self.kvs.items():
+                head, slash, _ = k[n:].partition(b"/")
+                if slash:
+                    groups.setdefault(head.decode(errors="replace"), []).append(kv)
+            for group in groups.values():
+                group.sort(key=lambda kv: (kv.create_revision, kv.key))
+            self._groups = groups
+        return self._groups.get(name, [])
 
     def apply(self, ops: Sequence[Op], revision: int) -> State:
         """The state after a transaction of ours succeeded at revision."""
@@ -116,8 +134,8 @@ class State:
         return self._snapshot
 
     def _build(self) -> RouteSnapshot:
-        raw_servers = [s for s in (_json_row(kv) for kv in self.under("servers")) if s]
-        raw_tenants = [t for t in (_json_row(kv) for kv in self.under("tenants")) if t]
+        raw_servers = [s for s in (_row_view(kv) for kv in self.under("servers")) if s]
+        raw_tenants = [t for t in (_row_view(kv) for kv in self.under("tenants")) if t]
         aliases: dict[str, list[str]] = {}
         alias_rows = []
         for kv in self.under("aliases"):
@@ -207,14 +225,37 @@ class State:
 
 
 def _json_row(kv: KV) -> dict[str, Any] | None:
-    try:
-        value = json.loads(kv.value)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
+    """The row a key holds (a fresh dict: the caller may change it), None if unreadable."""
+    value = _parse(kv.value)
+    if value is None:
         log.warning("skipping an unreadable row in etcd at %r", kv.key)
         return None
+    return dict(value)
+
+
+def _row_view(kv: KV) -> dict[str, Any] | None:
+    """The row, shared with the parse cache: read it, never change it."""
+    value = _parse(kv.value)
+    if value is None:
+        log.warning("skipping an unreadable row in etcd at %r", kv.key)
     return value
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse(value: bytes) -> dict[str, Any] | None:
+    # Every change rebuilds the snapshot from all rows; almost all of them are the same bytes
+    # as last time, so each is parsed once (read-only here; _json_row hands out copies).
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+async def _built(state: State) -> RouteSnapshot:
+    """The snapshot built in a worker thread: with thousands of tenants it takes milliseconds
+    that the edge's event loop should not wait for."""
+    return await trio.to_thread.run_sync(state.snapshot)
 
 
 def _majority(views: dict[str, str], live: int) -> str | None:
@@ -627,7 +668,7 @@ class EtcdRegistry:
                 try:
                     if self._mirror is None:
                         self._mirror = await self._fresh()
-                        yield self._mirror.snapshot()
+                        yield await _built(self._mirror)
                     start = self._mirror.revision + 1
                     async with self.etcd.watch(self.prefix, prefix=True, start_revision=start) as stream:
                         async for batch in stream:
@@ -636,11 +677,11 @@ class EtcdRegistry:
                             self._mark(True, None)
                             if batch.events:
                                 self._mirror = self._apply_events(self._mirror, batch.events, batch.revision)
-                                yield self._mirror.snapshot()
+                                yield await _built(self._mirror)
                 except Compacted as e:
                     log.warning("etcd registry: %s; reading everything again", e.message)
                     self._mirror = await self._fresh()
-                    yield self._mirror.snapshot()
+                    yield await _built(self._mirror)
                     continue
                 except Unavailable as e:
                     was_watching, self._watching = self._watching, False
