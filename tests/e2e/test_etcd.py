@@ -151,6 +151,29 @@ def test_two_routers_on_etcd_lose_no_tenant(fleet: Fleet) -> None:
     for t in everyone:
         wait_until(lambda t=t: fleet.serves(a, t) and fleet.serves(b, t), timeout=20)
 
+    # A node dies: both routers see it, the fleet's status (what most live routers see) says
+    # offline, and both answer its tenants with a fast 502 naming it. Back: online again.
+    placed = {t["id"]: t["server"] for t in api_a.tenants()}
+    dead_name = placed["first"]
+    dead = fleet.nodes[int(dead_name[1])]
+    dead.stop(signal.SIGKILL)
+    for api in (api_a, api_b):
+        wait_until(
+            lambda api=api: {s["name"]: s["status"] for s in api.servers()}[dead_name] == "offline",
+            timeout=20,
+        )
+    for router in (a, b):
+        status, _, body = router.http("GET", "/", host="first.localhost")
+        assert status == 502 and dead_name.encode() in body
+    alive = next(t for t, s in placed.items() if s != dead_name)
+    assert fleet.serves(a, alive) and fleet.serves(b, alive)
+    dead.start()
+    for api in (api_a, api_b):
+        wait_until(
+            lambda api=api: {s["name"]: s["status"] for s in api.servers()}[dead_name] == "online", timeout=20
+        )
+    wait_until(lambda: fleet.serves(a, "first") and fleet.serves(b, "first"), timeout=20)
+
     # One etcd member down: the registry stays readable and writable, through either router.
     m0, m1, m2 = fleet.etcd.members
     m0.kill()
