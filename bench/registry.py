@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -121,7 +122,7 @@ async def _routed(port: int, host: str) -> bool:
     return not head.startswith(b"HTTP/1.1 404")
 
 
-async def _propagation(registry: Any, port: int, n: int, tag: str) -> list[float]:
+async def _propagation(registry: Any, port: int, n: int, tag: str, jitter_s: float) -> list[float]:
     import trio
 
     def ghost(servers: Any) -> Any:  # offline soon after it is added: placed on regardless
@@ -129,6 +130,9 @@ async def _propagation(registry: Any, port: int, n: int, tag: str) -> list[float
 
     out = []
     for i in range(n):
+        # Not in step with the router: a write right after it noticed the last one would
+        # always wait the SQLite router's whole poll interval.
+        await trio.sleep(random.uniform(0, jitter_s))
         host = f"{tag}{i}.localhost"
         await registry.add_tenant(f"{tag}{i}", ghost)
         committed = time.monotonic()
@@ -154,12 +158,12 @@ def propagation(
     async def main() -> dict[str, list[float]]:
         reg = EtcdRegistry(Etcd(etcd_urls))
         try:
-            etcd = await _propagation(reg, on_etcd.port, n_etcd, "pe")
+            etcd = await _propagation(reg, on_etcd.port, n_etcd, "pe", 0.05)
         finally:
             await reg.aclose()
         store = Store(on_sqlite.dir / "slum.db")
         try:
-            sqlite = await _propagation(SqliteRegistry(store), on_sqlite.port, n_sqlite, "ps")
+            sqlite = await _propagation(SqliteRegistry(store), on_sqlite.port, n_sqlite, "ps", 1.0)
         finally:
             store.close()
         return {"etcd": etcd, "sqlite": sqlite}

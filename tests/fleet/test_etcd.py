@@ -3,7 +3,9 @@ watches, leases, and what it answers when members die."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import trio
@@ -22,7 +24,7 @@ from slum.fleet.etcd import (
     parse_registry_url,
     prefix_end,
 )
-from tests.conftest import free_port
+from tests.conftest import PYTHON, free_port
 from tests.fleet.etcd_cluster import EtcdCluster, etcd_cluster_fixture, needs_etcd  # noqa: F401
 
 pytestmark = needs_etcd
@@ -237,3 +239,32 @@ def test_parse_registry_url_with_a_prefix() -> None:
     assert parse_registry_url("etcd://a:1/fleet-one") == (["http://a:1"], "/fleet-one/")
     with pytest.raises(BadRequest):
         parse_registry_url("etcd://a:1/x y")
+
+
+def test_a_registry_that_is_not_etcd_is_refused(tmp_path: Path) -> None:
+    from slum.config import parse
+    from slum.errors import ConfigError
+
+    assert parse('[settings]\nregistry = " etcd://a:1 "\n').settings.registry == "etcd://a:1"
+    assert parse("[settings]\n").settings.registry == ""
+    with pytest.raises(ConfigError, match="registry"):
+        parse('[settings]\nregistry = "zk://a:1"\n')
+    # on the command line: one line, exit 2, nothing started
+    r = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "slum",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--database",
+            str(tmp_path / "s.db"),
+            "--registry",
+            "etcd://nohost",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "invalid etcd endpoint" in r.stderr and "Traceback" not in r.stderr
