@@ -13,6 +13,9 @@
   --runs: client -> router (etcd) -> node -> nginx, client -> router (SQLite) -> node -> nginx,
   and client -> node -> nginx. The hot path reads only the in-memory route table, so the two
   routers should not differ beyond noise.
+- failover: Caddy in front of two routers on the same etcd (round robin, lb_try_duration),
+  wrk -c16 through it for --failover seconds; a third in, router 1 is SIGKILLed, two thirds in,
+  one etcd member: the requests, non-2xx answers and socket errors the clients saw.
 
     .venv/bin/python bench/registry.py [--changes 100] [--sqlite-changes 30] [--runs 3]
                                        [--duration 6] [--connections 32] [--quick]
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,14 +70,17 @@ node_check_interval = 2
 """
 
 
-def setup(procs: Procs, d: Path, etcd_url: str) -> tuple[Slum, Slum, Slum]:
-    ndir, edir, sdir = d / "node", d / "router-etcd", d / "router-sqlite"
-    for x in (ndir, edir, sdir):
+def setup(procs: Procs, d: Path, etcd_url: str) -> tuple[Slum, Slum, Slum, Slum]:
+    ndir, edir, sdir, e2dir = d / "node", d / "router-etcd", d / "router-sqlite", d / "router-etcd-2"
+    for x in (ndir, edir, sdir, e2dir):
         x.mkdir()
     token = cli(["token-gen", "--database", str(ndir / "slum.db")]).splitlines()[-1].strip()
     node = start_slum(procs, ndir, NODE_CONF.format(dir=ndir, nginx=setup_nginx(ndir)))
     on_etcd = start_slum(procs, edir, ROUTER_CONF.format(dir=edir, registry=f'registry = "{etcd_url}"'))
     on_sqlite = start_slum(procs, sdir, ROUTER_CONF.format(dir=sdir, registry=""))
+    # A second router on the same etcd registry, for the failover: it knows everything the
+    # first one is told, without being told itself.
+    second = start_slum(procs, e2dir, ROUTER_CONF.format(dir=e2dir, registry=f'registry = "{etcd_url}"'))
     for router in (on_etcd, on_sqlite):
         db = str(router.dir / "slum.db")
         cli(["server-add", f"127.0.0.1:{node.port}", "-n", "node", "--token", token, "--database", db])
@@ -86,7 +93,8 @@ def setup(procs: Procs, d: Path, etcd_url: str) -> tuple[Slum, Slum, Slum]:
     _place_in_sqlite(on_sqlite.dir / "slum.db", "t1", "node", "svc")
     wait_200(on_etcd.port, HOST, 30)
     wait_200(on_sqlite.port, HOST, 30)
-    return node, on_etcd, on_sqlite
+    wait_200(second.port, HOST, 30)
+    return node, on_etcd, on_sqlite, second
 
 
 def _place_in_sqlite(db: Path, tenant: str, server: str, service: str) -> None:
@@ -188,6 +196,72 @@ def hop(args: argparse.Namespace, targets: dict[str, int]) -> dict[str, list[dic
     return load
 
 
+CADDYFILE = """\
+{{
+\tadmin off
+\tauto_https off
+}}
+http://:{port} {{
+\treverse_proxy 127.0.0.1:{a} 127.0.0.1:{b} {{
+\t\tlb_policy round_robin
+\t\tlb_try_duration 5s
+\t\tfail_duration 30s
+\t}}
+}}
+"""
+
+
+def failover(procs: Procs, d: Path, first: Slum, second: Slum, cluster: Any, duration: int) -> dict[str, Any]:
+    """wrk through Caddy with both etcd routers as upstreams; one third in, router 1 is
+    SIGKILLed; two thirds in, one etcd member is. What the clients saw."""
+    import shutil
+    import signal
+
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        return {"skipped": "caddy missing"}
+    port = free_port()
+    conf = d / "Caddyfile"
+    conf.write_text(CADDYFILE.format(port=port, a=first.port, b=second.port))
+    log = (d / "caddy.log").open("wb")
+    procs.start(
+        [caddy, "run", "--config", str(conf), "--adapter", "caddyfile"], stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    wait_200(port, HOST, 15)
+    args = [
+        "wrk",
+        "-t2",
+        "-c16",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-H",
+        f"Host: {HOST}",
+        f"http://127.0.0.1:{port}/index.html",
+    ]
+    load = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(duration / 3)
+    first.proc.send_signal(signal.SIGKILL)
+    time.sleep(duration / 3)
+    cluster.members[0].kill()
+    out, _ = load.communicate(timeout=duration + 30)
+    from proxy import parse_wrk
+
+    result = parse_wrk(out)
+    result["after"] = wait_ok(port, HOST)
+    return result
+
+
+def wait_ok(port: int, host: str) -> bool:
+    try:
+        wait_200(port, host, 5)
+        return True
+    except TimeoutError:
+        return False
+
+
 def run(argv: list[str]) -> list[Row]:
     ap = argparse.ArgumentParser(
         prog="bench/registry.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -199,6 +273,7 @@ def run(argv: list[str]) -> list[Row]:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--failover", type=float, default=9.0, help="seconds of load through Caddy")
     ap.add_argument("--quick", action="store_true", help="20 changes, 1 run of 3 s")
     args = ap.parse_args(argv)
     if args.quick:
@@ -217,7 +292,7 @@ def run(argv: list[str]) -> list[Row]:
         cluster = EtcdCluster(d / "etcd")
         try:
             cluster.start()
-            node, on_etcd, on_sqlite = setup(procs, d, cluster.registry_url)
+            node, on_etcd, on_sqlite, second = setup(procs, d, cluster.registry_url)
             print(
                 f"registry: propagation over {args.changes} changes (etcd), {args.sqlite_changes} (SQLite)",
                 flush=True,
@@ -236,10 +311,12 @@ def run(argv: list[str]) -> list[Row]:
                     "node -> nginx": node.port,
                 },
             )
+            print(f"registry: failover through Caddy, {args.failover:g} s", flush=True)
+            fail = failover(procs, d, on_etcd, second, cluster, round(args.failover))
             rows.append(load_row("registry", "at end"))
         finally:
             cluster.stop()
-    save_json("registry", {"args": vars(args), "propagation_s": prop, "hop": load})
+    save_json("registry", {"args": vars(args), "propagation_s": prop, "hop": load, "failover": fail})
 
     for name, xs in prop.items():
         rows.append(
@@ -271,6 +348,20 @@ def run(argv: list[str]) -> list[Row]:
             f"p99 {e['p99'] - s['p99']:+.2f} ms",
         )
     )
+    if "skipped" in fail:
+        rows.append(Row("registry", "failover through Caddy", "skipped", fail["skipped"]))
+    else:
+        errors = fail["non2xx"] + (0 if not fail["socket_errors"] else 1)
+        rows.append(
+            Row(
+                "registry",
+                "failover: router 1 then an etcd member killed under load",
+                f"{fail['requests']} requests, {fail['non2xx']} non-2xx",
+                f"socket errors: {fail['socket_errors'] or 'none'}; p99 "
+                f"{fail['p99']:.1f} ms; served after: {fail['after']}"
+                + ("" if errors else "; no client saw it"),
+            )
+        )
     return rows
 
 
