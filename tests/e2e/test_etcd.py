@@ -86,9 +86,13 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         for name in ("a", "b"):
             router = Slum(tmp_path / f"router-{name}", free_port())
             router.dir.mkdir()
-            write_config(router.dir, ROUTER_CONFIG)
             everyone.append(router)
-            router.start("tenement.toml", "--registry", cluster.registry_url)
+            if name == "a":  # the registry in the config
+                write_config(router.dir, ROUTER_CONFIG + f'registry = "{cluster.registry_url}"\n')
+                router.start("tenement.toml")
+            else:  # on the command line
+                write_config(router.dir, ROUTER_CONFIG)
+                router.start("tenement.toml", "--registry", cluster.registry_url)
             routers.append(router)
         api = Fleet.api(routers[0])
         for i, (node, token) in enumerate(zip(nodes, tokens, strict=True)):
@@ -220,6 +224,9 @@ def test_two_routers_on_etcd_lose_no_tenant(fleet: Fleet) -> None:
     # ...and B can still change the registry on its own.
     api_b.add_tenant("alone", service="web")
     wait_until(lambda: fleet.serves(b, "alone"), timeout=20)
+    # With router A down, the CLI on its machine works on the registry its config names.
+    listed = json.loads(a.cli("tenant-list", "--json", "--database", str(a.database), check=True).stdout)
+    assert "alone" in [t["id"] for t in listed]
     assert m2.running
 
 
