@@ -358,6 +358,9 @@ class EtcdRegistry:
         mirror = self._mirror
         if mirror is not None and self._watching and mirror.revision >= self._written:
             return mirror
+        if mirror is not None and not self.up:
+            # Known to be unreachable (the watch is retrying): no read waits for a timeout.
+            return mirror
         try:
             return await self._fresh()
         except Unavailable:
