@@ -45,6 +45,9 @@ _RETRY_CODES = {
     14,  # UNAVAILABLE: no leader, not started, stopping
 }
 OUT_OF_RANGE = 11  # a revision that has been compacted away
+# What members answer while they elect a new leader; worth another try within ELECTION_S.
+_ELECTING = ("leader changed", "no leader", "election")
+ELECTION_S = 3.0
 
 
 class EtcdError(SlumError):
@@ -287,8 +290,21 @@ class Etcd:
         return [(self._current + i) % n for i in range(n)]
 
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST body to /v3/<path> on the first member that answers; Unavailable if none does."""
-        reasons: list[str] = []
+        """POST body to /v3/<path> on the first member that answers; Unavailable if none does.
+        While the members are electing a leader (one was lost), the round is tried again for up
+        to ELECTION_S: an election is over in about a second, a lost quorum is not."""
+        started = trio.current_time()
+        while True:
+            reasons: list[str] = []
+            data = await self._round(path, body, reasons)
+            if data is not None:
+                return data
+            electing = any(marker in r for r in reasons for marker in _ELECTING)
+            if not electing or trio.current_time() - started > ELECTION_S:
+                raise Unavailable("etcd unavailable: " + "; ".join(reasons))
+            await trio.sleep(0.1)
+
+    async def _round(self, path: str, body: dict[str, Any], reasons: list[str]) -> dict[str, Any] | None:
         for i in self._order():
             url = self.endpoints[i]
             try:
@@ -311,7 +327,7 @@ class Etcd:
             if code == OUT_OF_RANGE:
                 raise Compacted(f"etcd: {message}")
             raise EtcdError(f"etcd refused {path}: {message}", code)
-        raise Unavailable("etcd unavailable: " + "; ".join(reasons))
+        return None
 
     async def range(
         self,
