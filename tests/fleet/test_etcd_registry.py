@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,11 @@ async def test_a_change_by_one_router_reaches_the_others_changes_within_a_second
     seen: list[tuple[float, RouteSnapshot]] = []
 
     async def follow() -> None:
-        async for snap in b.changes():
-            seen.append((time.monotonic(), snap))
+        # aclosing: the generator (and its watch) is closed when this task is cancelled, not
+        # left to the garbage collector.
+        async with aclosing(b.changes()) as snaps:  # type: ignore[type-var]
+            async for snap in snaps:
+                seen.append((time.monotonic(), snap))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(follow)
@@ -193,8 +197,9 @@ async def test_an_outage_keeps_the_last_table_refuses_writes_and_catches_up(
     latest: list[RouteSnapshot] = []
 
     async def follow() -> None:
-        async for snap in router.changes():
-            latest.append(snap)
+        async with aclosing(router.changes()) as snaps:  # type: ignore[type-var]
+            async for snap in snaps:
+                latest.append(snap)
 
     try:
         async with trio.open_nursery() as nursery:
