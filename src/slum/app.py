@@ -19,6 +19,7 @@ from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
 from slum.errors import BadRequest, ConfigError
 from slum.events import Hub
+from slum.fleet.etcd_registry import EtcdRegistry
 from slum.fleet.nodes import NodeChecker
 from slum.fleet.registry import RouteRow
 from slum.fleet.service import open_fleet
@@ -93,7 +94,11 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                        for tid, service, status, server, address, server_status, token in rows},
                       aliases)
 
-    fleet = await open_fleet(store, supervisor, lambda: config, routes)
+    # etcd when several routers share the fleet; None keeps it in this node's SQLite. A URL that
+    # does not parse is a usage error (exit 2).
+    registry_url = opts.registry or config.settings.registry
+    shared = EtcdRegistry.from_url(registry_url) if registry_url else None
+    fleet = await open_fleet(store, supervisor, lambda: config, routes, shared)
     for clash in sorted(set(config.services) & set(table.tenants)):
         raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
                               f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
@@ -117,7 +122,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                     disk_usage=lambda: disk_usage_of(sampler.host, str(settings.data_dir)))
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
                      fleet, IngestStatistics(), requests=requests, sampler=sampler,
-                     nodes=checker, edge=edge, alerts=alerts, tasks=tasks)
+                     nodes=checker, edge=edge, alerts=alerts, tasks=tasks,
+                     registry_health=None if shared is None else lambda: shared.health().as_dict())
 
     async def reloaded(new: cfg.Config) -> None:
         nonlocal config  # routes reads it: a tenant without a service gets the new default

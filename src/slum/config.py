@@ -76,6 +76,10 @@ SETTINGS_KEYS: tuple[Key, ...] = (
     Key("max_connections", int, 0, "Concurrent client connections; at the cap new ones wait in "
         "the listen backlog. 0 = derived from the open-files limit (raised to the hard limit).",
         0),
+    Key("registry", str, "", "Where the fleet registry (servers, tenants, aliases, node "
+        "tokens) lives: empty = this node's database (SQLite); `etcd://HOST:PORT[,HOST:PORT...]` "
+        "(optionally with a key prefix, `.../slum/` by default) = an etcd cluster that several "
+        "routers share, so that losing one loses no tenant. `serve --registry` overrides it."),
     Key("shutdown_grace", (int, float), 10, "Seconds requests in flight get to finish on "
         "SIGTERM, after the edge stops accepting.", 0),
 )
@@ -192,6 +196,7 @@ class Settings:
     keepalive_timeout: float = 60
     body_timeout: float = 60
     max_connections: int = 0
+    registry: str = ""
     shutdown_grace: float = 10
 
 
@@ -463,6 +468,11 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
         values["port_range"] = parse_port_range(values["port_range"])
     except BadRequest as e:
         raise fail("settings", "port_range", e.message) from None
+    registry = values["registry"].strip()
+    if registry and not registry.startswith("etcd://"):
+        raise fail("settings", "registry", f"{registry!r}: expected etcd://HOST:PORT[,HOST:PORT...] "
+                   "(or nothing, for this node's database)")
+    values["registry"] = registry
     if data_dir is not None:
         values["data_dir"] = Path(data_dir).absolute()  # from the command line: the cwd's
     elif values["data_dir"].startswith("~"):

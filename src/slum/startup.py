@@ -48,6 +48,7 @@ class ServeOptions:
     control_socket: str | None = None
     strict: bool = False  # unknown config keys are errors
     data_dir: str | None = None  # overrides [settings] data_dir
+    registry: str | None = None  # overrides [settings] registry: etcd://HOST:PORT[,...]
 
 
 @dataclass

@@ -68,6 +68,9 @@ def serve(*, host: str = "0.0.0.0", port: Annotated[int, Parameter(name=["--port
                                             "not warnings")] = False,
           data_dir: Annotated[str | None, Parameter(help="overrides [settings] data_dir (env "
                                                     "SLUM_DATA_DIR, TENEMENT_DATA_DIR)")] = None,
+          registry: Annotated[str | None, Parameter(help="the fleet registry in etcd, shared by "
+                                                    "several routers: etcd://HOST:PORT[,...] "
+                                                    "(overrides [settings] registry)")] = None,
           ) -> int:
     """Run slum: supervise the config's instances, route requests, serve the API and dashboard."""
     import logging
@@ -83,7 +86,7 @@ def serve(*, host: str = "0.0.0.0", port: Annotated[int, Parameter(name=["--port
     _warn_domain_like_database(database)
     data_dir = data_dir or os.environ.get("SLUM_DATA_DIR") or os.environ.get("TENEMENT_DATA_DIR")
     opts = ServeOptions(host=host, port=port, database=database, config=config, domain=domain,
-                        strict=strict, data_dir=data_dir)
+                        strict=strict, data_dir=data_dir, registry=registry)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -255,6 +258,12 @@ def status(*, server: Server = None, token: Token = None, json: Json = False) ->
         print(f"  {srv['name']:<16} {srv['status']:<8} {srv['tenant_count']} tenants  "
               f"{srv['address']}")
     print(f"tenants:   {s['tenants']}")
+    reg = s.get("registry") or {}
+    if reg.get("backend", "sqlite") != "sqlite":
+        where = ", ".join(reg.get("endpoints") or [])
+        print(f"registry:  {reg['backend']} {where} " + (
+            f"up (revision {reg.get('revision')})" if reg.get("up") else
+            f"DEGRADED: routing with the last known table, writes refused: {reg.get('reason')}"))
     print(f"logs:      {s['logs_stored']} lines stored this run, {s['dropped_logs']} dropped")
     for item in s["attention"]:
         print(f"attention: {item['kind']} {item['id']}: {item['message']}")
@@ -394,3 +403,4 @@ __all__ = ["BadRequest", "app", "size"]
 # Registered on `app` when imported: deploy, route, weight; the fleet registry's commands.
 from slum.cli import deploy as _deploy  # noqa: E402,F401
 from slum.cli import fleet as _fleet  # noqa: E402,F401
+from slum.cli import registry_migrate as _registry_migrate  # noqa: E402,F401

@@ -55,6 +55,17 @@ def _on_database(database: str, op: Callable[[FleetService], Awaitable[T]]) -> T
     from slum.store.registry import SqliteRegistry
 
     async def main() -> T:
+        shared = _config_registry()
+        if shared:
+            # This router's registry is in etcd (its [settings] registry): the same one, not
+            # the file, which no router reads.
+            from slum.fleet.etcd_registry import EtcdRegistry
+
+            registry = EtcdRegistry.from_url(shared)
+            try:
+                return await op(FleetService(registry, services=_config_services))
+            finally:
+                await registry.aclose()
         store = Store(database)
         try:
             return await op(FleetService(SqliteRegistry(store), services=_config_services))
@@ -62,6 +73,18 @@ def _on_database(database: str, op: Callable[[FleetService], Awaitable[T]]) -> T
             store.close()
 
     return trio.run(main)
+
+
+def _config_registry() -> str:
+    """[settings] registry of the tenement.toml found here ("" for this node's database)."""
+    from slum import config as cfg
+    from slum.errors import ConfigError
+
+    found = cfg.find_config()
+    try:
+        return cfg.load(found).settings.registry if found is not None else ""
+    except ConfigError:
+        return ""
 
 
 def _config_services() -> list[str]:

@@ -227,6 +227,10 @@ class FleetService:
         """The fleet's background tasks, contained: "routes" (the backend's changes to the
         edge) and "node checker" (each remote node's health, written as its status)."""
         async with trio.open_nursery() as nursery:
+            # A shared registry's own upkeep (etcd: this router's lease), if it has any.
+            upkeep = getattr(self.registry, "run", None)
+            if upkeep is not None:
+                await nursery.start(run_contained, tasks, "registry", upkeep)
             await nursery.start(run_contained, tasks, "routes", self.follow_changes)
             await nursery.start(
                 partial(
@@ -263,10 +267,13 @@ async def open_fleet(
     supervisor: Supervisor,
     config: Callable[[], Config],
     publish: Callable[[list[RouteRow], dict[str, str]], None],
+    shared: Registry | None = None,
 ) -> FleetService:
-    """The server's FleetService on its SQLite registry, with the local server's capacity set
-    (a node without services takes no tenants) and the first route table published."""
-    registry: Registry = SqliteRegistry(store)  # checked by mypy: it keeps the interface
+    """The server's FleetService on its SQLite registry (or on `shared`, a registry several
+    routers use), with the local server's capacity set (a node without services takes no
+    tenants) and the first route table published."""
+    # Typed as the interface: mypy checks that every backend keeps it.
+    registry: Registry = shared if shared is not None else SqliteRegistry(store)
     service = FleetService(
         registry,
         services=lambda: config().services,
@@ -275,7 +282,12 @@ async def open_fleet(
     )
     # A node without services runs no processes: no tenant is placed on it.
     local = await registry.ensure_local()
-    if not config().services:
+    if shared is not None:
+        # Every router sharing the registry is `local` to itself: a tenant placed there would
+        # be served by whichever router a request reaches. Routers place on nodes only.
+        if local.capacity != 0:
+            await registry.ensure_local(0, set_capacity=True)
+    elif not config().services:
         await registry.ensure_local(0, set_capacity=True)
     elif local.capacity == 0:
         await registry.ensure_local(None, set_capacity=True)

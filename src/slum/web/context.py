@@ -44,6 +44,8 @@ class WebContext:
     alerts: Alerts | None = None
     tasks: Tasks | None = None  # background tasks' errors (slum/tasks.py)
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    # A shared registry's (etcd) state: up or not, and why; None for this node's SQLite.
+    registry_health: Callable[[], dict[str, Any]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # views' own caches
 
     def instance_dict(self, inst: Instance) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from slum.store import logs
 from slum.telemetry.history import query_history
 from slum.web.auth import Forbidden, instance_allowed, require_unscoped, scope_tenant
 from slum.web.context import WebContext, context
+from slum.web.health import registry_health
 from slum.web.routes import MAX_INT, endpoint, int_arg
 
 bp = Blueprint("metrics", __name__)
@@ -273,6 +274,12 @@ class _Collector:
             yield timeouts
             yield GaugeMetricFamily("slum_edge_connections", "Open client connections",
                                     value=edge.connections)
+        registry = registry_health(ctx)
+        up = GaugeMetricFamily("slum_registry_up", "1 when the fleet registry can be read and "
+                               "written; 0 while routing goes on with the last known table",
+                               labels=["backend"])
+        up.add_metric([registry["backend"]], 1 if registry["up"] else 0)
+        yield up
         tasks = ctx.tasks
         if tasks is not None:
             task_errors = CounterMetricFamily("slum_task_errors", "Errors of a background task "

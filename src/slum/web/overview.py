@@ -14,6 +14,7 @@ from slum.store import logs
 from slum.supervisor.states import State
 from slum.web.auth import require_unscoped
 from slum.web.context import WebContext, context
+from slum.web.health import registry_health
 from slum.web.logs import LogEntry
 from slum.web.routes import endpoint
 
@@ -58,6 +59,7 @@ class Status(Overview):
     edge_connections: int
     requests_metrics: bool
     tasks: dict[str, Any]  # background tasks: their errors (contained, retried)
+    registry: dict[str, Any]  # the fleet registry: backend, up, and why not (etcd)
     edge: dict[str, Any]  # the edge's contained failures: refused requests, failed exchanges
 
 
@@ -94,6 +96,7 @@ async def status() -> Response:
                         "upstream_errors": dict(edge.upstream_errors)}
     else:
         data["edge"] = {}
+    data["registry"] = registry_health(ctx)
     data["tasks"] = ctx.tasks.to_dict() if ctx.tasks is not None else {}
     return jsonify(data)
 
@@ -108,11 +111,10 @@ async def config() -> Response:
 async def _overview(ctx: WebContext) -> dict[str, Any]:
     q = logs.LogQuery(min_level="warn", limit=10)
 
-    def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
-        recent = logs.query(conn, q)
-        return registry.list_servers(conn), registry.list_tenants(conn), recent
-
-    servers, tenants, recent = await ctx.store.read(read)
+    recent = await ctx.store.read(lambda conn: logs.query(conn, q))
+    # Through the fleet's registry, wherever it is (this database, or etcd shared by routers).
+    servers = [registry.server_dict(s) for s in await ctx.fleet.servers()]
+    tenants = [registry.tenant_dict(t) for t in await ctx.fleet.tenants()]
     insts = ctx.supervisor.list()
     by_state = {s.value: 0 for s in State}
     for inst in insts:
