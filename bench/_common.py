@@ -255,7 +255,8 @@ class Slum:
         while True:
             by_id = {i["id"]: i for i in self.instances()}
             if all(by_id.get(i, {}).get("status") in ("healthy", "running")
-                   or (idle_ok and by_id.get(i, {}).get("reason") == "idle") for i in ids):
+                   or (idle_ok and (by_id.get(i, {}).get("status") == "sleeping"
+                                    or by_id.get(i, {}).get("reason") == "idle")) for i in ids):
                 return by_id
             if time.monotonic() > deadline:
                 states = {i: by_id.get(i, {}).get("status") for i in ids}

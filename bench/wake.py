@@ -159,10 +159,12 @@ def wait_idle_stopped(slum: Slum, ref: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         inst = ps_json(slum).get(ref, {})
-        if inst.get("status") == "stopped" and inst.get("reason") == "idle":
+        # `sleeping` (an idle stop, woken by the next request); older slums said stopped/idle.
+        if inst.get("status") == "sleeping" or (inst.get("status") == "stopped"
+                                                 and inst.get("reason") == "idle"):
             return inst
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{ref} not stopped (idle) after {timeout:.0f} s: "
+            raise TimeoutError(f"{ref} not sleeping (idle) after {timeout:.0f} s: "
                                f"{inst.get('status')} ({inst.get('reason')})")
         time.sleep(0.05)
 
