@@ -82,7 +82,7 @@ ATTACH_SH = """\
 #!/bin/sh
 set -e
 echo "listen 127.0.0.1:$PORT;" > "$NGINX_DIR/listen/$PORT.conf"
-"$NGINX" -e stderr -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -s reload
+"$NGINX_BIN" -e stderr -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -s reload
 exec sleep 86400
 """
 
@@ -100,7 +100,7 @@ restart = "never"
 
 [service.web.env]
 NGINX_DIR = "{nginx_dir}"
-NGINX = "{nginx}"
+NGINX_BIN = "{nginx}"
 
 [instances]
 web = ["x"]
