@@ -448,8 +448,10 @@ def start_tenement(procs: Procs, workdir: Path, config: str, hosts: Sequence[str
     log.close()
     t = Tenement(proc, port, workdir, ten)
     wait_tcp(port, timeout, proc)
-    subprocess.run([ten, "token-gen", "--data-dir", str(workdir / "data")], capture_output=True,
-                   timeout=30, check=False, env=t.env())
+    gen = subprocess.run([ten, "token-gen", "--data-dir", str(workdir / "data")], cwd=workdir,
+                         capture_output=True, text=True, timeout=30, check=False, env=t.env())
+    if gen.returncode != 0:
+        raise RuntimeError(f"ten token-gen: exit {gen.returncode}: {gen.stderr[:300]}")
     deadline = time.monotonic() + timeout
     for host in hosts:
         while True:
