@@ -181,7 +181,7 @@ def throughput(args: argparse.Namespace, servers: dict[str, Slum]) -> dict[str, 
 def record_cost(n: int = 100_000, rounds: int = 5) -> float:
     """Seconds per RequestMetrics.record() call as the edge makes it (one instance, one route):
     the CPU that `request_metrics = true` adds to a request, without the noise of two servers."""
-    from slum.metrics import RequestMetrics
+    from slum.telemetry.requests import RequestMetrics
 
     m = RequestMetrics()
     record = m.record

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from slum.sampler import Sampler
 from slum.supervisor.cgroups import Cgroups
 from slum.supervisor.limits import InstanceCgroup, Limits
+from slum.telemetry.sampler import Sampler
 
 
 def measure(sampler: Sampler, groups: dict[int, str], cgroups: dict[str, InstanceCgroup],

@@ -30,23 +30,25 @@ from slum.errors import BadRequest, ConfigError, SlumError
 from slum.events import Hub
 from slum.fleet import registry
 from slum.fleet.nodes import NodeChecker
-from slum.metrics import RequestMetrics
 from slum.proxy.edge import Edge, EdgeOptions
 from slum.proxy.routing import RouteTable, TenantRoute
 from slum.proxy.trust import RouterTrust
-from slum.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
-from slum.sampler import Sampler, minute_rows
+from slum.store import processes
 from slum.store.db import Store, describe_error
 from slum.store.ingest import IngestStatistics, run_ingest
-from slum.store.metrics import write_history
+from slum.store.processes import StoreJournal
 from slum.store.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from slum.store.retention import retain
-from slum.supervisor import Instance, Supervisor
+from slum.supervisor import Supervisor
 from slum.supervisor.cgroups import Cgroups, owner_key
 from slum.supervisor.process import owner_alive, reap_leftovers
 from slum.supervisor.reload import Reloader
 from slum.supervisor.watchdog import Watchdog
 from slum.tasks import Tasks, run_periodic
+from slum.telemetry.history import write_history
+from slum.telemetry.requests import RequestMetrics
+from slum.telemetry.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
+from slum.telemetry.sampler import Sampler, minute_rows
 from slum.web.auth import Authenticator, Listener, Proxies
 from slum.web.context import WebContext
 
@@ -82,65 +84,6 @@ class Running:
     reaped: int = 0
     warnings: list[str] = field(default_factory=list)
     tasks: Tasks = field(default_factory=Tasks)
-
-
-class StoreJournal:
-    """What must survive slum: process groups (for the watchdog, and for the reap at the next
-    start, with slum's own pid and start time as their owner) and the instances ever spawned.
-
-    A failed write here (a full disk) must not end the instance's runner: it is counted under
-    the task name "journal" and the instance runs on; only the reap after a SIGKILL loses it."""
-
-    def __init__(self, store: Store, watchdog: Watchdog, tasks: Tasks) -> None:
-        self.store = store
-        self.watchdog = watchdog
-        self.tasks = tasks
-        self.owner = own_identity()
-
-    async def _write(self, fn: Any) -> None:
-        try:
-            await self.store.write(fn)
-        except Exception as e:
-            self.tasks.failed("journal", e)
-        else:
-            self.tasks.succeeded("journal")
-
-    def _feed(self, message: str, pid: int) -> None:
-        try:
-            (self.watchdog.watch if message == "+" else self.watchdog.forget)(pid)
-        except Exception as e:
-            self.tasks.failed("watchdog feeder", e)
-
-    async def process_started(self, inst: Instance, pid: int, started_at: float) -> None:
-        self._feed("+", pid)
-        owner_pid, owner_started = self.owner
-        await self._write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO processes (instance_id, pid, pgid, started_at, owner_pid, "
-            "owner_started) VALUES (?, ?, ?, ?, ?, ?)",
-            (inst.id, pid, pid, started_at, owner_pid, owner_started)))
-
-    async def process_exited(self, inst: Instance, pid: int) -> None:
-        self._feed("-", pid)
-        await self._write(lambda c: c.execute(
-            "DELETE FROM processes WHERE instance_id = ?", (inst.id,)))
-
-    async def instance_weight(self, inst: Instance) -> None:
-        await self._write(lambda c: c.execute(
-            "INSERT INTO instances (id, service, name, weight) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
-            (inst.id, inst.service.name, inst.name, inst.weight)))
-
-    async def instance_known(self, inst: Instance) -> None:
-        await self._write(lambda c: c.execute(
-            "INSERT OR IGNORE INTO instances (id, service, name) VALUES (?, ?, ?)",
-            (inst.id, inst.service.name, inst.name)))
-
-
-def own_identity() -> tuple[int, float]:
-    """slum's pid and start time: together they name this process, even after pid reuse."""
-    import psutil
-
-    return os.getpid(), psutil.Process().create_time()
 
 
 def raise_fd_limit() -> int:
@@ -295,13 +238,10 @@ def _starting(what: str) -> Iterator[None]:
 def _reap(store: Store) -> int:
     """Kill what a SIGKILLed slum left, and forget it. Only groups whose recorded owner is dead:
     a live slum (say, one serving the database this one was copied from) keeps its children."""
-    rows = store.write_sync(lambda c: list(c.execute(
-        "SELECT instance_id, pid, pgid, started_at, owner_pid, owner_started FROM processes")))
-    orphans = [r for r in rows if not owner_alive(r[4], r[5])]
-    reaped = reap_leftovers([(pid, pgid, started) for _, pid, pgid, started, _, _ in orphans])
-    store.write_sync(lambda c: c.executemany(
-        "DELETE FROM processes WHERE instance_id = ? AND pid = ?",
-        [(r[0], r[1]) for r in orphans]))
+    orphans = [r for r in store.write_sync(processes.processes)
+               if not owner_alive(r.owner_pid, r.owner_started)]
+    reaped = reap_leftovers([(r.pid, r.pgid, r.started_at) for r in orphans])
+    store.write_sync(lambda c: processes.forget_processes(c, orphans))
     return reaped
 
 
@@ -323,8 +263,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
         store.write_sync(lambda c: registry.set_local_capacity(c, 0))
     elif local["capacity"] == 0:
         store.write_sync(lambda c: registry.set_local_capacity(c, None))
-    known = store.write_sync(lambda c: list(c.execute(
-        "SELECT service, name, weight FROM instances")))
+    known = [(r.service, r.name, r.weight) for r in store.write_sync(processes.instances)]
 
     tasks = Tasks()
     hub = Hub()
@@ -337,7 +276,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     watchdog = Watchdog()
     if config.services:
         watchdog.start()
-    supervisor = Supervisor(config, hub, StoreJournal(store, watchdog, tasks), cgroups)
+    supervisor = Supervisor(config, hub, StoreJournal(store.write, watchdog, tasks), cgroups)
     table = RouteTable(opts.domain.lower(), frozenset(config.services))
     version = ""
 

@@ -26,12 +26,9 @@ async def test_open_stream_keeps_it_running(tmp_path: Path) -> None:
     async with supervised(tmp_path, web(idle_timeout=IDLE_S)) as h:
         inst = await h.sup.spawn("web", "a")
         pid = inst.pid
-        inst.streams += 1  # what the edge does while a response streams
-        inst.touch()
-        await trio.sleep(IDLE_S * 3)  # the assertion is that nothing happens
-        assert inst.state is State.HEALTHY and inst.pid == pid
-        inst.streams -= 1
-        inst.touch()
+        async with h.sup.lease(inst):  # what the edge holds while a response streams
+            await trio.sleep(IDLE_S * 3)  # the assertion is that nothing happens
+            assert inst.state is State.HEALTHY and inst.pid == pid
         closed = trio.current_time()
         await wait_state(inst, State.SLEEPING, within=5)
         assert inst.reason == "idle"

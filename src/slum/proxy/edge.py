@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -20,9 +20,9 @@ from slum.proxy.routing import RouteTable, is_own_path
 from slum.proxy.stats import Counters, EdgeStatistics
 from slum.proxy.trust import RouterTrust
 from slum.supervisor import Instance, Supervisor
+from slum.supervisor.lease import Endpoint
 
 log = logging.getLogger("slum.edge")
-RACE_WINDOW_S = 0.2
 LINGER_S = 2.0  # after refusing a request whose body is unread, read (and drop) it this long
 TIMEOUT_TICK_S = 0.25
 FD_RESERVE = 256  # descriptors kept for the database, children's pipes, the web app
@@ -64,6 +64,11 @@ def connection_cap(configured: int) -> int:
     limit = io.raise_fd_limit()
     derived = max(16, (limit - FD_RESERVE) // 2)
     return min(configured, derived) if configured > 0 else derived
+
+
+def _refused(error: Exception) -> bool:
+    """Refused before anything was sent: safe to send again to a process that just replaced it."""
+    return isinstance(error, UpstreamError) and error.refused
 
 
 class Edge:
@@ -301,8 +306,6 @@ class Edge:
         if inst is not None:
             label = inst.id
             extra = b"X-Tenant-ID: " + inst.name.encode() + b"\r\n"
-            inst.streams += 1
-            inst.touch()
         conn.label = label
         try:
             if inst is None:
@@ -326,10 +329,6 @@ class Edge:
         except SlumError as e:
             return await self._reply(conn, req, e.status, e.message, retry=True, label=label,
                                      started=started)
-        finally:
-            if inst is not None:
-                inst.streams -= 1
-                inst.touch()
         if ex.fault:
             self.counters.upstream_fault(label, ex.fault)
         if self.on_request is not None:
@@ -341,27 +340,16 @@ class Edge:
 
     async def _to_instance(self, conn: ClientConnection, req: Request, inst: Instance,
                            extra: bytes) -> Exchange:
-        for attempt in (1, 2):
-            if not inst.serving:
-                assert self.supervisor is not None
-                await self.supervisor.wake(inst)
-            pid = inst.pid
-            up = Upstream((inst.port, pid), inst.port or 0, unix_path=inst.unix_path,
-                          response_timeout_s=inst.service.request_timeout)
-            try:
-                return await forward(conn, req, up, self.pool, extra,
-                                     max_body=self.options.max_body)
-            except UpstreamError as e:
-                if not e.refused or attempt == 2:
-                    raise
-                # The process may have just exited, before the supervisor saw it: if its state
-                # moves within a moment, wake it again and retry once; nothing was sent yet.
-                with trio.move_on_after(RACE_WINDOW_S):
-                    while inst.serving and inst.pid == pid:
-                        await inst.wait_changed()
-                if inst.serving and inst.pid == pid:
-                    raise
-        raise AssertionError("unreachable")
+        assert self.supervisor is not None
+        max_body = self.options.max_body
+
+        def call(at: Endpoint) -> Awaitable[Exchange]:
+            up = Upstream((at.port, at.pid), at.port, unix_path=at.unix_path,
+                          response_timeout_s=at.request_timeout)
+            return forward(conn, req, up, self.pool, extra, max_body=max_body)
+
+        async with self.supervisor.lease(inst) as lease:
+            return await lease.send(call, _refused)
 
     async def _reply(self, conn: ClientConnection, req: Request, status: int, text: str, *,
                      location: str | None = None, retry: bool = False, label: str = "edge",

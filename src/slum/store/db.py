@@ -9,7 +9,7 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import apsw
 import trio
@@ -40,7 +40,7 @@ def describe_error(path: str | os.PathLike[str], e: BaseException) -> str:
     return f"database {path}: {e}"
 
 
-def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> Any:
+def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> apsw.Connection:
     """Open (and create, and migrate) the database; usable from plain sync code like the CLI."""
     p = Path(path)
     try:
@@ -61,7 +61,7 @@ def connect(path: str | os.PathLike[str], *, migrate_schema: bool = True) -> Any
 
 
 @contextlib.contextmanager
-def immediate(conn: Any, path: str | os.PathLike[str]) -> Iterator[Any]:
+def immediate(conn: apsw.Connection, path: str | os.PathLike[str]) -> Iterator[apsw.Connection]:
     """A write transaction for a process beside a running slum (the CLI on --database). BEGIN
     IMMEDIATE takes the write lock first, waiting on the busy timeout; a deferred transaction
     that reads and then writes gets SQLITE_BUSY at once, without waiting, whenever slum wrote in
@@ -97,25 +97,30 @@ def _private(path: Path) -> None:
             f.chmod(0o600)
 
 
+def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
+    # Not a `return` inside the `with`: the connection's __exit__ is typed as one that may
+    # swallow the exception, and it does not (it rolls back and lets it go on).
+    with conn:
+        result = fn(conn)
+    return result
+
+
 class Store:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._writer = connect(self.path)
         self._write_lock = trio.CapacityLimiter(1)
-        self._readers: list[Any] = []
+        self._readers: list[apsw.Connection] = []
         self._read_limiter = trio.CapacityLimiter(READERS)
 
-    async def write(self, fn: Callable[[Any], T]) -> T:
+    async def write(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run fn(conn) in one transaction on the single write connection, off the event loop."""
 
-        def run() -> T:
-            with self._writer:
-                return fn(self._writer)
-
-        return await trio.to_thread.run_sync(run, limiter=self._write_lock)
+        return await trio.to_thread.run_sync(_transaction, self._writer, fn,
+                                             limiter=self._write_lock)
 
     async def write_on(self, thread: Callable[[Callable[[], T]], Awaitable[T]],
-                       fn: Callable[[Any], T]) -> T:
+                       fn: Callable[[apsw.Connection], T]) -> T:
         """Like write, but run by `thread` (the ingest writer's own, lower-priority thread).
 
         The transaction is explicit BEGIN/COMMIT statements, not the connection's context
@@ -139,11 +144,11 @@ class Store:
         async with self._write_lock:
             return await thread(run)
 
-    async def write_raw(self, fn: Callable[[Any], T]) -> T:
+    async def write_raw(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Like write, but fn manages its own transactions (several, or none)."""
         return await trio.to_thread.run_sync(fn, self._writer, limiter=self._write_lock)
 
-    async def read(self, fn: Callable[[Any], T]) -> T:
+    async def read(self, fn: Callable[[apsw.Connection], T]) -> T:
         def run() -> T:
             conn = self._readers.pop() if self._readers else connect(self.path,
                                                                       migrate_schema=False)
@@ -154,10 +159,9 @@ class Store:
 
         return await trio.to_thread.run_sync(run, limiter=self._read_limiter)
 
-    def write_sync(self, fn: Callable[[Any], T]) -> T:
+    def write_sync(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Only for start-up and shutdown, before or after the loop serves anything."""
-        with self._writer:
-            return fn(self._writer)
+        return _transaction(self._writer, fn)
 
     def close(self) -> None:
         for conn in self._readers:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import apsw
+
 from slum.config import DNS_LABEL
 from slum.errors import BadRequest
 from slum.events import LEVELS, LogLine, StoredLog
@@ -140,7 +142,7 @@ class LogQuery:
         return True
 
 
-def query(conn: Any, q: LogQuery) -> list[dict[str, Any]]:
+def query(conn: apsw.Connection, q: LogQuery) -> list[dict[str, Any]]:
     where: list[str] = []
     args: list[Any] = []
     src = "logs l"

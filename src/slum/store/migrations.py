@@ -13,19 +13,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import apsw
+
 Migration = tuple[str, Callable[[Any], None]]
 
 
-def _columns(conn: Any, table: str) -> set[str]:
+def _columns(conn: apsw.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def _add_column(conn: Any, table: str, column: str, decl: str) -> None:
+def _add_column(conn: apsw.Connection, table: str, column: str, decl: str) -> None:
     if column not in _columns(conn, table):
         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
-def fleet(conn: Any) -> None:
+def fleet(conn: apsw.Connection) -> None:
     conn.execute("""
         CREATE TABLE IF NOT EXISTS servers (
             id TEXT PRIMARY KEY,
@@ -47,7 +49,7 @@ def fleet(conn: Any) -> None:
     """)
 
 
-def fleet_columns(conn: Any) -> None:
+def fleet_columns(conn: apsw.Connection) -> None:
     _add_column(conn, "servers", "token", "TEXT")
     _add_column(conn, "servers", "capacity", "INTEGER")
     _add_column(conn, "servers", "status", "TEXT NOT NULL DEFAULT 'online'")
@@ -56,7 +58,7 @@ def fleet_columns(conn: Any) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS idx_aliases_tenant ON domain_aliases(tenant_id)")
 
 
-def config_and_tokens(conn: Any) -> None:
+def config_and_tokens(conn: apsw.Connection) -> None:
     conn.execute("""
         CREATE TABLE IF NOT EXISTS config (
             key TEXT PRIMARY KEY,
@@ -76,7 +78,7 @@ def config_and_tokens(conn: Any) -> None:
     conn.execute("DELETE FROM config WHERE key = 'auth_token_hash'")
 
 
-def logs(conn: Any) -> None:
+def logs(conn: apsw.Connection) -> None:
     # Written by the ingest task directly (no triggers: they halve the insert rate). The FTS index
     # is contentless with contentless_delete, so retention deletes by rowid without the text.
     conn.execute("""
@@ -98,7 +100,7 @@ def logs(conn: Any) -> None:
     """)
 
 
-def metrics_history(conn: Any) -> None:
+def metrics_history(conn: apsw.Connection) -> None:
     conn.execute("""
         CREATE TABLE IF NOT EXISTS metrics_history (
             id INTEGER PRIMARY KEY,
@@ -114,7 +116,7 @@ def metrics_history(conn: Any) -> None:
     """)
 
 
-def processes(conn: Any) -> None:
+def processes(conn: apsw.Connection) -> None:
     # What slum has running, so a slum that was SIGKILLed can reap them on its next start;
     # and the instances ever spawned, so they are known (woken on request) after a restart.
     conn.execute("""
@@ -133,7 +135,7 @@ def processes(conn: Any) -> None:
     """)
 
 
-def token_ids_and_sessions(conn: Any) -> None:
+def token_ids_and_sessions(conn: apsw.Connection) -> None:
     # Tokens get a public id (named inside new tokens, so one hash is checked per attempt), a
     # description, a tenant scope and a last-used time; sessions move from memory to here,
     # stored as the SHA-256 of their id, so they survive a restart.
@@ -158,14 +160,14 @@ def token_ids_and_sessions(conn: Any) -> None:
     """)
 
 
-def process_owners(conn: Any) -> None:
+def process_owners(conn: apsw.Connection) -> None:
     # Which slum (pid + its start time) runs each recorded group: the reap at start spares the
     # groups of a slum that is still alive, such as one serving the database this is a copy of.
     _add_column(conn, "processes", "owner_pid", "INTEGER")
     _add_column(conn, "processes", "owner_started", "REAL")
 
 
-def instance_weights(conn: Any) -> None:
+def instance_weights(conn: apsw.Connection) -> None:
     """Traffic weights of `{service}.{domain}` (deploys) outlive a restart of slum."""
     _add_column(conn, "instances", "weight", "INTEGER NOT NULL DEFAULT 100")
 
@@ -183,7 +185,7 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-def migrate(conn: Any) -> list[str]:
+def migrate(conn: apsw.Connection) -> list[str]:
     """Apply what is missing, each in its own transaction; return the names applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}

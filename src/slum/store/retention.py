@@ -11,8 +11,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
+import apsw
 import trio
 
 from slum.store.db import Store
@@ -29,21 +29,21 @@ class RetentionResult:
     used_bytes: int = 0
 
 
-def used_bytes(conn: Any) -> int:
+def used_bytes(conn: apsw.Connection) -> int:
     (pages,) = next(conn.execute("PRAGMA page_count"))
     (free,) = next(conn.execute("PRAGMA freelist_count"))
     (size,) = next(conn.execute("PRAGMA page_size"))
     return int((pages - free) * size)
 
 
-def _delete_through(conn: Any, last_id: int) -> int:
+def _delete_through(conn: apsw.Connection, last_id: int) -> int:
     (count,) = next(conn.execute("SELECT count(*) FROM logs WHERE id <= ?", (last_id,)))
     conn.execute("DELETE FROM logs_fts WHERE rowid <= ?", (last_id,))
     conn.execute("DELETE FROM logs WHERE id <= ?", (last_id,))
     return int(count)
 
 
-def by_age(conn: Any, max_age_days: float, now: float | None = None) -> int:
+def by_age(conn: apsw.Connection, max_age_days: float, now: float | None = None) -> int:
     cutoff = int(((now or time.time()) - max_age_days * 86400) * 1_000_000)
     (last,) = next(conn.execute("SELECT max(id) FROM logs WHERE ts_us < ?", (cutoff,)))
     deleted = _delete_through(conn, last) if last is not None else 0
@@ -52,7 +52,7 @@ def by_age(conn: Any, max_age_days: float, now: float | None = None) -> int:
     return deleted
 
 
-def by_size(conn: Any, max_bytes: int) -> int:
+def by_size(conn: apsw.Connection, max_bytes: int) -> int:
     """Delete the oldest lines until the database uses at most max_bytes (or no logs are left)."""
     deleted = 0
     for _ in range(20):
@@ -72,7 +72,7 @@ def by_size(conn: Any, max_bytes: int) -> int:
     return deleted
 
 
-def enforce(conn: Any, max_age_days: float, max_bytes: int) -> RetentionResult:
+def enforce(conn: apsw.Connection, max_age_days: float, max_bytes: int) -> RetentionResult:
     result = RetentionResult()
     with conn:
         result.deleted_by_age = by_age(conn, max_age_days)

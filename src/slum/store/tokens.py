@@ -19,6 +19,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import apsw
+
 from slum.errors import NotFound
 
 PREFIX = "slum_"
@@ -92,7 +94,7 @@ def verify_hash(token_hash: str, token: str) -> bool:
 
 
 # --- tokens ---
-def create(conn: Any, description: str | None = None, tenant: str | None = None) -> tuple[str,
+def create(conn: apsw.Connection, description: str | None = None, tenant: str | None = None) -> tuple[str,
                                                                                           str]:
     """A new token: returns (public id, token)."""
     public_id, token, token_hash = new_token()
@@ -101,30 +103,30 @@ def create(conn: Any, description: str | None = None, tenant: str | None = None)
     return public_id, token
 
 
-def find(conn: Any, public_id: str) -> TokenRow | None:
+def find(conn: apsw.Connection, public_id: str) -> TokenRow | None:
     for row in conn.execute("SELECT id, public_id, hash, tenant FROM tokens WHERE public_id = ? "
                             "AND legacy = 0 AND revoked_at IS NULL", (public_id,)):
         return TokenRow(row[0], row[1], row[2], row[3], False)
     return None
 
 
-def legacy(conn: Any) -> list[TokenRow]:
+def legacy(conn: apsw.Connection) -> list[TokenRow]:
     return [TokenRow(r[0], r[1], r[2], r[3], True) for r in conn.execute(
         "SELECT id, public_id, hash, tenant FROM tokens WHERE legacy = 1 AND revoked_at IS NULL "
         "ORDER BY id")]
 
 
-def active_scopes(conn: Any) -> dict[int, str | None]:
+def active_scopes(conn: apsw.Connection) -> dict[int, str | None]:
     """Every usable token's row id -> its tenant scope (None = full access)."""
     return {r[0]: r[1] for r in conn.execute(
         "SELECT id, tenant FROM tokens WHERE revoked_at IS NULL")}
 
 
-def has_any(conn: Any) -> bool:
+def has_any(conn: apsw.Connection) -> bool:
     return any(conn.execute("SELECT 1 FROM tokens WHERE revoked_at IS NULL LIMIT 1"))
 
 
-def listing(conn: Any) -> list[dict[str, Any]]:
+def listing(conn: apsw.Connection) -> list[dict[str, Any]]:
     return [{"id": r[0], "description": r[1], "scope": f"tenant:{r[2]}" if r[2] else "all",
              "tenant": r[2], "created": r[3], "last_used": r[4], "legacy": bool(r[5])}
             for r in conn.execute(
@@ -132,7 +134,7 @@ def listing(conn: Any) -> list[dict[str, Any]]:
                 "FROM tokens WHERE revoked_at IS NULL ORDER BY id")]
 
 
-def revoke(conn: Any, public_id: str) -> dict[str, Any]:
+def revoke(conn: apsw.Connection, public_id: str) -> dict[str, Any]:
     """Revoke a token and end its sessions at once; returns what was revoked."""
     rows = list(conn.execute("SELECT id FROM tokens WHERE public_id = ? AND revoked_at IS NULL",
                              (public_id,)))
@@ -145,7 +147,7 @@ def revoke(conn: Any, public_id: str) -> dict[str, Any]:
     return {"id": public_id, "revoked": True, "sessions_ended": ended}
 
 
-def touch(conn: Any, token_id: int) -> None:
+def touch(conn: apsw.Connection, token_id: int) -> None:
     conn.execute("UPDATE tokens SET last_used = datetime('now') WHERE id = ?", (token_id,))
 
 
@@ -154,7 +156,7 @@ def session_key(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
-def create_session(conn: Any, token_id: int, ttl_s: float) -> str:
+def create_session(conn: apsw.Connection, token_id: int, ttl_s: float) -> str:
     sid = secrets.token_urlsafe(32)
     now = time.time()
     conn.execute("INSERT INTO sessions (key, token_id, created_at, expires_at) VALUES "
@@ -164,7 +166,7 @@ def create_session(conn: Any, token_id: int, ttl_s: float) -> str:
     return sid
 
 
-def session_token(conn: Any, sid: str) -> tuple[int, str | None] | None:
+def session_token(conn: apsw.Connection, sid: str) -> tuple[int, str | None] | None:
     """(token row id, tenant scope) of a live session whose token is not revoked, else None."""
     for row in conn.execute(
             "SELECT t.id, t.tenant FROM sessions s JOIN tokens t ON t.id = s.token_id "
@@ -174,5 +176,5 @@ def session_token(conn: Any, sid: str) -> tuple[int, str | None] | None:
     return None
 
 
-def end_session(conn: Any, sid: str) -> None:
+def end_session(conn: apsw.Connection, sid: str) -> None:
     conn.execute("DELETE FROM sessions WHERE key = ?", (session_key(sid),))

@@ -55,15 +55,15 @@ class Instance:
         self.last_exit_code: int | None = None
         self.previous_status = self.state.value
         self.last_reason: str | None = None  # survives the next start, like last_exit_code
-        # Activity, in trio time: the idle timer reads these; the proxy writes them per request.
+        # Activity, in trio time: the idle timer reads these; a request's lease writes them.
         self.last_activity = 0.0
         self.streams = 0
         self.history: deque[Transition] = deque(maxlen=50)
         self._changed = trio.Event()
         self._wanted = trio.Event()
         self.restart_requested = False
-        self.cpu_percent: float | None = None
-        self.rss_bytes: int | None = None
+        # An operator's stop of an instance at rest (failed, sleeping): its runner moves it.
+        self.stop_requested = False
         # The running process's cgroup (the sampler reads it), and the kernel's OOM kills in all
         # of this instance's runs (read from the cgroup's event counter at each exit).
         self.cgroup: InstanceCgroup | None = None
@@ -132,34 +132,6 @@ class Instance:
 
     def touch(self) -> None:
         self.last_activity = trio.current_time()
-
-    def to_dict(self) -> dict[str, Any]:
-        uptime = (time.time() - self.started_at) if self.started_at and self.pid else 0.0
-        return {
-            "id": self.id,
-            "service": self.service.name,
-            "name": self.name,
-            "status": self.status,
-            "state": self.state.value,
-            "crash_looping": self.crash_looping,
-            "health": self.health,
-            "port": self.port,
-            "pid": self.pid,
-            "socket": self.unix_path or (f"127.0.0.1:{self.port}" if self.port else None),
-            "weight": self.weight,
-            "uptime_secs": round(uptime, 1),
-            "restarts": self.restarts,
-            "reason": self.reason,
-            "last_reason": self.last_reason,
-            "wakes": self.wakes,
-            "last_exit": self.last_exit,
-            "last_exit_code": self.last_exit_code,
-            "idle_timeout": self.service.idle_timeout,
-            "cpu_percent": self.cpu_percent,
-            "rss_bytes": self.rss_bytes,
-            "oom_kills": self.oom_kills,
-            **self.storage(),
-        }
 
     def storage(self) -> dict[str, Any]:
         """Data dir usage against storage_quota_mb: a warning past 80% and past 100%."""

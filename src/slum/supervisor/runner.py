@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
@@ -35,8 +36,31 @@ RESTART_AFTER = 5
 DRAIN_S = 0.5
 DRAIN_MAX_S = 10.0
 READ_CHUNK = 32 * 1024  # with the hub's per-pipe queue, what a SIGKILL of slum can lose
-CANNOT_START = "cannot start"
 OOM_POLL_S = 2.0
+
+
+class Cause(Enum):
+    """Why a run of the process ended: what the restart policy decides on (the words people
+    read are Ending.why)."""
+
+    NO_PORT = "no free port"  # slum's own shortage: a failed start under the restart policy
+    CANNOT_START = "cannot start"  # the command, its cgroup or isolation: will not fix itself
+    EXITED = "exited"  # on its own, or killed by a signal from outside
+    OUT_OF_MEMORY = "out of memory"  # the kernel's OOM killer, told by the cgroup's counter
+    NOT_READY = "not ready"  # no readiness within startup_timeout
+    UNHEALTHY = "unhealthy"  # RESTART_AFTER failed health checks in a row
+    ASKED = "asked"  # a stop, an idle stop or a restart
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    cause: Cause
+    why: str
+    code: int | None = None  # the exit code; None if there was no process
+
+    @property
+    def asked(self) -> bool:
+        return self.cause is Cause.ASKED
 
 
 class Journal(Protocol):
@@ -137,10 +161,16 @@ def backoff_s(settings: Settings, attempt: int) -> float:
 async def supervise(inst: Instance, ctx: Context) -> None:
     while True:
         if not inst.want_running:
+            if inst.stop_requested:
+                inst.stop_requested = False
+                if inst.state in (State.FAILED, State.SLEEPING):
+                    # FAILED -> STOPPED, SLEEPING -> STOPPED (an operator's stop of one at rest)
+                    inst.move(State.STOPPED, "stopped")
             await inst.wait_wanted()
             continue
-        code, why, asked = await run_once(inst, ctx)
-        if code is None and why.startswith(CANNOT_START):
+        ending = await run_once(inst, ctx)
+        why = ending.why
+        if ending.cause is Cause.CANNOT_START:
             inst.want_running = False
             # STARTING -> FAILED: a missing or non-executable command will not fix itself
             inst.move(State.FAILED, why)
@@ -154,7 +184,7 @@ async def supervise(inst: Instance, ctx: Context) -> None:
                 inst.move(State.STOPPED, "stopped")
             await _forget_storage(inst, ctx)
             continue
-        if inst.restart_requested or asked:
+        if inst.restart_requested or ending.asked:
             # A restart, or a stop that was wanted undone before the process was gone (a request
             # woke it during an idle stop): start again at once. It did not fail, so neither the
             # restart policy nor a backoff applies.
@@ -163,7 +193,8 @@ async def supervise(inst: Instance, ctx: Context) -> None:
             inst.restart_requested = False
             continue
         policy = inst.service.restart
-        if policy == "never" or (policy == "on-failure" and code == 0 and why.startswith("exited")):
+        if policy == "never" or (policy == "on-failure" and ending.cause is Cause.EXITED
+                                 and ending.code == 0):
             inst.want_running = False
             # RUNNING -> STOPPED (exited, and the policy says leave it)
             inst.move(State.STOPPED, why)
@@ -213,9 +244,8 @@ def _prepare_socket(path: str) -> None:
         os.unlink(path)
 
 
-async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]:
-    """Start the process and return when it is gone: (exit code, why it ended, whether it was
-    asked to end: a stop, an idle stop or a restart)."""
+async def run_once(inst: Instance, ctx: Context) -> Ending:
+    """Start the process and return when it is gone, with why it ended."""
     svc = inst.service
     try:
         port = ctx.ports.take()
@@ -224,7 +254,7 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
         # its backoff, never an error that ends the supervisor.
         why = f"no free port: {e.strerror or e}"
         ctx.hub.system(inst.id, why, "error")
-        return None, why, False
+        return Ending(Cause.NO_PORT, why)
     inst.port, inst.health, inst.last_exit = port, "unknown", None
     inst.move(State.STARTING, None)
     data_dir = ctx.settings.data_dir / svc.name / inst.name
@@ -255,15 +285,15 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
         inst.port = None
         if cgroup is not None:
             await trio.to_thread.run_sync(_dispose, cgroup)
-        why = (f"{CANNOT_START}: {e}" if not isinstance(e, OSError) else
-               f"{CANNOT_START} {svc.command[0]!r}: {e.strerror or e}")
+        why = (f"cannot start: {e}" if not isinstance(e, OSError) else
+               f"cannot start {svc.command[0]!r}: {e.strerror or e}")
         ctx.hub.system(inst.id, why, "error")
-        return None, why, False
+        return Ending(Cause.CANNOT_START, why)
     inst.cgroup = cgroup
     inst.pid, inst.started_at = child.pid, time.time()
     inst.touch()
     ctx.hub.system(inst.id, f"started pid {child.pid} on port {port}")
-    why, asked = "exited", False
+    cause, why = Cause.EXITED, "exited"
     try:
         readers = (_Reader(), _Reader())
         async with trio.open_nursery() as pumps:
@@ -273,7 +303,7 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
             pumps.start_soon(_pump, ctx.hub.output(inst.id, "stdout"), child.stdout, readers[0])
             pumps.start_soon(_pump, ctx.hub.output(inst.id, "stderr"), child.stderr, readers[1])
             try:
-                why, asked = await _watch(inst, ctx, child)
+                cause, why = await _watch(inst, ctx, child)
             finally:
                 # Also at shutdown (a cancel): stop the process, then read its pipes to the end,
                 # so what it said last (a SIGTERM handler's goodbye) is stored.
@@ -305,17 +335,17 @@ async def run_once(inst: Instance, ctx: Context) -> tuple[int | None, str, bool]
     inst.last_exit = code
     if ooms:
         _tell_oom(inst, ctx, ooms)
-    if why == "exited" and cgroup is not None and cgroup.oom_counted and (
+    if cause is Cause.EXITED and cgroup is not None and cgroup.oom_counted and (
             ooms or code in (-signal.SIGKILL, 128 + signal.SIGKILL)):
         # The kernel's own counter, not a guess from the signal: an OOM kill at the end (or a
         # SIGKILL in a run with OOM kills; 137 from a namespace's init) is what ended it. A
         # worker killed earlier, told by _oom_watch, does not name a later exit of another cause.
-        why = f"killed: out of memory ({_limit_words(inst)})"
-    if why == "exited":
+        cause, why = Cause.OUT_OF_MEMORY, f"killed: out of memory ({_limit_words(inst)})"
+    if cause is Cause.EXITED:
         why = f"exited with code {code}" if code is not None and code >= 0 else (
             f"killed by signal {-code}" if code is not None else "exited")
     ctx.hub.system(inst.id, f"pid {child.pid} {why}", "info" if code == 0 else "warn")
-    return code, why, asked
+    return Ending(cause, why, code)
 
 
 def _limits(inst: Instance) -> Limits:
@@ -380,20 +410,20 @@ async def _end(inst: Instance, ctx: Context, child: ChildProcess) -> None:
         child.signal_group(9)  # grandchildren of a process that exited on its own
 
 
-async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str, bool]:
+async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[Cause, str]:
     """Race the process's exit against readiness, health, idleness and operator requests.
-    Returns why the process is to end, and whether it was asked to (stop, idle, restart)."""
-    outcome, asked = "exited", False
+    Returns why the process is to end."""
+    outcome = (Cause.EXITED, "exited")
     async with trio.open_nursery() as n:
 
-        def end(why: str, by_request: bool = False) -> None:
-            nonlocal outcome, asked
-            outcome, asked = why, by_request
+        def end(cause: Cause, why: str) -> None:
+            nonlocal outcome
+            outcome = (cause, why)
             n.cancel_scope.cancel()
 
         async def exit_watch() -> None:
             await child.wait()
-            end("exited")
+            end(Cause.EXITED, "exited")
 
         async def health_watch() -> None:
             svc = inst.service
@@ -401,7 +431,7 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
                 inst.unix_path = await health.wait_ready(
                     inst.port or 0, svc.health, unix=svc.socket_path(inst.name, ctx.settings.data_dir))
             if scope.cancelled_caught:
-                end(f"not ready within startup_timeout ({svc.startup_timeout:g}s)")
+                end(Cause.NOT_READY, f"not ready within startup_timeout ({svc.startup_timeout:g}s)")
                 return
             inst.health = "healthy"
             # STARTING -> HEALTHY
@@ -419,14 +449,14 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
                     inst.move(new, None if ok else f"{failures} failed health checks")
                     ctx.hub.system(inst.id, f"health: {new.value}", "info" if ok else "warn")
                 if failures >= RESTART_AFTER:
-                    end(f"unhealthy: {failures} failed health checks")
+                    end(Cause.UNHEALTHY, f"unhealthy: {failures} failed health checks")
                     return
 
         async def control_watch() -> None:
             while inst.want_running and not inst.restart_requested:
                 await inst.wait_wanted()
-            end("restart requested" if inst.want_running else (inst.reason or "stop requested"),
-                True)
+            end(Cause.ASKED, "restart requested" if inst.want_running else (
+                inst.reason or "stop requested"))
 
         async def idle_watch() -> None:
             timeout = inst.service.idle_timeout
@@ -445,7 +475,7 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
             inst.want(False)
             # End the run here rather than through control_watch: a wake between the two would
             # undo the want and leave this process running with no idle watch at all.
-            end("idle", True)
+            end(Cause.ASKED, "idle")
 
         n.start_soon(exit_watch)
         if inst.cgroup is not None and inst.cgroup.dirs:
@@ -454,7 +484,7 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[str
         n.start_soon(control_watch)
         if inst.service.idle_timeout > 0:
             n.start_soon(idle_watch)
-    return outcome, asked
+    return outcome
 
 
 class _Reader:

@@ -18,6 +18,7 @@ from slum.errors import BadRequest, Conflict, NotFound, Unavailable
 from slum.events import Hub, StateChanged
 from slum.supervisor.cgroups import Cgroups
 from slum.supervisor.instance import Instance
+from slum.supervisor.lease import Lease
 from slum.supervisor.runner import Context, Journal, Ports, supervise
 from slum.supervisor.states import ALIVE, State
 from slum.supervisor.storage import run_measurements
@@ -146,18 +147,20 @@ class Supervisor:
                 await remember(inst)
 
     def _start(self, inst: Instance) -> None:
+        inst.stop_requested = False
         inst.recent_restarts.clear()
         inst.reason = None
         inst.want(True)
 
     async def stop(self, instance_id: str) -> Instance:
         inst = self.get(instance_id)
-        if inst.state is State.FAILED:
-            inst.move(State.STOPPED, "stopped")
-            return inst
-        if not inst.want_running and inst.state is State.SLEEPING:
-            # SLEEPING -> STOPPED: the operator's word, shown as such
-            inst.move(State.STOPPED, "stopped")
+        if inst.state is State.FAILED or (not inst.want_running and inst.state is State.SLEEPING):
+            # At rest already: its runner turns FAILED or SLEEPING into STOPPED, the operator's
+            # word shown as such.
+            inst.stop_requested = True
+            inst.want(False)
+            while inst.state in (State.FAILED, State.SLEEPING) and not inst.want_running:
+                await inst.wait_changed()
             return inst
         if not inst.want_running and inst.state is State.STOPPED:
             raise Conflict(f"{inst.id} is not running")
@@ -227,6 +230,11 @@ class Supervisor:
         finally:
             inst.held -= 1
         return inst
+
+    def lease(self, inst: Instance) -> Lease:
+        """A request's hold on inst, for `async with`: wakes it, counts the stream, touches it at
+        both ends, and retries a send refused by a process that just died (supervisor/lease.py)."""
+        return Lease(self, inst)
 
     # --- tenement's deploys: weights over a service's instances ---
     async def set_weight(self, instance_id: str, weight: int) -> Instance:

@@ -12,11 +12,11 @@ from quart import current_app
 from slum.config import Config
 from slum.events import Hub
 from slum.fleet.nodes import NodeChecker
-from slum.metrics import RequestMetrics
-from slum.sampler import Sampler
 from slum.store.db import Store
 from slum.store.ingest import IngestStatistics
 from slum.supervisor import Instance, Supervisor
+from slum.telemetry.requests import RequestMetrics
+from slum.telemetry.sampler import Sampler
 from slum.web.auth import Authenticator
 
 
@@ -38,10 +38,36 @@ class WebContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def instance_dict(self, inst: Instance) -> dict[str, Any]:
-        d = inst.to_dict()
+        """An instance as the API shows it (the Instance schema in web/instances.py)."""
         port = "" if self.public_port == 80 else f":{self.public_port}"
-        d["url"] = f"http://{inst.name}.{inst.service.name}.{self.domain}{port}/"
-        return d
+        sampled = self.sampler.of(inst.id) if self.sampler is not None else None
+        uptime = (time.time() - inst.started_at) if inst.started_at and inst.pid else 0.0
+        return {
+            "id": inst.id,
+            "service": inst.service.name,
+            "name": inst.name,
+            "status": inst.status,
+            "state": inst.state.value,
+            "crash_looping": inst.crash_looping,
+            "health": inst.health,
+            "port": inst.port,
+            "pid": inst.pid,
+            "socket": inst.unix_path or (f"127.0.0.1:{inst.port}" if inst.port else None),
+            "weight": inst.weight,
+            "uptime_secs": round(uptime, 1),
+            "restarts": inst.restarts,
+            "reason": inst.reason,
+            "last_reason": inst.last_reason,
+            "wakes": inst.wakes,
+            "last_exit": inst.last_exit,
+            "last_exit_code": inst.last_exit_code,
+            "idle_timeout": inst.service.idle_timeout,
+            "cpu_percent": sampled.cpu_percent if sampled else None,
+            "rss_bytes": sampled.rss_bytes if sampled else None,
+            "oom_kills": inst.oom_kills,
+            **inst.storage(),
+            "url": f"http://{inst.name}.{inst.service.name}.{self.domain}{port}/",
+        }
 
 
 _KEY = "SLUM_CONTEXT"

@@ -11,7 +11,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from slum.errors import BadRequest
 from slum.store import logs
-from slum.store.metrics import query_history
+from slum.telemetry.history import query_history
 from slum.web.auth import Forbidden, instance_allowed, require_unscoped, scope_tenant
 from slum.web.context import WebContext, context
 from slum.web.routes import MAX_INT, endpoint, int_arg

@@ -54,9 +54,10 @@ async def summary(ctx: WebContext) -> dict[str, Any]:
             reason = inst.reason or inst.last_reason
             attention.append({"kind": "instance", "id": inst.id, "state": status,
                               "message": f"{status}: {reason}" if reason else status})
-        if inst.pid is not None and (inst.cpu_percent is not None or inst.rss_bytes is not None):
-            consumers.append({"id": inst.id, "cpu_percent": inst.cpu_percent,
-                              "rss_bytes": inst.rss_bytes})
+        sampled = ctx.sampler.of(inst.id) if ctx.sampler is not None else None
+        if inst.pid is not None and sampled is not None:
+            consumers.append({"id": inst.id, "cpu_percent": sampled.cpu_percent,
+                              "rss_bytes": sampled.rss_bytes})
     attention += [{"kind": "server", "id": s["name"], "state": s["status"], "message": "offline"}
                   for s in servers if s["status"] != "online"]
     healthy = by_state.get("healthy", 0)

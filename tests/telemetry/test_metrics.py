@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from slum.errors import BadRequest
-from slum.metrics import Histogram, RequestMetrics, Ring, normalize_route
 from slum.store import connect
-from slum.store.metrics import query_history, write_history
+from slum.telemetry.history import query_history, write_history
+from slum.telemetry.requests import Histogram, RequestMetrics, Ring, normalize_route
 
 
 @pytest.mark.parametrize("dist", ["uniform", "lognormal", "bimodal"])

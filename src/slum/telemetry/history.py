@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import apsw
+
 from slum.errors import BadRequest
 
 STEPS = (60, 300, 900, 3600, 21600, 86400)
@@ -17,7 +19,8 @@ def labels_key(labels: dict[str, str]) -> str:
     return json.dumps(labels, sort_keys=True, separators=(",", ":"))
 
 
-def write_history(conn: Any, rows: list[tuple[int, str, dict[str, str], float, float, float]]) -> None:
+def write_history(conn: apsw.Connection,
+                  rows: list[tuple[int, str, dict[str, str], float, float, float]]) -> None:
     """rows: (minute ts, name, labels, avg, min, max)."""
     conn.executemany(
         "INSERT INTO metrics_history (ts, name, labels, value, min, max) VALUES (?, ?, ?, ?, ?, ?)",
@@ -36,7 +39,7 @@ def choose_step(since: int, until: int, step: int | None) -> int:
     return STEPS[-1]
 
 
-def query_history(conn: Any, name: str, labels: dict[str, str] | None, since: int, until: int,
+def query_history(conn: apsw.Connection, name: str, labels: dict[str, str] | None, since: int, until: int,
                   step: int | None = None) -> dict[str, Any]:
     if not name:
         raise BadRequest("name is required")

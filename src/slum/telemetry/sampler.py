@@ -13,9 +13,9 @@ from typing import Any
 import psutil
 import trio
 
-from slum.metrics import RequestMetrics, Ring
 from slum.supervisor import Supervisor
 from slum.supervisor.limits import InstanceCgroup
+from slum.telemetry.requests import RequestMetrics, Ring
 
 INTERVAL_S = 1.0
 RESCAN_TICKS = 10
@@ -182,14 +182,12 @@ class Sampler:
         self.stats.busy_s += elapsed
         second = int(time.time())
         self.instances = result
-        for inst in insts.values():
-            stats = result.get(inst.id)
-            inst.cpu_percent = stats.cpu_percent if stats else None
-            inst.rss_bytes = stats.rss_bytes if stats else None
-            if stats is not None:
-                rings = self.rings.setdefault(inst.id, Rings())
-                rings.cpu.set(second, stats.cpu_percent)
-                rings.rss.set(second, stats.rss_bytes)
+        for inst_id, stats in result.items():
+            if inst_id not in insts:  # removed by a reload while the tick ran
+                continue
+            rings = self.rings.setdefault(inst_id, Rings())
+            rings.cpu.set(second, stats.cpu_percent)
+            rings.rss.set(second, stats.rss_bytes)
         if self.own is not None:
             rings = self.rings.setdefault("slum", Rings())
             rings.cpu.set(second, self.own.cpu_percent)
@@ -201,6 +199,10 @@ class Sampler:
         while True:
             await self.tick()
             await trio.sleep(interval_s)
+
+    def of(self, instance_id: str) -> GroupStats | None:
+        """The instance's process group at the last tick (None if it had no process then)."""
+        return self.instances.get(instance_id)
 
     def snapshot(self) -> list[dict[str, Any]]:
         now_ms = int(time.time() * 1000)
