@@ -332,7 +332,6 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                      refresh_routes, ingest, requests=requests, sampler=sampler, nodes=checker)
     ctx.extras["edge_connections"] = lambda: edge.connections
     ctx.extras["edge_statistics"] = edge.statistics  # contained failures, for status and metrics
-    from slum.web.create_app import create_app
 
     alerts = ctx.extras["alerts"] = Alerts(
         config.alerts, hub, restart_window=config.settings.restart_window,
@@ -350,7 +349,6 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
     reloader = Reloader(supervisor, partial(load_config, opts.config), reloaded)
     ctx.extras["reload"] = reloader.reload
     ctx.extras["tasks"] = tasks
-    app = create_app(ctx)
 
     def report(server: str, status: str) -> None:
         level = "info" if status == "online" else "error"
@@ -392,10 +390,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store,
                         with _starting(f"cannot listen on {opts.host}:{opts.port}"):
                             listeners = await front.start(edge.serve, opts.host, opts.port)
                         with _starting(f"cannot serve the API on {control_path}"):
-                            await front.start(_serve_web, Listener(app, trusted=True), control,
-                                              web_stop)
-                            await front.start(_serve_web, Listener(app, trusted=False),
-                                              edge_socket, web_stop)
+                            await front.start(_serve_web, ctx, control, edge_socket, web_stop)
                         port = listeners[0].getsockname()[1]
                         front.start_soon(partial(run_periodic, tasks, "routes", watch_routes,
                                                  ROUTES_POLL_S, first_delay=True))
@@ -464,7 +459,47 @@ async def _wait_for_signal() -> None:
             return
 
 
-async def _serve_web(app: Any, sock: socket.socket, stop: trio.Event, *,
+async def _serve_web(ctx: WebContext, control: socket.socket, edge_socket: socket.socket,
+                     stop: trio.Event, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The web app on its two sockets, loaded when the first connection waits on either.
+
+    Quart and Hypercorn are ~17 MB of RSS that a node nobody asks does not need (specs/
+    performance.md). Both sockets listen already, so that first connection waits in the backlog
+    while they load (off the loop, ~0.3 s) and is then served. The control socket's server starts
+    first: it runs the app's start-up; the edge's socket answers its lifespan itself."""
+    task_status.started()
+    async with trio.open_nursery() as first:
+
+        async def readable(sock: socket.socket) -> None:
+            await trio.lowlevel.wait_readable(sock)
+            first.cancel_scope.cancel()
+
+        async def stopped() -> None:
+            await stop.wait()
+            first.cancel_scope.cancel()
+
+        first.start_soon(readable, control)
+        first.start_soon(readable, edge_socket)
+        first.start_soon(stopped)
+    if stop.is_set():
+        return
+    await trio.to_thread.run_sync(_import_web)
+    from slum.web.create_app import create_app
+
+    app = create_app(ctx)
+    async with trio.open_nursery() as servers:
+        await servers.start(_hypercorn, Listener(app, trusted=True), control, stop)
+        await servers.start(_hypercorn, Listener(app, trusted=False), edge_socket, stop)
+
+
+def _import_web() -> None:
+    import hypercorn.trio  # noqa: F401
+
+    import slum.web.create_app  # noqa: F401
+
+
+async def _hypercorn(app: Any, sock: socket.socket, stop: trio.Event, *,
                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
     from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hyper_serve
