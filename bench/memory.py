@@ -122,7 +122,7 @@ def run(argv: list[str]) -> list[Row]:
             f"{unasked['rss_mb']:.1f} MB",
             f"<= {TARGET_IDLE_MB:g} MB: {'met' if ok else 'NOT met'}; tenement 12-15 MB"),
         Row("memory", "slum RSS idle after the first API request", f"{idle['rss_mb']:.1f} MB",
-            "Quart + Hypercorn loaded on that request (specs/architecture.md)"),
+            "Quart + Hypercorn loaded on that request (specs/performance.md)"),
         Row("memory", f"slum RSS with {n} instances", f"{running['rss_mb']:.1f} MB",
             f"USS {running['uss_mb']:.1f} MB, {running['threads']:.0f} threads, "
             f"{running['fds']:.0f} fds"),
