@@ -488,6 +488,7 @@ async def _serve_web(ctx: WebContext, control: socket.socket, edge_socket: socke
     from slum.web.create_app import create_app
 
     app = create_app(ctx)
+    gc.freeze()  # as at start: what the web app loaded lives as long as slum
     async with trio.open_nursery() as servers:
         await servers.start(_hypercorn, Listener(app, trusted=True), control, stop)
         await servers.start(_hypercorn, Listener(app, trusted=False), edge_socket, stop)
