@@ -39,6 +39,7 @@ class Row:
     metric: str
     value: str
     target: str = ""
+    issue18: str = ""  # the row of issue 18's table this answers (run.py --issue18 lists them)
 
 
 def print_rows(rows: Sequence[Row], title: str = "") -> None:

@@ -162,14 +162,16 @@ def run(argv: list[str]) -> list[Row]:
                       "ten ps": ten_ps, "import self-time by package (s)": breakdown,
                       "slum ps import self-time (s)": ps_breakdown})
 
-    ok = median(ps) * 1000 < TARGET_PS_MS
+    ok = median(ps) * 1000 <= TARGET_PS_MS
     ten_note = (f"`ten ps` {ms(median(ten_ps))} in the same rounds (slum/ten "
                 f"{median(ps) / median(ten_ps):.2f}x)" if ten_ps else "tenement not installed")
     rows = [
         load_row("cli"),
         Row("cli", f"`slum ps` wall (median/p90 of {count}, 3 instances)",
             f"{ms(median(ps))} / {ms(pct(ps, 90))}",
-            f"< {TARGET_PS_MS:g} ms: {'met' if ok else 'NOT met'}; {ten_note}"),
+            f"<= {TARGET_PS_MS:g} ms: " + ("met" if ok else
+                                           f"NOT met, gap {median(ps) * 1000 - TARGET_PS_MS:.1f} ms")
+            + f"; {ten_note}", issue18="`slum ps`"),
     ]
     over = median(ps) - median(bare)
     rows += [

@@ -369,8 +369,10 @@ def _flood_table(flood: dict[str, Any]) -> list[Row]:
             f"{flood['dropped_logs']}; flood outlasted wrk: {all(flood['still_flooding'])}"),
         Row("logs", f"(b) edge p99 during a flood / at rest (median of {len(pairs)} pairs)",
             f"{ratio:.2f}x",
-            f"<= {TARGET_P99_RATIO:g}x: {met(ratio <= TARGET_P99_RATIO)}; pairs "
-            + ", ".join(f"{x:.2f}" for x in pairs)),
+            f"<= {TARGET_P99_RATIO:g}x: " + (met(True) if ratio <= TARGET_P99_RATIO else
+                                            f"NOT met, gap {ratio - TARGET_P99_RATIO:.2f}x")
+            + "; pairs " + ", ".join(f"{x:.2f}" for x in pairs),
+            issue18="edge p99 while one child floods its logs"),
         Row("logs", "(b) edge p99 at rest / during flood (medians, wrk -t1 -c8)",
             f"{p99['rest']:.2f} / {p99['during']:.2f} ms",
             f"ratio of the medians {p99['during'] / p99['rest']:.2f}x"),
