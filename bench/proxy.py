@@ -426,9 +426,9 @@ def run(argv: list[str]) -> list[Row]:
         ratio_caddy = slum_r["rps"] / caddy_r["rps"]
         rows.append(Row("proxy", "slum / direct", f"{slum_r['rps'] / direct['rps']:.2f}x", ""))
         rows.append(Row("proxy", "slum / caddy" + (" (each pinned to 1 core)" if args.pin else ""),
-                        f"{ratio_caddy:.2f}x",
+                        f"{ratio_caddy:.3f}x",
                         f">= {TARGET_RATIO:.2f}x: " + ("met" if ratio_caddy >= TARGET_RATIO else
-                                                       f"NOT met, gap {TARGET_RATIO - ratio_caddy:.2f}x")
+                                                       f"NOT met, gap {TARGET_RATIO - ratio_caddy:.3f}x")
                         + f"; slum p99 {slum_r['p99']:.2f} ms, caddy {caddy_r['p99']:.2f} ms",
                         issue18="proxy vs caddy, pinned, metrics on"))
         if ten is not None:
