@@ -120,7 +120,7 @@ def run(argv: list[str]) -> list[Row]:
         children = sum(c.memory_info().rss for c in psutil.Process(slum.pid).children(recursive=True))
 
     save_json("memory", {"first_request_s": first_s, "unasked": unasked, "idle": idle,
-                          "running": running, "after_traffic": loaded,
+                         "running": running, "after_traffic": loaded,
                          "instances": n, "requests_per_instance": reqs, "spawn_all_s": spawn_all,
                          "children_rss_mb": children / 2**20})
     ok = unasked["rss_mb"] <= TARGET_IDLE_MB
