@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from slum.client import control_socket_path
 from tests.conftest import free_port
 from tests.e2e.conftest import Slum, slum_argv, write_config
 
@@ -216,6 +217,7 @@ def test_a_name_is_a_service_or_a_tenant_never_both(node: Slum) -> None:
     node.start(wait=False)
     assert node.proc is not None and node.proc.wait(30) == 2
     assert "[service.auto] has the name of a tenant" in node.log.read_text()
+    assert not control_socket_path(node.database).exists()  # not left for the next start
 
 
 def test_weights_outlive_a_restart_of_slum(node: Slum) -> None:

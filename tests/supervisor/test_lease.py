@@ -112,3 +112,42 @@ async def test_other_errors_are_never_retried(tmp_path: Path, autojump_clock: tr
         with pytest.raises(TimeoutError):
             await lease.send(call, _refused)
     assert trio.current_time() == started  # no wait for a race that cannot be
+
+
+async def test_a_wake_that_never_serves_gives_up_at_startup_timeout(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # No runner moves this instance: the wake waits for readiness that never comes.
+    config = parse(web(startup_timeout=7), tmp_path / "tenement.toml")
+    sup = Supervisor(config, Hub(), RecordingJournal())
+    inst = Instance(config.services["web"], "a")
+    started = trio.current_time()
+    with pytest.raises(Unavailable, match="did not become ready within 7s"):
+        async with sup.lease(inst):
+            raise AssertionError("never served")
+    assert trio.current_time() - started == pytest.approx(7)
+    assert inst.streams == 0 and inst.held == 0 and inst.wakes == 1
+
+
+async def test_waiting_requests_are_bounded(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    text = "[settings]\nmax_held_requests = 2\n" + web(startup_timeout=5)
+    config = parse(text, tmp_path / "tenement.toml")
+    sup = Supervisor(config, Hub(), RecordingJournal())
+    inst = Instance(config.services["web"], "a")
+    refused: list[str] = []
+
+    async def request() -> None:
+        try:
+            async with sup.lease(inst):
+                pass
+        except Unavailable as e:
+            refused.append(e.message)
+
+    async with trio.open_nursery() as n:
+        for _ in range(3):
+            n.start_soon(request)
+        await trio.sleep(1)
+        # Two wait for the start; the third is refused at once, not held.
+        assert refused == ["web:a is starting and too many requests are waiting"]
+        assert inst.held == 2 and inst.streams == 2
+    assert len(refused) == 3 and inst.held == 0 and inst.streams == 0

@@ -47,6 +47,13 @@ class RouterTrust:
         self._checks = 0
         self._refused_cached = 0
 
+    @classmethod
+    def of_tokens(cls, verify_token: Callable[[str, str], Awaitable[object]]) -> RouterTrust:
+        """Trust checked against slum's API tokens. A forged X-Slum-Router must never cost argon2
+        per request (this cache and its limits), and its failures count against the peer that
+        sent them ("router:PEER"), never a bucket the real router shares."""
+        return cls(lambda token, peer: verify_token(token, f"router:{peer}"))
+
     def statistics(self) -> TrustStatistics:
         return TrustStatistics(self._checks, len(self._good), self._refused_cached)
 

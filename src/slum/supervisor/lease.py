@@ -9,9 +9,8 @@ just died, before the runner saw it exit.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import trio
 
@@ -24,9 +23,9 @@ T = TypeVar("T")
 RACE_WINDOW_S = 0.2
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where the instance's process listens now; `pid` tells a new process on a reused port."""
+class Endpoint(NamedTuple):
+    """Where the instance's process listens now; `pid` tells a new process on a reused port.
+    A tuple, not a frozen dataclass: one is made per request, and that is 4x cheaper."""
 
     port: int
     pid: int | None

@@ -64,7 +64,8 @@ class Ending:
 
 
 class Journal(Protocol):
-    """Where the supervisor writes down what must survive a crash of slum (the store, via app)."""
+    """Where the supervisor writes down what must survive a crash of slum (on the store:
+    store/processes.py: StoreJournal; the supervisor does not import the store)."""
 
     async def process_started(self, inst: Instance, pid: int, started_at: float) -> None: ...
 

@@ -4,11 +4,16 @@ fits the range, so a week of data comes back as a few hundred points."""
 from __future__ import annotations
 
 import json
+import time
+from functools import partial
 from typing import Any
 
 import apsw
 
 from slum.errors import BadRequest
+from slum.store.db import Store
+from slum.telemetry.requests import RequestMetrics
+from slum.telemetry.sampler import Sampler, minute_rows
 
 STEPS = (60, 300, 900, 3600, 21600, 86400)
 MAX_POINTS = 500
@@ -63,3 +68,18 @@ def query_history(conn: apsw.Connection, name: str, labels: dict[str, str] | Non
         series.setdefault(key, []).append([bucket * 1000, round(avg, 3), low, high])
     return {"name": name, "step": step, "since": since, "until": until,
             "series": [{"labels": json.loads(k), "points": pts} for k, pts in series.items()]}
+
+
+def until_next_minute() -> float:
+    """Seconds to just after the next minute begins (when the last minute's rows are complete)."""
+    return 60.5 - time.time() % 60
+
+
+async def flush_minute(store: Store, sampler: Sampler, requests: RequestMetrics) -> None:
+    """Just after a minute ends: that minute's min/avg/max of every series (run once a minute
+    by run_periodic; a retry after an error writes the same minute, once)."""
+    now = int(time.time())
+    minute = now - now % 60 - 60
+    rows = minute_rows(minute, sampler, requests)
+    if rows:
+        await store.write(partial(write_history, rows=rows))

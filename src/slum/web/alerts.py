@@ -8,7 +8,6 @@ from dataclasses import asdict
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 
-from slum.alerts import Alerts
 from slum.errors import BadRequest
 from slum.web.context import WebContext
 
@@ -16,7 +15,7 @@ from slum.web.context import WebContext
 def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.get("/_/api/alerts")
     async def alerts() -> Response:
-        engine: Alerts | None = ctx.extras.get("alerts")
+        engine = ctx.alerts
         raw = request.args.get("limit", "50")
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
             raise BadRequest("limit must be an integer from 1 to 1000")

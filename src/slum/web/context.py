@@ -7,12 +7,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from slum.alerts import Alerts
 from slum.config import Config
 from slum.events import Hub
 from slum.fleet.nodes import NodeChecker
+from slum.proxy.edge import Edge
 from slum.store.db import Store
 from slum.store.ingest import IngestStatistics
 from slum.supervisor import Instance, Supervisor
+from slum.tasks import Tasks
 from slum.telemetry.requests import RequestMetrics
 from slum.telemetry.sampler import Sampler
 from slum.web.auth import Authenticator
@@ -33,7 +36,12 @@ class WebContext:
     sampler: Sampler | None = None
     nodes: NodeChecker = field(default_factory=NodeChecker)
     started_at: float = field(default_factory=time.time)
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The running parts a view reads when there are any (a test's app may have none).
+    edge: Edge | None = None
+    alerts: Alerts | None = None
+    tasks: Tasks | None = None  # background tasks' errors (slum/tasks.py)
+    reload: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # views' own caches
 
     def instance_dict(self, inst: Instance) -> dict[str, Any]:
         """An instance as the API shows it (the Instance schema in web/instances.py)."""

@@ -254,10 +254,9 @@ class _Collector:
         dropped = CounterMetricFamily("slum_log_dropped", "Log lines dropped")
         dropped.add_metric([], ctx.hub.dropped_logs)
         yield dropped
-        edge_statistics = ctx.extras.get("edge_statistics")
-        if edge_statistics is not None:
+        if ctx.edge is not None:
             # What the edge contained: each a refused request or a failed exchange, never a crash.
-            edge = edge_statistics()
+            edge = ctx.edge.statistics()
             upstream = CounterMetricFamily("slum_edge_upstream_errors", "Failed upstream exchanges "
                                            "(malformed, cut or late answers: 502/504)",
                                            labels=["target"])
@@ -274,7 +273,7 @@ class _Collector:
             yield timeouts
             yield GaugeMetricFamily("slum_edge_connections", "Open client connections",
                                     value=edge.connections)
-        tasks = ctx.extras.get("tasks")
+        tasks = ctx.tasks
         if tasks is not None:
             task_errors = CounterMetricFamily("slum_task_errors", "Errors of a background task "
                                               "(contained: the task retried)", labels=["task"])

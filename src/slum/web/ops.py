@@ -14,7 +14,7 @@ from slum.web.context import WebContext
 def register(app: QuartTrio, ctx: WebContext) -> None:
     @app.post("/_/api/reload")
     async def reload() -> Response:
-        run = ctx.extras.get("reload")
+        run = ctx.reload
         if run is None:
             raise Unavailable("this server cannot reload")
         return jsonify(await run())

@@ -85,18 +85,16 @@ async def status() -> Response:
         stats = ctx.sampler.stats
         data["sampler"] = {"ticks": stats.ticks, "last_tick_ms": stats.last_tick_ms,
                            "busy_s": round(stats.busy_s, 4)}
-    data["edge_connections"] = ctx.extras.get("edge_connections", lambda: 0)()
+    data["edge_connections"] = ctx.edge.connections if ctx.edge is not None else 0
     data["requests_metrics"] = ctx.requests.enabled
-    edge_statistics = ctx.extras.get("edge_statistics")
-    if edge_statistics is not None:
-        edge = edge_statistics()
+    if ctx.edge is not None:
+        edge = ctx.edge.statistics()
         data["edge"] = {"connections": edge.connections, "max_connections": edge.max_connections,
                         "client_errors": edge.client_errors, "timeouts": edge.timeouts,
                         "upstream_errors": dict(edge.upstream_errors)}
     else:
         data["edge"] = {}
-    tasks = ctx.extras.get("tasks")  # background tasks' errors (slum/tasks.py)
-    data["tasks"] = tasks.to_dict() if tasks is not None else {}
+    data["tasks"] = ctx.tasks.to_dict() if ctx.tasks is not None else {}
     return jsonify(data)
 
 

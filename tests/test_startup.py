@@ -1,4 +1,4 @@
-"""app.py's start-up reap: only process groups whose recorded owner slum is dead are killed."""
+"""The start-up reap (startup.py): only process groups whose recorded owner slum is dead are killed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from slum.app import _reap
+from slum.startup import reap
 from slum.store.db import Store
 from slum.supervisor.process import owner_alive
 from tests.supervisor.harness import gone
@@ -40,7 +40,7 @@ def test_reap_spares_groups_of_a_live_owner_and_kills_orphans(tmp_path: Path) ->
         store.write_sync(lambda c: c.executemany(
             "INSERT INTO processes (instance_id, pid, pgid, started_at, owner_pid, owner_started) "
             "VALUES (?, ?, ?, ?, ?, ?)", [(i, p, p, s, o, os_) for i, p, s, o, os_ in rows]))
-        assert _reap(store) == 1
+        assert reap(store) == 1
         assert orphan.wait(5) == -signal.SIGKILL
         assert kept.poll() is None and not gone((kept.pid, rows[1][2]))
         left = store.write_sync(lambda c: [r[0] for r in c.execute("SELECT instance_id FROM processes")])
