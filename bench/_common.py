@@ -282,7 +282,7 @@ def start_slum(procs: Procs, workdir: Path, config: str, *, timeout: float = 30.
     # Find the control socket the way the CLI does (beside the database).
     sock = db.with_suffix(".sock")
     with contextlib.suppress(Exception):
-        from slum.config import control_socket_path
+        from slum.client import control_socket_path
 
         sock = control_socket_path(db)
     deadline = time.monotonic() + timeout
