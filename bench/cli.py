@@ -77,8 +77,9 @@ time.sleep(3600)
 """
 
 
-def wall(args: list[str], count: int, env: dict[str, str] | None = None,
-         cwd: Path | None = None) -> list[float]:
+def wall(
+    args: list[str], count: int, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> list[float]:
     times = []
     for _ in range(count):
         t0 = time.perf_counter()
@@ -90,8 +91,14 @@ def wall(args: list[str], count: int, env: dict[str, str] | None = None,
 
 
 def _importtime(code: str, env: dict[str, str]) -> list[tuple[str, float]]:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
-                         capture_output=True, text=True, timeout=30, check=False, env=env)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env,
+    )
     got = []
     for line in out.stderr.splitlines():
         parts = line.split("|")
@@ -101,8 +108,9 @@ def _importtime(code: str, env: dict[str, str]) -> list[tuple[str, float]]:
     return got
 
 
-def import_breakdown(module: str, env: dict[str, str], top: int = 6,
-                     runs: int = 5) -> list[tuple[str, float]]:
+def import_breakdown(
+    module: str, env: dict[str, str], top: int = 6, runs: int = 5
+) -> list[tuple[str, float]]:
     """Import self-time summed per top-level package (python -X importtime, median of `runs`),
     largest first; only modules that a bare `python -c pass` does not import already."""
     bare = {name for name, _ in _importtime("pass", env)}
@@ -120,16 +128,21 @@ def import_breakdown(module: str, env: dict[str, str], top: int = 6,
 
 
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/cli.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--count", type=int, default=20)
     args = ap.parse_args(argv)
     count = max(1, min(args.count, 200))
     py = sys.executable
 
     # As a wheel's install does (compileall writes the files whatever PYTHONDONTWRITEBYTECODE says).
-    subprocess.run([py, "-m", "compileall", "-q", str(ROOT / "src" / "slum")], capture_output=True,
-                   timeout=300, check=False)
+    subprocess.run(
+        [py, "-m", "compileall", "-q", str(ROOT / "src" / "slum")],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     with tempdir("slum-bench-cli-") as d, Procs() as procs:
         env0 = dict(os.environ)
         wall([py, "-c", "import slum.cli.commands"], 2, env0)  # warm the page cache
@@ -142,8 +155,11 @@ def run(argv: list[str]) -> list[Row]:
         slum = start_slum(procs, d, CONFIG.format(dir=d))
         slum.wait_healthy(["sleeper:one", "sleeper:two", "sleeper:three"])
         env = slum.env()
-        ten = start_tenement(procs, d / "ten", TEN_CONFIG.format(
-            dir=d, python=real_python3(), keys=TENEMENT_SERVICE_KEYS, env=TENEMENT_ENV))
+        ten = start_tenement(
+            procs,
+            d / "ten",
+            TEN_CONFIG.format(dir=d, python=real_python3(), keys=TENEMENT_SERVICE_KEYS, env=TENEMENT_ENV),
+        )
         wall([SLUM, "ps"], 2, env)  # warm-up
         bare: list[float] = []
         ps: list[float] = []
@@ -157,35 +173,65 @@ def run(argv: list[str]) -> list[Row]:
             if ten is not None:
                 ten_ps += wall([ten.ten, "ps"], 1, ten.env(), ten.dir)
         ps_json = wall([SLUM, "ps", "--json"], count, env)
-    save_json("cli", {"python -c pass": bare, "import slum.cli.commands": imp,
-                      "slum --version": version, "slum ps": ps, "slum ps --json": ps_json,
-                      "ten ps": ten_ps, "import self-time by package (s)": breakdown,
-                      "slum ps import self-time (s)": ps_breakdown})
+    save_json(
+        "cli",
+        {
+            "python -c pass": bare,
+            "import slum.cli.commands": imp,
+            "slum --version": version,
+            "slum ps": ps,
+            "slum ps --json": ps_json,
+            "ten ps": ten_ps,
+            "import self-time by package (s)": breakdown,
+            "slum ps import self-time (s)": ps_breakdown,
+        },
+    )
 
     ok = median(ps) * 1000 <= TARGET_PS_MS
-    ten_note = (f"`ten ps` {ms(median(ten_ps))} in the same rounds (slum/ten "
-                f"{median(ps) / median(ten_ps):.2f}x)" if ten_ps else "tenement not installed")
+    ten_note = (
+        f"`ten ps` {ms(median(ten_ps))} in the same rounds (slum/ten {median(ps) / median(ten_ps):.2f}x)"
+        if ten_ps
+        else "tenement not installed"
+    )
     rows = [
         load_row("cli"),
-        Row("cli", f"`slum ps` wall (median/p90 of {count}, 3 instances)",
+        Row(
+            "cli",
+            f"`slum ps` wall (median/p90 of {count}, 3 instances)",
             f"{ms(median(ps))} / {ms(pct(ps, 90))}",
-            f"<= {TARGET_PS_MS:g} ms: " + ("met" if ok else
-                                           f"NOT met, gap {median(ps) * 1000 - TARGET_PS_MS:.1f} ms")
-            + f"; {ten_note}", issue18="`slum ps`"),
+            f"<= {TARGET_PS_MS:g} ms: "
+            + ("met" if ok else f"NOT met, gap {median(ps) * 1000 - TARGET_PS_MS:.1f} ms")
+            + f"; {ten_note}",
+            issue18="`slum ps`",
+        ),
     ]
     over = median(ps) - median(bare)
     rows += [
-        Row("cli", "`slum ps` over a bare `python -c pass` (medians)", f"{over * 1000:+.1f} ms",
+        Row(
+            "cli",
+            "`slum ps` over a bare `python -c pass` (medians)",
+            f"{over * 1000:+.1f} ms",
             f"the interpreter's own start {ms(median(bare))}; imports beyond it: "
-            + ", ".join(f"{n} {s * 1000:.1f}" for n, s in ps_breakdown) + " ms"),
+            + ", ".join(f"{n} {s * 1000:.1f}" for n, s in ps_breakdown)
+            + " ms",
+        ),
         Row("cli", "`slum ps --json` wall (median)", ms(median(ps_json)), ""),
         Row("cli", "`slum --version` wall (median)", ms(median(version)), ""),
-        Row("cli", "python -c 'import slum.cli.commands' (median)", ms(median(imp)),
-            f"bare `python -c pass`: {ms(median(bare))}"),
-        Row("cli", "import cost over bare python", ms(median(imp) - median(bare)),
-            "self time: " + ", ".join(f"{n} {s * 1000:.0f}" for n, s in breakdown[:4]) + " ms"),
+        Row(
+            "cli",
+            "python -c 'import slum.cli.commands' (median)",
+            ms(median(imp)),
+            f"bare `python -c pass`: {ms(median(bare))}",
+        ),
+        Row(
+            "cli",
+            "import cost over bare python",
+            ms(median(imp) - median(bare)),
+            "self time: " + ", ".join(f"{n} {s * 1000:.0f}" for n, s in breakdown[:4]) + " ms",
+        ),
     ]
     return rows
+
 
 if __name__ == "__main__":
     main_wrapper(run, "cli")
