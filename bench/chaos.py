@@ -188,6 +188,24 @@ def python_load(port: int, stop: threading.Event, result: dict[str, int], conns:
         t.join()
 
 
+def healthy_failures(sock: Any, log_path: Any) -> dict[str, Any]:
+    """Where the healthy tenant's failed requests came from: its answers by status class (the
+    edge's own count, so a wrk timeout that slum answered late shows here too) and what slum
+    logged about it. Empty when nothing failed."""
+    out: dict[str, Any] = {}
+    try:
+        _, text = api(sock, "GET", "/_/metrics", timeout=10)
+    except OSError:
+        text = ""
+    if isinstance(text, str):
+        out["answers"] = [line for line in text.splitlines()
+                          if line.startswith("slum_requests_total") and "web:one" in line
+                          and '"2xx"' not in line]
+    lines = log_path.read_text(errors="replace").splitlines()
+    out["log"] = [line for line in lines if "web:one" in line or "one.web" in line][-20:]
+    return out if out["answers"] or out["log"] else {}
+
+
 def run(argv: list[str]) -> list[Row]:
     ap = argparse.ArgumentParser(prog="bench/chaos.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,6 +263,7 @@ def run(argv: list[str]) -> list[Row]:
             restarts = sum(int(i.get("restarts", 0) or 0) for i in instances)
         except OSError:
             restarts = -1
+        failures = healthy_failures(slum.sock, d / "slum.log")
         rows += [
             Row("chaos", "slum alive, same pid", "yes" if same else "NO",
                 f"uptime {uptime:.0f} s over a {duration:.0f} s soak"),
@@ -260,7 +279,10 @@ def run(argv: list[str]) -> list[Row]:
             Row("chaos", "hostile exchanges", f"{counts['hostile']}",
                 f"{counts['rounds']} rounds of the catalogue"),
         ]
+        if failures:
+            print("what the healthy tenant met:", json.dumps(failures, indent=1))
         save_json("chaos", {"duration": duration, "load": load, "counts": counts,
+                            "healthy_failures": failures,
                             "rss_start": rss_start, "rss_end": rss_end, "same_pid": same,
                             "uptime": uptime})
         if not same:

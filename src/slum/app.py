@@ -20,8 +20,9 @@ from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
 from slum.errors import BadRequest, ConfigError
 from slum.events import Hub
-from slum.fleet import registry
 from slum.fleet.nodes import NodeChecker
+from slum.fleet.registry import RouteRow
+from slum.fleet.service import open_fleet
 from slum.proxy import io
 from slum.proxy.edge import Edge
 from slum.proxy.routing import RouteTable, TenantRoute
@@ -42,7 +43,6 @@ from slum.web.context import WebContext
 
 __all__ = ["Running", "ServeOptions", "serve"]  # what the CLI and tests start slum with
 log = logging.getLogger("slum")
-ROUTES_POLL_S = 1.0
 
 
 async def serve(opts: ServeOptions, *,
@@ -80,13 +80,6 @@ async def serve(opts: ServeOptions, *,
 async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: startup.Sockets,
                  ready: Callable[[Running], None]) -> None:
     reaped = await trio.to_thread.run_sync(startup.reap, store)
-    store.write_sync(registry.ensure_local)
-    # A node without a config runs no processes: keep tenant placement off it.
-    local = store.write_sync(lambda c: registry.get_server(c, registry.LOCAL))
-    if not config.services:
-        store.write_sync(lambda c: registry.set_local_capacity(c, 0))
-    elif local["capacity"] == 0:
-        store.write_sync(lambda c: registry.set_local_capacity(c, None))
     known = [(r.service, r.name, r.weight) for r in store.write_sync(processes.instances)]
 
     tasks = Tasks()
@@ -94,23 +87,14 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
     cgroups, watchdog = await startup.process_guards(opts.database, config)
     supervisor = Supervisor(config, hub, StoreJournal(store.write, watchdog, tasks), cgroups)
     table = RouteTable(opts.domain.lower(), frozenset(config.services))
-    version = ""
 
-    async def refresh_routes() -> None:
-        nonlocal version
-        version, (rows, aliases) = await store.read(
-            lambda c: (registry.registry_version(c), registry.route_rows(c)))
+    def routes(rows: list[RouteRow], aliases: dict[str, str]) -> None:
         table.replace({tid: TenantRoute(tid, service or startup.default_service(config), server,
                                         address, status, server_status, token)
                        for tid, service, status, server, address, server_status, token in rows},
                       aliases)
 
-    async def watch_routes() -> None:
-        # The CLI writes the registry straight into the database: notice it within a second.
-        if await store.read(registry.registry_version) != version:
-            await refresh_routes()
-
-    await refresh_routes()
+    fleet = await open_fleet(store, supervisor, lambda: config, routes)
     for clash in sorted(set(config.services) & set(table.tenants)):
         raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
                               f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
@@ -133,16 +117,16 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                     max_restarts=settings.max_restarts,
                     disk_usage=lambda: disk_usage_of(sampler.host, str(settings.data_dir)))
     ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
-                     refresh_routes, IngestStatistics(), requests=requests, sampler=sampler,
+                     fleet, IngestStatistics(), requests=requests, sampler=sampler,
                      nodes=checker, edge=edge, alerts=alerts, tasks=tasks)
 
     async def reloaded(new: cfg.Config) -> None:
-        nonlocal config  # refresh_routes reads it: a tenant without a service gets the new default
+        nonlocal config  # routes reads it: a tenant without a service gets the new default
         config = ctx.config = new
         alerts.set_rules(new.alerts)
         edge.options.default_instance = startup.default_instance(new)
         requests.enabled = new.settings.request_metrics
-        await refresh_routes()
+        fleet.republish()
 
     reloader = Reloader(supervisor, partial(startup.load_config, opts.config), reloaded)
     ctx.reload = reloader.reload
@@ -167,10 +151,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                             settings.log_max_mb * 1024 * 1024), RETENTION_INTERVAL_S))
                 await timers.start(telemetry.run, tasks, store)  # the sampler, the history
                 await timers.start(alerts.run)
-                timers.start_soon(partial(
-                    run_periodic, tasks, "node checker",
-                    partial(checker.check, store.read, store.write, refresh_routes, report),
-                    checker.interval_s))
+                await timers.start(fleet.run, tasks, checker, report)
                 async with trio.open_nursery() as procs:
                     await procs.start(supervisor.run, known)
                     await procs.start(reloader.run)  # also SIGHUP
@@ -184,8 +165,6 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                             await front.start(_serve_web, ctx, sockets.control, sockets.edge,
                                               web_stop)
                         port = listeners[0].getsockname()[1]
-                        front.start_soon(partial(run_periodic, tasks, "routes", watch_routes,
-                                                 ROUTES_POLL_S, first_delay=True))
                         ctx.public_port = port
                         # Everything loaded at start lives as long as slum: move it out of the
                         # collector's way, so a full collection under load scans only new

@@ -194,16 +194,22 @@ class Client:
     def servers(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/servers")  # type: ignore[no-any-return]
 
-    def add_server(self, address: str, name: str | None = None,
-                   token: str | None = None) -> dict[str, Any]:
+    def add_server(self, address: str, name: str | None = None, token: str | None = None,
+                   capacity: int | None = None) -> dict[str, Any]:
         return self.request("POST", "/api/servers",  # type: ignore[no-any-return]
-                            {"address": address, "name": name, "token": token})
+                            {"address": address, "name": name, "token": token,
+                             "capacity": capacity})
 
     def remove_server(self, ref: str) -> dict[str, Any]:
         return self.request("DELETE", f"/api/servers/{quote(ref)}")  # type: ignore[no-any-return]
 
     def tenants(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/tenants")  # type: ignore[no-any-return]
+
+    def tenant(self, tenant_id: str) -> dict[str, Any]:
+        """One tenant, with its `aliases` and its instance here (`instance`, or None)."""
+        return self.request("GET",  # type: ignore[no-any-return]
+                            f"/_/api/tenants/{quote(tenant_id, safe='')}")
 
     def add_tenant(self, tenant_id: str, server: str | None = None,
                    service: str | None = None) -> dict[str, Any]:
@@ -213,6 +219,23 @@ class Client:
     def remove_tenant(self, tenant_id: str) -> dict[str, Any]:
         return self.request("DELETE",  # type: ignore[no-any-return]
                             f"/api/tenants/{quote(tenant_id)}")
+
+    def move_tenant(self, tenant_id: str, to: str) -> dict[str, Any]:
+        """Started on server `to`, stopped where it was; `moved_from` names that server, and
+        `warnings` says what it did not do (the move stands)."""
+        return self.request("POST",  # type: ignore[no-any-return]
+                            f"/api/tenants/{quote(tenant_id, safe='')}/move", {"to": to})
+
+    def add_alias(self, tenant_id: str, domain: str) -> dict[str, Any]:
+        """Route a custom domain to the tenant; returns the tenant with its `aliases`."""
+        return self.request("POST",  # type: ignore[no-any-return]
+                            f"/api/tenants/{quote(tenant_id, safe='')}/aliases",
+                            {"domain": domain})
+
+    def remove_alias(self, tenant_id: str, domain: str) -> dict[str, Any]:
+        return self.request("DELETE",  # type: ignore[no-any-return]
+                            f"/api/tenants/{quote(tenant_id, safe='')}/aliases/"
+                            f"{quote(domain, safe='')}")
 
     # --- tokens ---
     def tokens(self) -> list[dict[str, Any]]:

@@ -23,8 +23,8 @@ import pytest
 
 from slum.client import Client
 from slum.errors import BadRequest
-from slum.fleet import registry
 from slum.store import connect
+from slum.store.registry import bump_version
 from tests.conftest import free_port
 from tests.e2e.conftest import Slum, write_config
 from tests.e2e.test_startup import ROOT, fill, small_disk
@@ -127,7 +127,7 @@ def test_a_stored_address_that_does_not_parse_is_invalid_never_fatal(slum: Slum)
                          "VALUES (?, ?, ?, '2026-01-01', 'online')", (f"id{i}", f"bad{i}", address))
         conn.execute("INSERT INTO tenants (id, server_id, status, created_at) "
                      "VALUES ('lost', 'id2', 'active', '2026-01-01')")
-        registry.bump_version(conn)
+        bump_version(conn)
     conn.close()
 
     def statuses() -> dict[str, str]:

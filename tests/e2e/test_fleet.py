@@ -141,3 +141,65 @@ def test_fleet_routing_health_and_recovery(fleet: tuple[Slum, list[Slum], list[s
     router.cli("tenant-remove", "t5", *db, check=True)
     assert {i["id"]: i["status"] for i in holder.cli_json("ps")}.get("web:t5") in (None, "stopped")
     assert wait_until(lambda: router.http("GET", "/", host="t5.localhost")[0] == 404)
+
+
+def test_cli_registry_commands_go_through_the_running_server(slum: Slum) -> None:
+    """With a slum serving --database, the CLI's tenant-remove is the API's: the instance
+    here stops, and the route is gone at once (no poll in between)."""
+    slum.start()
+    db = ["--database", str(slum.database)]
+    slum.cli("tenant-add", "alice", "-s", "local", "--service", "web", *db, check=True)
+    status, _, body = slum.http("GET", "/hi", host="alice.localhost")  # routed at once
+    assert (status, body) == (200, b"web:alice /hi")
+    assert {i["id"]: i["status"] for i in slum.cli_json("ps")}["web:alice"] == "healthy"
+    out = slum.cli("tenant-remove", "alice", *db, check=True).stdout
+    assert out.strip() == "removed tenant alice"
+    assert {i["id"]: i["status"] for i in slum.cli_json("ps")}.get("web:alice") in (None,
+                                                                                    "stopped")
+    assert slum.http("GET", "/", host="alice.localhost")[0] == 404
+    assert slum.cli_json("tenant-list", *db) == []
+    # Without a server: the same commands on the file itself.
+    slum.stop()
+    slum.cli("tenant-add", "bob", "-s", "local", *db, check=True)
+    slum.cli("alias-add", "bob.example.com", "bob", *db, check=True)
+    assert [t["aliases"] for t in slum.cli_json("tenant-list", *db)] == [["bob.example.com"]]
+    r = slum.cli("alias-add", "bob.example.com", "nobody", *db)
+    assert r.returncode == 1 and "no tenant 'nobody'" in r.stderr and "Traceback" not in r.stderr
+    slum.cli("alias-remove", "bob.example.com", *db, check=True)
+    slum.cli("tenant-remove", "bob", *db, check=True)
+    assert slum.cli_json("tenant-list", *db) == []
+
+
+def test_alias_endpoints(slum: Slum) -> None:
+    from slum.client import Client
+    from slum.errors import BadRequest, Conflict, NotFound
+
+    slum.start()
+    api = Client(f"unix:{slum.dir / 'slum.sock'}")
+    api.add_tenant("alice", "local", "web")
+    api.add_tenant("bob", "local", "web")
+    tenant = api.add_alias("alice", "Shop.Example.com")
+    assert tenant["id"] == "alice" and tenant["aliases"] == ["shop.example.com"]
+    assert api.tenant("alice")["aliases"] == ["shop.example.com"]
+    status, _, body = slum.http("GET", "/x", host="shop.example.com")  # routed before the answer
+    assert (status, body) == (200, b"web:alice /x")
+    with pytest.raises(Conflict, match="alias of tenant alice"):
+        api.add_alias("bob", "shop.example.com")
+    with pytest.raises(BadRequest, match="invalid domain"):
+        api.add_alias("bob", "not a domain")
+    with pytest.raises(NotFound):
+        api.add_alias("nobody", "x.example.com")
+    # The dashboard's prefix answers the same, and the status codes are the documented ones.
+    added = api.request("POST", "/_/api/tenants/bob/aliases", {"domain": "b.example.com"})
+    assert added["aliases"] == ["b.example.com"]
+    with pytest.raises(BadRequest):
+        api.request("POST", "/_/api/tenants/bob/aliases", {"domain": 7})
+    with pytest.raises(NotFound):
+        api.remove_alias("bob", "shop.example.com")  # alice's, not bob's
+    assert api.remove_alias("alice", "shop.example.com")["aliases"] == []
+    assert slum.http("GET", "/", host="shop.example.com")[0] == 404
+    assert api.request("DELETE", "/_/api/tenants/bob/aliases/b.example.com")["aliases"] == []
+    paths = api.request("GET", "/_/api/openapi.json")["paths"]
+    for prefix in ("/api", "/_/api"):
+        assert {"post"} <= set(paths[f"{prefix}/tenants/{{tenant_id}}/aliases"])
+        assert {"delete"} <= set(paths[f"{prefix}/tenants/{{tenant_id}}/aliases/{{domain}}"])

@@ -1,5 +1,5 @@
-"""The commands. Process commands talk to the running server through slum.Client; fleet registry
-commands work on --database directly, like the original slum."""
+"""The commands. Process commands talk to the running server through slum.Client; the fleet
+registry's commands are in cli/fleet.py."""
 
 from __future__ import annotations
 
@@ -348,7 +348,14 @@ def _tokens_call(database: str, server: str | None, token: str | None, api: Any,
 
     if server or os.environ.get("SLUM_SERVER") or control_socket_path(database).exists():
         return api(_client(server, token, database))
-    return _registry(database, local)
+    from slum.store import connect, immediate
+
+    conn = connect(database)
+    try:
+        with immediate(conn, database):
+            return local(conn)
+    finally:
+        conn.close()
 
 
 @app.command(name="token-list")
@@ -380,158 +387,10 @@ def token_revoke(id: str, *, database: Database = DEFAULT_DATABASE, server: Serv
     return 0
 
 
-# --- fleet registry (on --database) ---
-def _registry(database: str, fn: Any) -> Any:
-    from slum.store import connect, immediate
-
-    conn = connect(database)
-    try:
-        with immediate(conn, database):
-            return fn(conn)
-    finally:
-        conn.close()
-
-
-def _server_rows(servers: list[dict[str, Any]]) -> str:
-    return table(["NAME", "ADDRESS", "STATUS", "TENANTS", "CAPACITY", "ID"],
-                 [(s["name"], s["address"], s["status"], s["tenant_count"], s["capacity"],
-                   s["id"]) for s in servers])
-
-
-@app.command(name="server-add")
-def server_add(address: str, *, name: Annotated[str | None, Parameter(name=["--name", "-n"])] = None,
-               token: Annotated[str | None, Parameter(name=["--token"])] = None,
-               capacity: int | None = None, database: Database = DEFAULT_DATABASE,
-               json: Json = False) -> int:
-    """Add a server (a node running `slum serve`) to the fleet."""
-    from slum.fleet import registry
-
-    s = _registry(database, lambda c: registry.add_server(c, address, name, token, capacity))
-    print_json(s) if json else print(f"added server {s['name']} ({s['address']})")
-    return 0
-
-
-@app.command(name="server-list")
-def server_list(*, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
-    """List servers."""
-    from slum.fleet import registry
-
-    servers = _registry(database, registry.list_servers)
-    print_json(servers) if json else print(_server_rows(servers))
-    return 0
-
-
-@app.command(name="server-remove")
-def server_remove(server: str, *, database: Database = DEFAULT_DATABASE) -> int:
-    """Remove a server (it must have no tenants)."""
-    from slum.fleet import registry
-
-    s = _registry(database, lambda c: registry.remove_server(c, server))
-    print(f"removed server {s['name']}")
-    return 0
-
-
-def _fleet(database: str, fn: Any, *args: Any) -> Any:
-    """A fleet operation: registry writes on --database plus calls to the nodes involved."""
-    from slum.store import connect, immediate
-
-    conn = connect(database)
-
-    def transact(step: Any) -> Any:
-        with immediate(conn, database):
-            return step(conn)
-
-    try:
-        return fn(transact, *args)
-    finally:
-        conn.close()
-
-
-@app.command(name="tenant-add")
-def tenant_add(id: str, *, server: Annotated[str | None, Parameter(name=["--server", "-s"])] = None,
-               service: str | None = None, database: Database = DEFAULT_DATABASE,
-               json: Json = False) -> int:
-    """Add a tenant, placed on the server with the most room (or -s SERVER)."""
-    from slum import config as cfg
-    from slum.errors import ConfigError, Conflict
-    from slum.fleet import nodes
-
-    found = cfg.find_config()
-    try:
-        services = cfg.load(found).services if found is not None else {}
-    except ConfigError:
-        services = {}  # a broken config is `serve`'s to report; it routes nothing meanwhile
-    if id in services:
-        raise Conflict(f"{id!r} is a service in {found}: `{id}.DOMAIN` routes to that service "
-                       "by weight, so a tenant cannot have its name; choose another tenant id")
-    t = _fleet(database, nodes.place_tenant, id, server, service)
-    print_json(t) if json else print(f"added tenant {t['id']} on server {t['server']}")
-    return 0
-
-
-@app.command(name="tenant-move")
-def tenant_move(id: str, *, to: str, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
-    """Move a tenant to another server: stopped there, started here on its next request."""
-    from slum.fleet import nodes
-
-    t = _fleet(database, nodes.move_tenant, id, to)
-    if json:
-        print_json(t)
-    else:
-        print(f"moved tenant {t['id']} to server {t['server']}")
-        sys.stderr.write("note: its data was not copied: move the instance's data directory "
-                         "({data_dir}/{service}/{id}) yourself if it has any.\n")
-    return 0
-
-
-@app.command(name="alias-add")
-def alias_add(domain: str, tenant: str, *, database: Database = DEFAULT_DATABASE) -> int:
-    """Route a custom domain to a tenant."""
-    from slum.fleet import registry
-
-    _registry(database, lambda c: registry.add_alias(c, domain, tenant))
-    print(f"{domain} -> tenant {tenant}")
-    return 0
-
-
-@app.command(name="alias-remove")
-def alias_remove(domain: str, *, database: Database = DEFAULT_DATABASE) -> int:
-    """Stop routing a custom domain."""
-    from slum.fleet import registry
-
-    _registry(database, lambda c: registry.remove_alias(c, domain))
-    print(f"removed alias {domain}")
-    return 0
-
-
-@app.command(name="tenant-list")
-def tenant_list(*, database: Database = DEFAULT_DATABASE, json: Json = False) -> int:
-    """List tenants."""
-    from slum.fleet import registry
-
-    tenants = _registry(database, registry.list_tenants)
-    if json:
-        print_json(tenants)
-    else:
-        print(table(["TENANT", "SERVER", "SERVICE", "STATUS", "CREATED"],
-                    [(t["id"], t["server"], t["service"], t["status"], t["created_at"])
-                     for t in tenants]))
-    return 0
-
-
-@app.command(name="tenant-remove")
-def tenant_remove(id: str, *, database: Database = DEFAULT_DATABASE) -> int:
-    """Remove a tenant (and stop it on its server)."""
-    from slum.fleet import nodes
-
-    t = _fleet(database, nodes.remove_tenant, id)
-    print(f"removed tenant {t['id']}")
-    return 0
-
-
 ops.register(app)  # init, install, uninstall, caddy, reload
 
 __all__ = ["BadRequest", "app", "size"]
 
-# Registered on `app` when imported: deploy, route, weight.
+# Registered on `app` when imported: deploy, route, weight; the fleet registry's commands.
 from slum.cli import deploy as _deploy  # noqa: E402,F401
+from slum.cli import fleet as _fleet  # noqa: E402,F401

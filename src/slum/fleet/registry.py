@@ -1,85 +1,124 @@
-"""Servers, tenants and domain aliases in SQLite, in the original Rust slum's tables (plus
-columns). Plain functions on a connection: the CLI calls them directly on `--database`, the
-server through its single writer. The node itself is always the server named `local`."""
+"""The fleet registry, backend-neutral: what a registry backend must do (`Registry`), and the
+validation of what goes into one (node addresses, alias domains). The rows are the frozen
+dataclasses of `slum.store.registry`; SQLite is its backend there, etcd can be another.
+
+Only `slum.fleet.service.FleetService` writes through a Registry: it validates the input,
+places tenants and calls the nodes; a backend stores atomically and tells about changes.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from slum.config import check_label
-from slum.errors import BadRequest, Conflict, NotFound
+import apsw
 
-LOCAL = "local"
-INVALID = "invalid"  # the status of a stored server whose address does not parse
-DEFAULT_CAPACITY = 100
+from slum.errors import BadRequest, NotFound
+from slum.store import registry as rows
+from slum.store.registry import LOCAL, RouteSnapshot, Server, Tenant
 
+__all__ = ["INVALID", "LOCAL", "Registry", "RouteSnapshot", "Server", "Tenant"]
 
-def bump_version(conn: Any) -> None:
-    """Tell running servers (which poll this cheaply) that routes changed, whoever wrote them."""
-    conn.execute("INSERT INTO config (key, value) VALUES ('registry_version', '1') "
-                 "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, "
-                 "updated_at = datetime('now')")
+INVALID = "invalid"  # the status shown for a stored server whose address does not parse
 
 
-def registry_version(conn: Any) -> str:
-    for (value,) in conn.execute("SELECT value FROM config WHERE key = 'registry_version'"):
-        return str(value)
-    return "0"
+class Registry(Protocol):
+    """Servers, tenants and aliases, stored where every router of the fleet reads them.
 
+    Guarantees every backend gives:
+    - Each write is atomic: its checks and its change happen in one step (a transaction, or a
+      compare-and-swap that is retried or refused when what it read has changed).
+    - Reads after a write of the same process see that write.
+    - Errors are `slum.errors` types the API maps to 4xx: `NotFound` (unknown server, tenant or
+      alias), `Conflict` (a name or domain taken, a server with tenants, a lost race),
+      `BadRequest` (removing the local server). A backend that cannot write now (locked, full,
+      read-only, no quorum) raises `slum.errors.Unavailable` (503); a read that cannot be
+      served raises it too. Nothing else escapes.
+    - Input is already validated (FleetService does it): addresses normalized, names labels.
+    """
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    async def servers(self) -> Sequence[Server]:
+        """Every server, `local` included, oldest first, with its tenant count."""
+        ...
 
+    async def server(self, ref: str) -> Server:
+        """One server by id or name; NotFound."""
+        ...
 
-def ensure_local(conn: Any) -> None:
-    row = list(conn.execute("SELECT 1 FROM servers WHERE name = ?", (LOCAL,)))
-    if not row:
-        conn.execute("INSERT OR IGNORE INTO servers (id, name, address, created_at, status) "
-                     "VALUES (?, ?, ?, ?, 'online')", (LOCAL, LOCAL, LOCAL, now_iso()))
+    async def ensure_local(self, capacity: int | None = None, *, set_capacity: bool = False) -> Server:
+        """The server named `local` exists (created once, whoever gets there first); with
+        set_capacity, its capacity is set (0: no tenants are placed on this node)."""
+        ...
 
+    async def add_server(
+        self, name: str, address: str, token: str | None = None, capacity: int | None = None
+    ) -> Server:
+        """A new server, status online; Conflict if the name is taken (also by a concurrent
+        add: exactly one of two adds of one name succeeds)."""
+        ...
 
-_SERVER_COLS = "s.id, s.name, s.address, s.created_at, s.status, s.capacity, s.token"
+    async def remove_server(self, ref: str) -> Server:
+        """Removed and returned; BadRequest for `local`, Conflict while it has tenants (checked
+        in the same atomic step: a tenant placed concurrently is never orphaned)."""
+        ...
 
+    async def set_server_status(self, server_id: str, status: str) -> None:
+        """online | offline, as the router's node checks see it; an unknown id is ignored."""
+        ...
 
-def _server(row: tuple[Any, ...], count: int) -> dict[str, Any]:
-    server = {"id": row[0], "name": row[1], "address": row[2], "created_at": row[3],
-              "status": row[4] or "online", "capacity": row[5], "tenant_count": count,
-              "has_token": bool(row[6])}
-    # A row written before addresses were parsed fully (or by hand) is shown, never used.
-    problem = None if row[1] == LOCAL else address_error(row[2])
-    if problem is not None:
-        server["status"] = INVALID
-        server["reason"] = problem
-    return server
+    async def tenants(self) -> Sequence[Tenant]:
+        """Every tenant, oldest first, with its server's name and its aliases."""
+        ...
 
+    async def tenant(self, tenant_id: str) -> Tenant:
+        """One tenant with its aliases; NotFound."""
+        ...
 
-def list_servers(conn: Any) -> list[dict[str, Any]]:
-    ensure_local(conn)
-    counts = dict(conn.execute("SELECT server_id, count(*) FROM tenants GROUP BY server_id"))
-    return [_server(r, counts.get(r[0], 0)) for r in
-            conn.execute(f"SELECT {_SERVER_COLS} FROM servers s ORDER BY s.created_at, s.name")]
+    async def add_tenant(
+        self,
+        tenant_id: str,
+        place: Callable[[Sequence[Server]], Server],
+        service: str | None = None,
+        config: str | None = None,
+    ) -> Tenant:
+        """Create the tenant on the server `place` picks from the servers as they are at the
+        moment of the write (place may raise Conflict/NotFound; it may be called more than
+        once, when a compare-and-swap is retried). The same tenant is never placed twice:
+        of concurrent adds of one id exactly one succeeds, the others get Conflict; and two
+        adds never both take a server's last free slot."""
+        ...
 
+    async def move_tenant(self, tenant_id: str, server_id: str, *, from_server_id: str) -> Tenant:
+        """Point the tenant at server_id, only if it is still on from_server_id (else
+        Conflict: someone moved it meanwhile); NotFound for an unknown tenant or server."""
+        ...
 
-def get_server(conn: Any, ref: str) -> dict[str, Any]:
-    ensure_local(conn)
-    rows = list(conn.execute(f"SELECT {_SERVER_COLS} FROM servers s WHERE s.id = ? OR s.name = ?",
-                             (ref, ref)))
-    if not rows:
-        raise NotFound(f"no server {ref!r}")
-    (count,) = next(conn.execute("SELECT count(*) FROM tenants WHERE server_id = ?",
-                                 (rows[0][0],)))
-    return _server(rows[0], count)
+    async def remove_tenant(self, tenant_id: str) -> Tenant:
+        """Remove the tenant and its aliases in one step; returns it as it was; NotFound."""
+        ...
 
+    async def add_alias(self, domain: str, tenant_id: str) -> Tenant:
+        """Route domain to the tenant; returns the tenant. NotFound for an unknown tenant,
+        Conflict when the domain is another tenant's alias; adding it again is a no-op."""
+        ...
 
-def server_token(conn: Any, server_id: str) -> str | None:
-    for (token,) in conn.execute("SELECT token FROM servers WHERE id = ?", (server_id,)):
-        return token  # type: ignore[no-any-return]
-    return None
+    async def remove_alias(self, domain: str, tenant_id: str | None = None) -> Tenant:
+        """Stop routing domain; returns its tenant. NotFound if it is no alias (of tenant_id,
+        when given)."""
+        ...
+
+    async def snapshot(self) -> RouteSnapshot:
+        """Everything routing needs, read at one moment, with a version that grows."""
+        ...
+
+    def changes(self) -> AsyncIterator[RouteSnapshot]:
+        """The current snapshot at once, then a newer one after every change, by any writer
+        in any process (an etcd watch; SQLite's version row). Intermediate states may be
+        skipped, an older version never follows a newer one."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -96,9 +135,11 @@ class NodeAddress:
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # Routed requests reach a node over the edge's plain TCP connection, with the node's token in
 # X-Slum-Router: an https address would promise TLS the routed hop does not give.
-HTTPS_REFUSED = ("https node addresses are not supported yet: routed requests (and the node's "
-                 "token) would still travel in clear; use http:// over a private network or "
-                 "a tunnel (see specs/fleet.md)")
+HTTPS_REFUSED = (
+    "https node addresses are not supported yet: routed requests (and the node's "
+    "token) would still travel in clear; use http:// over a private network or "
+    "a tunnel (see specs/fleet.md)"
+)
 
 
 def parse_address(address: str) -> NodeAddress:
@@ -167,167 +208,130 @@ def address_error(address: str | None) -> str | None:
     return None
 
 
-def normalize_address(address: str) -> str:
+def normalize_address(address: object) -> str:
     if not isinstance(address, str):
         raise BadRequest("server address must be a string")
     return str(parse_address(address))
 
 
-def add_server(conn: Any, address: str, name: str | None = None, token: str | None = None,
-               capacity: int | None = None) -> dict[str, Any]:
-    ensure_local(conn)
-    address = normalize_address(address)
-    if name is None:
-        name = re.sub(r"[^a-z0-9]+", "-", address.partition("://")[2].lower()).strip("-")[:63]
-    check_label(name, "server name")
-    if capacity is not None and capacity < 1:
-        raise BadRequest("capacity must be >= 1")
-    if list(conn.execute("SELECT 1 FROM servers WHERE name = ?", (name,))):
-        raise Conflict(f"server {name!r} exists already")
-    server_id = str(uuid.uuid4())
-    conn.execute("INSERT INTO servers (id, name, address, created_at, token, capacity, status) "
-                 "VALUES (?, ?, ?, ?, ?, ?, 'online')",
-                 (server_id, name, address, now_iso(), token, capacity))
-    bump_version(conn)
-    return get_server(conn, server_id)
+def default_server_name(address: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", address.partition("://")[2].lower()).strip("-")[:63]
 
 
-def remove_server(conn: Any, ref: str) -> dict[str, Any]:
-    server = get_server(conn, ref)
-    if server["name"] == LOCAL:
-        raise BadRequest("the local server cannot be removed")
-    if server["tenant_count"]:
-        raise Conflict(f"server {server['name']!r} has {server['tenant_count']} tenants: "
-                       "move or remove them first")
-    conn.execute("DELETE FROM servers WHERE id = ?", (server["id"],))
-    bump_version(conn)
-    return server
+def domain_key(domain: str) -> str:
+    """How a domain is stored and looked up: lower-case, without a final dot."""
+    return domain.strip().lower().rstrip(".")
 
 
-def set_server_status(conn: Any, server_id: str, status: str) -> None:
-    conn.execute("UPDATE servers SET status = ? WHERE id = ?", (status, server_id))
-    bump_version(conn)
+def parse_domain(domain: object) -> str:
+    """An alias domain: a DNS name of at least two labels, lower-cased, without a final dot."""
+    if not isinstance(domain, str):
+        raise BadRequest("domain must be a string")
+    name = domain.strip().lower().rstrip(".")
+    if (
+        not name
+        or len(name) > 253
+        or "." not in name
+        or not all(_LABEL.match(label) for label in name.split("."))
+    ):
+        raise BadRequest(f"invalid domain {domain!r}: expected a DNS name like shop.example.com")
+    return name
 
 
-_TENANT_COLS = ("t.id, t.server_id, s.name, t.service, t.config, t.status, t.created_at")
+def status_of(server: Server) -> tuple[str, str | None]:
+    """The status to show and route by, and why it is `invalid` (a row written before
+    addresses were parsed fully, or by hand, is shown but never used)."""
+    problem = None if server.local else address_error(server.address)
+    return (INVALID, problem) if problem is not None else (server.status, None)
 
 
-def _tenant(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {"id": row[0], "server_id": row[1], "server": row[2], "service": row[3],
-            "config": row[4], "status": row[5], "created_at": row[6]}
+# --- the HTTP/CLI edge: rows as the JSON shapes of the API ---
+def server_dict(server: Server) -> dict[str, Any]:
+    status, problem = status_of(server)
+    out: dict[str, Any] = {
+        "id": server.id,
+        "name": server.name,
+        "address": server.address,
+        "created_at": server.created_at,
+        "status": status,
+        "capacity": server.capacity,
+        "tenant_count": server.tenant_count,
+        "has_token": server.token is not None,
+    }
+    if problem is not None:
+        out["reason"] = problem
+    return out
 
 
-def list_tenants(conn: Any) -> list[dict[str, Any]]:
-    return [_tenant(r) for r in conn.execute(
-        f"SELECT {_TENANT_COLS} FROM tenants t LEFT JOIN servers s ON s.id = t.server_id "
-        "ORDER BY t.created_at, t.id")]
+def tenant_dict(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "server_id": tenant.server_id,
+        "server": tenant.server,
+        "service": tenant.service,
+        "config": tenant.config,
+        "status": tenant.status,
+        "created_at": tenant.created_at,
+        "aliases": list(tenant.aliases),
+    }
 
 
-def get_tenant(conn: Any, tenant_id: str) -> dict[str, Any]:
-    rows = list(conn.execute(f"SELECT {_TENANT_COLS} FROM tenants t LEFT JOIN servers s "
-                             "ON s.id = t.server_id WHERE t.id = ?", (tenant_id,)))
-    if not rows:
-        raise NotFound(f"no tenant {tenant_id!r}")
-    tenant = _tenant(rows[0])
-    tenant["aliases"] = [d for (d,) in conn.execute(
-        "SELECT domain FROM domain_aliases WHERE tenant_id = ? ORDER BY domain", (tenant_id,))]
-    return tenant
+# --- dict reads on a connection, for the read-only views that query in their own transaction
+# (overview, fleet view, logs, TLS asks); writes go through FleetService ---
+def list_servers(conn: apsw.Connection) -> list[dict[str, Any]]:
+    servers = rows.list_servers(conn)
+    if not any(s.name == LOCAL for s in servers):
+        rows.ensure_local(conn)  # a database of the Rust slum, or a fresh one: once
+        servers = rows.list_servers(conn)
+    return [server_dict(s) for s in servers]
 
 
-def set_local_capacity(conn: Any, capacity: int | None) -> None:
-    """A node without a config runs no processes: capacity 0 keeps placement off it."""
-    ensure_local(conn)
-    conn.execute("UPDATE servers SET capacity = ? WHERE name = ?", (capacity, LOCAL))
+def get_server(conn: apsw.Connection, ref: str) -> dict[str, Any]:
+    return server_dict(rows.ensure_local(conn) if ref == LOCAL else rows.get_server(conn, ref))
 
 
-def place(conn: Any) -> dict[str, Any]:
-    """The online server with the most room: lowest tenants/capacity, full servers skipped."""
-    best = None
-    for server in list_servers(conn):
-        if server["status"] != "online":
-            continue
-        capacity = server["capacity"] if server["capacity"] is not None else DEFAULT_CAPACITY
-        if server["capacity"] is not None and server["tenant_count"] >= capacity:
-            continue
-        load = server["tenant_count"] / capacity
-        if best is None or load < best[0]:
-            best = (load, server)
-    if best is None:
-        raise Conflict("no online server has room for another tenant")
-    return best[1]
+def list_tenants(conn: apsw.Connection) -> list[dict[str, Any]]:
+    return [tenant_dict(t) for t in rows.list_tenants(conn)]
 
 
-def add_tenant(conn: Any, tenant_id: str, server: str | None = None, service: str | None = None,
-               config: str | None = None) -> dict[str, Any]:
-    check_label(tenant_id, "tenant id")
-    if service is not None:
-        check_label(service, "service name")
-    if list(conn.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,))):
-        raise Conflict(f"tenant {tenant_id!r} exists already")
-    if server is None:
-        target = place(conn)
-    else:
-        target = get_server(conn, server)
-        if target["status"] != "online":
-            raise Conflict(f"server {target['name']!r} is {target['status']}: choose another"
-                           " or wait")
-    conn.execute("INSERT INTO tenants (id, server_id, config, status, created_at, service) "
-                 "VALUES (?, ?, ?, 'active', ?, ?)",
-                 (tenant_id, target["id"], config, now_iso(), service))
-    bump_version(conn)
-    return get_tenant(conn, tenant_id)
+def get_tenant(conn: apsw.Connection, tenant_id: str) -> dict[str, Any]:
+    return tenant_dict(rows.get_tenant(conn, tenant_id))
 
 
-def move_tenant(conn: Any, tenant_id: str, server: str) -> dict[str, Any]:
-    target = get_server(conn, server)
-    if target["status"] != "online":
-        raise Conflict(f"server {target['name']!r} is {target['status']}: choose another"
-                       " or wait")
-    conn.execute("UPDATE tenants SET server_id = ? WHERE id = ?", (target["id"], tenant_id))
-    bump_version(conn)
-    return get_tenant(conn, tenant_id)
-
-
-def remove_tenant(conn: Any, tenant_id: str) -> dict[str, Any]:
-    tenant = get_tenant(conn, tenant_id)
-    conn.execute("DELETE FROM domain_aliases WHERE tenant_id = ?", (tenant_id,))
-    conn.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
-    bump_version(conn)
-    return tenant
-
-
-def remove_alias(conn: Any, domain: str) -> None:
-    domain = domain.strip().lower().rstrip(".")
-    if not list(conn.execute("SELECT 1 FROM domain_aliases WHERE domain = ?", (domain,))):
-        raise NotFound(f"no alias {domain!r}")
-    conn.execute("DELETE FROM domain_aliases WHERE domain = ?", (domain,))
-    bump_version(conn)
-
-
-def add_alias(conn: Any, domain: str, tenant_id: str) -> None:
-    get_tenant(conn, tenant_id)
-    domain = domain.strip().lower().rstrip(".")
-    if not domain or "/" in domain or " " in domain:
-        raise BadRequest(f"invalid domain {domain!r}")
-    conn.execute("INSERT OR REPLACE INTO domain_aliases (domain, tenant_id) VALUES (?, ?)",
-                 (domain, tenant_id))
-    bump_version(conn)
+def server_token(conn: apsw.Connection, server_id: str) -> str | None:
+    try:
+        return rows.get_server(conn, server_id).token
+    except NotFound:
+        return None
 
 
 RouteRow = tuple[str, str | None, str, str, str | None, str, str | None]
 
 
-def route_rows(conn: Any) -> tuple[list[RouteRow], dict[str, str]]:
-    """Everything the edge needs to route tenants, read in one go: (tenant, service, status,
-    server name, address or None when local, server status, server token), and the aliases."""
-    tenants: list[RouteRow] = []
-    for tid, service, status, server_name, address, server_status, token in conn.execute(
-            "SELECT t.id, t.service, t.status, s.name, s.address, s.status, s.token "
-            "FROM tenants t LEFT JOIN servers s ON s.id = t.server_id"):
-        local = server_name == LOCAL or address == LOCAL
-        if not local and address_error(address) is not None:
-            server_status = INVALID  # never routed to: the edge answers 502 naming the server
-        tenants.append((tid, service, status, LOCAL if local else (server_name or "?"),
-                        None if local else address, server_status or "offline", token))
-    aliases = dict(conn.execute("SELECT domain, tenant_id FROM domain_aliases"))
-    return tenants, aliases
+def route_rows(conn: apsw.Connection) -> tuple[list[RouteRow], dict[str, str]]:
+    """(tenant, service, status, server name, address or None when local, server status,
+    server token) per tenant, and the aliases: what the TLS ask reads."""
+    return snapshot_rows(rows.snapshot(conn))
+
+
+def snapshot_rows(snap: RouteSnapshot) -> tuple[list[RouteRow], dict[str, str]]:
+    servers = {s.id: s for s in snap.servers}
+    out: list[RouteRow] = []
+    for t in snap.tenants:
+        server = servers.get(t.server_id)
+        if server is None:
+            out.append((t.id, t.service, t.status, t.server or "?", None, "offline", None))
+            continue
+        status, _ = status_of(server)  # invalid: never routed to, the edge answers 502
+        out.append(
+            (
+                t.id,
+                t.service,
+                t.status,
+                LOCAL if server.local else server.name,
+                None if server.local else server.address,
+                status or "offline",
+                server.token,
+            )
+        )
+    return out, {a.domain: a.tenant_id for a in snap.aliases}

@@ -11,6 +11,7 @@ from slum.alerts import Alerts
 from slum.config import Config
 from slum.events import Hub
 from slum.fleet.nodes import NodeChecker
+from slum.fleet.service import FleetService
 from slum.proxy.edge import Edge
 from slum.store.db import Store
 from slum.store.ingest import IngestStatistics
@@ -30,7 +31,7 @@ class WebContext:
     auth: Authenticator
     domain: str
     public_port: int
-    refresh_routes: Callable[[], Awaitable[None]]
+    fleet: FleetService  # every fleet operation, and the edge's routes
     ingest: IngestStatistics = field(default_factory=IngestStatistics)
     requests: RequestMetrics = field(default_factory=RequestMetrics)
     sampler: Sampler | None = None
