@@ -201,8 +201,9 @@ async def _serve_web(ctx: WebContext, control: socket.socket, edge_socket: socke
 
     Quart and Hypercorn are ~17 MB of RSS that a node nobody asks does not need (specs/
     performance.md). Both sockets listen already, so that first connection waits in the backlog
-    while they load (off the loop, ~0.3 s) and is then served. The control socket's server starts
-    first: it runs the app's start-up; the edge's socket answers its lifespan itself."""
+    while they load (off the loop, once, well under a second) and is then served. The control
+    socket's server starts first: it runs the app's start-up; the edge's socket answers its
+    lifespan itself."""
     task_status.started()
     async with trio.open_nursery() as first:
 
