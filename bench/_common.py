@@ -39,6 +39,7 @@ class Row:
     metric: str
     value: str
     target: str = ""
+    issue18: str = ""  # the row of issue 18's table this answers (run.py --issue18 lists them)
 
 
 def print_rows(rows: Sequence[Row], title: str = "") -> None:
@@ -255,7 +256,8 @@ class Slum:
         while True:
             by_id = {i["id"]: i for i in self.instances()}
             if all(by_id.get(i, {}).get("status") in ("healthy", "running")
-                   or (idle_ok and by_id.get(i, {}).get("reason") == "idle") for i in ids):
+                   or (idle_ok and (by_id.get(i, {}).get("status") == "sleeping"
+                                    or by_id.get(i, {}).get("reason") == "idle")) for i in ids):
                 return by_id
             if time.monotonic() > deadline:
                 states = {i: by_id.get(i, {}).get("status") for i in ids}
@@ -280,7 +282,7 @@ def start_slum(procs: Procs, workdir: Path, config: str, *, timeout: float = 30.
     # Find the control socket the way the CLI does (beside the database).
     sock = db.with_suffix(".sock")
     with contextlib.suppress(Exception):
-        from slum.config import control_socket_path
+        from slum.client import control_socket_path
 
         sock = control_socket_path(db)
     deadline = time.monotonic() + timeout
@@ -372,7 +374,7 @@ def setup_nginx(d: Path, service: str = "svc", workers: str = "1") -> str:
     (d / "backend.sh").write_text(proxy.BACKEND_SH)
     return (f'[service.{service}]\ncommand = "sh {d}/backend.sh"\nhealth = "/health"\n'
             f'idle_timeout = 0\nstartup_timeout = 10\nrestart = "on-failure"\n\n'
-            f'[service.{service}.env]\nNGINX_DIR = "{d}"\nNGINX = "{nginx}"\n')
+            f'[service.{service}.env]\nNGINX_DIR = "{d}"\nNGINX_BIN = "{nginx}"\n')
 
 
 def status(slum: Slum) -> dict[str, Any]:
@@ -380,3 +382,85 @@ def status(slum: Slum) -> dict[str, Any]:
     if code != 200:
         raise RuntimeError(f"GET /_/api/status: {code} {data}")
     return dict(data)
+
+
+# --- tenement (`ten`), for the side-by-side rows -----------------------------------------------
+TENEMENT_VENV = RESULTS / "tenement-venv"  # gitignored with results/: never committed
+
+
+def tenement_bin() -> str | None:
+    """`ten` from PyPI's tenement package (a Rust binary in a wheel), in a venv of its own under
+    bench/results/, installed on first use. $SLUM_BENCH_TEN names another binary. None (with a
+    line saying why) when it cannot be had."""
+    given = os.environ.get("SLUM_BENCH_TEN")
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    ten = TENEMENT_VENV / "bin" / "ten"
+    if not ten.exists():
+        print("bench: installing tenement (pip) into bench/results/tenement-venv ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(TENEMENT_VENV)],
+                       capture_output=True, timeout=300, check=False)
+        out = subprocess.run([str(TENEMENT_VENV / "bin" / "pip"), "install", "-q", "tenement"],
+                             capture_output=True, text=True, timeout=600, check=False)
+        if not ten.exists():
+            print(f"bench: tenement unavailable: {out.stderr.strip()[-300:]}", file=sys.stderr)
+            return None
+    return str(ten)
+
+
+@dataclass
+class Tenement:
+    proc: subprocess.Popen[Any]
+    port: int
+    dir: Path
+    ten: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def env(self) -> dict[str, str]:
+        """For `ten` CLI calls against this server (its token is in the data dir)."""
+        return {**os.environ, "TENEMENT_SERVER": f"http://127.0.0.1:{self.port}",
+                "TENEMENT_DATA_DIR": str(self.dir / "data")}
+
+
+# tenement starts a service with an empty environment and, by default, in a PID namespace of its
+# own with a memory limit: PATH is given, and isolation and the limit are set as slum runs them.
+TENEMENT_SERVICE_KEYS = 'isolation = "process"\nmemory_limit_mb = 0\n'
+TENEMENT_ENV = 'PATH = "/usr/local/bin:/usr/bin:/bin"\nPORT = "{port}"\n'
+
+
+def start_tenement(procs: Procs, workdir: Path, config: str, hosts: Sequence[str] = (),
+                   timeout: float = 30.0, env: dict[str, str] | None = None) -> Tenement | None:
+    """`ten serve` on a free port with config as workdir/tenement.toml (its data dir under
+    workdir/data), a token generated for the CLI; returns once each of `hosts` answers 200 through
+    it (GET /), or None when tenement is not available."""
+    ten = tenement_bin()
+    if ten is None:
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "tenement.toml").write_text(config)
+    port = free_port()
+    log = (workdir / "ten.log").open("wb")
+    proc = procs.start([ten, "serve", "-p", str(port), "--data-dir", str(workdir / "data")],
+                       cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                       env={**os.environ, **(env or {})})
+    log.close()
+    t = Tenement(proc, port, workdir, ten)
+    wait_tcp(port, timeout, proc)
+    gen = subprocess.run([ten, "token-gen", "--data-dir", str(workdir / "data")], cwd=workdir,
+                         capture_output=True, text=True, timeout=30, check=False, env=t.env())
+    if gen.returncode != 0:
+        raise RuntimeError(f"ten token-gen: exit {gen.returncode}: {gen.stderr[:300]}")
+    deadline = time.monotonic() + timeout
+    for host in hosts:
+        while True:
+            with contextlib.suppress(OSError):
+                if http_get(port, "/", host, timeout=5)[0] in (200, 404):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (workdir / "ten.log").read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"ten serve: {host} not served after {timeout:.0f} s:\n{tail}")
+            time.sleep(0.1)
+    return t

@@ -290,41 +290,52 @@ async def sse_latency(sock: Path, n: int, seconds: float, slum: Slum) -> dict[st
 
 
 # --- (b) flood + edge p99 --------------------------------------------------------------------
-def flood_phase(slum: Slum, wrk_s: float, window_s: float, lines: int) -> dict[str, Any]:
+def flood_phase(slum: Slum, wrk_s: float, window_s: float, lines: int,
+                rounds: int = 3) -> dict[str, Any]:
+    """`rounds` pairs, each wrk at rest then wrk during a flood (the flooder spawned for it and
+    stopped after it), so each pair's ratio compares neighbouring moments of a machine whose
+    load drifts; the first round also measures the flood's rate alone for window_s."""
     from proxy import check_target, wrk
 
     url = f"http://127.0.0.1:{slum.port}/index.html"
     check_target("slum -> nginx", slum.port, NGINX_HOST)
-    res: dict[str, Any] = {}
+    res: dict[str, Any] = {"rest": [], "during": [], "during_rate": [], "still_flooding": [],
+                           "rounds": rounds}
     wrk(url, NGINX_HOST, 1, 8, 1)  # warm-up
-    res["rest"] = wrk(url, NGINX_HOST, 1, 8, wrk_s)
-    base = status(slum)["logs_stored"]
-    code, data = api(slum.sock, "POST", "/_/api/instances", {"service": "flood", "id": "f1"})
-    if code != 201:
-        raise RuntimeError(f"spawn flood:f1: {code} {data}")
-    try:
-        deadline = time.monotonic() + 20
-        while status(slum)["logs_stored"] < base + 10_000:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the flood's lines do not reach the store")
-            time.sleep(0.05)
-        # Flood alone.
-        s0, t0 = status(slum)["logs_stored"], time.monotonic()
-        time.sleep(window_s)
-        s1, t1 = status(slum)["logs_stored"], time.monotonic()
-        res["alone_rate"] = (s1 - s0) / (t1 - t0)
-        # Flood + wrk.
-        res["during"] = wrk(url, NGINX_HOST, 1, 8, wrk_s)
-        s2, t2 = status(slum)["logs_stored"], time.monotonic()
-        st = status(slum)
-        res["during_rate"] = (s2 - s1) / (t2 - t1)
-        res["still_flooding"] = s2 - base < lines  # the flood lasted the whole wrk run
-        res["dropped_logs"] = st.get("dropped_logs")
-        res["log_queue"] = st.get("log_queue")
-        res["stored"] = s2 - base
-    finally:
-        api(slum.sock, "POST", "/_/api/instances/flood:f1/stop")
-    res["after"] = wrk(url, NGINX_HOST, 1, 8, min(wrk_s, 3))
+    for i in range(rounds):
+        res["rest"].append(wrk(url, NGINX_HOST, 1, 8, wrk_s))
+        base = status(slum)["logs_stored"]
+        fid = f"f{i + 1}"
+        code, data = api(slum.sock, "POST", "/_/api/instances", {"service": "flood", "id": fid})
+        if code != 201:
+            raise RuntimeError(f"spawn flood:{fid}: {code} {data}")
+        try:
+            deadline = time.monotonic() + 20
+            while status(slum)["logs_stored"] < base + 10_000:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the flood's lines do not reach the store")
+                time.sleep(0.05)
+            if i == 0:  # the flood alone
+                s0, t0 = status(slum)["logs_stored"], time.monotonic()
+                time.sleep(window_s)
+                s1, t1 = status(slum)["logs_stored"], time.monotonic()
+                res["alone_rate"] = (s1 - s0) / (t1 - t0)
+            s1, t1 = status(slum)["logs_stored"], time.monotonic()
+            res["during"].append(wrk(url, NGINX_HOST, 1, 8, wrk_s))
+            s2, t2 = status(slum)["logs_stored"], time.monotonic()
+            st = status(slum)
+            res["during_rate"].append((s2 - s1) / (t2 - t1))
+            res["still_flooding"].append(s2 - base < lines)  # the flood outlasted the wrk run
+            res["dropped_logs"] = st.get("dropped_logs")
+            res["log_queue"] = st.get("log_queue")
+        finally:
+            api(slum.sock, "POST", f"/_/api/instances/flood:{fid}/stop")
+            deadline = time.monotonic() + 10  # the next rest run starts once ingestion is idle
+            while status(slum).get("log_queue") and time.monotonic() < deadline:
+                time.sleep(0.1)
+        print(f"  round {i + 1}: edge p99 at rest {res['rest'][-1]['p99']:.2f} ms, during the "
+              f"flood {res['during'][-1]['p99']:.2f} ms "
+              f"({res['during'][-1]['p99'] / res['rest'][-1]['p99']:.2f}x)", flush=True)
     return res
 
 
@@ -339,25 +350,36 @@ def flood_rows(args: argparse.Namespace, python: str, flood_lines: int) -> list[
             dir=d, python=python, nginx=nginx, instances='[instances]\nsvc = ["x"]',
             flood_lines=flood_lines))
         slum.wait_healthy(["svc:x"])
-        flood = flood_phase(slum, args.wrk_seconds, args.flood_window, flood_lines)
+        flood = flood_phase(slum, args.wrk_seconds, args.flood_window, flood_lines,
+                            args.flood_rounds)
     save_json("logs-flood", {"args": vars(args), "flood": flood})
     return _flood_table(flood)
 
 
 def _flood_table(flood: dict[str, Any]) -> list[Row]:
     rest, during = flood["rest"], flood["during"]
-    ratio = during["p99"] / rest["p99"] if rest["p99"] else float("nan")
+    pairs = [d["p99"] / r["p99"] for r, d in zip(rest, during, strict=True) if r["p99"]]
+    ratio = median(pairs)
+    p99 = {k: median([x["p99"] for x in flood[k]]) for k in ("rest", "during")}
+    rps = {k: median([x["rps"] for x in flood[k]]) for k in ("rest", "during")}
+    p50 = {k: median([x["p50"] for x in flood[k]]) for k in ("rest", "during")}
     return [
         Row("logs", "(b) flood under slum: lines/s stored", f"{flood['alone_rate']:,.0f} lines/s",
-            f"during wrk: {flood['during_rate']:,.0f}/s; dropped {flood['dropped_logs']}; "
-            f"flood outlasted wrk: {flood['still_flooding']}"),
-        Row("logs", "(b) edge p99 at rest / during flood (wrk -t1 -c8)",
-            f"{rest['p99']:.2f} / {during['p99']:.2f} ms",
-            f"<= {TARGET_P99_RATIO:g}x: {met(ratio <= TARGET_P99_RATIO)} ({ratio:.2f}x)"),
-        Row("logs", "(b) edge req/s at rest / during flood",
-            f"{rest['rps']:.0f} / {during['rps']:.0f}",
-            f"p50 {rest['p50']:.2f} / {during['p50']:.2f} ms; non-2xx "
-            f"{rest['non2xx'] + during['non2xx']}"),
+            f"during wrk: {median(flood['during_rate']):,.0f}/s; dropped "
+            f"{flood['dropped_logs']}; flood outlasted wrk: {all(flood['still_flooding'])}"),
+        Row("logs", f"(b) edge p99 during a flood / at rest (median of {len(pairs)} pairs)",
+            f"{ratio:.2f}x",
+            f"<= {TARGET_P99_RATIO:g}x: " + (met(True) if ratio <= TARGET_P99_RATIO else
+                                            f"NOT met, gap {ratio - TARGET_P99_RATIO:.2f}x")
+            + "; pairs " + ", ".join(f"{x:.2f}" for x in pairs),
+            issue18="edge p99 while one child floods its logs"),
+        Row("logs", "(b) edge p99 at rest / during flood (medians, wrk -t1 -c8)",
+            f"{p99['rest']:.2f} / {p99['during']:.2f} ms",
+            f"ratio of the medians {p99['during'] / p99['rest']:.2f}x"),
+        Row("logs", "(b) edge req/s at rest / during flood (medians)",
+            f"{rps['rest']:.0f} / {rps['during']:.0f}",
+            f"p50 {p50['rest']:.2f} / {p50['during']:.2f} ms; non-2xx "
+            f"{sum(x['non2xx'] for x in rest + during)}"),
     ]
 
 
@@ -372,6 +394,8 @@ def run(argv: list[str]) -> list[Row]:
     ap.add_argument("--sse-seconds", type=float, default=10.0)
     ap.add_argument("--wrk-seconds", type=float, default=8.0)
     ap.add_argument("--flood-window", type=float, default=5.0, help="seconds of flood alone")
+    ap.add_argument("--flood-rounds", type=int, default=5,
+                    help="pairs of wrk runs, at rest then during a flood (median ratio)")
     ap.add_argument("--quick", action="store_true", help="smaller database, shorter runs")
     ap.add_argument("--flood-only", action="store_true",
                     help="only (b): the edge's p99 at rest and during a flood, in one run")
@@ -379,6 +403,7 @@ def run(argv: list[str]) -> list[Row]:
     if args.quick:
         args.lines, args.ingest_lines = min(args.lines, 200_000), min(args.ingest_lines, 100_000)
         args.sse_seconds, args.wrk_seconds, args.flood_window = 4.0, 3.0, 2.0
+        args.flood_rounds = min(args.flood_rounds, 3)
     args.wrk_seconds = max(1, min(round(args.wrk_seconds), 120))  # wrk takes whole seconds only
     total = max(10_000, min(args.lines, 5_000_000))
     measured = max(2_000, min(args.ingest_lines, total))
@@ -443,7 +468,8 @@ def run(argv: list[str]) -> list[Row]:
             dir=d, python=python, nginx=nginx, instances='[instances]\nsvc = ["x"]',
             flood_lines=flood_lines))
         slum2.wait_healthy(["svc:x"])
-        flood = flood_phase(slum2, args.wrk_seconds, args.flood_window, flood_lines)
+        flood = flood_phase(slum2, args.wrk_seconds, args.flood_window, flood_lines,
+                            args.flood_rounds)
         rows.append(load_row("logs", "at end"))
 
     save_json("logs", {"args": vars(args), "build": built, "search_http": http_times,

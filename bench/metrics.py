@@ -82,7 +82,7 @@ ATTACH_SH = """\
 #!/bin/sh
 set -e
 echo "listen 127.0.0.1:$PORT;" > "$NGINX_DIR/listen/$PORT.conf"
-"$NGINX" -e stderr -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -s reload
+"$NGINX_BIN" -e stderr -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -s reload
 exec sleep 86400
 """
 
@@ -100,7 +100,7 @@ restart = "never"
 
 [service.web.env]
 NGINX_DIR = "{nginx_dir}"
-NGINX = "{nginx}"
+NGINX_BIN = "{nginx}"
 
 [instances]
 web = ["x"]
@@ -290,7 +290,8 @@ def run(argv: list[str]) -> list[Row]:
               for k, rs in results.items()}
     rows.append(Row("metrics", "on / off req/s", f"{on['rps'] / off['rps']:.3f}x",
                     f"at most {TARGET_LOSS:.0%} lower: {met(loss <= TARGET_LOSS)} "
-                    f"({loss:+.1%} lower); runs on {spread['metrics on']}, off {spread['metrics off']}"))
+                    f"({loss:+.1%} lower); runs on {spread['metrics on']}, off {spread['metrics off']}",
+                    issue18="request metrics on vs off"))
     rows.append(Row("metrics", "RequestMetrics.record() in-process", f"{record_s * 1e6:.2f} us/call",
                     f"= {record_s * 1e6 / cpu_req['metrics off'] * 100:.1f}% of slum's "
                     f"{cpu_req['metrics off']:.0f} us CPU per request (metrics off)"))

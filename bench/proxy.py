@@ -1,9 +1,13 @@
-"""Proxy throughput and latency: wrk against nginx direct, caddy -> nginx, slum -> nginx.
+"""Proxy throughput and latency: wrk against nginx direct, caddy -> nginx, slum -> nginx and
+tenement -> nginx.
 
-All three reach the SAME backend: an nginx (Debian) serving a ~100-byte file, which slum itself
-supervises as the instance `svc:x` (its command execs nginx on $PORT). Caddy reverse-proxies to
-that instance's port, wrk hits it directly for the baseline. Each target is run --runs times
-(median reported) after a short warm-up.
+slum, caddy and the direct run reach the SAME backend: an nginx (Debian) serving a ~100-byte file,
+which slum itself supervises as the instance `svc:x` (its command execs nginx on $PORT). Caddy
+reverse-proxies to that instance's port, wrk hits it directly for the baseline. tenement (`ten`,
+pip-installed into bench/results/ on first use) supervises an nginx of its own with the same
+config and file, routed by the same Host. Each proxy is pinned to CPU 0 (caddy GOMAXPROCS=1,
+tenement TOKIO_WORKER_THREADS=1); each target is run --runs times, interleaved (median reported)
+after a short warm-up.
 
     .venv/bin/python bench/proxy.py [--threads 2] [--connections 32] [--duration 10] [--runs 3]
                                     [--nginx-workers 1] [--profile [SECONDS]]
@@ -34,6 +38,8 @@ from _common import (
     BIN,
     RESULTS,
     ROOT,
+    TENEMENT_ENV,
+    TENEMENT_SERVICE_KEYS,
     Procs,
     Row,
     free_port,
@@ -42,6 +48,7 @@ from _common import (
     median,
     save_json,
     start_slum,
+    start_tenement,
     tempdir,
     wait_tcp,
 )
@@ -97,13 +104,14 @@ http {{
 """
 
 # slum runs this as the service's command: it writes nginx's config for $PORT and execs nginx,
-# so slum supervises nginx itself and the edge forwards to it.
+# so slum supervises nginx itself and the edge forwards to it. (NGINX_BIN, not NGINX: nginx reads
+# $NGINX as a list of inherited sockets.)
 BACKEND_SH = """\
 #!/bin/sh
 set -e
 conf="$NGINX_DIR/nginx-$PORT.conf"
 sed "s/__PORT__/$PORT/g" "$NGINX_DIR/nginx.conf.in" > "$conf"
-exec "$NGINX" -e stderr -p "$NGINX_DIR" -c "$conf"
+exec "$NGINX_BIN" -e stderr -p "$NGINX_DIR" -c "$conf"
 """
 
 SLUM_CONF = """\
@@ -120,8 +128,29 @@ restart = "on-failure"
 
 [service.svc.env]
 NGINX_DIR = "{dir}"
-NGINX = "{nginx}"
+NGINX_BIN = "{nginx}"
 
+[instances]
+svc = ["x"]
+"""
+
+# The same backend under tenement: its own nginx (tenement runs what it supervises), same files.
+TEN_CONF = """\
+[settings]
+data_dir = "{dir}/ten/data"
+health_check_interval = 10
+
+[service.svc]
+command = "sh {dir}/backend.sh"
+health = "/health"
+idle_timeout = 0
+startup_timeout = 10
+restart = "on-failure"
+{keys}
+[service.svc.env]
+NGINX_DIR = "{dir}"
+NGINX_BIN = "{nginx}"
+{env}
 [instances]
 svc = ["x"]
 """
@@ -299,6 +328,8 @@ def run(argv: list[str]) -> list[Row]:
                     metavar="SECONDS", help="py-spy the slum process under load")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin slum and caddy to CPU 0 (GOMAXPROCS=1 for caddy)")
+    ap.add_argument("--no-tenement", dest="tenement", action="store_false",
+                    help="leave tenement out (it is pip-installed on first use)")
     args = ap.parse_args(argv)
     args.pin = args.pin and (os.cpu_count() or 1) > 1
     args.runs = max(1, min(args.runs, 20))
@@ -342,16 +373,24 @@ def run(argv: list[str]) -> list[Row]:
             tail = (d / "caddy.log").read_text(errors="replace")[-1500:]
             raise RuntimeError(f"caddy did not start: {e}\n{tail}") from None
 
+        ten = None
+        if args.tenement:
+            ten = start_tenement(procs, d / "ten", TEN_CONF.format(
+                dir=d, nginx=nginx, keys=TENEMENT_SERVICE_KEYS, env=TENEMENT_ENV), [HOST],
+                env={"TOKIO_WORKER_THREADS": "1"} if args.pin else {})
         targets = [
             ("nginx direct", f"http://127.0.0.1:{backend}/index.html", None, backend),
             ("caddy -> nginx", f"http://127.0.0.1:{caddy_port}/index.html", None, caddy_port),
             ("slum -> nginx", f"http://127.0.0.1:{slum.port}/index.html", HOST, slum.port),
         ]
+        if ten is not None:
+            targets.append(("tenement -> nginx", f"http://127.0.0.1:{ten.port}/index.html", HOST,
+                            ten.port))
         for name, _, host, port in targets:
             check_target(name, port, host)
         if args.pin:
-            # Per core: both proxies (every thread of each) on CPU 0; wrk and nginx elsewhere.
-            for pid in (slum.pid, caddy.pid):
+            # Per core: the proxies (every thread of each) on CPU 0; wrk and nginx elsewhere.
+            for pid in (slum.pid, caddy.pid, *([ten.pid] if ten else [])):
                 pin(pid, {0})
 
         print(f"proxy: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s x{args.runs} "
@@ -369,14 +408,14 @@ def run(argv: list[str]) -> list[Row]:
                 # slum's own CPU over the run (in every run, to see what it costs at rest too)
                 r["slum_cpu_s"] = cpu_seconds(slum.pid) - cpu0
                 results[name].append(r)
-                print(f"  run {i + 1}: {name:15} {r['rps']:>9.0f} req/s  p50 {r['p50']:.2f} ms  "
+                print(f"  run {i + 1}: {name:17} {r['rps']:>9.0f} req/s  p50 {r['p50']:.2f} ms  "
                       f"p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']}  {r['socket_errors']}",
                       flush=True)
 
         med = {n: {k: median([r[k] for r in rs]) for k in ("rps", "p50", "p99")}
                for n, rs in results.items()}
         bad = {n: sum(r["non2xx"] for r in rs) for n, rs in results.items()}
-        direct, caddy_r, slum_r = (med[n] for n, *_ in targets)
+        direct, caddy_r, slum_r = (med[n] for n, *_ in targets[:3])
         for name, m in med.items():
             note = f"{bad[name]} non-2xx!" if bad[name] else ""
             rows.append(Row("proxy", f"{name} req/s", f"{m['rps']:.0f}", note))
@@ -387,8 +426,19 @@ def run(argv: list[str]) -> list[Row]:
         ratio_caddy = slum_r["rps"] / caddy_r["rps"]
         rows.append(Row("proxy", "slum / direct", f"{slum_r['rps'] / direct['rps']:.2f}x", ""))
         rows.append(Row("proxy", "slum / caddy" + (" (each pinned to 1 core)" if args.pin else ""),
-                        f"{ratio_caddy:.2f}x",
-                        f">= {TARGET_RATIO:.2f}x: {'met' if ratio_caddy >= TARGET_RATIO else 'NOT met'}"))
+                        f"{ratio_caddy:.3f}x",
+                        f">= {TARGET_RATIO:.2f}x: " + ("met" if ratio_caddy >= TARGET_RATIO else
+                                                       f"NOT met, gap {TARGET_RATIO - ratio_caddy:.3f}x")
+                        + f"; slum p99 {slum_r['p99']:.2f} ms, caddy {caddy_r['p99']:.2f} ms",
+                        issue18="proxy vs caddy, pinned, metrics on"))
+        if ten is not None:
+            ten_r = med[targets[3][0]]
+            rows.append(Row("proxy", "slum / tenement" + (" (each pinned to 1 core)" if args.pin else ""),
+                            f"{slum_r['rps'] / ten_r['rps']:.2f}x",
+                            f"tenement / caddy {ten_r['rps'] / caddy_r['rps']:.2f}x; tenement p99 "
+                            f"{ten_r['p99']:.2f} ms", issue18="proxy vs tenement, pinned"))
+        else:
+            rows.append(Row("proxy", "slum / tenement", "-", "tenement not installed (pip failed)"))
         slum_runs = results[targets[2][0]]
         cpu_util = median([r["slum_cpu_s"] / args.duration for r in slum_runs])
         cpu_req = median([r["slum_cpu_s"] / r["requests"] for r in slum_runs if r["requests"]])

@@ -1,7 +1,10 @@
 """Run every benchmark and print one combined table at the end.
 
     .venv/bin/python bench/run.py [--only proxy,spawn,cli,memory,wake,logs,metrics,fleet,flood]
-                                  [--profile] [--quick]
+                                  [--issue18] [--profile] [--quick]
+
+--issue18 runs the benchmarks behind issue 18's table (proxy, flood, metrics, wake, cli, memory)
+and ends with that table: each row's value, its target met or the gap, in this one run.
 
 --profile also records the slum edge under wrk load with py-spy (bench/results/);
 --quick shortens the runs (proxy: 1 run of 3 s per target; wake, logs, metrics, fleet: fewer
@@ -36,6 +39,7 @@ BENCHES = {"proxy": proxy.run, "spawn": spawn.run, "cli": cli.run, "memory": mem
            # The rows of issue 18 alone, without logs' search database (make bench-18).
            "flood": lambda argv: logs.run(["--flood-only", *argv])}
 DEFAULT = ["proxy", "spawn", "cli", "memory", "wake", "logs", "metrics", "fleet"]
+ISSUE18 = "proxy,flood,metrics,wake,cli,memory"
 QUICK = {"wake", "logs", "metrics", "fleet", "flood"}  # benchmarks that take --quick
 
 
@@ -44,10 +48,12 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(DEFAULT),
                     help=f"comma-separated subset of {', '.join(BENCHES)}")
+    ap.add_argument("--issue18", action="store_true",
+                    help="the rows of issue 18 (overrides --only), with their table at the end")
     ap.add_argument("--profile", action="store_true", help="py-spy the slum edge under load")
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke check)")
     args = ap.parse_args()
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    names = [n.strip() for n in (ISSUE18 if args.issue18 else args.only).split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(BENCHES)})")
@@ -84,6 +90,10 @@ def main() -> int:
     title = (f"slum benchmarks: {os.cpu_count()} cpus, Python {platform.python_version()}, "
              f"load avg {load}; took " + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items()))
     print_rows(rows, title)
+    issue = [r for r in rows if r.issue18]
+    if issue:
+        print_rows([Row(r.bench, r.issue18, r.value, r.target) for r in issue],
+                   f"issue 18, one run (load avg {load})")
     save_json("summary", [r.__dict__ for r in rows])
     return 1 if failed else 0
 

@@ -159,10 +159,12 @@ def wait_idle_stopped(slum: Slum, ref: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         inst = ps_json(slum).get(ref, {})
-        if inst.get("status") == "stopped" and inst.get("reason") == "idle":
+        # `sleeping` (an idle stop, woken by the next request); older slums said stopped/idle.
+        if inst.get("status") == "sleeping" or (inst.get("status") == "stopped"
+                                                 and inst.get("reason") == "idle"):
             return inst
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{ref} not stopped (idle) after {timeout:.0f} s: "
+            raise TimeoutError(f"{ref} not sleeping (idle) after {timeout:.0f} s: "
                                f"{inst.get('status')} ({inst.get('reason')})")
         time.sleep(0.05)
 
@@ -401,7 +403,11 @@ def run(argv: list[str]) -> list[Row]:
             f"{ms(median(wakes))} / {ms(pct(wakes, 90))}",
             f"< {TARGET_MS:g} ms and <= +{TARGET_OVER_MS:g} ms: {met(ok)}; tenement {TENEMENT_MS} ms"),
         Row("wake", "wake - app alone (medians)", f"{over * 1000:+.1f} ms",
-            f"slum waits for /health too (idle_timeout {args.idle:g} s)"),
+            f"<= +{TARGET_OVER_MS:g} ms: " + (met(True) if over * 1000 <= TARGET_OVER_MS else
+                                             f"NOT met, gap {over * 1000 - TARGET_OVER_MS:.1f} ms")
+            + f"; beside the app's exec->/health 200: "
+              f"{(median(wakes) - median(alone_health)) * 1000:+.1f} ms",
+            issue18="cold wake vs the app's own start"),
         Row("wake", "app exec->/health 200 (median)", ms(median(alone_health)),
             "the app alone: listening, then one GET /health"),
         Row("wake", "wake phases (medians): ->starting / ->spawned / ->healthy / ->response",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -135,9 +136,6 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
 
     reloader = Reloader(supervisor, partial(startup.load_config, opts.config), reloaded)
     ctx.reload = reloader.reload
-    from slum.web.create_app import create_app
-
-    app = create_app(ctx)
 
     def report(server: str, status: str) -> None:
         level = "info" if status == "online" else "error"
@@ -170,9 +168,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                         with startup.starting(f"cannot listen on {opts.host}:{opts.port}"):
                             listeners = await front.start(edge.serve, opts.host, opts.port)
                         with startup.starting(f"cannot serve the API on {sockets.control_path}"):
-                            for sock, trusted in ((sockets.control, True), (sockets.edge, False)):
-                                await front.start(startup.serve_web,
-                                                  Listener(app, trusted=trusted), sock, web_stop)
+                            await front.start(_serve_web, ctx, sockets.control, sockets.edge,
+                                              web_stop)
                         port = listeners[0].getsockname()[1]
                         ctx.public_port = port
                         # Everything loaded at start lives as long as slum: move it out of the
@@ -201,3 +198,45 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
             hub.close()
     finally:
         watchdog.close()
+
+
+async def _serve_web(ctx: WebContext, control: socket.socket, edge_socket: socket.socket,
+                     stop: trio.Event, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The web app on its two sockets, loaded when the first connection waits on either.
+
+    Quart and Hypercorn are ~17 MB of RSS that a node nobody asks does not need (specs/
+    performance.md). Both sockets listen already, so that first connection waits in the backlog
+    while they load (off the loop, once, well under a second) and is then served. The control
+    socket's server starts first: it runs the app's start-up; the edge's socket answers its
+    lifespan itself."""
+    task_status.started()
+    async with trio.open_nursery() as first:
+
+        async def readable(sock: socket.socket) -> None:
+            await trio.lowlevel.wait_readable(sock)
+            first.cancel_scope.cancel()
+
+        async def stopped() -> None:
+            await stop.wait()
+            first.cancel_scope.cancel()
+
+        first.start_soon(readable, control)
+        first.start_soon(readable, edge_socket)
+        first.start_soon(stopped)
+    if stop.is_set():
+        return
+    await trio.to_thread.run_sync(_import_web)
+    from slum.web.create_app import create_app
+
+    app = create_app(ctx)
+    gc.freeze()  # as at start: what the web app loaded lives as long as slum
+    async with trio.open_nursery() as servers:
+        await servers.start(startup.serve_web, Listener(app, trusted=True), control, stop)
+        await servers.start(startup.serve_web, Listener(app, trusted=False), edge_socket, stop)
+
+
+def _import_web() -> None:
+    import hypercorn.trio  # noqa: F401
+
+    import slum.web.create_app  # noqa: F401

@@ -11,7 +11,7 @@ how much it missed, and never slows the publisher down.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -100,9 +100,11 @@ class OutputStream:
 
 
 class Subscription:
-    def __init__(self, hub: Hub, maxsize: int, only: type | None = None) -> None:
+    def __init__(self, hub: Hub, maxsize: int, only: type | None = None,
+                 keep: Callable[[Any], bool] | None = None) -> None:
         self._hub = hub
         self.only = only
+        self.keep = keep
         self._send, self._recv = trio.open_memory_channel[Any](maxsize)
         self.missed = 0
 
@@ -200,13 +202,17 @@ class Hub:
 
     def publish(self, event: Any) -> None:
         for sub in self._subscribers:
-            if sub.only is None or isinstance(event, sub.only):
+            if (sub.only is None or isinstance(event, sub.only)) and (
+                    sub.keep is None or sub.keep(event)):
                 sub._offer(event)
 
     @contextmanager
-    def subscribe(self, maxsize: int = 1024, only: type | None = None) -> Iterator[Subscription]:
-        """`only`: one kind of event (a log flood does not crowd out state changes)."""
-        sub = Subscription(self, maxsize, only)
+    def subscribe(self, maxsize: int = 1024, only: type | None = None,
+                  keep: Callable[[Any], bool] | None = None) -> Iterator[Subscription]:
+        """`only`: one kind of event; `keep`: the events this subscriber wants, asked before they
+        are queued. Either way, what it does not want cannot fill its queue: one instance's log
+        flood does not crowd out the state changes, or another instance's lines, it follows."""
+        sub = Subscription(self, maxsize, only, keep)
         self._subscribers.add(sub)
         try:
             yield sub

@@ -3,7 +3,10 @@ bounded loss at SIGKILL, and a quiet child heard promptly beside a flooding one.
 
 from __future__ import annotations
 
+import json
+import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +123,28 @@ def test_a_quiet_child_is_stored_promptly_beside_a_flood(node: Slum) -> None:
         # The newest stored tick was read recently: the flood did not hold it back.
         assert time.time() - rows[-1][1] / 1e6 < 3.0
         assert int(written_file.read_bytes() or b"0") > flooding  # still flooding meanwhile
+
+
+def test_a_quiet_child_is_streamed_without_gaps_beside_a_flood(node: Slum) -> None:
+    # A live stream that follows one instance gets every line of it while another floods: the
+    # flood's lines never take room in that stream's queue (they were published to it, filtered
+    # after, and pushed its followed lines out as "lagged").
+    node.cli("spawn", "tick", "--id", "quiet", check=True)
+    node.cli("spawn", "counted", "--id", "loud", check=True)
+    time.sleep(1)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(node.dir / "slum.sock"))
+    sock.sendall(b"GET /_/api/logs/stream?instance_id=tick:quiet HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(10)
+    buf = b""
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        buf += sock.recv(65536)
+    sock.close()
+    ticks = [int(json.loads(data)["message"].split()[1])
+             for data in re.findall(rb"^data: (\{.*\})$", buf, re.M)
+             if b'"tick ' in data]
+    assert b"event: lagged" not in buf
+    assert len(ticks) >= 20  # one every 50 ms
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # none missing
+    assert int((node.dir / "written").read_bytes() or b"0") > 20_000  # it was flooding

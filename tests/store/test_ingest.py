@@ -4,6 +4,7 @@ episode, and ingestion carries on when writing works again."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,22 @@ async def test_a_full_database_drops_counts_warns_once_and_recovers(
     # Ingestion never ended on the errors: it returned only when the hub closed.
     assert stored(store, "before the disk filled") == 1
     store.close()
+
+
+async def test_the_loop_gets_the_gil_back_within_a_millisecond(tmp_path: Path) -> None:
+    # Beside ingestion's thread, the event loop waits at most the switch interval for the GIL
+    # after each socket call: CPython's 5 ms default made an edge request wait for the writer.
+    store = Store(tmp_path / "slum.db")
+    hub = Hub()
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_ingest, hub, store, IngestStatistics())
+            await hub.output("svc:a", "stdout").send(b"one line\n")
+            await wait_for(lambda: stored(store, "one line") == 1)
+            assert sys.getswitchinterval() <= 0.001
+            hub.close()
+    finally:
+        sys.setswitchinterval(before)
+        store.close()

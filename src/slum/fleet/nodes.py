@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import trio
 
 from slum.client import Client
@@ -46,6 +45,10 @@ async def call(
 ) -> Any:
     """One request to a node's API with its token; NodeFailed when it cannot be reached,
     NodeRefused (carrying the node's status and message) when it says no."""
+    # Imported on the first call, not at start: httpx is ~20 MB of RSS and ~50 ms of import that
+    # a slum without nodes never uses (specs/performance.md).
+    import httpx
+
     headers = {"Accept": "application/json"}
     if server.token:
         headers["Authorization"] = f"Bearer {server.token}"

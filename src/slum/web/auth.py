@@ -23,12 +23,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-from quart import g, request
 
 from slum.errors import ConfigError, SlumError, Unauthorized, Unavailable
 from slum.store import tokens as store_tokens
 from slum.store.db import Store
 from slum.store.logs import LogQuery
+
+# Quart's request and g are imported in the functions that use them: slum's start imports this
+# module (Listener, Authenticator), and Quart (~16 MB of RSS) loads with the web app at the first
+# request to it (specs/performance.md).
 
 SESSION_COOKIE = "slum_session"
 # The __Host- prefix (Secure, Path=/, no Domain: no sibling subdomain can set or shadow it) is
@@ -317,6 +320,8 @@ def bearer(header: str | None) -> str | None:
 
 
 def session_id() -> str | None:
+    from quart import request
+
     for name in SESSION_COOKIES:
         sid = request.cookies.get(name)
         if sid:
@@ -327,6 +332,8 @@ def session_id() -> str | None:
 # --- the before_request check ---
 async def authenticate(auth: Authenticator) -> None:
     """Decide who the request is; sets g.scope (tenant id or None) and g.identity."""
+    from quart import g, request
+
     if request.scope.get(TRUSTED_SCOPE_KEY):
         g.identity, g.scope = OPERATOR, None
         return
@@ -349,6 +356,8 @@ async def authenticate(auth: Authenticator) -> None:
 def check_same_origin(*, required: bool) -> None:
     """A cookie rides along with any request a sibling subdomain's page makes (same site, so
     SameSite does not help): a state change must come from the dashboard's own origin."""
+    from quart import request
+
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         fetch_site = request.headers.get("sec-fetch-site")
@@ -364,6 +373,8 @@ def check_same_origin(*, required: bool) -> None:
 def check_json_body() -> None:
     """A form (urlencoded, multipart, text/plain) can be posted cross-site without CORS; a JSON
     content type cannot. A request without a body and without a content type carries nothing."""
+    from quart import request
+
     content_type = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") not in ("", "0") or \
         "transfer-encoding" in request.headers
@@ -377,6 +388,8 @@ def check_json_body() -> None:
 # --- the scope views ask about ---
 def scope_tenant() -> str | None:
     """The tenant this request is limited to, or None for full access."""
+    from quart import g
+
     tenant: str | None = g.get("scope")
     return tenant
 

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from quart import current_app
-
 from slum.alerts import Alerts
 from slum.config import Config
 from slum.events import Hub
@@ -91,4 +89,8 @@ def install(app: Any, ctx: WebContext) -> None:
 
 def context() -> WebContext:
     """The running parts, for the view handling the current request."""
+    # Imported here, not at the top: slum's start imports this module, and Quart (~16 MB of
+    # RSS) loads with the web app at the first request to it (specs/performance.md).
+    from quart import current_app
+
     return cast(WebContext, current_app.config[_KEY])

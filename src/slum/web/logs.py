@@ -136,8 +136,15 @@ async def log_stream() -> Any:
     want_logs = request.args.get("logs") not in ("0", "false")
     tenant = scope_tenant()  # the generator runs outside the request's context: ask now
 
+    def keep(item: Any) -> bool:
+        """Asked at publish time, so that what this stream does not show (another instance's
+        flood) never takes room in its queue (specs/performance.md)."""
+        if isinstance(item, StoredLog):
+            return want_logs and q.matches(item.line)
+        return states and isinstance(item, StateChanged)
+
     async def stream() -> AsyncIterator[bytes]:
-        with ctx.hub.subscribe(QUEUE) as sub:
+        with ctx.hub.subscribe(QUEUE, keep=keep) as sub:
             sent = last_id or 0
             if last_id is not None and want_logs:
                 # Resume from the store: what the client missed while disconnected.
