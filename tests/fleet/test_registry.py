@@ -162,10 +162,10 @@ async def test_a_stored_address_that_does_not_parse_is_invalid_and_never_routed(
             "VALUES ('t2', 'bad-id', 'active', '2026-01-01')"
         )
     )
-    servers = {s["name"]: s for s in await store.read(registry.list_servers)}
+    servers = {s.name: registry.server_dict(s) for s in await fleet.servers()}
     assert servers["bad"]["status"] == "invalid" and "brackets" in servers["bad"]["reason"]
     assert servers["good"]["status"] == "online" and "reason" not in servers["good"]
-    rows, _ = await store.read(registry.route_rows)
+    rows, _ = registry.snapshot_rows(await fleet.registry.snapshot())
     assert {r[0]: r[5] for r in rows} == {"t1": "online", "t2": "invalid"}
     # placement skips it; naming it says why
     assert (await fleet.add_tenant("t3", "local")).server == "local"

@@ -14,10 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import apsw
-
-from slum.errors import BadRequest, NotFound
-from slum.store import registry as rows
+from slum.errors import BadRequest
 from slum.store.registry import LOCAL, RouteSnapshot, Server, Tenant
 
 __all__ = ["INVALID", "LOCAL", "Registry", "RouteSnapshot", "Server", "Tenant"]
@@ -276,42 +273,7 @@ def tenant_dict(tenant: Tenant) -> dict[str, Any]:
     }
 
 
-# --- dict reads on a connection, for the read-only views that query in their own transaction
-# (overview, fleet view, logs, TLS asks); writes go through FleetService ---
-def list_servers(conn: apsw.Connection) -> list[dict[str, Any]]:
-    servers = rows.list_servers(conn)
-    if not any(s.name == LOCAL for s in servers):
-        rows.ensure_local(conn)  # a database of the Rust slum, or a fresh one: once
-        servers = rows.list_servers(conn)
-    return [server_dict(s) for s in servers]
-
-
-def get_server(conn: apsw.Connection, ref: str) -> dict[str, Any]:
-    return server_dict(rows.ensure_local(conn) if ref == LOCAL else rows.get_server(conn, ref))
-
-
-def list_tenants(conn: apsw.Connection) -> list[dict[str, Any]]:
-    return [tenant_dict(t) for t in rows.list_tenants(conn)]
-
-
-def get_tenant(conn: apsw.Connection, tenant_id: str) -> dict[str, Any]:
-    return tenant_dict(rows.get_tenant(conn, tenant_id))
-
-
-def server_token(conn: apsw.Connection, server_id: str) -> str | None:
-    try:
-        return rows.get_server(conn, server_id).token
-    except NotFound:
-        return None
-
-
 RouteRow = tuple[str, str | None, str, str, str | None, str, str | None]
-
-
-def route_rows(conn: apsw.Connection) -> tuple[list[RouteRow], dict[str, str]]:
-    """(tenant, service, status, server name, address or None when local, server status,
-    server token) per tenant, and the aliases: what the TLS ask reads."""
-    return snapshot_rows(rows.snapshot(conn))
 
 
 def snapshot_rows(snap: RouteSnapshot) -> tuple[list[RouteRow], dict[str, str]]:

@@ -107,12 +107,9 @@ async def config() -> Response:
 
 async def _overview(ctx: WebContext) -> dict[str, Any]:
     q = logs.LogQuery(min_level="warn", limit=10)
-
-    def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
-        recent = logs.query(conn, q)
-        return registry.list_servers(conn), registry.list_tenants(conn), recent
-
-    servers, tenants, recent = await ctx.store.read(read)
+    recent = await ctx.store.read(lambda c: logs.query(c, q))
+    servers = [registry.server_dict(s) for s in await ctx.fleet.servers()]
+    tenants = await ctx.fleet.tenants()
     insts = ctx.supervisor.list()
     by_state = {s.value: 0 for s in State}
     for inst in insts:
@@ -137,7 +134,7 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
         "healthy": healthy, "unhealthy": (len(insts) - healthy - by_state["stopped"]
                                           - by_state["sleeping"]),
         "by_state": by_state, "recent_logs": recent, "attention": attention,
-        "server_list": [{**s, "tenants": [t["id"] for t in tenants if t["server_id"] == s["id"]]}
+        "server_list": [{**s, "tenants": [t.id for t in tenants if t.server_id == s["id"]]}
                         for s in servers],
         "levels": list(LEVELS),
     }
