@@ -58,7 +58,8 @@ def test_database_of_the_rust_slum_is_migrated_and_served(tmp_path: Path) -> Non
     assert tenant["config"] == '{"k":"v"}' and tenant["server"] == "server-1"
     assert tenant["aliases"] == ["romneys.example.com"]
     routes, aliases = registry.snapshot_rows(rows.snapshot(conn))
-    assert routes == [("romneys", None, "active", "server-1", "10.0.0.1:9000", "online", None)]
+    assert routes == [registry.RouteRow("romneys", None, "server-1", "10.0.0.1:9000", "active",
+                                        "online")]
     assert aliases == {"romneys.example.com": "romneys"}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from slum.errors import BadRequest
@@ -273,27 +273,45 @@ def tenant_dict(tenant: Tenant) -> dict[str, Any]:
     }
 
 
-RouteRow = tuple[str, str | None, str, str, str | None, str, str | None]
+@dataclass(frozen=True, slots=True)
+class RouteRow:
+    """One tenant as the edge routes it. It has the fields of proxy/routing.py's `Route`, so the
+    edge's table holds these rows as they are (fleet and proxy do not import each other)."""
+
+    tenant: str
+    service: str | None  # None: the config's default service, filled in by `serving`
+    server: str  # "local" or the remote server's name
+    address: str | None  # the remote node's base address; None when local
+    status: str  # active | suspended
+    server_status: str  # online | offline | invalid (never routed to: the edge answers 502)
+    token: str | None = field(default=None, repr=False)  # proves the router to that node
+
+    def serving(self, default_service: str | None) -> RouteRow:
+        """This row with the default service when it names none (once per publish, not per
+        request)."""
+        if self.service is not None or default_service is None:
+            return self
+        return replace(self, service=default_service)
 
 
 def snapshot_rows(snap: RouteSnapshot) -> tuple[list[RouteRow], dict[str, str]]:
+    """The routes of a snapshot, one per tenant, and its aliases (domain -> tenant)."""
     servers = {s.id: s for s in snap.servers}
     out: list[RouteRow] = []
     for t in snap.tenants:
         server = servers.get(t.server_id)
         if server is None:
-            out.append((t.id, t.service, t.status, t.server or "?", None, "offline", None))
+            out.append(RouteRow(t.id, t.service, t.server or "?", None, t.status, "offline"))
             continue
-        status, _ = status_of(server)  # invalid: never routed to, the edge answers 502
         out.append(
-            (
-                t.id,
-                t.service,
-                t.status,
-                LOCAL if server.local else server.name,
-                None if server.local else server.address,
-                status or "offline",
-                server.token,
+            RouteRow(
+                tenant=t.id,
+                service=t.service,
+                server=LOCAL if server.local else server.name,
+                address=None if server.local else server.address,
+                status=t.status,
+                server_status=status_of(server)[0] or "offline",
+                token=server.token,
             )
         )
     return out, {a.domain: a.tenant_id for a in snap.aliases}
