@@ -124,7 +124,8 @@ async def instances() -> Response:
                 raise nodes.NodeFailed(why)
             got = await nodes.call(server, "GET", "/_/api/instances",
                                    timeout_s=nodes.READ_TIMEOUT_S)
-            results.extend({**i, "server": server.name} for i in (got if isinstance(got, list) else ())
+            answer = [i for i in got if isinstance(i, dict)] if isinstance(got, list) else []
+            results.extend({**i, "server": server.name} for i in answer
                            if instance_allowed(str(i.get("id", ""))))
         except SlumError as e:
             if instance_allowed(f"{server.name}:?"):
