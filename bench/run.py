@@ -23,7 +23,6 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import cli
 import logs
 import memory
 import metrics
@@ -31,6 +30,7 @@ import spawn
 import wake
 from _common import Row, install_signal_handlers, print_rows, save_json
 
+import cli
 import fleet
 import proxy
 

@@ -26,7 +26,7 @@ from slum.fleet.registry import RouteRow
 from slum.fleet.service import open_fleet
 from slum.proxy import io
 from slum.proxy.edge import Edge
-from slum.proxy.routing import RouteTable, TenantRoute
+from slum.proxy.routing import RouteTable
 from slum.proxy.trust import RouterTrust
 from slum.startup import Running, ServeOptions
 from slum.store import processes
@@ -90,10 +90,8 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
     table = RouteTable(opts.domain.lower(), frozenset(config.services))
 
     def routes(rows: list[RouteRow], aliases: dict[str, str]) -> None:
-        table.replace({tid: TenantRoute(tid, service or startup.default_service(config), server,
-                                        address, status, server_status, token)
-                       for tid, service, status, server, address, server_status, token in rows},
-                      aliases)
+        default = startup.default_service(config)  # read at each publish: a reload changes it
+        table.replace({r.tenant: r.serving(default) for r in rows}, aliases)
 
     # etcd when several routers share the fleet; None keeps it in this node's SQLite. A URL that
     # does not parse is a usage error (exit 2).

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from slum.errors import BadRequest, Conflict, NotFound
-from slum.fleet import registry
+from slum.fleet import placement, registry
 from slum.fleet.service import FleetService
+from slum.proxy.routing import RouteTable
 from slum.store.db import Store
 from tests.fleet.conftest import Published
 
@@ -162,14 +163,37 @@ async def test_a_stored_address_that_does_not_parse_is_invalid_and_never_routed(
             "VALUES ('t2', 'bad-id', 'active', '2026-01-01')"
         )
     )
-    servers = {s["name"]: s for s in await store.read(registry.list_servers)}
+    servers = {s.name: registry.server_dict(s) for s in await fleet.servers()}
     assert servers["bad"]["status"] == "invalid" and "brackets" in servers["bad"]["reason"]
     assert servers["good"]["status"] == "online" and "reason" not in servers["good"]
-    rows, _ = await store.read(registry.route_rows)
-    assert {r[0]: r[5] for r in rows} == {"t1": "online", "t2": "invalid"}
+    rows, _ = registry.snapshot_rows(await fleet.registry.snapshot())
+    assert {r.tenant: r.server_status for r in rows} == {"t1": "online", "t2": "invalid"}
     # placement skips it; naming it says why
     assert (await fleet.add_tenant("t3", "local")).server == "local"
     await fleet.registry.add_tenant("t5", placement.least_loaded)
     with pytest.raises(Conflict, match="invalid"):
         await fleet.add_tenant("t4", "bad")
     assert good.status == "online"
+
+
+async def test_the_edge_routes_the_rows_the_fleet_publishes_as_they_are(
+    fleet: FleetService, published: Published
+) -> None:
+    """RouteRow is what RouteTable holds (no 7-tuple to unpack): each field lands where the edge
+    reads it, and a tenant without a service takes the default at publish time."""
+    node = await fleet.add_server("127.0.0.1:9001", "far", token="slum_far")
+    await fleet.registry.add_tenant("near", placement.named("local"), service="api")
+    await fleet.registry.add_tenant("away", placement.named("far"))
+    await fleet.registry.add_alias("shop.example.com", "away")
+    rows, aliases = registry.snapshot_rows(await fleet.registry.snapshot())
+    table = RouteTable("example.test", frozenset({"web"}))
+    table.replace({r.tenant: r.serving("web") for r in rows}, aliases)
+    near = table.resolve("near.example.test").tenant
+    assert near == registry.RouteRow("near", "api", "local", None, "active", "online")
+    away = table.resolve("shop.example.com").tenant
+    assert away is not None and away.tenant == "away" and away.service == "web"
+    assert (away.server, away.address, away.server_status) == ("far", node.address, "online")
+    assert away.token == "slum_far" and "slum_far" not in repr(away)
+    assert table.resolve("web.example.test").kind == "service"
+    unset = next(r for r in rows if r.tenant == "away")
+    assert unset.service is None and unset.serving(None) is unset

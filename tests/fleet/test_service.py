@@ -214,7 +214,7 @@ async def test_the_checker_skips_an_invalid_row_and_checks_the_others(
         await checker.check(service.registry, lambda name, status: reports.append((name, status)))
     assert [name for name, _ in reports] == ["down"]
     assert "bad" not in checker.nodes
-    statuses = {s["name"]: s["status"] for s in await store.read(registry.list_servers)}
+    statuses = {s.name: registry.status_of(s)[0] for s in await service.servers()}
     assert statuses == {"local": "online", "down": "offline", "bad": "invalid"}
 
 

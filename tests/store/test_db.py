@@ -12,6 +12,7 @@ from slum.events import LogLine
 from slum.fleet import registry
 from slum.store import Store, connect
 from slum.store import logs as logstore
+from slum.store import registry as rows
 from slum.store.ingest import insert_batch
 from slum.store.migrations import MIGRATIONS
 
@@ -48,15 +49,17 @@ def test_database_of_the_rust_slum_is_migrated_and_served(tmp_path: Path) -> Non
     old.execute(RUST_SCHEMA)
     old.close()
     conn = connect(path)
-    servers = {s["name"]: s for s in registry.list_servers(conn)}
+    rows.ensure_local(conn)  # what a server does first on it
+    servers = {s.name: registry.server_dict(s) for s in rows.list_servers(conn)}
     assert servers["server-1"]["address"] == "10.0.0.1:9000"
     assert servers["server-1"]["tenant_count"] == 1 and servers["server-1"]["status"] == "online"
     assert "local" in servers
-    tenant = registry.get_tenant(conn, "romneys")
+    tenant = registry.tenant_dict(rows.get_tenant(conn, "romneys"))
     assert tenant["config"] == '{"k":"v"}' and tenant["server"] == "server-1"
     assert tenant["aliases"] == ["romneys.example.com"]
-    rows, aliases = registry.route_rows(conn)
-    assert rows == [("romneys", None, "active", "server-1", "10.0.0.1:9000", "online", None)]
+    routes, aliases = registry.snapshot_rows(rows.snapshot(conn))
+    assert routes == [registry.RouteRow("romneys", None, "server-1", "10.0.0.1:9000", "active",
+                                        "online")]
     assert aliases == {"romneys.example.com": "romneys"}
 
 

@@ -10,6 +10,7 @@ import {
 	formatPercent,
 	formatRelative,
 	formatUptime,
+	shellJoin,
 	plural,
 	toDate
 } from './format';
@@ -109,5 +110,14 @@ describe('clock and date', () => {
 		const now = new Date(2025, 0, 2, 23, 0, 0).getTime();
 		expect(dayIfNotToday(new Date(2025, 0, 2, 1, 0, 0), now)).toBe('');
 		expect(dayIfNotToday(new Date(2025, 0, 1, 23, 59, 0), now)).toBe('2025-01-01');
+	});
+});
+
+describe('shellJoin', () => {
+	it('quotes only the arguments a shell would split or interpret', () => {
+		expect(shellJoin(['python3', '-m', 'http.server', '--bind=127.0.0.1'])).toBe('python3 -m http.server --bind=127.0.0.1');
+		expect(shellJoin(['sh', '-c', 'echo hi'])).toBe("sh -c 'echo hi'");
+		expect(shellJoin(["it's"])).toBe(`'it'\\''s'`);
+		expect(shellJoin(['a$b', ''])).toBe("'a$b' ''");
 	});
 });

@@ -126,3 +126,8 @@ export function dayIfNotToday(
 export function plural(n: number, one: string, many = `${one}s`): string {
 	return `${formatCount(n)} ${n === 1 ? one : many}`;
 }
+
+/** A command line as one would type it: arguments with spaces or quotes get quoted. */
+export function shellJoin(argv: readonly string[]): string {
+	return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(' ');
+}

@@ -1,9 +1,11 @@
 """Talking to the other slum nodes of the fleet: health checks, registering the tenants placed on
 them, reading their instances and logs.
 
-The fleet's own calls (checks, tenant add/remove) are async, with httpx on trio, so a node that
-hangs holds a task, never a worker thread. The reads of remote instances and logs that views
-make in worker threads still use slum.Client."""
+Every call is async, with httpx on trio, and bounded as a whole by its timeout: a node that hangs
+(a dead host not yet marked offline, a process that accepts and never answers) holds one task for
+that long, never a worker thread, and a dashboard view asks within READ_TIMEOUT_S. A node the
+checker has marked offline, or whose stored address does not parse, is not asked at all
+(`unreachable` says why)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from urllib.parse import quote
 
 import trio
 
-from slum.client import Client
 from slum.errors import SlumError
 from slum.fleet.registry import INVALID, Registry, status_of
 from slum.store.registry import Server
@@ -23,6 +24,7 @@ from slum.store.registry import Server
 log = logging.getLogger("slum.fleet")
 CHECK_TIMEOUT_S = 1.0
 CALL_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 3.0  # a view's read of a node: a page waits at most this long for one
 OFFLINE_AFTER = 2
 
 
@@ -52,14 +54,21 @@ async def call(
     headers = {"Accept": "application/json"}
     if server.token:
         headers["Authorization"] = f"Bearer {server.token}"
-    try:
-        # trust_env off: an HTTP_PROXY meant for the internet must not carry node traffic.
-        async with httpx.AsyncClient(base_url=server.address, timeout=timeout_s, trust_env=False) as client:
-            response = await client.request(method, path, json=body, headers=headers)
-    except httpx.HTTPError as e:
-        raise NodeFailed(
-            f"cannot talk to slum at {server.address}: {type(e).__name__}: {e}".rstrip(": ")
-        ) from None
+    # httpx's timeout is per phase (connect, each read): a node that trickles bytes would
+    # outlast it. The deadline bounds the whole call.
+    with trio.move_on_after(timeout_s) as deadline:
+        try:
+            # trust_env off: an HTTP_PROXY meant for the internet must not carry node traffic.
+            async with httpx.AsyncClient(
+                base_url=server.address, timeout=timeout_s, trust_env=False
+            ) as client:
+                response = await client.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as e:
+            raise NodeFailed(
+                f"cannot talk to slum at {server.address}: {type(e).__name__}: {e}".rstrip(": ")
+            ) from None
+    if deadline.cancelled_caught:
+        raise NodeFailed(f"slum at {server.address} did not answer within {timeout_s:g} s")
     try:
         data = response.json() if response.content else None
     except ValueError:
@@ -70,6 +79,13 @@ async def call(
             message or f"HTTP {response.status_code} from {server.address}", response.status_code
         )
     return data
+
+
+def unreachable(server: Server) -> str | None:
+    """Why a view does not ask this node (offline as the checker last saw it, or an address that
+    does not parse), or None when it may: its status is the answer, at once."""
+    status, _ = status_of(server)
+    return None if status == "online" else f"server {server.name} is {status}"
 
 
 async def register_tenant(server: Server, tenant_id: str, service: str | None) -> None:
@@ -138,19 +154,3 @@ class NodeChecker:
             state.status = want
             if want != server.status:
                 moved.append((server, want))
-
-
-# --- reads for views that run in worker threads (dict servers, as those views hold them) ---
-def node_client(server: dict[str, Any], conn_token: str | None, timeout: float) -> Client:
-    return Client(server["address"], conn_token, timeout=timeout)
-
-
-def remote_instances(server: dict[str, Any], token: str | None) -> list[dict[str, Any]]:
-    instances = node_client(server, token, CALL_TIMEOUT_S).instances()
-    for inst in instances:
-        inst["server"] = server["name"]
-    return instances
-
-
-def remote_logs(server: dict[str, Any], token: str | None, **query: Any) -> list[dict[str, Any]]:
-    return node_client(server, token, CALL_TIMEOUT_S).logs(**query)

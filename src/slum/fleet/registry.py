@@ -11,13 +11,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import apsw
-
-from slum.errors import BadRequest, NotFound
-from slum.store import registry as rows
+from slum.errors import BadRequest
 from slum.store.registry import LOCAL, RouteSnapshot, Server, Tenant
 
 __all__ = ["INVALID", "LOCAL", "Registry", "RouteSnapshot", "Server", "Tenant"]
@@ -276,62 +273,45 @@ def tenant_dict(tenant: Tenant) -> dict[str, Any]:
     }
 
 
-# --- dict reads on a connection, for the read-only views that query in their own transaction
-# (overview, fleet view, logs, TLS asks); writes go through FleetService ---
-def list_servers(conn: apsw.Connection) -> list[dict[str, Any]]:
-    servers = rows.list_servers(conn)
-    if not any(s.name == LOCAL for s in servers):
-        rows.ensure_local(conn)  # a database of the Rust slum, or a fresh one: once
-        servers = rows.list_servers(conn)
-    return [server_dict(s) for s in servers]
+@dataclass(frozen=True, slots=True)
+class RouteRow:
+    """One tenant as the edge routes it. It has the fields of proxy/routing.py's `Route`, so the
+    edge's table holds these rows as they are (fleet and proxy do not import each other)."""
 
+    tenant: str
+    service: str | None  # None: the config's default service, filled in by `serving`
+    server: str  # "local" or the remote server's name
+    address: str | None  # the remote node's base address; None when local
+    status: str  # active | suspended
+    server_status: str  # online | offline | invalid (never routed to: the edge answers 502)
+    token: str | None = field(default=None, repr=False)  # proves the router to that node
 
-def get_server(conn: apsw.Connection, ref: str) -> dict[str, Any]:
-    return server_dict(rows.ensure_local(conn) if ref == LOCAL else rows.get_server(conn, ref))
-
-
-def list_tenants(conn: apsw.Connection) -> list[dict[str, Any]]:
-    return [tenant_dict(t) for t in rows.list_tenants(conn)]
-
-
-def get_tenant(conn: apsw.Connection, tenant_id: str) -> dict[str, Any]:
-    return tenant_dict(rows.get_tenant(conn, tenant_id))
-
-
-def server_token(conn: apsw.Connection, server_id: str) -> str | None:
-    try:
-        return rows.get_server(conn, server_id).token
-    except NotFound:
-        return None
-
-
-RouteRow = tuple[str, str | None, str, str, str | None, str, str | None]
-
-
-def route_rows(conn: apsw.Connection) -> tuple[list[RouteRow], dict[str, str]]:
-    """(tenant, service, status, server name, address or None when local, server status,
-    server token) per tenant, and the aliases: what the TLS ask reads."""
-    return snapshot_rows(rows.snapshot(conn))
+    def serving(self, default_service: str | None) -> RouteRow:
+        """This row with the default service when it names none (once per publish, not per
+        request)."""
+        if self.service is not None or default_service is None:
+            return self
+        return replace(self, service=default_service)
 
 
 def snapshot_rows(snap: RouteSnapshot) -> tuple[list[RouteRow], dict[str, str]]:
+    """The routes of a snapshot, one per tenant, and its aliases (domain -> tenant)."""
     servers = {s.id: s for s in snap.servers}
     out: list[RouteRow] = []
     for t in snap.tenants:
         server = servers.get(t.server_id)
         if server is None:
-            out.append((t.id, t.service, t.status, t.server or "?", None, "offline", None))
+            out.append(RouteRow(t.id, t.service, t.server or "?", None, t.status, "offline"))
             continue
-        status, _ = status_of(server)  # invalid: never routed to, the edge answers 502
         out.append(
-            (
-                t.id,
-                t.service,
-                t.status,
-                LOCAL if server.local else server.name,
-                None if server.local else server.address,
-                status or "offline",
-                server.token,
+            RouteRow(
+                tenant=t.id,
+                service=t.service,
+                server=LOCAL if server.local else server.name,
+                address=None if server.local else server.address,
+                status=t.status,
+                server_status=status_of(server)[0] or "offline",
+                token=server.token,
             )
         )
     return out, {a.domain: a.tenant_id for a in snap.aliases}

@@ -11,11 +11,35 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Route(Protocol):
+    """Where a tenant's requests go: what the edge reads of a route. The fleet's RouteRow is
+    one, held as it is published (no copy per table change, no work per request)."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def service(self) -> str | None: ...
+    @property
+    def server(self) -> str: ...  # "local" or the name of a remote server
+    @property
+    def address(self) -> str | None: ...  # remote node's base address
+    @property
+    def status(self) -> str: ...  # active | suspended
+    @property
+    def server_status(self) -> str: ...  # online | offline (the router's node checks)
+    @property
+    def token(self) -> str | None: ...  # the remote node's API token, proves the router to it
 
 
 @dataclass(frozen=True, slots=True)
 class TenantRoute:
+    """A Route of the proxy's own (tests, and a table built without the fleet)."""
+
     tenant: str
     service: str | None
     server: str  # "local" or the name of a remote server
@@ -29,7 +53,7 @@ class TenantRoute:
 class Target:
     kind: str  # own | instance | service | tenant | default | unknown
     value: str = ""
-    tenant: TenantRoute | None = None
+    tenant: Route | None = None
 
 
 OWN = Target("own")
@@ -40,11 +64,11 @@ DEFAULT = Target("default")
 class RouteTable:
     domain: str
     services: frozenset[str] = frozenset()
-    tenants: dict[str, TenantRoute] = field(default_factory=dict)
+    tenants: Mapping[str, Route] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     _cache: dict[str, Target] = field(default_factory=dict)
 
-    def replace(self, tenants: dict[str, TenantRoute], aliases: dict[str, str]) -> None:
+    def replace(self, tenants: Mapping[str, Route], aliases: dict[str, str]) -> None:
         self.tenants, self.aliases = tenants, aliases
         self._cache = {}
 

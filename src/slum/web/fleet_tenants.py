@@ -3,7 +3,7 @@
 
 The tenants API says what the registry holds, and an instance only when it runs here. A tenant on
 another node is only as up as that node: each remote node holding a wanted tenant is asked once,
-all at once, for its instances, within ASK_TIMEOUT_S. A node known to be offline (the node
+all at once, for its instances, within nodes.READ_TIMEOUT_S. A node known to be offline (the node
 checker says so) or with an address that does not parse is not asked at all; its tenants carry
 the server's status and why there is no instance, so the page says so instead of "Active"."""
 
@@ -23,7 +23,6 @@ from slum.web.instances import Instance
 from slum.web.routes import endpoint
 
 bp = Blueprint("fleet_tenants", __name__)
-ASK_TIMEOUT_S = 2.0
 
 
 class TenantState(TypedDict):
@@ -52,7 +51,7 @@ async def tenant_states() -> Response:
 
     async def ask(server: Server) -> None:
         try:
-            got = await nodes.call(server, "GET", "/_/api/instances", timeout_s=ASK_TIMEOUT_S)
+            got = await nodes.call(server, "GET", "/_/api/instances", timeout_s=nodes.READ_TIMEOUT_S)
         except SlumError as e:
             answers[server.id] = f"server {server.name} did not answer: {e.message}"
             return
@@ -61,13 +60,12 @@ async def tenant_states() -> Response:
     async with trio.open_nursery() as nursery:
         for sid in {t.server_id for t in tenants}:
             server = servers.get(sid)
-            status = registry.status_of(server)[0] if server is not None else "unknown"
             if server is None:
                 answers[sid] = f"server {sid} is not in the registry"
             elif server.local:
                 answers[sid] = local
-            elif status != "online":
-                answers[sid] = f"server {server.name} is {status}"
+            elif (why := nodes.unreachable(server)) is not None:
+                answers[sid] = why
             else:
                 nursery.start_soon(ask, server)
     return jsonify(

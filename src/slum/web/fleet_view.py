@@ -3,9 +3,11 @@ shows it: status, load, memory, instance count, slum version and when it last an
 GET /_/api/fleet/logs: the newest lines of every node, merged by time, each with its server.
 
 This node answers for itself from memory. A remote node is asked over its API, all at once and
-each within a few seconds: `/_/api/overview/summary` with the node's token (load, memory,
+each within nodes.READ_TIMEOUT_S: `/_/api/overview/summary` with the node's token (load, memory,
 instances), else the public `/api/health` (version, instance count) for a node that is older or
-has no token here. A node that does not answer keeps what it said last, with its time."""
+has no token here. A node that does not answer keeps what it said last, with its time. A node
+the checker marked offline, or whose address does not parse, is not asked: its status is the
+answer, so a dead node never holds the page."""
 
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ from slum.web.logs import LogEntry
 from slum.web.routes import endpoint
 
 bp = Blueprint("fleet_view", __name__)
-ASK_TIMEOUT_S = 3.0
 LOG_FILTERS = ("instance_id", "min_level", "search")
 MAX_FLEET_LINES = 1000
 HOST_KEYS = ("load1", "cpus", "memory_total_bytes", "memory_available_bytes")
@@ -78,6 +79,9 @@ async def servers_summary() -> Response:
         if row["status"] == registry.INVALID:  # never called: its address does not parse
             out[server.id] = {**row, "error": row.get("reason") or "invalid address"}
             return
+        if (why := nodes.unreachable(server)) is not None:
+            out[server.id] = {**row, **seen.get(server.id, {}), "error": why}
+            return
         try:
             fresh = await _ask(server)
         except SlumError as e:
@@ -113,22 +117,26 @@ async def fleet_logs() -> Response:
     path = "/_/api/logs?" + urlencode({**args, "limit": limit})
 
     async def one(server: Server) -> None:
+        why = nodes.unreachable(server)  # not asked: its status says why it has no lines
         try:
-            got = await nodes.call(server, "GET", path, timeout_s=ASK_TIMEOUT_S)
-            rows.extend({**r, "server": server.name} for r in got or ())
+            if why is None:
+                got = await nodes.call(server, "GET", path, timeout_s=nodes.READ_TIMEOUT_S)
+                rows.extend({**r, "server": server.name} for r in got or ())
+                return
         except SlumError as e:
-            rows.append(
-                {
-                    "id": 0,
-                    "server": server.name,
-                    "level": "error",
-                    "timestamp": logs.iso(time.time()),
-                    "instance_id": None,
-                    "tenant_id": None,
-                    "stream": "system",
-                    "message": f"{server.name} did not answer: {e.message}",
-                }
-            )
+            why = f"{server.name} did not answer: {e.message}"
+        rows.append(
+            {
+                "id": 0,
+                "server": server.name,
+                "level": "error",
+                "timestamp": logs.iso(time.time()),
+                "instance_id": None,
+                "tenant_id": None,
+                "stream": "system",
+                "message": why,
+            }
+        )
 
     async with trio.open_nursery() as nursery:
         for server in await ctx.fleet.servers():
@@ -150,7 +158,7 @@ def _local(ctx: WebContext) -> dict[str, Any]:
 
 async def _ask(server: Server) -> dict[str, Any]:
     """What a remote node says about itself."""
-    health = await nodes.call(server, "GET", "/api/health", timeout_s=ASK_TIMEOUT_S) or {}
+    health = await nodes.call(server, "GET", "/api/health", timeout_s=nodes.READ_TIMEOUT_S) or {}
     fresh: dict[str, Any] = {
         "version": health.get("version"),
         "instance_count": health.get("instances"),
@@ -158,7 +166,7 @@ async def _ask(server: Server) -> dict[str, Any]:
         "last_seen": time.time(),
     }
     try:
-        summary = await nodes.call(server, "GET", "/_/api/overview/summary", timeout_s=ASK_TIMEOUT_S)
+        summary = await nodes.call(server, "GET", "/_/api/overview/summary", timeout_s=nodes.READ_TIMEOUT_S)
     except SlumError:
         return fresh  # an older node, or no token for it here: health is what we have
     if isinstance(summary, dict):

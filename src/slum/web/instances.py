@@ -12,6 +12,7 @@ from quart import Blueprint, Response, jsonify, request
 from slum.config import parse_instance_ref
 from slum.errors import BadRequest, SlumError
 from slum.fleet import nodes, registry
+from slum.store.registry import Server
 from slum.web.auth import check_instance, instance_allowed, scope_tenant
 from slum.web.context import context
 from slum.web.routes import API, BOTH, endpoint, read_body
@@ -112,20 +113,23 @@ async def instances() -> Response:
              for i in ctx.supervisor.list() if instance_allowed(i.id)]
     if request.args.get("all") not in ("1", "true") or scope_tenant() is not None:
         return jsonify(local)  # a scoped token: its tenant runs here, the fleet is not its own
-    servers = [s for s in await ctx.store.read(registry.list_servers)
-               if s["name"] != registry.LOCAL]
-    tokens = await ctx.store.read(
-        lambda c: {s["id"]: registry.server_token(c, s["id"]) for s in servers})
+    servers = [s for s in await ctx.fleet.servers() if not s.local]
     results: list[dict[str, Any]] = list(local)
 
-    async def one(server: dict[str, Any]) -> None:
+    async def one(server: Server) -> None:
+        # A node marked offline is not asked: its placeholder row says so at once.
         try:
-            results.extend(i for i in await trio.to_thread.run_sync(
-                nodes.remote_instances, server, tokens[server["id"]])
-                if instance_allowed(str(i.get("id", ""))))
+            why = nodes.unreachable(server)
+            if why is not None:
+                raise nodes.NodeFailed(why)
+            got = await nodes.call(server, "GET", "/_/api/instances",
+                                   timeout_s=nodes.READ_TIMEOUT_S)
+            answer = [i for i in got if isinstance(i, dict)] if isinstance(got, list) else []
+            results.extend({**i, "server": server.name} for i in answer
+                           if instance_allowed(str(i.get("id", ""))))
         except SlumError as e:
-            if instance_allowed(f"{server['name']}:?"):
-                results.append({"id": f"{server['name']}:?", "server": server["name"],
+            if instance_allowed(f"{server.name}:?"):
+                results.append({"id": f"{server.name}:?", "server": server.name,
                                 "status": "unknown", "reason": e.message})
 
     async with trio.open_nursery() as nursery:

@@ -9,14 +9,16 @@ import json
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any, Literal, TypedDict
+from urllib.parse import urlencode
 
 import trio
 from quart import Blueprint, Response, jsonify, make_response, request
 
 from slum.errors import NotFound
 from slum.events import StateChanged, StoredLog
-from slum.fleet import nodes, registry
+from slum.fleet import nodes
 from slum.store import logs
+from slum.store.registry import Server
 from slum.web.auth import scope_log_query, scope_tenant
 from slum.web.context import context
 from slum.web.routes import API, BOTH, endpoint
@@ -76,36 +78,34 @@ def _unnamed(data: Any, event_id: int | None) -> bytes:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def remote(tenant_id: str | None) -> tuple[dict[str, Any], str | None] | None:
+async def remote(tenant_id: str | None) -> Server | None:
     """The server holding a tenant, when it is not this node."""
     if not tenant_id:
         return None
-
-    def find(c: Any) -> tuple[dict[str, Any], str | None] | None:
-        try:
-            tenant = registry.get_tenant(c, tenant_id)
-        except NotFound:
-            return None
-        server = registry.get_server(c, tenant["server_id"])
-        if server["name"] == registry.LOCAL:
-            return None
-        return server, registry.server_token(c, server["id"])
-
-    return await context().store.read(find)
+    fleet = context().fleet
+    try:
+        tenant = await fleet.tenant(tenant_id)
+        server = await fleet.server(tenant.server_id)
+    except NotFound:
+        return None
+    return None if server.local else server
 
 
 @endpoint(bp, "GET", "/logs", prefixes=BOTH, response=list[LogEntry], query=LogArgs)
 async def log_entries() -> Response:
-    """Log lines, newest first (oldest first with `after_id`)."""
+    """Log lines, newest first (oldest first with `after_id`). A tenant on another node: that
+    node's lines, asked within nodes.READ_TIMEOUT_S; a 502 naming the server when it is marked
+    offline (it is not asked) or does not answer."""
     q = log_query()
-    where = await remote(q.tenant_id)
-    if where is not None:
-        # The tenant lives on another node: its logs are there.
-        server, token = where
+    server = await remote(q.tenant_id)
+    if server is not None:
+        why = nodes.unreachable(server)
+        if why is not None:
+            raise nodes.NodeFailed(f"{why}: the logs of {q.tenant_id} are stored there")
         args = {k: v for k, v in request.args.items() if v}
         args["tenant_id"] = q.tenant_id or ""
-        return jsonify(await trio.to_thread.run_sync(
-            lambda: nodes.remote_logs(server, token, **args)))
+        path = "/_/api/logs?" + urlencode(args)
+        return jsonify(await nodes.call(server, "GET", path, timeout_s=nodes.READ_TIMEOUT_S))
     return jsonify(await context().store.read(lambda c: logs.query(c, q)))
 
 

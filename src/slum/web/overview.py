@@ -110,11 +110,10 @@ async def config() -> Response:
 
 async def _overview(ctx: WebContext) -> dict[str, Any]:
     q = logs.LogQuery(min_level="warn", limit=10)
-
-    recent = await ctx.store.read(lambda conn: logs.query(conn, q))
+    recent = await ctx.store.read(lambda c: logs.query(c, q))
     # Through the fleet's registry, wherever it is (this database, or etcd shared by routers).
     servers = [registry.server_dict(s) for s in await ctx.fleet.servers()]
-    tenants = [registry.tenant_dict(t) for t in await ctx.fleet.tenants()]
+    tenants = await ctx.fleet.tenants()
     insts = ctx.supervisor.list()
     by_state = {s.value: 0 for s in State}
     for inst in insts:
@@ -139,7 +138,7 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
         "healthy": healthy, "unhealthy": (len(insts) - healthy - by_state["stopped"]
                                           - by_state["sleeping"]),
         "by_state": by_state, "recent_logs": recent, "attention": attention,
-        "server_list": [{**s, "tenants": [t["id"] for t in tenants if t["server_id"] == s["id"]]}
+        "server_list": [{**s, "tenants": [t.id for t in tenants if t.server_id == s["id"]]}
                         for s in servers],
         "levels": list(LEVELS),
     }

@@ -38,11 +38,10 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
 
 
 async def summary(ctx: WebContext) -> dict[str, Any]:
-    def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
-        recent = logs.query(conn, logs.LogQuery(min_level="warn", limit=10))
-        return registry.list_servers(conn), registry.list_tenants(conn), recent
-
-    servers, tenants, recent = await ctx.store.read(read)
+    recent = await ctx.store.read(
+        lambda c: logs.query(c, logs.LogQuery(min_level="warn", limit=10)))
+    servers = [registry.server_dict(s) for s in await ctx.fleet.servers()]
+    tenants = await ctx.fleet.tenants()
     insts = ctx.supervisor.list()
     by_state: dict[str, int] = {}
     attention: list[dict[str, Any]] = []
@@ -66,7 +65,7 @@ async def summary(ctx: WebContext) -> dict[str, Any]:
         "servers": len(servers), "tenants": len(tenants), "instances": len(insts),
         "healthy": healthy, "unhealthy": len(insts) - healthy - idle,
         "by_state": by_state, "recent_logs": recent, "attention": attention,
-        "server_list": [{**s, "tenants": [t["id"] for t in tenants if t["server_id"] == s["id"]]}
+        "server_list": [{**s, "tenants": [t.id for t in tenants if t.server_id == s["id"]]}
                         for s in servers],
         "levels": list(LEVELS),
         "traffic": _traffic(ctx),

@@ -19,8 +19,7 @@ from typing import Any
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 
-from slum.errors import BadRequest
-from slum.fleet import registry
+from slum.errors import BadRequest, NotFound
 from slum.web.auth import TRUSTED_SCOPE_KEY
 from slum.web.context import WebContext
 
@@ -57,14 +56,18 @@ async def routed(ctx: WebContext, name: str) -> str | None:
     domain = ctx.domain
     if name == domain:
         return "domain"
-    tenants, aliases = await ctx.store.read(registry.route_rows)
     if name.endswith("." + domain):
         sub = name[: -len(domain) - 1]
         instance, dot, service = sub.partition(".")
         if dot:
             return "instance" if f"{service}:{instance}" in ctx.supervisor.instances else None
-        return "tenant" if any(row[0] == sub for row in tenants) else None
-    return "alias" if name in aliases else None
+        try:
+            await ctx.fleet.tenant(sub)
+        except NotFound:
+            return None
+        return "tenant"
+    # Caddy asks once per name it has no certificate for: a scan of the tenants is cheap enough.
+    return "alias" if any(name in t.aliases for t in await ctx.fleet.tenants()) else None
 
 
 def register(app: QuartTrio, ctx: WebContext) -> None:
