@@ -20,7 +20,6 @@ from slum.alerts import Alerts, disk_usage_of
 from slum.client import control_socket_path
 from slum.errors import BadRequest, ConfigError
 from slum.events import Hub
-from slum.fleet.etcd_registry import EtcdRegistry
 from slum.fleet.nodes import NodeChecker
 from slum.fleet.registry import RouteRow
 from slum.fleet.service import open_fleet
@@ -96,7 +95,11 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
     # etcd when several routers share the fleet; None keeps it in this node's SQLite. A URL that
     # does not parse is a usage error (exit 2).
     registry_url = opts.registry or config.settings.registry
-    shared = EtcdRegistry.from_url(registry_url) if registry_url else None
+    shared = None
+    if registry_url:
+        from slum.fleet.etcd_registry import EtcdRegistry  # httpx: ~7 MB a SQLite node never needs
+
+        shared = EtcdRegistry.from_url(registry_url)
     fleet = await open_fleet(store, supervisor, lambda: config, routes, shared)
     for clash in sorted(set(config.services) & set(table.tenants)):
         raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
