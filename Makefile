@@ -34,6 +34,7 @@ serve: setup dashboard
 # then the single binary, its smoke test and the e2e tests that run against it.
 test: setup spa
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	cd spa && npm run check && npm test
@@ -47,7 +48,7 @@ test-fast:
 
 lint:
 	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench || true
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

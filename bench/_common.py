@@ -132,8 +132,12 @@ class Procs:
             try:
                 p.wait(grace)
             except subprocess.TimeoutExpired:
-                print(f"warning: {Path(str(p.args[0])).name} (pid {p.pid}) did not exit within "
-                      f"{grace:g} s of SIGTERM; killing it", file=sys.stderr, flush=True)
+                print(
+                    f"warning: {Path(str(p.args[0])).name} (pid {p.pid}) did not exit within "
+                    f"{grace:g} s of SIGTERM; killing it",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 _kill_group(p.pid, signal.SIGKILL)
                 p.wait(5)
         # Anything the process left behind (slum reaps its children; this is the safety net).
@@ -248,16 +252,25 @@ class Slum:
             raise RuntimeError(f"GET /_/api/instances: {status} {data}")
         return list(data)
 
-    def wait_healthy(self, ids: Sequence[str], timeout: float = 30.0, *,
-                     idle_ok: bool = False) -> dict[str, dict[str, Any]]:
+    def wait_healthy(
+        self, ids: Sequence[str], timeout: float = 30.0, *, idle_ok: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """Until each is healthy (idle_ok: or already stopped for being idle, which a short
         idle_timeout can make happen before the first look)."""
         deadline = time.monotonic() + timeout
         while True:
             by_id = {i["id"]: i for i in self.instances()}
-            if all(by_id.get(i, {}).get("status") in ("healthy", "running")
-                   or (idle_ok and (by_id.get(i, {}).get("status") == "sleeping"
-                                    or by_id.get(i, {}).get("reason") == "idle")) for i in ids):
+            if all(
+                by_id.get(i, {}).get("status") in ("healthy", "running")
+                or (
+                    idle_ok
+                    and (
+                        by_id.get(i, {}).get("status") == "sleeping"
+                        or by_id.get(i, {}).get("reason") == "idle"
+                    )
+                )
+                for i in ids
+            ):
                 return by_id
             if time.monotonic() > deadline:
                 states = {i: by_id.get(i, {}).get("status") for i in ids}
@@ -265,8 +278,7 @@ class Slum:
             time.sleep(0.05)
 
 
-def start_slum(procs: Procs, workdir: Path, config: str, *, timeout: float = 30.0,
-               ask: bool = True) -> Slum:
+def start_slum(procs: Procs, workdir: Path, config: str, *, timeout: float = 30.0, ask: bool = True) -> Slum:
     """Write tenement.toml into workdir and run `slum serve` on 127.0.0.1 with a fresh database
     there; return once the control socket answers /api/health (ask=False: once it exists and the
     edge listens, without a request, which would load the web app)."""
@@ -275,9 +287,23 @@ def start_slum(procs: Procs, workdir: Path, config: str, *, timeout: float = 30.
     db = workdir / "slum.db"
     port = free_port()
     log = (workdir / "slum.log").open("wb")
-    proc = procs.start([SLUM, "serve", "--host", "127.0.0.1", "--port", str(port),
-                        "--database", str(db), "--config", str(cfg)],
-                       cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    proc = procs.start(
+        [
+            SLUM,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            str(db),
+            "--config",
+            str(cfg),
+        ],
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     # Find the control socket the way the CLI does (beside the database).
     sock = db.with_suffix(".sock")
@@ -322,8 +348,12 @@ def load_row(bench: str, when: str = "") -> Row:
     load = os.getloadavg()[0]
     busy = load / (os.cpu_count() or 1)
     label = f"load avg (1 min){' ' + when if when else ''}"
-    return Row(bench, label, f"{load:.2f}",
-               f"{os.cpu_count()} cpus; " + ("busy: numbers noisy" if busy > 0.5 else "quiet"))
+    return Row(
+        bench,
+        label,
+        f"{load:.2f}",
+        f"{os.cpu_count()} cpus; " + ("busy: numbers noisy" if busy > 0.5 else "quiet"),
+    )
 
 
 def met(ok: bool) -> str:
@@ -369,12 +399,13 @@ def setup_nginx(d: Path, service: str = "svc", workers: str = "1") -> str:
     (d / "www" / "index.html").write_bytes(proxy.BODY)
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (d / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-    (d / "nginx.conf.in").write_text(proxy.NGINX_CONF.format(workers=workers, dir=d,
-                                                             port="__PORT__"))
+    (d / "nginx.conf.in").write_text(proxy.NGINX_CONF.format(workers=workers, dir=d, port="__PORT__"))
     (d / "backend.sh").write_text(proxy.BACKEND_SH)
-    return (f'[service.{service}]\ncommand = "sh {d}/backend.sh"\nhealth = "/health"\n'
-            f'idle_timeout = 0\nstartup_timeout = 10\nrestart = "on-failure"\n\n'
-            f'[service.{service}.env]\nNGINX_DIR = "{d}"\nNGINX_BIN = "{nginx}"\n')
+    return (
+        f'[service.{service}]\ncommand = "sh {d}/backend.sh"\nhealth = "/health"\n'
+        f'idle_timeout = 0\nstartup_timeout = 10\nrestart = "on-failure"\n\n'
+        f'[service.{service}.env]\nNGINX_DIR = "{d}"\nNGINX_BIN = "{nginx}"\n'
+    )
 
 
 def status(slum: Slum) -> dict[str, Any]:
@@ -398,10 +429,19 @@ def tenement_bin() -> str | None:
     ten = TENEMENT_VENV / "bin" / "ten"
     if not ten.exists():
         print("bench: installing tenement (pip) into bench/results/tenement-venv ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(TENEMENT_VENV)],
-                       capture_output=True, timeout=300, check=False)
-        out = subprocess.run([str(TENEMENT_VENV / "bin" / "pip"), "install", "-q", "tenement"],
-                             capture_output=True, text=True, timeout=600, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--clear", str(TENEMENT_VENV)],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        out = subprocess.run(
+            [str(TENEMENT_VENV / "bin" / "pip"), "install", "-q", "tenement"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if not ten.exists():
             print(f"bench: tenement unavailable: {out.stderr.strip()[-300:]}", file=sys.stderr)
             return None
@@ -421,8 +461,11 @@ class Tenement:
 
     def env(self) -> dict[str, str]:
         """For `ten` CLI calls against this server (its token is in the data dir)."""
-        return {**os.environ, "TENEMENT_SERVER": f"http://127.0.0.1:{self.port}",
-                "TENEMENT_DATA_DIR": str(self.dir / "data")}
+        return {
+            **os.environ,
+            "TENEMENT_SERVER": f"http://127.0.0.1:{self.port}",
+            "TENEMENT_DATA_DIR": str(self.dir / "data"),
+        }
 
 
 # tenement starts a service with an empty environment and, by default, in a PID namespace of its
@@ -431,8 +474,14 @@ TENEMENT_SERVICE_KEYS = 'isolation = "process"\nmemory_limit_mb = 0\n'
 TENEMENT_ENV = 'PATH = "/usr/local/bin:/usr/bin:/bin"\nPORT = "{port}"\n'
 
 
-def start_tenement(procs: Procs, workdir: Path, config: str, hosts: Sequence[str] = (),
-                   timeout: float = 30.0, env: dict[str, str] | None = None) -> Tenement | None:
+def start_tenement(
+    procs: Procs,
+    workdir: Path,
+    config: str,
+    hosts: Sequence[str] = (),
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> Tenement | None:
     """`ten serve` on a free port with config as workdir/tenement.toml (its data dir under
     workdir/data), a token generated for the CLI; returns once each of `hosts` answers 200 through
     it (GET /), or None when tenement is not available."""
@@ -443,14 +492,25 @@ def start_tenement(procs: Procs, workdir: Path, config: str, hosts: Sequence[str
     (workdir / "tenement.toml").write_text(config)
     port = free_port()
     log = (workdir / "ten.log").open("wb")
-    proc = procs.start([ten, "serve", "-p", str(port), "--data-dir", str(workdir / "data")],
-                       cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                       env={**os.environ, **(env or {})})
+    proc = procs.start(
+        [ten, "serve", "-p", str(port), "--data-dir", str(workdir / "data")],
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
     log.close()
     t = Tenement(proc, port, workdir, ten)
     wait_tcp(port, timeout, proc)
-    gen = subprocess.run([ten, "token-gen", "--data-dir", str(workdir / "data")], cwd=workdir,
-                         capture_output=True, text=True, timeout=30, check=False, env=t.env())
+    gen = subprocess.run(
+        [ten, "token-gen", "--data-dir", str(workdir / "data")],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=t.env(),
+    )
     if gen.returncode != 0:
         raise RuntimeError(f"ten token-gen: exit {gen.returncode}: {gen.stderr[:300]}")
     deadline = time.monotonic() + timeout

@@ -52,8 +52,7 @@ def old_format() -> str:
 def random_id() -> str:
     from slum.store.tokens import checksum
 
-    body = "slum_" + secrets.token_hex(4) + "_" + "".join(secrets.choice(ALNUM)
-                                                        for _ in range(40))
+    body = "slum_" + secrets.token_hex(4) + "_" + "".join(secrets.choice(ALNUM) for _ in range(40))
     return body + (checksum(body) if secrets.randbelow(2) else "AAAAAA")
 
 
@@ -111,8 +110,9 @@ def flood(port: int, clients: int, requests: int, headers_for: Any) -> tuple[Cou
 
 
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/auth_flood.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/auth_flood.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clients", type=int, default=40)
     ap.add_argument("--requests", type=int, default=400, help="per phase")
     args = ap.parse_args(argv)
@@ -123,8 +123,9 @@ def run(argv: list[str]) -> list[Row]:
     results: dict[str, object] = {}
     with tempdir("slum-bench-auth-") as d, Procs() as procs:
         db = d / "slum.db"
-        token = subprocess.run([SLUM, "token-gen", "--database", str(db)], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        token = subprocess.run(
+            [SLUM, "token-gen", "--database", str(db)], capture_output=True, text=True, check=True
+        ).stdout.strip()
         public_id = token.split("_")[1]
         from argon2 import PasswordHasher
 
@@ -132,12 +133,18 @@ def run(argv: list[str]) -> list[Row]:
 
         conn = connect(db)
         with conn:
-            conn.execute("INSERT INTO tokens (hash, public_id, legacy) VALUES (?, 'oldtoken', 1)",
-                         (PasswordHasher().hash(old_format()),))
-            conn.execute("INSERT INTO servers (id, name, address, created_at, token) VALUES "
-                         "('far', 'far', 'http://127.0.0.1:9', datetime('now'), 'x')")
-            conn.execute("INSERT INTO tenants (id, server_id, status, created_at) VALUES "
-                         "('acme', 'local', 'active', datetime('now'))")
+            conn.execute(
+                "INSERT INTO tokens (hash, public_id, legacy) VALUES (?, 'oldtoken', 1)",
+                (PasswordHasher().hash(old_format()),),
+            )
+            conn.execute(
+                "INSERT INTO servers (id, name, address, created_at, token) VALUES "
+                "('far', 'far', 'http://127.0.0.1:9', datetime('now'), 'x')"
+            )
+            conn.execute(
+                "INSERT INTO tenants (id, server_id, status, created_at) VALUES "
+                "('acme', 'local', 'active', datetime('now'))"
+            )
         conn.close()
         slum = start_slum(procs, d, CONFIG.format(dir=d))
         time.sleep(2)
@@ -149,14 +156,21 @@ def run(argv: list[str]) -> list[Row]:
             return f"10.{n}.{i // 250}.{i % 250 + 1}"
 
         phases = {
-            "old-format": lambda n, i: {"Authorization": f"Bearer {old_format()}",
-                                        "X-Forwarded-For": addr(n, i)},
-            "random-id": lambda n, i: {"Authorization": f"Bearer {random_id()}",
-                                       "X-Forwarded-For": addr(n, i)},
-            "known-id": lambda n, i: {"Authorization": f"Bearer {known()}",
-                                      "X-Forwarded-For": addr(n, i)},
-            "router": lambda n, i: {"Host": "acme.localhost", "X-Tenant-ID": "acme",
-                                    "X-Slum-Router": old_format(), "path": "/"},
+            "old-format": lambda n, i: {
+                "Authorization": f"Bearer {old_format()}",
+                "X-Forwarded-For": addr(n, i),
+            },
+            "random-id": lambda n, i: {
+                "Authorization": f"Bearer {random_id()}",
+                "X-Forwarded-For": addr(n, i),
+            },
+            "known-id": lambda n, i: {"Authorization": f"Bearer {known()}", "X-Forwarded-For": addr(n, i)},
+            "router": lambda n, i: {
+                "Host": "acme.localhost",
+                "X-Tenant-ID": "acme",
+                "X-Slum-Router": old_format(),
+                "path": "/",
+            },
         }
         for name, headers_for in phases.items():
             sampler = Sampler(slum.pid)
@@ -168,9 +182,14 @@ def run(argv: list[str]) -> list[Row]:
             results[name] = {"peak_rss_mb": peak, "statuses": dict(counts), "seconds": seconds}
             answered = ", ".join(f"{n} x {s}" for s, n in sorted(counts.items()))
             ok = "met" if peak < TARGET_MB else "NOT met"
-            rows.append(Row("auth_flood", f"{name}: peak slum RSS, {clients} clients",
-                            f"{peak:.1f} MB", f"< {TARGET_MB:g} MB: {ok}; {answered} in "
-                            f"{seconds:.1f} s"))
+            rows.append(
+                Row(
+                    "auth_flood",
+                    f"{name}: peak slum RSS, {clients} clients",
+                    f"{peak:.1f} MB",
+                    f"< {TARGET_MB:g} MB: {ok}; {answered} in {seconds:.1f} s",
+                )
+            )
         after = psutil.Process(slum.pid).memory_info().rss / 2**20
         rows.append(Row("auth_flood", "slum RSS after", f"{after:.1f} MB"))
         # And the real token still answers at once.
@@ -179,8 +198,14 @@ def run(argv: list[str]) -> list[Row]:
         c.request("GET", "/_/api/instances", headers={"Authorization": f"Bearer {token}"})
         status = c.getresponse().status
         c.close()
-        rows.append(Row("auth_flood", "valid token after the flood",
-                        f"{(time.perf_counter() - started) * 1000:.0f} ms", f"HTTP {status}"))
+        rows.append(
+            Row(
+                "auth_flood",
+                "valid token after the flood",
+                f"{(time.perf_counter() - started) * 1000:.0f} ms",
+                f"HTTP {status}",
+            )
+        )
     save_json("auth_flood", {"base_rss_mb": base, "phases": results})
     return rows
 

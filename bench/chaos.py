@@ -78,10 +78,29 @@ flood = ["f"]
 hostile = ["h"]
 """
 
-HOSTILE_PATHS = ["/cl-abc", "/status-2000", "/status-99", "/garbage", "/204-body", "/304-body",
-                 "/cl-te", "/two-cl", "/nul", "/obs-fold", "/bare-lf", "/huge-head", "/bad-chunk",
-                 "/after", "/early-hints", "/switch", "/trailers", "/te-gzip", "/trailer-flood",
-                 "/hang-up", "/cut"]
+HOSTILE_PATHS = [
+    "/cl-abc",
+    "/status-2000",
+    "/status-99",
+    "/garbage",
+    "/204-body",
+    "/304-body",
+    "/cl-te",
+    "/two-cl",
+    "/nul",
+    "/obs-fold",
+    "/bare-lf",
+    "/huge-head",
+    "/bad-chunk",
+    "/after",
+    "/early-hints",
+    "/switch",
+    "/trailers",
+    "/te-gzip",
+    "/trailer-flood",
+    "/hang-up",
+    "/cut",
+]
 HOSTILE_REQUESTS = [
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
@@ -90,7 +109,8 @@ HOSTILE_REQUESTS = [
     b"GET /echo HTTP/1.1\nHost: h.hostile.localhost\n\n",
     b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(64)),
     b"GET / HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
-    + b"".join(b"X-F%d: %s\r\n" % (i, b"a" * 1000) for i in range(70)) + b"\r\n",
+    + b"".join(b"X-F%d: %s\r\n" % (i, b"a" * 1000) for i in range(70))
+    + b"\r\n",
     b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"5\r\nhello\r\n0\r\n" + (b"X-T: " + b"t" * 1000 + b"\r\n") * 200,
     b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
@@ -128,11 +148,16 @@ def hostile_client(port: int, stop: threading.Event, counts: dict[str, int]) -> 
             exchange(port, raw)
             counts["hostile"] += 1
         # The crash of issue 11: a bad chunk size in a later read than the head.
-        exchange(port, b"POST /api/health HTTP/1.1\r\nHost: localhost\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n", split_after=80)
+        exchange(
+            port,
+            b"POST /api/health HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+            split_after=80,
+        )
         # A slow head and a stalled body, left to the timeouts.
-        for raw in (b"GET / HTTP/1.1\r\nHost: one.we",
-                    b"POST / HTTP/1.1\r\nHost: h.hostile.localhost\r\nContent-Length: 9\r\n\r\nab"):
+        for raw in (
+            b"GET / HTTP/1.1\r\nHost: one.we",
+            b"POST / HTTP/1.1\r\nHost: h.hostile.localhost\r\nContent-Length: 9\r\n\r\nab",
+        ):
             try:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=10)
                 sock.sendall(raw)
@@ -198,17 +223,20 @@ def healthy_failures(sock: Any, log_path: Any) -> dict[str, Any]:
     except OSError:
         text = ""
     if isinstance(text, str):
-        out["answers"] = [line for line in text.splitlines()
-                          if line.startswith("slum_requests_total") and "web:one" in line
-                          and '"2xx"' not in line]
+        out["answers"] = [
+            line
+            for line in text.splitlines()
+            if line.startswith("slum_requests_total") and "web:one" in line and '"2xx"' not in line
+        ]
     lines = log_path.read_text(errors="replace").splitlines()
     out["log"] = [line for line in lines if "web:one" in line or "one.web" in line][-20:]
     return out if out["answers"] or out["log"] else {}
 
 
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/chaos.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/chaos.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     ap.add_argument("--quick", action="store_true", help="60 seconds")
     ap.add_argument("--connections", type=int, default=8)
@@ -218,33 +246,54 @@ def run(argv: list[str]) -> list[Row]:
     rng = random.Random(args.seed)
     rows: list[Row] = []
     with tempdir("slum-bench-chaos-") as d, Procs() as procs:
-        slum = start_slum(procs, d, CONFIG.format(dir=d, python=sys.executable,
-                                                  children=CHILDREN))
+        slum = start_slum(procs, d, CONFIG.format(dir=d, python=sys.executable, children=CHILDREN))
         slum.wait_healthy(["web:one", "victim:v1", "victim:v2", "victim:v3", "hostile:h"], 60)
         proc = psutil.Process(slum.pid)
         started = proc.create_time()
         rss_start = proc.memory_info().rss
         counts = {"hostile": 0, "rounds": 0, "killed": 0}
         stop = threading.Event()
-        helpers = [threading.Thread(target=hostile_client, args=(slum.port, stop, counts),
-                                    daemon=True),
-                   threading.Thread(target=killer, args=(slum.sock, stop, counts, rng),
-                                    daemon=True)]
+        helpers = [
+            threading.Thread(target=hostile_client, args=(slum.port, stop, counts), daemon=True),
+            threading.Thread(target=killer, args=(slum.sock, stop, counts, rng), daemon=True),
+        ]
         for t in helpers:
             t.start()
-        print(f"chaos: {duration:.0f} s of load on {HEALTHY} while instances are killed, a "
-              "child floods its log and a hostile client runs the catalogue ...", flush=True)
+        print(
+            f"chaos: {duration:.0f} s of load on {HEALTHY} while instances are killed, a "
+            "child floods its log and a hostile client runs the catalogue ...",
+            flush=True,
+        )
         load: dict[str, Any]
         if shutil.which("wrk"):
-            out = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{duration:.0f}s",
-                                  "--latency", "--timeout", "10s", "-H", f"Host: {HEALTHY}",
-                                  f"http://127.0.0.1:{slum.port}/"],
-                                 capture_output=True, text=True, timeout=duration + 60,
-                                 check=False)
+            out = subprocess.run(
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{args.connections}",
+                    f"-d{duration:.0f}s",
+                    "--latency",
+                    "--timeout",
+                    "10s",
+                    "-H",
+                    f"Host: {HEALTHY}",
+                    f"http://127.0.0.1:{slum.port}/",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=duration + 60,
+                check=False,
+            )
             w = parse_wrk(out.stdout)
             errors = sum(int(n) for n in re.findall(r"\d+", w["socket_errors"]))
-            load = {"tool": "wrk", "requests": w["requests"], "failed": w["non2xx"] + errors,
-                    "rps": w["rps"], "p99_ms": w["p99"], "socket_errors": w["socket_errors"]}
+            load = {
+                "tool": "wrk",
+                "requests": w["requests"],
+                "failed": w["non2xx"] + errors,
+                "rps": w["rps"],
+                "p99_ms": w["p99"],
+                "socket_errors": w["socket_errors"],
+            }
         else:
             result = {"requests": 0, "failed": 0}
             timer = threading.Timer(duration, stop.set)
@@ -265,26 +314,49 @@ def run(argv: list[str]) -> list[Row]:
             restarts = -1
         failures = healthy_failures(slum.sock, d / "slum.log")
         rows += [
-            Row("chaos", "slum alive, same pid", "yes" if same else "NO",
-                f"uptime {uptime:.0f} s over a {duration:.0f} s soak"),
-            Row("chaos", "healthy tenant requests", f"{load['requests']}",
-                f"{load['rps']:.0f} req/s ({load['tool']})"),
-            Row("chaos", "healthy tenant failed", f"{load['failed']}",
-                "target 0" + (f"; wrk socket errors: {load.get('socket_errors')}"
-                              if load.get("socket_errors") else "")),
-            Row("chaos", "slum RSS start / end", f"{rss_start / 2**20:.0f} / "
-                f"{rss_end / 2**20:.0f} MiB", ""),
-            Row("chaos", "instances SIGKILLed", f"{counts['killed']}",
-                f"restarts seen by slum: {restarts}"),
-            Row("chaos", "hostile exchanges", f"{counts['hostile']}",
-                f"{counts['rounds']} rounds of the catalogue"),
+            Row(
+                "chaos",
+                "slum alive, same pid",
+                "yes" if same else "NO",
+                f"uptime {uptime:.0f} s over a {duration:.0f} s soak",
+            ),
+            Row(
+                "chaos",
+                "healthy tenant requests",
+                f"{load['requests']}",
+                f"{load['rps']:.0f} req/s ({load['tool']})",
+            ),
+            Row(
+                "chaos",
+                "healthy tenant failed",
+                f"{load['failed']}",
+                "target 0"
+                + (f"; wrk socket errors: {load.get('socket_errors')}" if load.get("socket_errors") else ""),
+            ),
+            Row("chaos", "slum RSS start / end", f"{rss_start / 2**20:.0f} / {rss_end / 2**20:.0f} MiB", ""),
+            Row("chaos", "instances SIGKILLed", f"{counts['killed']}", f"restarts seen by slum: {restarts}"),
+            Row(
+                "chaos",
+                "hostile exchanges",
+                f"{counts['hostile']}",
+                f"{counts['rounds']} rounds of the catalogue",
+            ),
         ]
         if failures:
             print("what the healthy tenant met:", json.dumps(failures, indent=1))
-        save_json("chaos", {"duration": duration, "load": load, "counts": counts,
-                            "healthy_failures": failures,
-                            "rss_start": rss_start, "rss_end": rss_end, "same_pid": same,
-                            "uptime": uptime})
+        save_json(
+            "chaos",
+            {
+                "duration": duration,
+                "load": load,
+                "counts": counts,
+                "healthy_failures": failures,
+                "rss_start": rss_start,
+                "rss_end": rss_end,
+                "same_pid": same,
+                "uptime": uptime,
+            },
+        )
         if not same:
             tail = (d / "slum.log").read_text(errors="replace")[-3000:]
             print(json.dumps({"slum log tail": tail}, indent=1))

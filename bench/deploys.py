@@ -47,7 +47,7 @@ def config(python: str) -> str:
 data_dir = "./data"
 
 [service.notes]
-command = ["{python}", "{APP_DIR / 'app.py'}"]
+command = ["{python}", "{APP_DIR / "app.py"}"]
 health = "/health"
 
 [service.notes.env]
@@ -82,19 +82,25 @@ def run(argv: list[str]) -> list[Row]:
         slum = start_slum(procs, d, config(real_python3()))
         env = slum.env()
         for _ in range(100):  # both instances ready
-            if all(i["status"] == "healthy" for i in slum.instances()) and len(
-                    slum.instances()) == 2:
+            if all(i["status"] == "healthy" for i in slum.instances()) and len(slum.instances()) == 2:
                 break
             time.sleep(0.1)
         timed_gets(slum.port, "v1.notes.localhost", 200)  # warm the pools
         by_id = timed_gets(slum.port, "v1.notes.localhost", args.count)
         by_service = timed_gets(slum.port, "notes.localhost", args.count)
         rows += [
-            Row("deploys", "GET by {id}.{service}: median / p99", f"{ms(median(by_id))} / "
-                f"{ms(pct(by_id, 99))}", f"{args.count} keep-alive requests"),
-            Row("deploys", "GET by {service} (50/50): median / p99",
+            Row(
+                "deploys",
+                "GET by {id}.{service}: median / p99",
+                f"{ms(median(by_id))} / {ms(pct(by_id, 99))}",
+                f"{args.count} keep-alive requests",
+            ),
+            Row(
+                "deploys",
+                "GET by {service} (50/50): median / p99",
                 f"{ms(median(by_service))} / {ms(pct(by_service, 99))}",
-                f"ratio of medians {median(by_service) / median(by_id):.2f}"),
+                f"ratio of medians {median(by_service) / median(by_id):.2f}",
+            ),
         ]
         subprocess.run([SLUM, "stop", "notes:b"], env=env, check=True, capture_output=True)
         stop = threading.Event()
@@ -120,11 +126,16 @@ def run(argv: list[str]) -> list[Row]:
         thread.start()
         time.sleep(0.5)
         t0 = time.perf_counter()
-        subprocess.run([SLUM, "deploy", "notes", "--version", "v2", "--weight", "0"], env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [SLUM, "deploy", "notes", "--version", "v2", "--weight", "0"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         t1 = time.perf_counter()
-        subprocess.run([SLUM, "route", "notes", "--from", "v1", "--to", "v2"], env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [SLUM, "route", "notes", "--from", "v1", "--to", "v2"], env=env, check=True, capture_output=True
+        )
         t2 = time.perf_counter()
         time.sleep(0.5)
         stop.set()
@@ -133,13 +144,15 @@ def run(argv: list[str]) -> list[Row]:
         rows += [
             Row("deploys", "deploy v2 (spawn + healthy), CLI wall time", ms(t1 - t0), ""),
             Row("deploys", "route v1 -> v2, CLI wall time", ms(t2 - t1), ""),
-            Row("deploys", "requests during the switch: ok / failed",
-                f"{answers['200']} / {failed}", dict(answers).__repr__() if failed else ""),
+            Row(
+                "deploys",
+                "requests during the switch: ok / failed",
+                f"{answers['200']} / {failed}",
+                dict(answers).__repr__() if failed else "",
+            ),
         ]
     rows.append(load_row("deploys", "after"))
     return rows
-
-
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ backoff_max_ms = 500
 max_restarts = 1000
 
 [service.web]
-command = ["{PY}", "{CHILDREN / 'web.py'}"]
+command = ["{PY}", "{CHILDREN / "web.py"}"]
 health = "/health"
 
 [service.hog]
-command = ["{PY}", "{CHILDREN / 'memhog.py'}"]
+command = ["{PY}", "{CHILDREN / "memhog.py"}"]
 memory_limit_mb = 64
 restart = "always"
 [service.hog.env]
@@ -45,7 +45,7 @@ HOG_MB = "200"
 HOG_AFTER = "0"
 
 [service.bomb]
-command = ["{PY}", "{CHILDREN / 'forkbomb.py'}"]
+command = ["{PY}", "{CHILDREN / "forkbomb.py"}"]
 pids_max = 20
 [service.bomb.env]
 BOMB_CAP = "500"
@@ -82,18 +82,22 @@ def main() -> None:
         latencies(slum.port, 50)  # warm up
         rest = pct(latencies(slum.port, args.requests), 99)
         print(f"{'at rest':<28} p99 {rest * 1000:7.2f} ms")
-        for name, what in (("hog", "memory hog (64 MB)"), ("bomb", "fork bomb (pids_max 20)"),
-                           ("burn", "CPU burner (2 processes)")):
-            status, _ = api(slum.sock, "POST", "/_/api/instances",
-                               {"service": name, "id": "x"})
+        for name, what in (
+            ("hog", "memory hog (64 MB)"),
+            ("bomb", "fork bomb (pids_max 20)"),
+            ("burn", "CPU burner (2 processes)"),
+        ):
+            status, _ = api(slum.sock, "POST", "/_/api/instances", {"service": name, "id": "x"})
             time.sleep(2)  # let it do its worst
             lat = latencies(slum.port, args.requests)
             state = next((i for i in slum.instances() if i["id"] == f"{name}:x"), {})
             api(slum.sock, "POST", f"/_/api/instances/{name}:x/stop")
             p99 = pct(lat, 99)
-            print(f"{what:<28} p99 {p99 * 1000:7.2f} ms  x{p99 / rest:4.2f} of rest   "
-                  f"(spawn {status}; it: {state.get('status')}, {state.get('reason')}, "
-                  f"oom_kills {state.get('oom_kills')})")
+            print(
+                f"{what:<28} p99 {p99 * 1000:7.2f} ms  x{p99 / rest:4.2f} of rest   "
+                f"(spawn {status}; it: {state.get('status')}, {state.get('reason')}, "
+                f"oom_kills {state.get('oom_kills')})"
+            )
             time.sleep(1)
 
 

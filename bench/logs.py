@@ -128,21 +128,22 @@ def realistic(start: int, n: int, total: int, t0: float) -> list[Any]:
         inst = (i + i // 100) % INSTANCES  # every instance has some of each kind
         if r == 0:
             level = "error"
-            msg = (f"upstream {WORD} after 3000 ms calling billing-api for order {i} "
-                   f"(attempt {i % 3 + 1})")
+            msg = f"upstream {WORD} after 3000 ms calling billing-api for order {i} (attempt {i % 3 + 1})"
         elif r < 70:
             level = "info"
-            msg = (f'127.0.0.{i % 250} - - "GET /api/items/{i * 7 % 100000} HTTP/1.1" 200 '
-                   f'{i % 5000} {i % 97}ms ua=Mozilla/5.0')
+            msg = (
+                f'127.0.0.{i % 250} - - "GET /api/items/{i * 7 % 100000} HTTP/1.1" 200 '
+                f"{i % 5000} {i % 97}ms ua=Mozilla/5.0"
+            )
         elif r < 95:
             level = "info"
-            msg = (f"worker {i % 8} processed job {i:08x} in {i % 300} ms user=user{i % 1000} "
-                   f"queue=default")
+            msg = f"worker {i % 8} processed job {i:08x} in {i % 300} ms user=user{i % 1000} queue=default"
         else:
             level = "warn"
             msg = f"cache miss for key session:{i * 2654435761 % 2**32:08x}, loading from db"
-        out.append(LogLine(t0 - 3600 + 3600 * i / total, f"notes:t{inst:02d}", f"t{inst:02d}",
-                           "stdout", level, msg))
+        out.append(
+            LogLine(t0 - 3600 + 3600 * i / total, f"notes:t{inst:02d}", f"t{inst:02d}", "stdout", level, msg)
+        )
     return out
 
 
@@ -173,9 +174,13 @@ def build_db(path: Path, total: int, measured: int) -> dict[str, Any]:
     finally:
         conn.close()
     size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
-    return {"lines": total, "measured": min(measured, total),
-            "rate_measured": min(measured, total) / spent_measured if spent_measured else 0.0,
-            "rate_all": total / spent if spent else 0.0, "bytes": size}
+    return {
+        "lines": total,
+        "measured": min(measured, total),
+        "rate_measured": min(measured, total) / spent_measured if spent_measured else 0.0,
+        "rate_all": total / spent if spent else 0.0,
+        "bytes": size,
+    }
 
 
 # --- (c) search ------------------------------------------------------------------------------
@@ -229,9 +234,15 @@ async def sse_latency(sock: Path, n: int, seconds: float, slum: Slum) -> dict[st
         stream = await trio.open_unix_socket(str(sock))
         conn = h11.Connection(h11.CLIENT)
         target = "/_/api/logs/stream?instance_id=tick:one"
-        await stream.send_all(conn.send(h11.Request(
-            method="GET", target=target,
-            headers=[("Host", "localhost"), ("Accept", "text/event-stream")])))
+        await stream.send_all(
+            conn.send(
+                h11.Request(
+                    method="GET",
+                    target=target,
+                    headers=[("Host", "localhost"), ("Accept", "text/event-stream")],
+                )
+            )
+        )
         await stream.send_all(conn.send(h11.EndOfMessage()))
         buf = b""
         counted = False
@@ -279,19 +290,18 @@ async def sse_latency(sock: Path, n: int, seconds: float, slum: Slum) -> dict[st
             with trio.fail_after(30):
                 await all_connected.wait()
             code, data = await trio.to_thread.run_sync(
-                lambda: api(slum.sock, "POST", "/_/api/instances", {"service": "tick", "id": "one"}))
+                lambda: api(slum.sock, "POST", "/_/api/instances", {"service": "tick", "id": "one"})
+            )
             if code != 201:
                 raise RuntimeError(f"spawn tick:one: {code} {data}")
             await trio.sleep(seconds)
-            await trio.to_thread.run_sync(
-                lambda: api(slum.sock, "POST", "/_/api/instances/tick:one/stop"))
+            await trio.to_thread.run_sync(lambda: api(slum.sock, "POST", "/_/api/instances/tick:one/stop"))
             nursery.cancel_scope.cancel()
     return {"latencies": lat, "per_subscriber": per_sub, "errors": errors[:5]}
 
 
 # --- (b) flood + edge p99 --------------------------------------------------------------------
-def flood_phase(slum: Slum, wrk_s: float, window_s: float, lines: int,
-                rounds: int = 3) -> dict[str, Any]:
+def flood_phase(slum: Slum, wrk_s: float, window_s: float, lines: int, rounds: int = 3) -> dict[str, Any]:
     """`rounds` pairs, each wrk at rest then wrk during a flood (the flooder spawned for it and
     stopped after it), so each pair's ratio compares neighbouring moments of a machine whose
     load drifts; the first round also measures the flood's rate alone for window_s."""
@@ -299,8 +309,13 @@ def flood_phase(slum: Slum, wrk_s: float, window_s: float, lines: int,
 
     url = f"http://127.0.0.1:{slum.port}/index.html"
     check_target("slum -> nginx", slum.port, NGINX_HOST)
-    res: dict[str, Any] = {"rest": [], "during": [], "during_rate": [], "still_flooding": [],
-                           "rounds": rounds}
+    res: dict[str, Any] = {
+        "rest": [],
+        "during": [],
+        "during_rate": [],
+        "still_flooding": [],
+        "rounds": rounds,
+    }
     wrk(url, NGINX_HOST, 1, 8, 1)  # warm-up
     for i in range(rounds):
         res["rest"].append(wrk(url, NGINX_HOST, 1, 8, wrk_s))
@@ -333,9 +348,12 @@ def flood_phase(slum: Slum, wrk_s: float, window_s: float, lines: int,
             deadline = time.monotonic() + 10  # the next rest run starts once ingestion is idle
             while status(slum).get("log_queue") and time.monotonic() < deadline:
                 time.sleep(0.1)
-        print(f"  round {i + 1}: edge p99 at rest {res['rest'][-1]['p99']:.2f} ms, during the "
-              f"flood {res['during'][-1]['p99']:.2f} ms "
-              f"({res['during'][-1]['p99'] / res['rest'][-1]['p99']:.2f}x)", flush=True)
+        print(
+            f"  round {i + 1}: edge p99 at rest {res['rest'][-1]['p99']:.2f} ms, during the "
+            f"flood {res['during'][-1]['p99']:.2f} ms "
+            f"({res['during'][-1]['p99'] / res['rest'][-1]['p99']:.2f}x)",
+            flush=True,
+        )
     return res
 
 
@@ -346,12 +364,19 @@ def flood_rows(args: argparse.Namespace, python: str, flood_lines: int) -> list[
         fdir = d / "flood"
         fdir.mkdir()
         nginx = setup_nginx(fdir)
-        slum = start_slum(procs, fdir, CONFIG.format(
-            dir=d, python=python, nginx=nginx, instances='[instances]\nsvc = ["x"]',
-            flood_lines=flood_lines))
+        slum = start_slum(
+            procs,
+            fdir,
+            CONFIG.format(
+                dir=d,
+                python=python,
+                nginx=nginx,
+                instances='[instances]\nsvc = ["x"]',
+                flood_lines=flood_lines,
+            ),
+        )
         slum.wait_healthy(["svc:x"])
-        flood = flood_phase(slum, args.wrk_seconds, args.flood_window, flood_lines,
-                            args.flood_rounds)
+        flood = flood_phase(slum, args.wrk_seconds, args.flood_window, flood_lines, args.flood_rounds)
     save_json("logs-flood", {"args": vars(args), "flood": flood})
     return _flood_table(flood)
 
@@ -364,29 +389,44 @@ def _flood_table(flood: dict[str, Any]) -> list[Row]:
     rps = {k: median([x["rps"] for x in flood[k]]) for k in ("rest", "during")}
     p50 = {k: median([x["p50"] for x in flood[k]]) for k in ("rest", "during")}
     return [
-        Row("logs", "(b) flood under slum: lines/s stored", f"{flood['alone_rate']:,.0f} lines/s",
+        Row(
+            "logs",
+            "(b) flood under slum: lines/s stored",
+            f"{flood['alone_rate']:,.0f} lines/s",
             f"during wrk: {median(flood['during_rate']):,.0f}/s; dropped "
-            f"{flood['dropped_logs']}; flood outlasted wrk: {all(flood['still_flooding'])}"),
-        Row("logs", f"(b) edge p99 during a flood / at rest (median of {len(pairs)} pairs)",
+            f"{flood['dropped_logs']}; flood outlasted wrk: {all(flood['still_flooding'])}",
+        ),
+        Row(
+            "logs",
+            f"(b) edge p99 during a flood / at rest (median of {len(pairs)} pairs)",
             f"{ratio:.2f}x",
-            f"<= {TARGET_P99_RATIO:g}x: " + (met(True) if ratio <= TARGET_P99_RATIO else
-                                            f"NOT met, gap {ratio - TARGET_P99_RATIO:.2f}x")
-            + "; pairs " + ", ".join(f"{x:.2f}" for x in pairs),
-            issue18="edge p99 while one child floods its logs"),
-        Row("logs", "(b) edge p99 at rest / during flood (medians, wrk -t1 -c8)",
+            f"<= {TARGET_P99_RATIO:g}x: "
+            + (met(True) if ratio <= TARGET_P99_RATIO else f"NOT met, gap {ratio - TARGET_P99_RATIO:.2f}x")
+            + "; pairs "
+            + ", ".join(f"{x:.2f}" for x in pairs),
+            issue18="edge p99 while one child floods its logs",
+        ),
+        Row(
+            "logs",
+            "(b) edge p99 at rest / during flood (medians, wrk -t1 -c8)",
             f"{p99['rest']:.2f} / {p99['during']:.2f} ms",
-            f"ratio of the medians {p99['during'] / p99['rest']:.2f}x"),
-        Row("logs", "(b) edge req/s at rest / during flood (medians)",
+            f"ratio of the medians {p99['during'] / p99['rest']:.2f}x",
+        ),
+        Row(
+            "logs",
+            "(b) edge req/s at rest / during flood (medians)",
             f"{rps['rest']:.0f} / {rps['during']:.0f}",
             f"p50 {p50['rest']:.2f} / {p50['during']:.2f} ms; non-2xx "
-            f"{sum(x['non2xx'] for x in rest + during)}"),
+            f"{sum(x['non2xx'] for x in rest + during)}",
+        ),
     ]
 
 
 # --- run -------------------------------------------------------------------------------------
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/logs.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/logs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--lines", type=int, default=1_000_000, help="lines in the search database")
     ap.add_argument("--ingest-lines", type=int, default=500_000, help="lines timed for (a)")
     ap.add_argument("--queries", type=int, default=20)
@@ -394,11 +434,18 @@ def run(argv: list[str]) -> list[Row]:
     ap.add_argument("--sse-seconds", type=float, default=10.0)
     ap.add_argument("--wrk-seconds", type=float, default=8.0)
     ap.add_argument("--flood-window", type=float, default=5.0, help="seconds of flood alone")
-    ap.add_argument("--flood-rounds", type=int, default=5,
-                    help="pairs of wrk runs, at rest then during a flood (median ratio)")
+    ap.add_argument(
+        "--flood-rounds",
+        type=int,
+        default=5,
+        help="pairs of wrk runs, at rest then during a flood (median ratio)",
+    )
     ap.add_argument("--quick", action="store_true", help="smaller database, shorter runs")
-    ap.add_argument("--flood-only", action="store_true",
-                    help="only (b): the edge's p99 at rest and during a flood, in one run")
+    ap.add_argument(
+        "--flood-only",
+        action="store_true",
+        help="only (b): the edge's p99 at rest and during a flood, in one run",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.lines, args.ingest_lines = min(args.lines, 200_000), min(args.ingest_lines, 100_000)
@@ -423,17 +470,20 @@ def run(argv: list[str]) -> list[Row]:
         # (a) + the database of (c), (d)
         sdir = d / "search"
         sdir.mkdir()
-        print(f"logs: inserting {total:,} lines with insert_batch ({BATCH} per transaction) ...",
-              flush=True)
+        print(f"logs: inserting {total:,} lines with insert_batch ({BATCH} per transaction) ...", flush=True)
         built = build_db(sdir / "slum.db", total, measured)
-        print(f"  {built['rate_measured']:,.0f} lines/s over the first {measured:,}, "
-              f"{built['rate_all']:,.0f} over all {total:,}", flush=True)
+        print(
+            f"  {built['rate_measured']:,.0f} lines/s over the first {measured:,}, "
+            f"{built['rate_all']:,.0f} over all {total:,}",
+            flush=True,
+        )
 
         fdir = d / "flood"
         fdir.mkdir()
         nginx = setup_nginx(fdir)
-        slum = start_slum(procs, sdir, CONFIG.format(dir=d, python=python, nginx="",
-                                                     instances="", flood_lines=flood_lines))
+        slum = start_slum(
+            procs, sdir, CONFIG.format(dir=d, python=python, nginx="", instances="", flood_lines=flood_lines)
+        )
 
         # (c) search over HTTP, and the same queries in-process
         queries = {
@@ -464,44 +514,74 @@ def run(argv: list[str]) -> list[Row]:
 
         # (b) flood on a fresh server with an nginx instance
         print("logs: flood + wrk ...", flush=True)
-        slum2 = start_slum(procs, fdir, CONFIG.format(
-            dir=d, python=python, nginx=nginx, instances='[instances]\nsvc = ["x"]',
-            flood_lines=flood_lines))
+        slum2 = start_slum(
+            procs,
+            fdir,
+            CONFIG.format(
+                dir=d,
+                python=python,
+                nginx=nginx,
+                instances='[instances]\nsvc = ["x"]',
+                flood_lines=flood_lines,
+            ),
+        )
         slum2.wait_healthy(["svc:x"])
-        flood = flood_phase(slum2, args.wrk_seconds, args.flood_window, flood_lines,
-                            args.flood_rounds)
+        flood = flood_phase(slum2, args.wrk_seconds, args.flood_window, flood_lines, args.flood_rounds)
         rows.append(load_row("logs", "at end"))
 
-    save_json("logs", {"args": vars(args), "build": built, "search_http": http_times,
-                       "search_rows": http_rows, "search_in_process": local,
-                       "sse": {k: v for k, v in sse.items()}, "flood": flood})
+    save_json(
+        "logs",
+        {
+            "args": vars(args),
+            "build": built,
+            "search_http": http_times,
+            "search_rows": http_rows,
+            "search_in_process": local,
+            "sse": {k: v for k, v in sse.items()},
+            "flood": flood,
+        },
+    )
 
     lat = sse["latencies"]
     per_line = built["bytes"] / built["lines"]
     rows += [
-        Row("logs", f"(a) insert_batch x{BATCH}, FTS, in-process ({measured:,} lines)",
+        Row(
+            "logs",
+            f"(a) insert_batch x{BATCH}, FTS, in-process ({measured:,} lines)",
             f"{built['rate_measured']:,.0f} lines/s",
             f">= {TARGET_INGEST:,}: {met(built['rate_measured'] >= TARGET_INGEST)}; "
-            f"{built['rate_all']:,.0f}/s over all {total:,}"),
+            f"{built['rate_all']:,.0f}/s over all {total:,}",
+        ),
     ]
     rows += _flood_table(flood)
     for name, times in http_times.items():
         target = ""
         if name.startswith("word"):
             target = f"median < {TARGET_SEARCH_MS:g} ms: {met(median(times) * 1000 < TARGET_SEARCH_MS)}; "
-        rows.append(Row("logs", f"(c) HTTP search {name}, {total:,} lines (median/p90 of {nq})",
-                        f"{ms(median(times))} / {ms(pct(times, 90))}",
-                        f"{target}{http_rows[name]} rows; SQLite alone "
-                        f"{median(local[name]) * 1000:.2f} ms"))
+        rows.append(
+            Row(
+                "logs",
+                f"(c) HTTP search {name}, {total:,} lines (median/p90 of {nq})",
+                f"{ms(median(times))} / {ms(pct(times, 90))}",
+                f"{target}{http_rows[name]} rows; SQLite alone {median(local[name]) * 1000:.2f} ms",
+            )
+        )
     rows += [
-        Row("logs", "(d) disk per stored line (db + wal after checkpoint)", f"{per_line:.0f} B",
-            f"{built['bytes'] / 2**20:.0f} MiB for {total:,} lines; issue 5 measured ~233 B"),
-        Row("logs", f"(e) SSE print->receipt, {subs} subscribers (median / p99)",
+        Row(
+            "logs",
+            "(d) disk per stored line (db + wal after checkpoint)",
+            f"{per_line:.0f} B",
+            f"{built['bytes'] / 2**20:.0f} MiB for {total:,} lines; issue 5 measured ~233 B",
+        ),
+        Row(
+            "logs",
+            f"(e) SSE print->receipt, {subs} subscribers (median / p99)",
             f"{ms(median(lat))} / {ms(pct(lat, 99))}",
             f"p99 < {TARGET_SSE_MS:g} ms: {met(pct(lat, 99) * 1000 < TARGET_SSE_MS)}; "
             f"{len(lat)} events, max {ms(max(lat, default=float('nan')))}, "
             f"min/sub {min(sse['per_subscriber'], default=0)}"
-            + (f"; errors {sse['errors']}" if sse["errors"] else "")),
+            + (f"; errors {sse['errors']}" if sse["errors"] else ""),
+        ),
     ]
     return rows
 

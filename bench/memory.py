@@ -55,8 +55,12 @@ TENANT = "{{id}}"
 def mem(pid: int) -> dict[str, float]:
     p = psutil.Process(pid)
     info = p.memory_full_info()
-    return {"rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20, "threads": p.num_threads(),
-            "fds": p.num_fds()}
+    return {
+        "rss_mb": info.rss / 2**20,
+        "uss_mb": info.uss / 2**20,
+        "threads": p.num_threads(),
+        "fds": p.num_fds(),
+    }
 
 
 def settle(pid: int, seconds: float = 3.0) -> dict[str, float]:
@@ -83,8 +87,9 @@ def traffic(port: int, host: str, count: int) -> None:
 
 
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/memory.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/memory.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--requests", type=int, default=50, help="GETs through the edge per instance")
     args = ap.parse_args(argv)
@@ -119,26 +124,55 @@ def run(argv: list[str]) -> list[Row]:
         loaded = settle(slum.pid)
         children = sum(c.memory_info().rss for c in psutil.Process(slum.pid).children(recursive=True))
 
-    save_json("memory", {"first_request_s": first_s, "unasked": unasked, "idle": idle,
-                         "running": running, "after_traffic": loaded,
-                         "instances": n, "requests_per_instance": reqs, "spawn_all_s": spawn_all,
-                         "children_rss_mb": children / 2**20})
+    save_json(
+        "memory",
+        {
+            "first_request_s": first_s,
+            "unasked": unasked,
+            "idle": idle,
+            "running": running,
+            "after_traffic": loaded,
+            "instances": n,
+            "requests_per_instance": reqs,
+            "spawn_all_s": spawn_all,
+            "children_rss_mb": children / 2**20,
+        },
+    )
     ok = unasked["rss_mb"] <= TARGET_IDLE_MB
     return [
-        Row("memory", "slum RSS idle (no instances, before any API request)",
+        Row(
+            "memory",
+            "slum RSS idle (no instances, before any API request)",
             f"{unasked['rss_mb']:.1f} MB",
-            f"<= {TARGET_IDLE_MB:g} MB: " + ("met" if ok else
-                                             f"NOT met, gap {unasked['rss_mb'] - TARGET_IDLE_MB:.1f} MB")
-            + "; tenement 12-15 MB", issue18="RSS idle"),
-        Row("memory", "slum RSS idle after the first API request", f"{idle['rss_mb']:.1f} MB",
-            "Quart + Hypercorn loaded on that request (specs/performance.md)"),
-        Row("memory", "first API request (loads the web app) / the next", f"{ms(first_s)} / "
-            f"{ms(second_s)}", "GET /api/health on the control socket"),
-        Row("memory", f"slum RSS with {n} instances", f"{running['rss_mb']:.1f} MB",
-            f"USS {running['uss_mb']:.1f} MB, {running['threads']:.0f} threads, "
-            f"{running['fds']:.0f} fds"),
-        Row("memory", f"slum RSS after {n}x{reqs} proxied GETs", f"{loaded['rss_mb']:.1f} MB",
-            f"children total {children / 2**20:.0f} MB (not counted)"),
+            f"<= {TARGET_IDLE_MB:g} MB: "
+            + ("met" if ok else f"NOT met, gap {unasked['rss_mb'] - TARGET_IDLE_MB:.1f} MB")
+            + "; tenement 12-15 MB",
+            issue18="RSS idle",
+        ),
+        Row(
+            "memory",
+            "slum RSS idle after the first API request",
+            f"{idle['rss_mb']:.1f} MB",
+            "Quart + Hypercorn loaded on that request (specs/performance.md)",
+        ),
+        Row(
+            "memory",
+            "first API request (loads the web app) / the next",
+            f"{ms(first_s)} / {ms(second_s)}",
+            "GET /api/health on the control socket",
+        ),
+        Row(
+            "memory",
+            f"slum RSS with {n} instances",
+            f"{running['rss_mb']:.1f} MB",
+            f"USS {running['uss_mb']:.1f} MB, {running['threads']:.0f} threads, {running['fds']:.0f} fds",
+        ),
+        Row(
+            "memory",
+            f"slum RSS after {n}x{reqs} proxied GETs",
+            f"{loaded['rss_mb']:.1f} MB",
+            f"children total {children / 2**20:.0f} MB (not counted)",
+        ),
         Row("memory", f"spawn {n} instances one by one", f"{spawn_all:.2f} s", "API, healthy each"),
     ]
 

@@ -143,8 +143,12 @@ def shared_nginx(procs: Procs, d: Path) -> tuple[str, int]:
     (d / "nginx.conf").write_text(NGINX_CONF.format(dir=d, port=port))
     (d / "attach.sh").write_text(ATTACH_SH)
     log = (d / "nginx.log").open("wb")
-    p = procs.start([nginx, "-e", "stderr", "-p", str(d), "-c", str(d / "nginx.conf")],
-                    cwd=d, stdout=log, stderr=subprocess.STDOUT)
+    p = procs.start(
+        [nginx, "-e", "stderr", "-p", str(d), "-c", str(d / "nginx.conf")],
+        cwd=d,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     wait_tcp(port, 10, p)
     return nginx, port
@@ -160,8 +164,7 @@ def throughput(args: argparse.Namespace, servers: dict[str, Slum]) -> dict[str, 
 
     for name, s in servers.items():
         check_target(name, s.port, HOST)
-        wrk(f"http://127.0.0.1:{s.port}/index.html", HOST, args.threads, args.connections,
-            args.warmup)
+        wrk(f"http://127.0.0.1:{s.port}/index.html", HOST, args.threads, args.connections, args.warmup)
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in servers}
     names = list(servers)
     for i in range(args.runs):
@@ -169,12 +172,16 @@ def throughput(args: argparse.Namespace, servers: dict[str, Slum]) -> dict[str, 
         for name in order:
             s = servers[name]
             c0 = cpu_s(s.pid)
-            r = wrk(f"http://127.0.0.1:{s.port}/index.html", HOST, args.threads,
-                    args.connections, args.duration)
+            r = wrk(
+                f"http://127.0.0.1:{s.port}/index.html", HOST, args.threads, args.connections, args.duration
+            )
             r["slum_cpu_s"] = cpu_s(s.pid) - c0
             results[name].append(r)
-            print(f"  run {i + 1}: {name:12} {r['rps']:>8.0f} req/s  p50 {r['p50']:.2f} ms  "
-                  f"p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']}", flush=True)
+            print(
+                f"  run {i + 1}: {name:12} {r['rps']:>8.0f} req/s  p50 {r['p50']:.2f} ms  "
+                f"p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']}",
+                flush=True,
+            )
     return results
 
 
@@ -217,16 +224,23 @@ def sampler_cost(procs: Procs, d: Path, n: int, window: float) -> dict[str, Any]
     s1, c1, w1 = status(slum)["sampler"], cpu_s(slum.pid), time.monotonic()
     running = sum(1 for i in slum.instances() if i["status"] in ("healthy", "running"))
     wall = w1 - w0
-    return {"instances": running, "spawn_s": spawned_s, "window_s": wall,
-            "ticks": s1["ticks"] - s0["ticks"], "busy_s": s1["busy_s"] - s0["busy_s"],
-            "last_tick_ms": s1["last_tick_ms"], "slum_cpu_s": c1 - c0,
-            "sampler_pct": (s1["busy_s"] - s0["busy_s"]) / wall * 100,
-            "slum_pct": (c1 - c0) / wall * 100}
+    return {
+        "instances": running,
+        "spawn_s": spawned_s,
+        "window_s": wall,
+        "ticks": s1["ticks"] - s0["ticks"],
+        "busy_s": s1["busy_s"] - s0["busy_s"],
+        "last_tick_ms": s1["last_tick_ms"],
+        "slum_cpu_s": c1 - c0,
+        "sampler_pct": (s1["busy_s"] - s0["busy_s"]) / wall * 100,
+        "slum_pct": (c1 - c0) / wall * 100,
+    }
 
 
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/metrics.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/metrics.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
@@ -253,15 +267,17 @@ def run(argv: list[str]) -> list[Row]:
         for name, on in (("metrics on", "true"), ("metrics off", "false")):
             sdir = d / name.replace(" ", "-")
             sdir.mkdir()
-            s = start_slum(procs, sdir, SLUM_CONF.format(dir=sdir, metrics=on, nginx_dir=ndir,
-                                                         nginx=nginx))
+            s = start_slum(procs, sdir, SLUM_CONF.format(dir=sdir, metrics=on, nginx_dir=ndir, nginx=nginx))
             s.wait_healthy(["web:x"])
             if status(s)["requests_metrics"] != (on == "true"):
                 raise RuntimeError(f"{name}: /_/api/status requests_metrics is not {on}")
             servers[name] = s
-        print(f"metrics: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
-              f"x{args.runs} per server, alternating; both reach nginx pid "
-              f"{procs.procs[0].pid}", flush=True)
+        print(
+            f"metrics: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
+            f"x{args.runs} per server, alternating; both reach nginx pid "
+            f"{procs.procs[0].pid}",
+            flush=True,
+        )
         results = throughput(args, servers)
         for s in servers.values():
             procs.stop(s.proc)
@@ -272,38 +288,75 @@ def run(argv: list[str]) -> list[Row]:
         rows.append(load_row("metrics", "at end"))
 
     record_s = record_cost()
-    save_json("metrics", {"args": vars(args), "runs": results, "sampler": samp,
-                          "nginx_port": nginx_port, "record_s": record_s})
-    med = {k: {m: median([r[m] for r in rs]) for m in ("rps", "p50", "p99")}
-           for k, rs in results.items()}
+    save_json(
+        "metrics",
+        {
+            "args": vars(args),
+            "runs": results,
+            "sampler": samp,
+            "nginx_port": nginx_port,
+            "record_s": record_s,
+        },
+    )
+    med = {k: {m: median([r[m] for r in rs]) for m in ("rps", "p50", "p99")} for k, rs in results.items()}
     on, off = med["metrics on"], med["metrics off"]
     loss = 1 - on["rps"] / off["rps"]
     cpu_req = {}
     for name, m in med.items():
         bad = sum(r["non2xx"] for r in results[name])
-        cpu = cpu_req[name] = median([r["slum_cpu_s"] / r["requests"] * 1e6
-                                      for r in results[name] if r["requests"]])
-        rows.append(Row("metrics", f"{name}: req/s (median of {args.runs})", f"{m['rps']:.0f}",
-                        f"p50 {m['p50']:.2f} / p99 {m['p99']:.2f} ms; {cpu:.0f} us slum CPU/req"
-                        + (f"; {bad} non-2xx!" if bad else "")))
-    spread = {k: f"{min(r['rps'] for r in rs):.0f}-{max(r['rps'] for r in rs):.0f}"
-              for k, rs in results.items()}
-    rows.append(Row("metrics", "on / off req/s", f"{on['rps'] / off['rps']:.3f}x",
-                    f"at most {TARGET_LOSS:.0%} lower: {met(loss <= TARGET_LOSS)} "
-                    f"({loss:+.1%} lower); runs on {spread['metrics on']}, off {spread['metrics off']}",
-                    issue18="request metrics on vs off"))
-    rows.append(Row("metrics", "RequestMetrics.record() in-process", f"{record_s * 1e6:.2f} us/call",
-                    f"= {record_s * 1e6 / cpu_req['metrics off'] * 100:.1f}% of slum's "
-                    f"{cpu_req['metrics off']:.0f} us CPU per request (metrics off)"))
-    rows.append(Row("metrics", f"sampler, {samp['instances']} running instances",
-                    f"{samp['sampler_pct']:.2f}% of a core",
-                    f"< {TARGET_SAMPLER_PCT:g}%: {met(samp['sampler_pct'] < TARGET_SAMPLER_PCT)}; "
-                    f"{samp['ticks']} ticks in {samp['window_s']:.0f} s, last tick "
-                    f"{samp['last_tick_ms']:.1f} ms"))
-    rows.append(Row("metrics", "slum's whole CPU at rest, same window",
-                    f"{samp['slum_pct']:.2f}% of a core",
-                    f"everything slum does with {samp['instances']} instances idle; "
-                    f"spawning them took {samp['spawn_s']:.1f} s"))
+        cpu = cpu_req[name] = median(
+            [r["slum_cpu_s"] / r["requests"] * 1e6 for r in results[name] if r["requests"]]
+        )
+        rows.append(
+            Row(
+                "metrics",
+                f"{name}: req/s (median of {args.runs})",
+                f"{m['rps']:.0f}",
+                f"p50 {m['p50']:.2f} / p99 {m['p99']:.2f} ms; {cpu:.0f} us slum CPU/req"
+                + (f"; {bad} non-2xx!" if bad else ""),
+            )
+        )
+    spread = {
+        k: f"{min(r['rps'] for r in rs):.0f}-{max(r['rps'] for r in rs):.0f}" for k, rs in results.items()
+    }
+    rows.append(
+        Row(
+            "metrics",
+            "on / off req/s",
+            f"{on['rps'] / off['rps']:.3f}x",
+            f"at most {TARGET_LOSS:.0%} lower: {met(loss <= TARGET_LOSS)} "
+            f"({loss:+.1%} lower); runs on {spread['metrics on']}, off {spread['metrics off']}",
+            issue18="request metrics on vs off",
+        )
+    )
+    rows.append(
+        Row(
+            "metrics",
+            "RequestMetrics.record() in-process",
+            f"{record_s * 1e6:.2f} us/call",
+            f"= {record_s * 1e6 / cpu_req['metrics off'] * 100:.1f}% of slum's "
+            f"{cpu_req['metrics off']:.0f} us CPU per request (metrics off)",
+        )
+    )
+    rows.append(
+        Row(
+            "metrics",
+            f"sampler, {samp['instances']} running instances",
+            f"{samp['sampler_pct']:.2f}% of a core",
+            f"< {TARGET_SAMPLER_PCT:g}%: {met(samp['sampler_pct'] < TARGET_SAMPLER_PCT)}; "
+            f"{samp['ticks']} ticks in {samp['window_s']:.0f} s, last tick "
+            f"{samp['last_tick_ms']:.1f} ms",
+        )
+    )
+    rows.append(
+        Row(
+            "metrics",
+            "slum's whole CPU at rest, same window",
+            f"{samp['slum_pct']:.2f}% of a core",
+            f"everything slum does with {samp['instances']} instances idle; "
+            f"spawning them took {samp['spawn_s']:.1f} s",
+        )
+    )
     return rows
 
 

@@ -65,18 +65,18 @@ def ensure_tools() -> list[str]:
     missing = [pkg for tool, pkg in need.items() if not _which(tool)]
     if missing and shutil.which("apt-get") and os.geteuid() == 0:
         print(f"proxy: installing {' '.join(missing)} with apt-get ...", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], stdout=subprocess.DEVNULL, timeout=300,
-                       check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL,
-                       timeout=600, check=False)
+        subprocess.run(["apt-get", "update", "-qq"], stdout=subprocess.DEVNULL, timeout=300, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL, timeout=600, check=False
+        )
         missing = [pkg for tool, pkg in need.items() if not _which(tool)]
     return missing
 
 
 def _which(tool: str) -> str | None:
     return shutil.which(tool) or next(
-        (p for d in ("/usr/sbin", "/usr/local/sbin", "/sbin") if os.access(p := f"{d}/{tool}", os.X_OK)),
-        None)
+        (p for d in ("/usr/sbin", "/usr/local/sbin", "/sbin") if os.access(p := f"{d}/{tool}", os.X_OK)), None
+    )
 
 
 NGINX_CONF = """\
@@ -194,8 +194,7 @@ def wrk(url: str, host: str | None, threads: int, conns: int, duration: float) -
     args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration:g}s", "--latency", "--timeout", "5s"]
     if host:
         args += ["-H", f"Host: {host}"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration + 30,
-                         check=False)
+    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration + 30, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()}")
     return parse_wrk(out.stdout)
@@ -232,16 +231,44 @@ def profile(slum_pid: int, url: str, args: argparse.Namespace, seconds: float) -
     raw = RESULTS / "proxy-profile.txt"
     svg = RESULTS / "proxy-profile.svg"
     with Procs() as procs:
-        load = procs.start(["wrk", f"-t{args.threads}", f"-c{args.connections}",
-                            f"-d{2 * seconds + 4:g}s", "-H", f"Host: {HOST}", url],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        load = procs.start(
+            [
+                "wrk",
+                f"-t{args.threads}",
+                f"-c{args.connections}",
+                f"-d{2 * seconds + 4:g}s",
+                "-H",
+                f"Host: {HOST}",
+                url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         cpu0, t0 = cpu_seconds(slum_pid), time.monotonic()
         time.sleep(1)
         # Blocking sampling (the default): complete stacks, at the price of brief pauses.
         for out, fmt in ((raw, "raw"), (svg, "flamegraph")):
-            rec = subprocess.run([str(pyspy), "record", "--pid", str(slum_pid), "-d", f"{seconds:g}",
-                                  "-r", "100", "--format", fmt, "-o", str(out)],
-                                 capture_output=True, text=True, timeout=seconds + 60, check=False)
+            rec = subprocess.run(
+                [
+                    str(pyspy),
+                    "record",
+                    "--pid",
+                    str(slum_pid),
+                    "-d",
+                    f"{seconds:g}",
+                    "-r",
+                    "100",
+                    "--format",
+                    fmt,
+                    "-o",
+                    str(out),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+                check=False,
+            )
             if rec.returncode != 0 or not out.exists():
                 return [f"py-spy failed: {(rec.stderr or rec.stdout).strip()[-300:]}"]
         stdout, _ = load.communicate(timeout=2 * seconds + 30)
@@ -249,8 +276,10 @@ def profile(slum_pid: int, url: str, args: argparse.Namespace, seconds: float) -
     w = parse_wrk(stdout)
     head = [f"profile: {raw.relative_to(ROOT)}, {svg.relative_to(ROOT)}"]
     if w["requests"]:
-        head.append(f"under py-spy: {w['rps']:.0f} req/s; slum CPU {(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%"
-                    f" of a core, {(cpu1 - cpu0) / w['requests'] * 1e6:.0f} us CPU per request")
+        head.append(
+            f"under py-spy: {w['rps']:.0f} req/s; slum CPU {(cpu1 - cpu0) / (t1 - t0) * 100:.0f}%"
+            f" of a core, {(cpu1 - cpu0) / w['requests'] * 1e6:.0f} us CPU per request"
+        )
     return head + summarise_raw(raw)
 
 
@@ -305,8 +334,10 @@ def summarise_raw(raw: Path, top: int = 20) -> list[str]:
             incl[f] += count
     if not total:
         return ["no samples"]
-    out = [f"main-thread samples: {total} (non-idle; {others} samples of other threads left out)",
-           "self time by area:"]
+    out = [
+        f"main-thread samples: {total} (non-idle; {others} samples of other threads left out)",
+        "self time by area:",
+    ]
     out += [f"  {c / total * 100:5.1f}%  {a}" for a, c in self_a.most_common(12)]
     out.append("self time by function:")
     out += [f"  {c / total * 100:5.1f}%  {f}" for f, c in self_f.most_common(top)]
@@ -316,20 +347,36 @@ def summarise_raw(raw: Path, top: int = 20) -> list[str]:
 
 
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/proxy.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/proxy.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     ap.add_argument("--runs", type=int, default=3, help="wrk runs per target (median reported)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
     ap.add_argument("--nginx-workers", default="1")
-    ap.add_argument("--profile", type=float, nargs="?", const=10.0, default=None,
-                    metavar="SECONDS", help="py-spy the slum process under load")
-    ap.add_argument("--no-pin", dest="pin", action="store_false",
-                    help="do not pin slum and caddy to CPU 0 (GOMAXPROCS=1 for caddy)")
-    ap.add_argument("--no-tenement", dest="tenement", action="store_false",
-                    help="leave tenement out (it is pip-installed on first use)")
+    ap.add_argument(
+        "--profile",
+        type=float,
+        nargs="?",
+        const=10.0,
+        default=None,
+        metavar="SECONDS",
+        help="py-spy the slum process under load",
+    )
+    ap.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin slum and caddy to CPU 0 (GOMAXPROCS=1 for caddy)",
+    )
+    ap.add_argument(
+        "--no-tenement",
+        dest="tenement",
+        action="store_false",
+        help="leave tenement out (it is pip-installed on first use)",
+    )
     args = ap.parse_args(argv)
     args.pin = args.pin and (os.cpu_count() or 1) > 1
     args.runs = max(1, min(args.runs, 20))
@@ -337,8 +384,10 @@ def run(argv: list[str]) -> list[Row]:
 
     missing = ensure_tools()
     if missing:
-        msg = (f"missing {', '.join(missing)}: install with `apt-get install -y {' '.join(missing)}`"
-               " (Debian); the proxy benchmark did not run")
+        msg = (
+            f"missing {', '.join(missing)}: install with `apt-get install -y {' '.join(missing)}`"
+            " (Debian); the proxy benchmark did not run"
+        )
         print(f"proxy: {msg}", file=sys.stderr)
         return [Row("proxy", "skipped", "-", msg)]
     nginx = _which("nginx") or "nginx"
@@ -350,8 +399,9 @@ def run(argv: list[str]) -> list[Row]:
         (d / "www" / "index.html").write_bytes(BODY)
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (d / "tmp" / sub).mkdir(parents=True)
-        (d / "nginx.conf.in").write_text(NGINX_CONF.format(workers=args.nginx_workers, dir=d,
-                                                           port="__PORT__"))
+        (d / "nginx.conf.in").write_text(
+            NGINX_CONF.format(workers=args.nginx_workers, dir=d, port="__PORT__")
+        )
         (d / "backend.sh").write_text(BACKEND_SH)
         slum = start_slum(procs, d, SLUM_CONF.format(dir=d, nginx=nginx))
         backend = int(slum.wait_healthy(["svc:x"])["svc:x"]["port"])
@@ -359,13 +409,21 @@ def run(argv: list[str]) -> list[Row]:
 
         caddy_port = free_port()
         (d / "Caddyfile").write_text(CADDYFILE.format(port=caddy_port, backend=backend))
-        caddy_env = {**os.environ, "HOME": str(d), "XDG_DATA_HOME": str(d / "xdg-data"),
-                     "XDG_CONFIG_HOME": str(d / "xdg-config"),
-                     **({"GOMAXPROCS": "1"} if args.pin else {})}
+        caddy_env = {
+            **os.environ,
+            "HOME": str(d),
+            "XDG_DATA_HOME": str(d / "xdg-data"),
+            "XDG_CONFIG_HOME": str(d / "xdg-config"),
+            **({"GOMAXPROCS": "1"} if args.pin else {}),
+        }
         caddy_log = (d / "caddy.log").open("wb")
-        caddy = procs.start(["caddy", "run", "--config", str(d / "Caddyfile"), "--adapter",
-                             "caddyfile"], cwd=d, env=caddy_env, stdout=caddy_log,
-                            stderr=subprocess.STDOUT)
+        caddy = procs.start(
+            ["caddy", "run", "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"],
+            cwd=d,
+            env=caddy_env,
+            stdout=caddy_log,
+            stderr=subprocess.STDOUT,
+        )
         caddy_log.close()
         try:
             wait_tcp(caddy_port, 15, caddy)
@@ -375,17 +433,20 @@ def run(argv: list[str]) -> list[Row]:
 
         ten = None
         if args.tenement:
-            ten = start_tenement(procs, d / "ten", TEN_CONF.format(
-                dir=d, nginx=nginx, keys=TENEMENT_SERVICE_KEYS, env=TENEMENT_ENV), [HOST],
-                env={"TOKIO_WORKER_THREADS": "1"} if args.pin else {})
+            ten = start_tenement(
+                procs,
+                d / "ten",
+                TEN_CONF.format(dir=d, nginx=nginx, keys=TENEMENT_SERVICE_KEYS, env=TENEMENT_ENV),
+                [HOST],
+                env={"TOKIO_WORKER_THREADS": "1"} if args.pin else {},
+            )
         targets = [
             ("nginx direct", f"http://127.0.0.1:{backend}/index.html", None, backend),
             ("caddy -> nginx", f"http://127.0.0.1:{caddy_port}/index.html", None, caddy_port),
             ("slum -> nginx", f"http://127.0.0.1:{slum.port}/index.html", HOST, slum.port),
         ]
         if ten is not None:
-            targets.append(("tenement -> nginx", f"http://127.0.0.1:{ten.port}/index.html", HOST,
-                            ten.port))
+            targets.append(("tenement -> nginx", f"http://127.0.0.1:{ten.port}/index.html", HOST, ten.port))
         for name, _, host, port in targets:
             check_target(name, port, host)
         if args.pin:
@@ -393,8 +454,11 @@ def run(argv: list[str]) -> list[Row]:
             for pid in (slum.pid, caddy.pid, *([ten.pid] if ten else [])):
                 pin(pid, {0})
 
-        print(f"proxy: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s x{args.runs} "
-              f"per target, nginx workers={args.nginx_workers}, {os.cpu_count()} cpus", flush=True)
+        print(
+            f"proxy: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s x{args.runs} "
+            f"per target, nginx workers={args.nginx_workers}, {os.cpu_count()} cpus",
+            flush=True,
+        )
         load_before = os.getloadavg()[0]
         results: dict[str, list[dict[str, Any]]] = {n: [] for n, *_ in targets}
         for _name, url, host, _ in targets:
@@ -408,12 +472,13 @@ def run(argv: list[str]) -> list[Row]:
                 # slum's own CPU over the run (in every run, to see what it costs at rest too)
                 r["slum_cpu_s"] = cpu_seconds(slum.pid) - cpu0
                 results[name].append(r)
-                print(f"  run {i + 1}: {name:17} {r['rps']:>9.0f} req/s  p50 {r['p50']:.2f} ms  "
-                      f"p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']}  {r['socket_errors']}",
-                      flush=True)
+                print(
+                    f"  run {i + 1}: {name:17} {r['rps']:>9.0f} req/s  p50 {r['p50']:.2f} ms  "
+                    f"p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']}  {r['socket_errors']}",
+                    flush=True,
+                )
 
-        med = {n: {k: median([r[k] for r in rs]) for k in ("rps", "p50", "p99")}
-               for n, rs in results.items()}
+        med = {n: {k: median([r[k] for r in rs]) for k in ("rps", "p50", "p99")} for n, rs in results.items()}
         bad = {n: sum(r["non2xx"] for r in rs) for n, rs in results.items()}
         direct, caddy_r, slum_r = (med[n] for n, *_ in targets[:3])
         for name, m in med.items():
@@ -425,38 +490,63 @@ def run(argv: list[str]) -> list[Row]:
             rows.append(Row("proxy", f"{name} p50 / p99", f"{m['p50']:.2f} / {m['p99']:.2f} ms", target))
         ratio_caddy = slum_r["rps"] / caddy_r["rps"]
         rows.append(Row("proxy", "slum / direct", f"{slum_r['rps'] / direct['rps']:.2f}x", ""))
-        rows.append(Row("proxy", "slum / caddy" + (" (each pinned to 1 core)" if args.pin else ""),
-                        f"{ratio_caddy:.3f}x",
-                        f">= {TARGET_RATIO:.2f}x: " + ("met" if ratio_caddy >= TARGET_RATIO else
-                                                       f"NOT met, gap {TARGET_RATIO - ratio_caddy:.3f}x")
-                        + f"; slum p99 {slum_r['p99']:.2f} ms, caddy {caddy_r['p99']:.2f} ms",
-                        issue18="proxy vs caddy, pinned, metrics on"))
+        rows.append(
+            Row(
+                "proxy",
+                "slum / caddy" + (" (each pinned to 1 core)" if args.pin else ""),
+                f"{ratio_caddy:.3f}x",
+                f">= {TARGET_RATIO:.2f}x: "
+                + (
+                    "met"
+                    if ratio_caddy >= TARGET_RATIO
+                    else f"NOT met, gap {TARGET_RATIO - ratio_caddy:.3f}x"
+                )
+                + f"; slum p99 {slum_r['p99']:.2f} ms, caddy {caddy_r['p99']:.2f} ms",
+                issue18="proxy vs caddy, pinned, metrics on",
+            )
+        )
         if ten is not None:
             ten_r = med[targets[3][0]]
-            rows.append(Row("proxy", "slum / tenement" + (" (each pinned to 1 core)" if args.pin else ""),
-                            f"{slum_r['rps'] / ten_r['rps']:.2f}x",
-                            f"tenement / caddy {ten_r['rps'] / caddy_r['rps']:.2f}x; tenement p99 "
-                            f"{ten_r['p99']:.2f} ms", issue18="proxy vs tenement, pinned"))
+            rows.append(
+                Row(
+                    "proxy",
+                    "slum / tenement" + (" (each pinned to 1 core)" if args.pin else ""),
+                    f"{slum_r['rps'] / ten_r['rps']:.2f}x",
+                    f"tenement / caddy {ten_r['rps'] / caddy_r['rps']:.2f}x; tenement p99 "
+                    f"{ten_r['p99']:.2f} ms",
+                    issue18="proxy vs tenement, pinned",
+                )
+            )
         else:
             rows.append(Row("proxy", "slum / tenement", "-", "tenement not installed (pip failed)"))
         slum_runs = results[targets[2][0]]
         cpu_util = median([r["slum_cpu_s"] / args.duration for r in slum_runs])
         cpu_req = median([r["slum_cpu_s"] / r["requests"] for r in slum_runs if r["requests"]])
-        rows.append(Row("proxy", "slum CPU under load", f"{cpu_util * 100:.0f}% of a core",
-                        f"{cpu_req * 1e6:.0f} us CPU per request"))
+        rows.append(
+            Row(
+                "proxy",
+                "slum CPU under load",
+                f"{cpu_util * 100:.0f}% of a core",
+                f"{cpu_req * 1e6:.0f} us CPU per request",
+            )
+        )
         busy = load_before / (os.cpu_count() or 1)
-        rows.append(Row("proxy", "load avg (1 min) before runs", f"{load_before:.1f}",
-                        "machine busy: numbers noisy, p99 inflated" if busy > 0.5 else "quiet"))
+        rows.append(
+            Row(
+                "proxy",
+                "load avg (1 min) before runs",
+                f"{load_before:.1f}",
+                "machine busy: numbers noisy, p99 inflated" if busy > 0.5 else "quiet",
+            )
+        )
 
         profile_lines: list[str] = []
         if args.profile:
-            print(f"proxy: profiling slum (pid {slum.pid}) under wrk for {args.profile:g} s ...",
-                  flush=True)
+            print(f"proxy: profiling slum (pid {slum.pid}) under wrk for {args.profile:g} s ...", flush=True)
             profile_lines = profile(slum.pid, targets[2][1], args, args.profile)
             print("\n".join(profile_lines))
             (RESULTS / "proxy-profile-summary.txt").write_text("\n".join(profile_lines) + "\n")
-        save_json("proxy", {"args": vars(args), "runs": results, "median": med,
-                            "profile": profile_lines})
+        save_json("proxy", {"args": vars(args), "runs": results, "median": med, "profile": profile_lines})
     return rows
 
 

@@ -34,22 +34,35 @@ import cli
 import fleet
 import proxy
 
-BENCHES = {"proxy": proxy.run, "spawn": spawn.run, "cli": cli.run, "memory": memory.run,
-           "wake": wake.run, "logs": logs.run, "metrics": metrics.run, "fleet": fleet.run,
-           # The rows of issue 18 alone, without logs' search database (make bench-18).
-           "flood": lambda argv: logs.run(["--flood-only", *argv])}
+BENCHES = {
+    "proxy": proxy.run,
+    "spawn": spawn.run,
+    "cli": cli.run,
+    "memory": memory.run,
+    "wake": wake.run,
+    "logs": logs.run,
+    "metrics": metrics.run,
+    "fleet": fleet.run,
+    # The rows of issue 18 alone, without logs' search database (make bench-18).
+    "flood": lambda argv: logs.run(["--flood-only", *argv]),
+}
 DEFAULT = ["proxy", "spawn", "cli", "memory", "wake", "logs", "metrics", "fleet"]
 ISSUE18 = "proxy,flood,metrics,wake,cli,memory"
 QUICK = {"wake", "logs", "metrics", "fleet", "flood"}  # benchmarks that take --quick
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=",".join(DEFAULT),
-                    help=f"comma-separated subset of {', '.join(BENCHES)}")
-    ap.add_argument("--issue18", action="store_true",
-                    help="the rows of issue 18 (overrides --only), with their table at the end")
+    ap = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--only", default=",".join(DEFAULT), help=f"comma-separated subset of {', '.join(BENCHES)}"
+    )
+    ap.add_argument(
+        "--issue18",
+        action="store_true",
+        help="the rows of issue 18 (overrides --only), with their table at the end",
+    )
     ap.add_argument("--profile", action="store_true", help="py-spy the slum edge under load")
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke check)")
     args = ap.parse_args()
@@ -87,13 +100,17 @@ def main() -> int:
         return 130
 
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    title = (f"slum benchmarks: {os.cpu_count()} cpus, Python {platform.python_version()}, "
-             f"load avg {load}; took " + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items()))
+    title = (
+        f"slum benchmarks: {os.cpu_count()} cpus, Python {platform.python_version()}, "
+        f"load avg {load}; took " + ", ".join(f"{n} {t:.0f} s" for n, t in timings.items())
+    )
     print_rows(rows, title)
     issue = [r for r in rows if r.issue18]
     if issue:
-        print_rows([Row(r.bench, r.issue18, r.value, r.target) for r in issue],
-                   f"issue 18, one run (load avg {load})")
+        print_rows(
+            [Row(r.bench, r.issue18, r.value, r.target) for r in issue],
+            f"issue 18, one run (load avg {load})",
+        )
     save_json("summary", [r.__dict__ for r in rows])
     return 1 if failed else 0
 

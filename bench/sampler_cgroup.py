@@ -26,8 +26,9 @@ from slum.supervisor.limits import InstanceCgroup, Limits
 from slum.telemetry.sampler import Sampler
 
 
-def measure(sampler: Sampler, groups: dict[int, str], cgroups: dict[str, InstanceCgroup],
-            ticks: int) -> list[float]:
+def measure(
+    sampler: Sampler, groups: dict[int, str], cgroups: dict[str, InstanceCgroup], ticks: int
+) -> list[float]:
     times = []
     for _ in range(ticks):
         start = time.perf_counter()
@@ -39,16 +40,17 @@ def measure(sampler: Sampler, groups: dict[int, str], cgroups: dict[str, Instanc
 
 
 def report(name: str, times: list[float]) -> None:
-    print(f"{name:<32} median {statistics.median(times):7.2f} ms   "
-          f"mean {statistics.fmean(times):7.2f} ms   max {max(times):7.2f} ms")
+    print(
+        f"{name:<32} median {statistics.median(times):7.2f} ms   "
+        f"mean {statistics.fmean(times):7.2f} ms   max {max(times):7.2f} ms"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=100)
     ap.add_argument("--ticks", type=int, default=40)
-    ap.add_argument("--procs", type=int, default=1, help="processes per instance (an app and "
-                    "its workers)")
+    ap.add_argument("--procs", type=int, default=1, help="processes per instance (an app and its workers)")
     args = ap.parse_args()
     cg = Cgroups.detect("bench")
     procs: list[subprocess.Popen[bytes]] = []
@@ -64,20 +66,24 @@ def main() -> None:
                         made.append(one)
                         prefix = one.join_argv()
                 workers = "sleep 3600 & " * (args.procs - 1)
-                procs.append(subprocess.Popen([*prefix, "/bin/sh", "-c", f"{workers}sleep 3600"],
-                                              start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        [*prefix, "/bin/sh", "-c", f"{workers}sleep 3600"], start_new_session=True
+                    )
+                )
             time.sleep(0.5)  # every join done
             names = {p.pid: f"bench:i{i}" for i, p in enumerate(procs)}
-            print(f"{args.instances} instances of {args.procs} processes, {args.ticks} ticks each, "
-                  f"{len(list(Path('/proc').glob('[0-9]*')))} processes on the host")
-            report("no instances (slum and host)",
-                   measure(Sampler(None, Path(tmp)), {}, {}, args.ticks))
-            report("process groups (psutil walk)",
-                   measure(Sampler(None, Path(tmp)), names, {}, args.ticks))
+            print(
+                f"{args.instances} instances of {args.procs} processes, {args.ticks} ticks each, "
+                f"{len(list(Path('/proc').glob('[0-9]*')))} processes on the host"
+            )
+            report("no instances (slum and host)", measure(Sampler(None, Path(tmp)), {}, {}, args.ticks))
+            report("process groups (psutil walk)", measure(Sampler(None, Path(tmp)), names, {}, args.ticks))
             if made:
                 by_cgroup = {f"bench:i{i}": c for i, c in enumerate(made)}
-                report("cgroups (kernel counters)",
-                       measure(Sampler(None, Path(tmp)), {}, by_cgroup, args.ticks))
+                report(
+                    "cgroups (kernel counters)", measure(Sampler(None, Path(tmp)), {}, by_cgroup, args.ticks)
+                )
             else:
                 print("cgroups: not measured (needs root and the memory and cpuacct controllers)")
     finally:

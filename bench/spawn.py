@@ -64,8 +64,9 @@ def app_exec_to_listening(procs: Procs, data: str, timeout: float = 10.0) -> flo
     port = free_port()
     env = {**os.environ, "PORT": str(port), "DATA_DIR": data, "TENANT": "bench"}
     t0 = time.perf_counter()
-    p = procs.start(["python3", "app.py"], cwd=APP_DIR, env=env, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL)
+    p = procs.start(
+        ["python3", "app.py"], cwd=APP_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = t0 + timeout
         while True:
@@ -87,8 +88,9 @@ def app_exec_to_listening(procs: Procs, data: str, timeout: float = 10.0) -> flo
 
 
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/spawn.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/spawn.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--cli-count", type=int, default=10)
     args = ap.parse_args(argv)
@@ -109,8 +111,7 @@ def run(argv: list[str]) -> list[Row]:
         for i in range(count):
             alone.append(app_exec_to_listening(procs, str(d / "alone")))
             t0 = time.perf_counter()
-            status, data = api(slum.sock, "POST", "/_/api/instances",
-                               {"service": "notes", "id": f"a{i}"})
+            status, data = api(slum.sock, "POST", "/_/api/instances", {"service": "notes", "id": f"a{i}"})
             dt = time.perf_counter() - t0
             if status != 201 or data.get("status") not in ("healthy", "running"):
                 raise RuntimeError(f"spawn notes:a{i}: {status} {data}")
@@ -123,8 +124,14 @@ def run(argv: list[str]) -> list[Row]:
 
         for i in range(cli_count):
             t0 = time.perf_counter()
-            out = subprocess.run([SLUM, "spawn", "notes", "--id", f"c{i}"], env=slum.env(),
-                                 capture_output=True, text=True, timeout=60, check=False)
+            out = subprocess.run(
+                [SLUM, "spawn", "notes", "--id", f"c{i}"],
+                env=slum.env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             dt = time.perf_counter() - t0
             if out.returncode != 0:
                 raise RuntimeError(f"slum spawn notes --id c{i}: {out.returncode} {out.stderr.strip()}")
@@ -134,17 +141,29 @@ def run(argv: list[str]) -> list[Row]:
     save_json("spawn", {"app_alone": alone, "api": via_api, "cli": via_cli, "stop": stop_times})
     overhead = median(via_api) - median(alone)
     rows = [
-        Row("spawn", f"app exec->listening (median/p90 of {count})",
+        Row(
+            "spawn",
+            f"app exec->listening (median/p90 of {count})",
             f"{ms(median(alone))} / {ms(pct(alone, 90))}",
-            f"`python3 app.py` alone ({PYTHON3}), 1 ms TCP poll"),
-        Row("spawn", f"API spawn->healthy (median/p90 of {count})",
+            f"`python3 app.py` alone ({PYTHON3}), 1 ms TCP poll",
+        ),
+        Row(
+            "spawn",
+            f"API spawn->healthy (median/p90 of {count})",
             f"{ms(median(via_api))} / {ms(pct(via_api, 90))}",
-            f"tenement {TENEMENT_MS} ms; slum overhead {overhead * 1000:+.1f} ms"),
+            f"tenement {TENEMENT_MS} ms; slum overhead {overhead * 1000:+.1f} ms",
+        ),
         Row("spawn", f"API stop (median of {count})", ms(median(stop_times)), "SIGTERM -> reaped"),
     ]
     if via_cli:
-        rows.append(Row("spawn", f"CLI `slum spawn` wall (median/p90 of {cli_count})",
-                        f"{ms(median(via_cli))} / {ms(pct(via_cli, 90))}", "includes CLI start"))
+        rows.append(
+            Row(
+                "spawn",
+                f"CLI `slum spawn` wall (median/p90 of {cli_count})",
+                f"{ms(median(via_cli))} / {ms(pct(via_cli, 90))}",
+                "includes CLI start",
+            )
+        )
     return rows
 
 

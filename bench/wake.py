@@ -120,8 +120,9 @@ def app_alone(procs: Procs, python: str, data: str, timeout: float = 10.0) -> tu
     port = free_port()
     env = {**os.environ, "PORT": str(port), "DATA_DIR": data, "TENANT": "bench"}
     t0 = time.perf_counter()
-    p = procs.start([python, "app.py"], cwd=APP_DIR, env=env, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL)
+    p = procs.start(
+        [python, "app.py"], cwd=APP_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = t0 + timeout
         while True:
@@ -148,8 +149,9 @@ def app_alone(procs: Procs, python: str, data: str, timeout: float = 10.0) -> tu
 
 
 def ps_json(slum: Slum) -> dict[str, dict[str, Any]]:
-    out = subprocess.run([SLUM, "ps", "--json"], env=slum.env(), capture_output=True, text=True,
-                         timeout=30, check=False)
+    out = subprocess.run(
+        [SLUM, "ps", "--json"], env=slum.env(), capture_output=True, text=True, timeout=30, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"slum ps --json: exit {out.returncode}: {out.stderr.strip()[-300:]}")
     return {i["id"]: i for i in json.loads(out.stdout)}
@@ -160,12 +162,15 @@ def wait_idle_stopped(slum: Slum, ref: str, timeout: float) -> dict[str, Any]:
     while True:
         inst = ps_json(slum).get(ref, {})
         # `sleeping` (an idle stop, woken by the next request); older slums said stopped/idle.
-        if inst.get("status") == "sleeping" or (inst.get("status") == "stopped"
-                                                 and inst.get("reason") == "idle"):
+        if inst.get("status") == "sleeping" or (
+            inst.get("status") == "stopped" and inst.get("reason") == "idle"
+        ):
             return inst
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{ref} not sleeping (idle) after {timeout:.0f} s: "
-                               f"{inst.get('status')} ({inst.get('reason')})")
+            raise TimeoutError(
+                f"{ref} not sleeping (idle) after {timeout:.0f} s: "
+                f"{inst.get('status')} ({inst.get('reason')})"
+            )
         time.sleep(0.05)
 
 
@@ -195,8 +200,7 @@ def wake_phases(slum: Slum, sent: float, done: float) -> tuple[float, float, flo
         raise RuntimeError(f"GET /_/api/instances/notes:demo: {code} {d}")
     last = {h["state"]: h["ts"] for h in d["history"] if h["ts"] >= sent - 0.001}
     start, healthy = last.get("starting", float("nan")), last.get("healthy", float("nan"))
-    code, rows = api(slum.sock, "GET", "/_/api/logs?instance_id=notes:demo&search=started+pid"
-                                       "&limit=1")
+    code, rows = api(slum.sock, "GET", "/_/api/logs?instance_id=notes:demo&search=started+pid&limit=1")
     spawned = float("nan")
     if code == 200 and rows:
         spawned = datetime.fromisoformat(rows[0]["timestamp"].replace("Z", "+00:00")).timestamp()
@@ -205,8 +209,7 @@ def wake_phases(slum: Slum, sent: float, done: float) -> tuple[float, float, flo
 
 def listening_lines(slum: Slum, ref: str) -> int:
     """How many times the app said it listens (once per process start), from the stored logs."""
-    code, rows = api(slum.sock, "GET",
-                     f"/_/api/logs?instance_id={ref}&search=listening&limit=5000")
+    code, rows = api(slum.sock, "GET", f"/_/api/logs?instance_id={ref}&search=listening&limit=5000")
     if code != 200:
         raise RuntimeError(f"GET /_/api/logs: {code} {rows}")
     return sum(1 for r in rows if "listening on port" in r["message"])
@@ -246,11 +249,15 @@ def burst(slum: Slum, n: int, ref: str) -> dict[str, Any]:
         time.sleep(0.05)
     done = [r for r in results if r is not None]
     return {
-        "n": n, "ok": sum(1 for s, _ in done if s == 200),
+        "n": n,
+        "ok": sum(1 for s, _ in done if s == 200),
         "statuses": sorted({s for s, _ in done}),
-        "latencies": [dt for s, dt in done if s == 200], "wall_s": wall,
-        "wakes": demo1["wakes"] - demo0["wakes"], "starts": lines1 - lines0,
-        "pid": demo1["pid"], "status_after": demo1["status"],
+        "latencies": [dt for s, dt in done if s == 200],
+        "wall_s": wall,
+        "wakes": demo1["wakes"] - demo0["wakes"],
+        "starts": lines1 - lines0,
+        "pid": demo1["pid"],
+        "status_after": demo1["status"],
     }
 
 
@@ -281,8 +288,9 @@ async def ws_rtt(port: int, host: str, count: int, size: int = 64) -> list[float
     return rtts
 
 
-async def ws_throughput(port: int, host: str, conns: int, per_conn: int, window: int = 16,
-                        size: int = 64) -> float:
+async def ws_throughput(
+    port: int, host: str, conns: int, per_conn: int, window: int = 16, size: int = 64
+) -> float:
     """messages/s echoed: `conns` connections, each with up to `window` messages in flight."""
     payload = "y" * size
     received = 0
@@ -329,8 +337,9 @@ def websockets(slum: Slum, direct_port: int, count: int, rounds: int = 2) -> dic
 
 # --- run -------------------------------------------------------------------------------------
 def run(argv: list[str]) -> list[Row]:
-    ap = argparse.ArgumentParser(prog="bench/wake.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="bench/wake.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--count", type=int, default=20, help="cold wakes (and app-alone starts)")
     ap.add_argument("--idle", type=float, default=1.0, help="idle_timeout of the app, seconds")
     ap.add_argument("--burst", type=int, default=100, help="concurrent requests to an idle app")
@@ -350,9 +359,15 @@ def run(argv: list[str]) -> list[Row]:
     alone_health: list[float] = []
     phases: list[tuple[float, float, float, float]] = []
     with tempdir("slum-bench-wake-") as d, Procs() as procs:
-        config = CONFIG.format(dir=d, app=APP_DIR, python=python, idle=args.idle,
-                               venv_python=sys.executable, ws_echo=WS_ECHO,
-                               held=max(100, n_burst))
+        config = CONFIG.format(
+            dir=d,
+            app=APP_DIR,
+            python=python,
+            idle=args.idle,
+            venv_python=sys.executable,
+            ws_echo=WS_ECHO,
+            held=max(100, n_burst),
+        )
         (d / "backlog128.py").write_text(BACKLOG128)
         slum = start_slum(procs, d, config)
         slum.wait_healthy(["notes:demo", "notes128:demo", "ws:echo"], idle_ok=True)
@@ -372,71 +387,135 @@ def run(argv: list[str]) -> list[Row]:
             listening, healthy = app_alone(procs, python, str(d / "alone"))
             alone.append(listening)
             alone_health.append(healthy)
-            print(f"  wake {i + 1:2}: {dt * 1000:6.1f} ms (phases "
-                  + " / ".join(f"{x * 1000:.1f}" for x in phases[-1]) + ")"
-                  f"   app alone {listening * 1000:6.1f} ms, /health 200 at {healthy * 1000:.1f} ms",
-                  flush=True)
+            print(
+                f"  wake {i + 1:2}: {dt * 1000:6.1f} ms (phases "
+                + " / ".join(f"{x * 1000:.1f}" for x in phases[-1])
+                + ")"
+                f"   app alone {listening * 1000:6.1f} ms, /health 200 at {healthy * 1000:.1f} ms",
+                flush=True,
+            )
 
         bursts = {}
         for ref in ("notes:demo", "notes128:demo"):
             wait_idle_stopped(slum, ref, idle_wait)
             time.sleep(0.1)
             b = bursts[ref] = burst(slum, n_burst, ref)
-            print(f"  burst {ref}: {b['ok']}/{b['n']} 200 in {b['wall_s'] * 1000:.0f} ms, "
-                  f"wakes +{b['wakes']}, {b['starts']} process start(s), pid {b['pid']}",
-                  flush=True)
+            print(
+                f"  burst {ref}: {b['ok']}/{b['n']} 200 in {b['wall_s'] * 1000:.0f} ms, "
+                f"wakes +{b['wakes']}, {b['starts']} process start(s), pid {b['pid']}",
+                flush=True,
+            )
 
         rss_mb = psutil.Process(slum.pid).memory_info().rss / 2**20
         ws_port = int(next(i for i in slum.instances() if i["id"] == "ws:echo")["port"])
         ws = websockets(slum, ws_port, ws_count)
         rows.append(load_row("wake", "at end"))
 
-    save_json("wake", {"args": vars(args), "python": python, "wakes": wakes, "app_alone": alone,
-                       "app_alone_health": alone_health, "wake_phases": phases,
-                       "burst": bursts, "websockets": ws})
+    save_json(
+        "wake",
+        {
+            "args": vars(args),
+            "python": python,
+            "wakes": wakes,
+            "app_alone": alone,
+            "app_alone_health": alone_health,
+            "wake_phases": phases,
+            "burst": bursts,
+            "websockets": ws,
+        },
+    )
     over = median(wakes) - median(alone)
     ok = median(wakes) * 1000 < TARGET_MS and over * 1000 <= TARGET_OVER_MS
     rows += [
-        Row("wake", f"app exec->listening (median/p90 of {count})",
-            f"{ms(median(alone))} / {ms(pct(alone, 90))}", f"{python} app.py, 1 ms TCP poll"),
-        Row("wake", f"cold wake, request->response (median/p90 of {count})",
+        Row(
+            "wake",
+            f"app exec->listening (median/p90 of {count})",
+            f"{ms(median(alone))} / {ms(pct(alone, 90))}",
+            f"{python} app.py, 1 ms TCP poll",
+        ),
+        Row(
+            "wake",
+            f"cold wake, request->response (median/p90 of {count})",
             f"{ms(median(wakes))} / {ms(pct(wakes, 90))}",
-            f"< {TARGET_MS:g} ms and <= +{TARGET_OVER_MS:g} ms: {met(ok)}; tenement {TENEMENT_MS} ms"),
-        Row("wake", "wake - app alone (medians)", f"{over * 1000:+.1f} ms",
-            f"<= +{TARGET_OVER_MS:g} ms: " + (met(True) if over * 1000 <= TARGET_OVER_MS else
-                                             f"NOT met, gap {over * 1000 - TARGET_OVER_MS:.1f} ms")
+            f"< {TARGET_MS:g} ms and <= +{TARGET_OVER_MS:g} ms: {met(ok)}; tenement {TENEMENT_MS} ms",
+        ),
+        Row(
+            "wake",
+            "wake - app alone (medians)",
+            f"{over * 1000:+.1f} ms",
+            f"<= +{TARGET_OVER_MS:g} ms: "
+            + (
+                met(True)
+                if over * 1000 <= TARGET_OVER_MS
+                else f"NOT met, gap {over * 1000 - TARGET_OVER_MS:.1f} ms"
+            )
             + f"; beside the app's exec->/health 200: "
-              f"{(median(wakes) - median(alone_health)) * 1000:+.1f} ms",
-            issue18="cold wake vs the app's own start"),
-        Row("wake", "app exec->/health 200 (median)", ms(median(alone_health)),
-            "the app alone: listening, then one GET /health"),
-        Row("wake", "wake phases (medians): ->starting / ->spawned / ->healthy / ->response",
+            f"{(median(wakes) - median(alone_health)) * 1000:+.1f} ms",
+            issue18="cold wake vs the app's own start",
+        ),
+        Row(
+            "wake",
+            "app exec->/health 200 (median)",
+            ms(median(alone_health)),
+            "the app alone: listening, then one GET /health",
+        ),
+        Row(
+            "wake",
+            "wake phases (medians): ->starting / ->spawned / ->healthy / ->response",
             " / ".join(f"{median([p[k] for p in phases]) * 1000:.1f}" for k in range(4)) + " ms",
-            f"state history + 'started pid' log line; slum RSS {rss_mb:.0f} MB"),
+            f"state history + 'started pid' log line; slum RSS {rss_mb:.0f} MB",
+        ),
     ]
     for ref, b in bursts.items():
         what = "notes (backlog 5)" if ref == "notes:demo" else "notes, listen backlog 128"
         rows += [
-            Row("wake", f"burst {what}: {b['n']} concurrent at idle", f"{b['ok']}/{b['n']} 200",
+            Row(
+                "wake",
+                f"burst {what}: {b['n']} concurrent at idle",
+                f"{b['ok']}/{b['n']} 200",
                 f"all 200: {met(b['ok'] == b['n'])}; statuses {b['statuses']} "
-                f"(0 = no answer in {BURST_TIMEOUT_S:g} s)"),
-            Row("wake", f"burst {what}: processes started",
+                f"(0 = no answer in {BURST_TIMEOUT_S:g} s)",
+            ),
+            Row(
+                "wake",
+                f"burst {what}: processes started",
                 f"wakes +{b['wakes']}, {b['starts']} start(s)",
-                f"one spawn: {met(b['wakes'] == 1 and b['starts'] == 1)}; pid {b['pid']}"),
-            Row("wake", f"burst {what}: 200s latency median / max",
+                f"one spawn: {met(b['wakes'] == 1 and b['starts'] == 1)}; pid {b['pid']}",
+            ),
+            Row(
+                "wake",
+                f"burst {what}: 200s latency median / max",
                 f"{ms(median(b['latencies']))} / {ms(max(b['latencies'], default=float('nan')))}",
-                f"wall {ms(b['wall_s'])}"),
+                f"wall {ms(b['wall_s'])}",
+            ),
         ]
     for name in ("direct", "slum"):
         r = ws[name]
-        rows.append(Row("wake", f"websocket {name}: RTT p50 / p99",
-                        f"{median(r['rtt']) * 1e3:.3f} / {pct(r['rtt'], 99) * 1e3:.3f} ms",
-                        f"{len(r['rtt'])} round trips, 64 B"))
-        rows.append(Row("wake", f"websocket {name}: messages/s", f"{median(r['mps']):.0f}",
-                        "8 connections x 16 in flight, same client"))
+        rows.append(
+            Row(
+                "wake",
+                f"websocket {name}: RTT p50 / p99",
+                f"{median(r['rtt']) * 1e3:.3f} / {pct(r['rtt'], 99) * 1e3:.3f} ms",
+                f"{len(r['rtt'])} round trips, 64 B",
+            )
+        )
+        rows.append(
+            Row(
+                "wake",
+                f"websocket {name}: messages/s",
+                f"{median(r['mps']):.0f}",
+                "8 connections x 16 in flight, same client",
+            )
+        )
     ratio = median(ws["slum"]["mps"]) / median(ws["direct"]["mps"])
-    rows.append(Row("wake", "websocket slum / direct messages/s", f"{ratio:.2f}x",
-                    f"RTT +{(median(ws['slum']['rtt']) - median(ws['direct']['rtt'])) * 1e6:.0f} us"))
+    rows.append(
+        Row(
+            "wake",
+            "websocket slum / direct messages/s",
+            f"{ratio:.2f}x",
+            f"RTT +{(median(ws['slum']['rtt']) - median(ws['direct']['rtt'])) * 1e6:.0f} us",
+        )
+    )
     return rows
 
 

@@ -24,7 +24,6 @@ def children() -> Path:
     return CHILDREN
 
 
-
 @pytest.hookimpl(trylast=True)  # after -m has deselected what this run does not include
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In CI (SLUM_REQUIRE_ALL=1) a test that would be skipped for a missing part (the built
@@ -33,8 +32,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     if os.environ.get("SLUM_REQUIRE_ALL") != "1":
         return
-    missing = {mark.kwargs.get("reason", "a required part")
-               for item in items for mark in item.iter_markers("skipif")
-               if mark.args and mark.args[0]}
+    missing = {
+        mark.kwargs.get("reason", "a required part")
+        for item in items
+        for mark in item.iter_markers("skipif")
+        if mark.args and mark.args[0]
+    }
     if missing:
         raise pytest.UsageError("required in CI but missing: " + "; ".join(sorted(missing)))

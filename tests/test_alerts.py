@@ -36,8 +36,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.posts.append({"path": self.path, "headers": dict(self.headers),
-                                       "body": body})
+                receiver.posts.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -116,7 +115,9 @@ async def test_once_per_episode_then_recovery_and_min_interval(receiver: Receive
         nursery.cancel_scope.cancel()
     bodies = receiver.json()
     assert [(b["event"], b["subject"], b["status"]) for b in bodies] == [
-        ("node_offline", "node-b", "firing"), ("node_offline", "node-b", "resolved")]
+        ("node_offline", "node-b", "firing"),
+        ("node_offline", "node-b", "resolved"),
+    ]
     assert bodies[0]["message"] == "server node-b is offline" and bodies[0]["source"] == "slum"
     stats = engine.statistics()
     assert (stats.fired, stats.resolved, stats.suppressed, stats.open) == (2, 2, 1, 0)
@@ -129,8 +130,10 @@ async def test_events_filter_formats_and_retries(monkeypatch: pytest.MonkeyPatch
     slack, ntfy = Receiver(statuses=[500, 503]), Receiver()
     try:
         hub = Hub()
-        rules = (AlertRule(slack.url, "slack", ("disk_full",), 0),
-                 AlertRule(ntfy.url + "?x=1", "ntfy", (), 0))
+        rules = (
+            AlertRule(slack.url, "slack", ("disk_full",), 0),
+            AlertRule(ntfy.url + "?x=1", "ntfy", (), 0),
+        )
         engine = Alerts(rules, hub, tick_s=3600)
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
@@ -140,7 +143,8 @@ async def test_events_filter_formats_and_retries(monkeypatch: pytest.MonkeyPatch
             nursery.cancel_scope.cancel()
         # slack: only the event it asked for, delivered on the third attempt (500, 503, 200).
         assert [json.loads(p["body"])["text"].splitlines()[0] for p in slack.posts] == [
-            f":rotating_light: *disk over 90%: /srv* on {socket.gethostname()}"] * 3
+            f":rotating_light: *disk over 90%: /srv* on {socket.gethostname()}"
+        ] * 3
         assert engine.recent[1].deliveries[slack.url.split("/")[2]] == "sent"
         # ntfy: plain text, title and priority in headers; a message cannot add header lines.
         first, second = ntfy.posts
@@ -157,15 +161,17 @@ async def test_events_filter_formats_and_retries(monkeypatch: pytest.MonkeyPatch
 async def test_a_receiver_that_refuses_is_not_retried_forever() -> None:
     bad = Receiver(statuses=[404] * 10)
     try:
-        outcome = await alerts_mod.deliver(AlertRule(bad.url), alerts_mod.Alert(
-            1, time.time(), "crash_loop", "web:one", "firing", "looping"))
+        outcome = await alerts_mod.deliver(
+            AlertRule(bad.url), alerts_mod.Alert(1, time.time(), "crash_loop", "web:one", "firing", "looping")
+        )
         assert outcome == "HTTP 404 after 1 attempt" and len(bad.posts) == 1
     finally:
         bad.close()
 
 
 def _config(tmp_path: Path, url: str) -> cfg.Config:
-    return cfg.parse(f"""
+    return cfg.parse(
+        f"""
 [settings]
 data_dir = "{tmp_path}/data"
 max_restarts = 0
@@ -185,7 +191,9 @@ startup_timeout = 10
 [[alerts]]
 url = "{url}"
 min_interval = 0
-""", tmp_path / "tenement.toml")
+""",
+        tmp_path / "tenement.toml",
+    )
 
 
 class NoJournal:
@@ -267,8 +275,10 @@ async def test_state_changes_make_episodes(monkeypatch: pytest.MonkeyPatch) -> N
     change("backoff", "starting")
     change("starting", "backoff", "exited with code 3")  # still the same episode
     change("backoff", "failed", "gave up")
-    assert _episodes(engine) == [("crash_loop", "web:one", "firing"),
-                                 ("instance_failed", "web:one", "firing")]
+    assert _episodes(engine) == [
+        ("crash_loop", "web:one", "firing"),
+        ("instance_failed", "web:one", "firing"),
+    ]
     assert "restarted 3 times within 60s: exited with code 3" in engine.recent[0].message
     change("failed", "starting")  # an operator restarted it
     change("starting", "healthy")
@@ -302,13 +312,15 @@ async def test_gauges_disk_and_dropped_logs(monkeypatch: pytest.MonkeyPatch) -> 
     hub.dropped_logs += 12
     engine.tick()
     engine.tick()
-    assert _episodes(engine) == [("disk_full", "/srv", "firing"), ("disk_full", "/srv", "resolved"),
-                                 ("logs_dropped", "logs", "firing"),
-                                 ("logs_dropped", "logs", "resolved")]
+    assert _episodes(engine) == [
+        ("disk_full", "/srv", "firing"),
+        ("disk_full", "/srv", "resolved"),
+        ("logs_dropped", "logs", "firing"),
+        ("logs_dropped", "logs", "resolved"),
+    ]
     assert engine.recent[0].message == "/srv is 93% full"
     assert engine.recent[2].message.startswith("12 log lines dropped")
-    assert alerts_mod.disk_usage_of({"disk_total_bytes": 100.0, "disk_free_bytes": 5.0}, "/d") \
-        == {"/d": 0.95}
+    assert alerts_mod.disk_usage_of({"disk_total_bytes": 100.0, "disk_free_bytes": 5.0}, "/d") == {"/d": 0.95}
     assert alerts_mod.disk_usage_of({}, "/d") == {}
 
 

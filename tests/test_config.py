@@ -42,9 +42,18 @@ def test_parses_and_interpolates(tmp_path: Path) -> None:
     assert c.settings.request_metrics is False
     svc = c.services["notes"]
     assert svc.argv(instance_id="x", port=7, data_dir=Path("/d")) == [
-        "python3", "app.py", "--port", "7", "--name", "notes-x"]
+        "python3",
+        "app.py",
+        "--port",
+        "7",
+        "--name",
+        "notes-x",
+    ]
     assert svc.environment(instance_id="x", port=7, data_dir=Path("/d")) == {
-        "DATA_DIR": "/d/x", "DEBUG": "true", "WORKERS": "2"}
+        "DATA_DIR": "/d/x",
+        "DEBUG": "true",
+        "WORKERS": "2",
+    }
     assert svc.workdir == tmp_path
     assert c.instances == {"notes": ("demo", "b")}
     assert c.default_service == "notes"
@@ -57,25 +66,41 @@ def error_of(text: str) -> str:
     return info.value.message
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[service.a\ncommand='x'", r"tenement.toml: invalid TOML: .*line 1"),
-    ("[settings]\nbogus = 1\n", r"tenement.toml:2: settings.bogus: unknown key"),
-    ("[service.web]\nhealth = '/h'\n",
-     r"tenement.toml:1: service.web: missing required key 'command'"),
-    ("[service.web]\ncommand = 'x'\n\nrestart = 'sometimes'\n",
-     r":4: service.web.restart: must be one of"),
-    ("[service.Web]\ncommand = 'x'\n", r":1: service.Web: service names are DNS labels.*'web'"),
-    ("[service.web]\ncommand = 'x'\n[instances]\nweb = ['../x']\n", r":4: instances.web: invalid instance id"),
-    ("[service.web]\ncommand = 'x'\n[instances]\nother = ['a']\n", r":4: instances.other: no \[service.other\]"),
-    ("[settings]\nmax_restarts = 'three'\n", r":2: settings.max_restarts: must be an integer, not a string"),
-    ("[settings]\nhealth_check_interval = -1\n", r":2: settings.health_check_interval: must be >="),
-    ("[service.web]\ncommand = 'x'\nhealth = 'health'\n", r":3: service.web.health: must be an HTTP path"),
-    ("[service.web]\ncommand = []\n", r":2: service.web.command: must be a non-empty"),
-    ("[service.web]\ncommand = 'x \"unclosed'\n", r":2: service.web.command: cannot split"),
-    ("[routing]\ndefault = 'nope'\n", r":2: routing.default: no \[service.nope\]"),
-    ("[server]\nx = 1\n", r":1: server: unknown section"),
-    ("[settings]\nbackoff_base_ms = 5000\nbackoff_max_ms = 100\n", r":3: settings.backoff_max_ms"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[service.a\ncommand='x'", r"tenement.toml: invalid TOML: .*line 1"),
+        ("[settings]\nbogus = 1\n", r"tenement.toml:2: settings.bogus: unknown key"),
+        ("[service.web]\nhealth = '/h'\n", r"tenement.toml:1: service.web: missing required key 'command'"),
+        (
+            "[service.web]\ncommand = 'x'\n\nrestart = 'sometimes'\n",
+            r":4: service.web.restart: must be one of",
+        ),
+        ("[service.Web]\ncommand = 'x'\n", r":1: service.Web: service names are DNS labels.*'web'"),
+        (
+            "[service.web]\ncommand = 'x'\n[instances]\nweb = ['../x']\n",
+            r":4: instances.web: invalid instance id",
+        ),
+        (
+            "[service.web]\ncommand = 'x'\n[instances]\nother = ['a']\n",
+            r":4: instances.other: no \[service.other\]",
+        ),
+        (
+            "[settings]\nmax_restarts = 'three'\n",
+            r":2: settings.max_restarts: must be an integer, not a string",
+        ),
+        ("[settings]\nhealth_check_interval = -1\n", r":2: settings.health_check_interval: must be >="),
+        (
+            "[service.web]\ncommand = 'x'\nhealth = 'health'\n",
+            r":3: service.web.health: must be an HTTP path",
+        ),
+        ("[service.web]\ncommand = []\n", r":2: service.web.command: must be a non-empty"),
+        ("[service.web]\ncommand = 'x \"unclosed'\n", r":2: service.web.command: cannot split"),
+        ("[routing]\ndefault = 'nope'\n", r":2: routing.default: no \[service.nope\]"),
+        ("[server]\nx = 1\n", r":1: server: unknown section"),
+        ("[settings]\nbackoff_base_ms = 5000\nbackoff_max_ms = 100\n", r":3: settings.backoff_max_ms"),
+    ],
+)
 def test_errors_name_file_line_and_key(text: str, expected: str) -> None:
     assert re.search(expected, error_of(text)), error_of(text)
 
@@ -95,13 +120,13 @@ def test_unknown_keys_warn_by_default_and_fail_when_strict() -> None:
 
 
 def test_socket_is_interpolated() -> None:
-    c = cfg.parse("[service.api]\ncommand = 'app --listen {socket}'\n"
-                  "socket = '/run/x/{name}-{id}.sock'\n[service.api.env]\nS = '{socket}'\n")
+    c = cfg.parse(
+        "[service.api]\ncommand = 'app --listen {socket}'\n"
+        "socket = '/run/x/{name}-{id}.sock'\n[service.api.env]\nS = '{socket}'\n"
+    )
     svc = c.services["api"]
-    assert svc.argv(instance_id="a", port=1, data_dir=Path("/d")) == [
-        "app", "--listen", "/run/x/api-a.sock"]
-    assert svc.environment(instance_id="a", port=1, data_dir=Path("/d")) == {
-        "S": "/run/x/api-a.sock"}
+    assert svc.argv(instance_id="a", port=1, data_dir=Path("/d")) == ["app", "--listen", "/run/x/api-a.sock"]
+    assert svc.environment(instance_id="a", port=1, data_dir=Path("/d")) == {"S": "/run/x/api-a.sock"}
 
 
 def test_tenement_names_are_refused_with_a_rename() -> None:
@@ -119,14 +144,16 @@ def test_data_dir_defaults_to_tenements_and_refuses_tilde(tmp_path: Path) -> Non
     assert written.settings.data_dir == tmp_path / "d"
     with pytest.raises(ConfigError, match=r":2: settings.data_dir: '~/x' starts with '~'"):
         cfg.parse("[settings]\ndata_dir = '~/x'\n")
-    override = cfg.parse("[settings]\ndata_dir = '~/x'\n", tmp_path / "t.toml",
-                         data_dir=str(tmp_path / "elsewhere"))
+    override = cfg.parse(
+        "[settings]\ndata_dir = '~/x'\n", tmp_path / "t.toml", data_dir=str(tmp_path / "elsewhere")
+    )
     assert override.settings.data_dir == tmp_path / "elsewhere"
 
 
-@pytest.mark.parametrize(("value", "ok"), [("30000-40000", True), ("2000-2000", True),
-                                           ("40000-30000", False), ("80-90", False),
-                                           ("x", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("30000-40000", True), ("2000-2000", True), ("40000-30000", False), ("80-90", False), ("x", False)],
+)
 def test_port_range(value: str, ok: bool) -> None:
     text = f"[settings]\nport_range = '{value}'\n"
     if ok:

@@ -40,8 +40,7 @@ def test_partial_lines_are_joined_across_chunks() -> None:
 
 def test_one_byte_at_a_time() -> None:
     text = b"alpha\nbeta\r\n\ngamma"
-    assert feed_all([text[i:i + 1] for i in range(len(text))]) == [
-        b"alpha", b"beta", b"", b"gamma"]
+    assert feed_all([text[i : i + 1] for i in range(len(text))]) == [b"alpha", b"beta", b"", b"gamma"]
 
 
 def test_last_line_without_newline_comes_out_on_flush() -> None:
@@ -69,8 +68,11 @@ def test_a_1mb_line_is_truncated_and_the_next_line_intact(chunk: int) -> None:
     head = bytes(range(97, 123)) * (size // 26 + 1)
     big = head[:size]
     data = b"before\n" + big + b"\nafter\n" + b"tail"
-    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)] if chunk != 7 else (
-        [data[:7], data[7:MAX_LINE], data[MAX_LINE:]])
+    chunks = (
+        [data[i : i + chunk] for i in range(0, len(data), chunk)]
+        if chunk != 7
+        else ([data[:7], data[7:MAX_LINE], data[MAX_LINE:]])
+    )
     lines = feed_all(chunks)
     assert lines == [b"before", big[:MAX_LINE] + marker(size - MAX_LINE), b"after", b"tail"]
 
@@ -98,30 +100,33 @@ def test_invalid_utf8_is_replaced() -> None:
     assert decode(line) == "a☃b"
 
 
-@pytest.mark.parametrize(("line", "level"), [
-    (b"ERROR something broke", "error"),
-    (b"error: lowercase", "error"),
-    (b"[WARN] careful", "warn"),
-    (b"WARNING: deprecated", "warn"),
-    (b"  info starting", "info"),
-    (b"DEBUG x=1", "debug"),
-    (b"trace deep", "debug"),
-    (b"FATAL gone", "error"),
-    (b"panic: runtime error", "error"),
-    (b"CRITICAL disk", "error"),
-    (b"notice this", "info"),
-    (b"information is not a level word", "info"),
-    (b"an error later in the line", "info"),
-    (b'{"level": "error", "msg": "x"}', "error"),
-    (b'{"level":"WARNING","msg":"x"}', "warn"),
-    (b'{"severity": "debug"}', "debug"),
-    (b'{"lvl": "info"}', "info"),
-    (b'{"level": "nonsense"}', "info"),
-    (b'{"level": 50}', "info"),
-    (b'{not json', "info"),
-    (b"[1, 2]", "info"),
-    (b"", "info"),
-])
+@pytest.mark.parametrize(
+    ("line", "level"),
+    [
+        (b"ERROR something broke", "error"),
+        (b"error: lowercase", "error"),
+        (b"[WARN] careful", "warn"),
+        (b"WARNING: deprecated", "warn"),
+        (b"  info starting", "info"),
+        (b"DEBUG x=1", "debug"),
+        (b"trace deep", "debug"),
+        (b"FATAL gone", "error"),
+        (b"panic: runtime error", "error"),
+        (b"CRITICAL disk", "error"),
+        (b"notice this", "info"),
+        (b"information is not a level word", "info"),
+        (b"an error later in the line", "info"),
+        (b'{"level": "error", "msg": "x"}', "error"),
+        (b'{"level":"WARNING","msg":"x"}', "warn"),
+        (b'{"severity": "debug"}', "debug"),
+        (b'{"lvl": "info"}', "info"),
+        (b'{"level": "nonsense"}', "info"),
+        (b'{"level": 50}', "info"),
+        (b"{not json", "info"),
+        (b"[1, 2]", "info"),
+        (b"", "info"),
+    ],
+)
 def test_level_of_stdout(line: bytes, level: str) -> None:
     assert level_of(line, "stdout") == level
 
@@ -142,8 +147,7 @@ def test_plain_lines_are_entries_at_once_and_keep_their_levels() -> None:
     src, parser = _source("stdout"), Parser()
     data = b"".join(b"GET /item/%d 200\n" % i for i in range(1000)) + b"ERROR it broke\n"
     got = parser.feed([(src, 100.0, data[:7000]), (src, 100.0, data[7000:])], 100.0)
-    assert [e.message for e in got] == [f"GET /item/{i} 200" for i in range(1000)] + [
-        "ERROR it broke"]
+    assert [e.message for e in got] == [f"GET /item/{i} 200" for i in range(1000)] + ["ERROR it broke"]
     assert {e.level for e in got[:-1]} == {"info"} and got[-1].level == "error"
     assert parser.hold_until() is None  # nothing held back: a plain line cannot grow
 
@@ -155,8 +159,9 @@ def test_a_trace_split_over_reads_is_one_entry_held_until_the_gap() -> None:
     assert parser.feed([(src, 10.01, b'  File "x.py", line 1\n    boom()\n')], 10.01) == []
     got = parser.feed([(src, 10.02, b"ValueError: no\nnext line\n")], 10.02)
     assert [(e.message, e.level) for e in got] == [
-        ('Traceback (most recent call last):\n  File "x.py", line 1\n    boom()\nValueError: no',
-         "error"), ("next line", "warn")]  # a plain line: out at once, not held back
+        ('Traceback (most recent call last):\n  File "x.py", line 1\n    boom()\nValueError: no', "error"),
+        ("next line", "warn"),
+    ]  # a plain line: out at once, not held back
     assert parser.hold_until() is None
 
 
@@ -169,8 +174,9 @@ def test_a_pause_longer_than_the_gap_ends_an_entry() -> None:
 
 def test_the_last_line_names_the_level_of_a_group() -> None:
     src, parser = _source(), Parser()
-    got = parser.feed([(src, 1.0, b"Traceback (most recent call last):\n  x\nINFO: recovered\n"),
-                       (src, 1.0, b"")], 1.0)
+    got = parser.feed(
+        [(src, 1.0, b"Traceback (most recent call last):\n  x\nINFO: recovered\n"), (src, 1.0, b"")], 1.0
+    )
     assert [(e.message.split("\n")[-1], e.level) for e in got] == [("INFO: recovered", "info")]
 
 
@@ -188,7 +194,6 @@ def test_fast_and_line_by_line_paths_agree() -> None:
     whole = Parser().feed([(src, 1.0, data), (src, 1.0, b"")], 1.0)
     # One read per line, taken in one batch (lines in separate batches: a plain line is not held
     # back, so an indented line in a later batch starts its own entry).
-    one_by_one = Parser().feed([(src, 1.0, line + b"\n") for line in lines] + [(src, 1.0, b"")],
-                               1.0)
+    one_by_one = Parser().feed([(src, 1.0, line + b"\n") for line in lines] + [(src, 1.0, b"")], 1.0)
     assert [e.message for e in whole] == [e.message for e in one_by_one]
     assert len(whole) < len(lines)  # the indented lines joined the line before them

@@ -33,13 +33,23 @@ def test_reap_spares_groups_of_a_live_owner_and_kills_orphans(tmp_path: Path) ->
     me = psutil.Process()
     store = Store(tmp_path / "slum.db")
     try:
-        rows = [("web:orphan", orphan.pid, psutil.Process(orphan.pid).create_time(),
-                 dead_owner.pid, me.create_time()),
-                ("web:kept", kept.pid, psutil.Process(kept.pid).create_time(),
-                 me.pid, me.create_time())]
-        store.write_sync(lambda c: c.executemany(
-            "INSERT INTO processes (instance_id, pid, pgid, started_at, owner_pid, owner_started) "
-            "VALUES (?, ?, ?, ?, ?, ?)", [(i, p, p, s, o, os_) for i, p, s, o, os_ in rows]))
+        rows = [
+            (
+                "web:orphan",
+                orphan.pid,
+                psutil.Process(orphan.pid).create_time(),
+                dead_owner.pid,
+                me.create_time(),
+            ),
+            ("web:kept", kept.pid, psutil.Process(kept.pid).create_time(), me.pid, me.create_time()),
+        ]
+        store.write_sync(
+            lambda c: c.executemany(
+                "INSERT INTO processes (instance_id, pid, pgid, started_at, owner_pid, owner_started) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(i, p, p, s, o, os_) for i, p, s, o, os_ in rows],
+            )
+        )
         assert reap(store) == 1
         assert orphan.wait(5) == -signal.SIGKILL
         assert kept.poll() is None and not gone((kept.pid, rows[1][2]))

@@ -29,7 +29,8 @@ class Flaky:
 
 
 async def test_errors_are_counted_backed_off_and_the_task_goes_on(
-        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "slum.tasks")
     tasks = Tasks()
     tick = Flaky(failures=5)
@@ -52,16 +53,16 @@ async def test_backoff_is_capped(autojump_clock: trio.testing.MockClock) -> None
     tasks = Tasks()
     tick = Flaky(failures=8)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(run_periodic, tasks, "history", tick, 60.0,
-                                   backoff=Backoff(0.5, 3.0)))
+        nursery.start_soon(partial(run_periodic, tasks, "history", tick, 60.0, backoff=Backoff(0.5, 3.0)))
         await tick.done.wait()
         nursery.cancel_scope.cancel()
     gaps = [round(b - a, 3) for a, b in zip(tick.calls, tick.calls[1:], strict=False)]
     assert gaps == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0]
 
 
-async def test_a_new_episode_is_logged_again(autojump_clock: trio.testing.MockClock,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_new_episode_is_logged_again(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "slum.tasks")
     tasks = Tasks()
     outcomes = iter([True, False, False, True, False, True])  # False: fail
@@ -85,7 +86,8 @@ async def test_a_new_episode_is_logged_again(autojump_clock: trio.testing.MockCl
 
 
 async def test_a_contained_loop_is_restarted_and_cancellation_still_ends_it(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = Tasks()
     runs = 0
     forever = trio.Event()

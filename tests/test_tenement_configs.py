@@ -42,8 +42,7 @@ def test_the_corpus_is_all_checked() -> None:
 @pytest.mark.parametrize("name", sorted(ACCEPTED))
 def test_accepted_with_one_warning_per_key(name: str) -> None:
     config = cfg.load(FIXTURES / name)
-    named = {m.group(1) for w in config.warnings
-             if (m := re.search(r"\.toml:\d+: ([\w.]+): ", w))}
+    named = {m.group(1) for w in config.warnings if (m := re.search(r"\.toml:\d+: ([\w.]+): ", w))}
     assert named == ACCEPTED[name], config.warnings
     assert len(config.warnings) == len(named), "one warning per key"
     for warning in config.warnings:
@@ -74,13 +73,17 @@ def test_strict_refuses_what_tenement_would_ignore() -> None:
 def test_what_the_accepted_ones_mean() -> None:
     legacy = cfg.load(FIXTURES / "ok-legacy-process.toml").services["api"]
     assert legacy.argv(instance_id="a", port=1, data_dir=Path("/d")) == [
-        "./api", "--socket", "/tmp/api-a.sock", "--data", "/d/a"]
+        "./api",
+        "--socket",
+        "/tmp/api-a.sock",
+        "--data",
+        "/d/a",
+    ]
     assert legacy.restart == "always"
     minimal = cfg.load(FIXTURES / "ok-minimal.toml")
     assert minimal.settings.data_dir == Path.cwd() / "tenement-data"
     storage = cfg.load(FIXTURES / "ok-storage.toml").services["notes"]
-    assert (storage.storage_persist, storage.storage_quota_mb, storage.request_timeout) == (
-        False, 50, 30.0)
+    assert (storage.storage_persist, storage.storage_quota_mb, storage.request_timeout) == (False, 50, 30.0)
     env = cfg.load(FIXTURES / "ok-multi-env.toml")
     assert env.services["api"].env == {"APP_VERSION": "1.0.0"}
     assert env.instances["cache"] == ("prod", "staging")

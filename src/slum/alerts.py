@@ -70,10 +70,16 @@ class Alert:
     deliveries: dict[str, str] = field(default_factory=dict)  # webhook host -> outcome
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "ts": self.ts,
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.ts)),
-                "event": self.event, "subject": self.subject, "status": self.status,
-                "message": self.message, "deliveries": dict(self.deliveries)}
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.ts)),
+            "event": self.event,
+            "subject": self.subject,
+            "status": self.status,
+            "message": self.message,
+            "deliveries": dict(self.deliveries),
+        }
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,16 @@ class _Webhook:
 
 
 class Alerts:
-    def __init__(self, rules: tuple[AlertRule, ...], hub: Hub, *, restart_window: float = 300,
-                 max_restarts: int = 3, tick_s: float = TICK_S,
-                 disk_usage: Callable[[], dict[str, float]] | None = None) -> None:
+    def __init__(
+        self,
+        rules: tuple[AlertRule, ...],
+        hub: Hub,
+        *,
+        restart_window: float = 300,
+        max_restarts: int = 3,
+        tick_s: float = TICK_S,
+        disk_usage: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
         self.hub = hub
         self.restart_window = restart_window
         self.crash_loop_restarts = max(1, min(CRASH_LOOP_RESTARTS, max_restarts))
@@ -130,8 +143,15 @@ class Alerts:
         self.crash_loop_settle_s = min(restart_window / 4, 30.0)
         self._last_drops = hub.dropped_logs
         self._last_drop_at = 0.0
-        self._counts = {"fired": 0, "resolved": 0, "suppressed": 0, "sent": 0, "failed": 0,
-                        "dropped": 0, "missed_events": 0}
+        self._counts = {
+            "fired": 0,
+            "resolved": 0,
+            "suppressed": 0,
+            "sent": 0,
+            "failed": 0,
+            "dropped": 0,
+            "missed_events": 0,
+        }
         self._rules: tuple[AlertRule, ...] = ()
         self._pending_rules = rules
 
@@ -170,8 +190,11 @@ class Alerts:
         self._next_id += 1
         self.recent.append(alert)
         level = "error" if status == "firing" else "info"
-        self.hub.system(subject if ":" in subject else None,
-                        f"alert {status}: {DESCRIPTIONS.get(event, event)}: {message}", level)
+        self.hub.system(
+            subject if ":" in subject else None,
+            f"alert {status}: {DESCRIPTIONS.get(event, event)}: {message}",
+            level,
+        )
         return alert
 
     def _queue(self, hook: _Webhook, alert: Alert) -> None:
@@ -195,8 +218,12 @@ class Alerts:
             while restarts and restarts[0] < now - self.restart_window:
                 restarts.popleft()
             if new == "crash-looping" or len(restarts) >= self.crash_loop_restarts:
-                self.observe("crash_loop", iid, True, f"{iid} restarted {len(restarts)} times "
-                             f"within {self.restart_window:g}s: {reason}")
+                self.observe(
+                    "crash_loop",
+                    iid,
+                    True,
+                    f"{iid} restarted {len(restarts)} times within {self.restart_window:g}s: {reason}",
+                )
         elif new in ("stopped", "sleeping") and old != "backoff":
             self._restarts.pop(iid, None)
             self.observe("crash_loop", iid, False, f"{iid} is {new}")
@@ -206,8 +233,12 @@ class Alerts:
             while changes and changes[0] < now - FLAP_WINDOW_S:
                 changes.popleft()
             if len(changes) >= FLAP_CHANGES:
-                self.observe("health_flapping", iid, True, f"{iid} changed health "
-                             f"{len(changes)} times within {FLAP_WINDOW_S:g}s (now {new})")
+                self.observe(
+                    "health_flapping",
+                    iid,
+                    True,
+                    f"{iid} changed health {len(changes)} times within {FLAP_WINDOW_S:g}s (now {new})",
+                )
         elif new not in SERVING:
             self._health_changes.pop(iid, None)
             self.observe("health_flapping", iid, False, f"{iid} is {new}")
@@ -232,8 +263,11 @@ class Alerts:
                 self._restarts.pop(iid, None)
                 self.observe(event, iid, False, f"{iid} healthy for {now - since:.0f}s")
             changes = self._health_changes.get(iid)
-            if event == "health_flapping" and now - since >= FLAP_QUIET_S and (
-                    not changes or now - changes[-1] >= FLAP_QUIET_S):
+            if (
+                event == "health_flapping"
+                and now - since >= FLAP_QUIET_S
+                and (not changes or now - changes[-1] >= FLAP_QUIET_S)
+            ):
                 self._health_changes.pop(iid, None)
                 self.observe(event, iid, False, f"{iid} healthy for {FLAP_QUIET_S:g}s")
         if self.disk_usage is not None:
@@ -250,12 +284,15 @@ class Alerts:
                     self.observe("disk_full", subject, False, f"{subject} is {used:.0%} full")
         drops = self.hub.dropped_logs
         if drops > self._last_drops:
-            self.observe("logs_dropped", "logs", True, f"{drops - self._last_drops} log lines "
-                         "dropped (ingestion behind)")
+            self.observe(
+                "logs_dropped",
+                "logs",
+                True,
+                f"{drops - self._last_drops} log lines dropped (ingestion behind)",
+            )
             self._last_drops, self._last_drop_at = drops, now
         elif now - self._last_drop_at >= DROPS_QUIET_S:
-            self.observe("logs_dropped", "logs", False,
-                         f"no log lines dropped for {DROPS_QUIET_S:g}s")
+            self.observe("logs_dropped", "logs", False, f"no log lines dropped for {DROPS_QUIET_S:g}s")
 
     # --- running ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -310,8 +347,17 @@ class Alerts:
     def statistics(self) -> AlertStatistics:
         queued = sum(h.send.statistics().current_buffer_used for h in self._webhooks)
         c = self._counts
-        return AlertStatistics(c["fired"], c["resolved"], len(self.episodes), c["suppressed"],
-                               c["sent"], c["failed"], c["dropped"], queued, c["missed_events"])
+        return AlertStatistics(
+            c["fired"],
+            c["resolved"],
+            len(self.episodes),
+            c["suppressed"],
+            c["sent"],
+            c["failed"],
+            c["dropped"],
+            queued,
+            c["missed_events"],
+        )
 
 
 def disk_usage_of(host: dict[str, float], where: str) -> dict[str, float]:
@@ -336,12 +382,14 @@ def render(rule: AlertRule, alert: Alert) -> tuple[bytes, dict[str, str]]:
         text = f"{mark} *{title}* on {host}\n{alert.message}"
         return json.dumps({"text": text}).encode(), {"Content-Type": "application/json"}
     if rule.format == "ntfy":
-        headers = {"Content-Type": "text/plain; charset=utf-8", "Title": f"slum on {host}: {title}",
-                   "Priority": "default" if alert.status == "resolved" else "high",
-                   "Tags": "white_check_mark" if alert.status == "resolved" else "rotating_light"}
+        headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Title": f"slum on {host}: {title}",
+            "Priority": "default" if alert.status == "resolved" else "high",
+            "Tags": "white_check_mark" if alert.status == "resolved" else "rotating_light",
+        }
         return alert.message.encode(), headers
-    payload = {**alert.to_dict(), "host": host, "source": "slum", "version": __version__,
-               "title": title}
+    payload = {**alert.to_dict(), "host": host, "source": "slum", "version": __version__, "title": title}
     payload.pop("deliveries")
     return json.dumps(payload).encode(), {"Content-Type": "application/json"}
 
@@ -386,11 +434,15 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
     stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
     try:
         if parts.scheme == "https":
-            stream = trio.SSLStream(stream, ssl.create_default_context(),
-                                    server_hostname=parts.hostname)
+            stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=parts.hostname)
         host = parts.netloc.rpartition("@")[2]
-        head = [f"POST {target} HTTP/1.1", f"Host: {host}", f"User-Agent: slum/{__version__}",
-                f"Content-Length: {len(body)}", "Connection: close"]
+        head = [
+            f"POST {target} HTTP/1.1",
+            f"Host: {host}",
+            f"User-Agent: slum/{__version__}",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
         head += [f"{k}: {_header_value(v)}" for k, v in headers.items()]
         await stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         received = b""

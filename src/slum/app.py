@@ -45,8 +45,9 @@ __all__ = ["Running", "ServeOptions", "serve"]  # what the CLI and tests start s
 log = logging.getLogger("slum")
 
 
-async def serve(opts: ServeOptions, *,
-                task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    opts: ServeOptions, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Start everything, serve until SIGINT/SIGTERM, stop everything. A failure before slum is
     up is raised as one SlumError (its message is the CLI's one line); after that, every part
     contains its own failures and nothing but a signal ends this."""
@@ -77,8 +78,13 @@ async def serve(opts: ServeOptions, *,
         raise failure from None
 
 
-async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: startup.Sockets,
-                 ready: Callable[[Running], None]) -> None:
+async def _serve(
+    opts: ServeOptions,
+    config: cfg.Config,
+    store: Store,
+    sockets: startup.Sockets,
+    ready: Callable[[Running], None],
+) -> None:
     reaped = await trio.to_thread.run_sync(startup.reap, store)
     known = [(r.service, r.name, r.weight) for r in store.write_sync(processes.instances)]
 
@@ -102,30 +108,53 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
         shared = EtcdRegistry.from_url(registry_url)
     fleet = await open_fleet(store, supervisor, lambda: config, routes, shared)
     for clash in sorted(set(config.services) & set(table.tenants)):
-        raise ConfigError(f"{config.path}: [service.{clash}] has the name of a tenant: "
-                              f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
-                              f"rename the service or `slum tenant-remove {clash}`")
+        raise ConfigError(
+            f"{config.path}: [service.{clash}] has the name of a tenant: "
+            f"`{clash}.{opts.domain}` routes a service or a tenant, never both; "
+            f"rename the service or `slum tenant-remove {clash}`"
+        )
     settings = config.settings
     proxies = Proxies(settings.trusted_proxies)
     auth = Authenticator(store, proxies)
     # Instances' data (and their logs' secrets) are for the operator only.
     if config.services:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    telemetry = Telemetry.of(supervisor, settings.data_dir,
-                             request_metrics=settings.request_metrics)
+    telemetry = Telemetry.of(supervisor, settings.data_dir, request_metrics=settings.request_metrics)
     requests, sampler = telemetry.requests, telemetry.sampler
     trust = RouterTrust.of_tokens(auth.verify_token)
-    edge = Edge(table, supervisor, sockets.edge_path,
-                startup.edge_options(settings, config, trust, proxies.trusted),
-                on_request=requests.record)
+    edge = Edge(
+        table,
+        supervisor,
+        sockets.edge_path,
+        startup.edge_options(settings, config, trust, proxies.trusted),
+        on_request=requests.record,
+    )
     checker = NodeChecker(settings.node_check_interval)
-    alerts = Alerts(config.alerts, hub, restart_window=settings.restart_window,
-                    max_restarts=settings.max_restarts,
-                    disk_usage=lambda: disk_usage_of(sampler.host, str(settings.data_dir)))
-    ctx = WebContext(config, store, hub, supervisor, auth, opts.domain.lower(), opts.port,
-                     fleet, IngestStatistics(), requests=requests, sampler=sampler,
-                     nodes=checker, edge=edge, alerts=alerts, tasks=tasks,
-                     registry_health=None if shared is None else lambda: shared.health().as_dict())
+    alerts = Alerts(
+        config.alerts,
+        hub,
+        restart_window=settings.restart_window,
+        max_restarts=settings.max_restarts,
+        disk_usage=lambda: disk_usage_of(sampler.host, str(settings.data_dir)),
+    )
+    ctx = WebContext(
+        config,
+        store,
+        hub,
+        supervisor,
+        auth,
+        opts.domain.lower(),
+        opts.port,
+        fleet,
+        IngestStatistics(),
+        requests=requests,
+        sampler=sampler,
+        nodes=checker,
+        edge=edge,
+        alerts=alerts,
+        tasks=tasks,
+        registry_health=None if shared is None else lambda: shared.health().as_dict(),
+    )
 
     async def reloaded(new: cfg.Config) -> None:
         nonlocal config  # routes reads it: a tenant without a service gets the new default
@@ -142,8 +171,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
         level = "info" if status == "online" else "error"
         hub.system(None, f"server {server} is {status}", level)
         alerts.node(server, status)
-        log.log(logging.INFO if level == "info" else logging.WARNING,
-                "server %s is %s", server, status)
+        log.log(logging.INFO if level == "info" else logging.WARNING, "server %s is %s", server, status)
 
     try:
         async with trio.open_nursery() as outer:
@@ -152,10 +180,17 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                 # Every background task runs contained (slum/tasks.py): an error is logged,
                 # counted under the task's name and retried after a backoff, never the end of
                 # this nursery.
-                timers.start_soon(partial(
-                    run_periodic, tasks, "retention",
-                    partial(retain, store, settings.log_retention_days,
-                            settings.log_max_mb * 1024 * 1024), RETENTION_INTERVAL_S))
+                timers.start_soon(
+                    partial(
+                        run_periodic,
+                        tasks,
+                        "retention",
+                        partial(
+                            retain, store, settings.log_retention_days, settings.log_max_mb * 1024 * 1024
+                        ),
+                        RETENTION_INTERVAL_S,
+                    )
+                )
                 await timers.start(telemetry.run, tasks, store)  # the sampler, the history
                 await timers.start(alerts.run)
                 await timers.start(fleet.run, tasks, checker, report)
@@ -169,8 +204,7 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                         with startup.starting(f"cannot listen on {opts.host}:{opts.port}"):
                             listeners = await front.start(edge.serve, opts.host, opts.port)
                         with startup.starting(f"cannot serve the API on {sockets.control_path}"):
-                            await front.start(_serve_web, ctx, sockets.control, sockets.edge,
-                                              web_stop)
+                            await front.start(_serve_web, ctx, sockets.control, sockets.edge, web_stop)
                         port = listeners[0].getsockname()[1]
                         ctx.public_port = port
                         # Everything loaded at start lives as long as slum: move it out of the
@@ -178,12 +212,23 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
                         # objects (a full scan of ~200k objects was a 20+ ms pause).
                         gc.collect()
                         gc.freeze()
-                        ready(Running(port, str(sockets.control_path), supervisor, store, hub,
-                                      edge, requests, sampler, reaped, list(config.warnings),
-                                      tasks))
+                        ready(
+                            Running(
+                                port,
+                                str(sockets.control_path),
+                                supervisor,
+                                store,
+                                hub,
+                                edge,
+                                requests,
+                                sampler,
+                                reaped,
+                                list(config.warnings),
+                                tasks,
+                            )
+                        )
                         await startup.wait_for_signal()
-                        log.info("stopping: edge and web first, then %d instances",
-                                 len(supervisor.instances))
+                        log.info("stopping: edge and web first, then %d instances", len(supervisor.instances))
                         # slum's own web app first: its SSE streams (an open dashboard) would
                         # otherwise hold the drain for the whole grace; tenants' requests in
                         # flight get shutdown_grace.
@@ -201,9 +246,14 @@ async def _serve(opts: ServeOptions, config: cfg.Config, store: Store, sockets: 
         watchdog.close()
 
 
-async def _serve_web(ctx: WebContext, control: socket.socket, edge_socket: socket.socket,
-                     stop: trio.Event, *,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def _serve_web(
+    ctx: WebContext,
+    control: socket.socket,
+    edge_socket: socket.socket,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """The web app on its two sockets, loaded when the first connection waits on either.
 
     Quart and Hypercorn are ~17 MB of RSS that a node nobody asks does not need (specs/

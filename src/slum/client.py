@@ -26,9 +26,15 @@ from slum.errors import (
 )
 
 DEFAULT_HTTP = "http://127.0.0.1:8080"
-_ERRORS: dict[int, type[SlumError]] = {400: BadRequest, 401: Unauthorized, 403: Unauthorized,
-                                       404: NotFound, 409: Conflict, 429: Unavailable,
-                                       503: Unavailable}
+_ERRORS: dict[int, type[SlumError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    429: Unavailable,
+    503: Unavailable,
+}
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -71,8 +77,14 @@ def resolve_server(server: str | None, database: str | None = None) -> str:
 
 
 class Client:
-    def __init__(self, server: str | None = None, token: str | None = None, *,
-                 database: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        database: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
         self.server = resolve_server(server, database)
         self.token = token or os.environ.get("SLUM_TOKEN") or os.environ.get("TENEMENT_TOKEN")
         self.timeout = timeout
@@ -82,8 +94,7 @@ class Client:
         else:
             url = urlsplit(self.server if "://" in self.server else "http://" + self.server)
             if url.scheme not in ("http", "https") or not url.hostname:
-                raise BadRequest(f"invalid server {self.server!r}: use http://host:port or "
-                                 "unix:/path")
+                raise BadRequest(f"invalid server {self.server!r}: use http://host:port or unix:/path")
             self._unix = None
             self._host = url.netloc
             self._https = url.scheme == "https"
@@ -99,8 +110,15 @@ class Client:
     def _where(self) -> str:
         return f"control socket {self._unix}" if self._unix else self.server
 
-    def request(self, method: str, path: str, body: Any = None,
-                query: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
         conn = self._connection(timeout)
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
@@ -116,8 +134,9 @@ class Client:
             response = conn.getresponse()
             raw = response.read()
         except (ConnectionRefusedError, FileNotFoundError):
-            raise ServerUnreachable(f"no slum server is running at {self._where()} "
-                                    "(start one with `slum serve`)") from None
+            raise ServerUnreachable(
+                f"no slum server is running at {self._where()} (start one with `slum serve`)"
+            ) from None
         except (OSError, http.client.HTTPException) as e:
             raise ServerUnreachable(f"cannot talk to slum at {self._where()}: {e}") from None
         finally:
@@ -140,42 +159,58 @@ class Client:
         return self.request("GET", f"/_/api/instances/{quote(ref)}")  # type: ignore[no-any-return]
 
     def spawn(self, service: str, instance_id: str) -> dict[str, Any]:
-        return self.request("POST", "/_/api/instances",  # type: ignore[no-any-return]
-                            {"service": service, "id": instance_id})
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            "/_/api/instances",
+            {"service": service, "id": instance_id},
+        )
 
     def stop(self, ref: str) -> dict[str, Any]:
         return self.request("POST", f"/_/api/instances/{quote(ref)}/stop")  # type: ignore[no-any-return]
 
     def restart(self, ref: str) -> dict[str, Any]:
-        return self.request("POST",  # type: ignore[no-any-return]
-                            f"/_/api/instances/{quote(ref)}/restart")
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            f"/_/api/instances/{quote(ref)}/restart",
+        )
 
     def health(self, ref: str) -> dict[str, Any]:
-        return self.request("GET",  # type: ignore[no-any-return]
-                            f"/_/api/instances/{quote(ref)}/health")
+        return self.request(  # type: ignore[no-any-return]
+            "GET",
+            f"/_/api/instances/{quote(ref)}/health",
+        )
 
     # --- deploys and traffic ---
-    def deploy(self, service: str, version: str, *, weight: int = 100,
-               timeout: float = 30) -> dict[str, Any]:
+    def deploy(self, service: str, version: str, *, weight: int = 100, timeout: float = 30) -> dict[str, Any]:
         """Start service:version, wait until healthy (at most `timeout` s), then give it
         `weight`; raises Unavailable with the reason if it does not get healthy."""
-        return self.request("POST", "/_/api/deploys",  # type: ignore[no-any-return]
-                            {"service": service, "version": version, "weight": weight,
-                             "timeout": timeout}, timeout=timeout + self.timeout)
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            "/_/api/deploys",
+            {"service": service, "version": version, "weight": weight, "timeout": timeout},
+            timeout=timeout + self.timeout,
+        )
 
     def route(self, service: str, source: str, target: str) -> dict[str, Any]:
         """Blue/green: all of `source`'s traffic to `target`, in one step."""
-        return self.request("POST",  # type: ignore[no-any-return]
-                            f"/_/api/services/{quote(service)}/route",
-                            {"from": source, "to": target})
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            f"/_/api/services/{quote(service)}/route",
+            {"from": source, "to": target},
+        )
 
     def set_weight(self, ref: str, weight: int) -> dict[str, Any]:
-        return self.request("POST",  # type: ignore[no-any-return]
-                            f"/_/api/instances/{quote(ref)}/weight", {"weight": weight})
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            f"/_/api/instances/{quote(ref)}/weight",
+            {"weight": weight},
+        )
 
     def storage(self, ref: str) -> dict[str, Any]:
-        return self.request("GET",  # type: ignore[no-any-return]
-                            f"/_/api/instances/{quote(ref)}/storage")
+        return self.request(  # type: ignore[no-any-return]
+            "GET",
+            f"/_/api/instances/{quote(ref)}/storage",
+        )
 
     # --- server ---
     def server_health(self) -> dict[str, Any]:
@@ -194,11 +229,14 @@ class Client:
     def servers(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/servers")  # type: ignore[no-any-return]
 
-    def add_server(self, address: str, name: str | None = None, token: str | None = None,
-                   capacity: int | None = None) -> dict[str, Any]:
-        return self.request("POST", "/api/servers",  # type: ignore[no-any-return]
-                            {"address": address, "name": name, "token": token,
-                             "capacity": capacity})
+    def add_server(
+        self, address: str, name: str | None = None, token: str | None = None, capacity: int | None = None
+    ) -> dict[str, Any]:
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            "/api/servers",
+            {"address": address, "name": name, "token": token, "capacity": capacity},
+        )
 
     def remove_server(self, ref: str) -> dict[str, Any]:
         return self.request("DELETE", f"/api/servers/{quote(ref)}")  # type: ignore[no-any-return]
@@ -208,50 +246,68 @@ class Client:
 
     def tenant(self, tenant_id: str) -> dict[str, Any]:
         """One tenant, with its `aliases` and its instance here (`instance`, or None)."""
-        return self.request("GET",  # type: ignore[no-any-return]
-                            f"/_/api/tenants/{quote(tenant_id, safe='')}")
+        return self.request(  # type: ignore[no-any-return]
+            "GET",
+            f"/_/api/tenants/{quote(tenant_id, safe='')}",
+        )
 
-    def add_tenant(self, tenant_id: str, server: str | None = None,
-                   service: str | None = None) -> dict[str, Any]:
-        return self.request("POST", "/api/tenants",  # type: ignore[no-any-return]
-                            {"id": tenant_id, "server": server, "service": service})
+    def add_tenant(
+        self, tenant_id: str, server: str | None = None, service: str | None = None
+    ) -> dict[str, Any]:
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            "/api/tenants",
+            {"id": tenant_id, "server": server, "service": service},
+        )
 
     def remove_tenant(self, tenant_id: str) -> dict[str, Any]:
-        return self.request("DELETE",  # type: ignore[no-any-return]
-                            f"/api/tenants/{quote(tenant_id)}")
+        return self.request(  # type: ignore[no-any-return]
+            "DELETE",
+            f"/api/tenants/{quote(tenant_id)}",
+        )
 
     def move_tenant(self, tenant_id: str, to: str) -> dict[str, Any]:
         """Started on server `to`, stopped where it was; `moved_from` names that server, and
         `warnings` says what it did not do (the move stands)."""
-        return self.request("POST",  # type: ignore[no-any-return]
-                            f"/api/tenants/{quote(tenant_id, safe='')}/move", {"to": to})
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            f"/api/tenants/{quote(tenant_id, safe='')}/move",
+            {"to": to},
+        )
 
     def add_alias(self, tenant_id: str, domain: str) -> dict[str, Any]:
         """Route a custom domain to the tenant; returns the tenant with its `aliases`."""
-        return self.request("POST",  # type: ignore[no-any-return]
-                            f"/api/tenants/{quote(tenant_id, safe='')}/aliases",
-                            {"domain": domain})
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            f"/api/tenants/{quote(tenant_id, safe='')}/aliases",
+            {"domain": domain},
+        )
 
     def remove_alias(self, tenant_id: str, domain: str) -> dict[str, Any]:
-        return self.request("DELETE",  # type: ignore[no-any-return]
-                            f"/api/tenants/{quote(tenant_id, safe='')}/aliases/"
-                            f"{quote(domain, safe='')}")
+        return self.request(  # type: ignore[no-any-return]
+            "DELETE",
+            f"/api/tenants/{quote(tenant_id, safe='')}/aliases/{quote(domain, safe='')}",
+        )
 
     # --- tokens ---
     def tokens(self) -> list[dict[str, Any]]:
         """Tokens: id, description, scope, created, last_used; never the secret."""
         return self.request("GET", "/_/api/tokens")  # type: ignore[no-any-return]
 
-    def create_token(self, description: str | None = None,
-                     tenant: str | None = None) -> dict[str, Any]:
+    def create_token(self, description: str | None = None, tenant: str | None = None) -> dict[str, Any]:
         """A new token ({"id", "token", ...}); the secret is in this answer only."""
-        return self.request("POST", "/_/api/tokens",  # type: ignore[no-any-return]
-                            {"description": description, "tenant": tenant})
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            "/_/api/tokens",
+            {"description": description, "tenant": tenant},
+        )
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         """Revoke a token by its id; its sessions end at once."""
-        return self.request("DELETE",  # type: ignore[no-any-return]
-                            f"/_/api/tokens/{quote(token_id, safe='')}")
+        return self.request(  # type: ignore[no-any-return]
+            "DELETE",
+            f"/_/api/tokens/{quote(token_id, safe='')}",
+        )
 
     # --- logs ---
     def logs(self, **filters: Any) -> list[dict[str, Any]]:
@@ -293,8 +349,7 @@ class Client:
         except (ConnectionRefusedError, FileNotFoundError):
             raise ServerUnreachable(f"no slum server is running at {self._where()}") from None
         except (OSError, http.client.HTTPException) as e:
-            raise ServerUnreachable(f"lost the connection to slum at {self._where()}: {e}") \
-                from None
+            raise ServerUnreachable(f"lost the connection to slum at {self._where()}: {e}") from None
         finally:
             conn.close()
 

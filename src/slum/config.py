@@ -32,104 +32,241 @@ class Key:
 
 
 SETTINGS_KEYS: tuple[Key, ...] = (
-    Key("data_dir", str, "./tenement-data", "Root of per-instance data dirs: "
+    Key(
+        "data_dir",
+        str,
+        "./tenement-data",
+        "Root of per-instance data dirs: "
         "{data_dir}/{service}/{id}. Relative to the config file; the default is tenement's, "
         "relative to the directory slum runs in as in tenement, so a config moved over finds "
-        "its tenants' data. A leading `~` is refused (it is not expanded)."),
-    Key("health_check_interval", (int, float), 10, "Seconds between health checks of a running "
-        "instance.", 0.05),
-    Key("max_restarts", int, 3, "Restarts allowed within restart_window before the instance is "
-        "`failed` until an operator acts.", 0),
+        "its tenants' data. A leading `~` is refused (it is not expanded).",
+    ),
+    Key(
+        "health_check_interval",
+        (int, float),
+        10,
+        "Seconds between health checks of a running instance.",
+        0.05,
+    ),
+    Key(
+        "max_restarts",
+        int,
+        3,
+        "Restarts allowed within restart_window before the instance is `failed` until an operator acts.",
+        0,
+    ),
     Key("restart_window", (int, float), 300, "Seconds over which restarts are counted.", 1),
-    Key("backoff_base_ms", int, 1000, "First delay before a restart; doubles each time, with "
-        "jitter.", 0),
+    Key("backoff_base_ms", int, 1000, "First delay before a restart; doubles each time, with jitter.", 0),
     Key("backoff_max_ms", int, 60000, "Upper bound of the restart delay.", 0),
     Key("stop_grace_s", (int, float), 10, "Seconds between SIGTERM and SIGKILL when stopping.", 0),
     Key("log_retention_days", (int, float), 7, "Log lines older than this are deleted.", 0),
     Key("log_max_mb", int, 1024, "Total size of stored logs; the oldest lines go first.", 1),
     Key("max_held_requests", int, 100, "Requests held per waking instance; beyond it: 503.", 1),
-    Key("max_body_mb", int, 0, "Largest request body the proxy accepts (0 = no limit); larger: "
-        "413.", 0),
-    Key("request_metrics", bool, True, "Count and time every request (a few microseconds each); "
-        "false turns it off."),
-    Key("node_check_interval", (int, float), 2, "Seconds between health checks of the fleet's "
-        "other servers; two failures in a row mark one offline.", 0.1),
+    Key("max_body_mb", int, 0, "Largest request body the proxy accepts (0 = no limit); larger: 413.", 0),
+    Key(
+        "request_metrics",
+        bool,
+        True,
+        "Count and time every request (a few microseconds each); false turns it off.",
+    ),
+    Key(
+        "node_check_interval",
+        (int, float),
+        2,
+        "Seconds between health checks of the fleet's other servers; two failures in a row mark one offline.",
+        0.1,
+    ),
     Key("connect_timeout_s", (int, float), 5, "Seconds to connect to an upstream; then 502.", 0.01),
-    Key("response_timeout_s", (int, float), 60, "Seconds to wait for an upstream's response "
-        "head; then 504.", 0.01),
-    Key("upstream_idle_timeout_s", (int, float), 300, "Seconds an upstream may stay silent in "
-        "the middle of a response before the response is ended.", 0.01),
+    Key(
+        "response_timeout_s",
+        (int, float),
+        60,
+        "Seconds to wait for an upstream's response head; then 504.",
+        0.01,
+    ),
+    Key(
+        "upstream_idle_timeout_s",
+        (int, float),
+        300,
+        "Seconds an upstream may stay silent in the middle of a response before the response is ended.",
+        0.01,
+    ),
     Key("public_metrics", bool, False, "Serve GET /metrics (Prometheus) without a token."),
-    Key("trusted_proxies", list, [], "Addresses or networks of proxies in front of slum (e.g. "
-        "Caddy): X-Forwarded-For and X-Forwarded-Proto are believed only from these."),
-    Key("port_range", str, "30000-40000", "Ports handed to instances (PORT), as `LOW-HIGH` "
-        "(tenement's range by default); checked against the OS's ephemeral port range."),
-    Key("auto_spawn_per_minute", int, 30, "New ids a service with auto_spawn may start per "
-        "minute, so a scan of random subdomains cannot start thousands of processes.", 1),
-    Key("header_timeout", (int, float), 30, "Seconds a client has to send a request head (from "
+    Key(
+        "trusted_proxies",
+        list,
+        [],
+        "Addresses or networks of proxies in front of slum (e.g. "
+        "Caddy): X-Forwarded-For and X-Forwarded-Proto are believed only from these.",
+    ),
+    Key(
+        "port_range",
+        str,
+        "30000-40000",
+        "Ports handed to instances (PORT), as `LOW-HIGH` "
+        "(tenement's range by default); checked against the OS's ephemeral port range.",
+    ),
+    Key(
+        "auto_spawn_per_minute",
+        int,
+        30,
+        "New ids a service with auto_spawn may start per "
+        "minute, so a scan of random subdomains cannot start thousands of processes.",
+        1,
+    ),
+    Key(
+        "header_timeout",
+        (int, float),
+        30,
+        "Seconds a client has to send a request head (from "
         "its first byte, or from the connection for the first request); then 408 and close.",
-        0.01),
-    Key("keepalive_timeout", (int, float), 60, "Seconds an idle keep-alive client connection "
-        "stays open.", 0.01),
-    Key("body_timeout", (int, float), 60, "Seconds a request body may pause between two reads "
-        "(then 408 and close), and a client may take none of its response (then close).", 0.01),
-    Key("max_connections", int, 0, "Concurrent client connections; at the cap new ones wait in "
+        0.01,
+    ),
+    Key(
+        "keepalive_timeout",
+        (int, float),
+        60,
+        "Seconds an idle keep-alive client connection stays open.",
+        0.01,
+    ),
+    Key(
+        "body_timeout",
+        (int, float),
+        60,
+        "Seconds a request body may pause between two reads "
+        "(then 408 and close), and a client may take none of its response (then close).",
+        0.01,
+    ),
+    Key(
+        "max_connections",
+        int,
+        0,
+        "Concurrent client connections; at the cap new ones wait in "
         "the listen backlog. 0 = derived from the open-files limit (raised to the hard limit).",
-        0),
-    Key("registry", str, "", "Where the fleet registry (servers, tenants, aliases, node "
+        0,
+    ),
+    Key(
+        "registry",
+        str,
+        "",
+        "Where the fleet registry (servers, tenants, aliases, node "
         "tokens) lives: empty = this node's database (SQLite); `etcd://HOST:PORT[,HOST:PORT...]` "
         "(optionally with a key prefix, `.../slum/` by default) = an etcd cluster that several "
-        "routers share, so that losing one loses no tenant. `serve --registry` overrides it."),
-    Key("shutdown_grace", (int, float), 10, "Seconds requests in flight get to finish on "
-        "SIGTERM, after the edge stops accepting.", 0),
+        "routers share, so that losing one loses no tenant. `serve --registry` overrides it.",
+    ),
+    Key(
+        "shutdown_grace",
+        (int, float),
+        10,
+        "Seconds requests in flight get to finish on SIGTERM, after the edge stops accepting.",
+        0,
+    ),
 )
 
 SERVICE_KEYS: tuple[Key, ...] = (
-    Key("command", (str, list), None, "Program to run: a string (shell-split, not run by a shell) "
-        "or a list. Required."),
+    Key(
+        "command",
+        (str, list),
+        None,
+        "Program to run: a string (shell-split, not run by a shell) or a list. Required.",
+    ),
     Key("args", list, [], "Extra arguments appended to command."),
-    Key("health", str, None, "HTTP path checked with GET (2xx/3xx = healthy); absent = TCP connect "
-        "check."),
-    Key("idle_timeout", (int, float), 0, "Seconds without requests before the instance is stopped "
-        "(0 = never); the next request wakes it.", 0),
-    Key("startup_timeout", (int, float), 10, "Seconds to become healthy after start; a held "
-        "request gets 503 after this.", 0.1),
+    Key("health", str, None, "HTTP path checked with GET (2xx/3xx = healthy); absent = TCP connect check."),
+    Key(
+        "idle_timeout",
+        (int, float),
+        0,
+        "Seconds without requests before the instance is stopped (0 = never); the next request wakes it.",
+        0,
+    ),
+    Key(
+        "startup_timeout",
+        (int, float),
+        10,
+        "Seconds to become healthy after start; a held request gets 503 after this.",
+        0.1,
+    ),
     Key("restart", str, "on-failure", "always | on-failure | never."),
     Key("workdir", str, ".", "Working directory of the process, relative to the config file."),
-    Key("memory_limit_mb", int, None, "Memory limit of the instance's whole process tree, in MB "
+    Key(
+        "memory_limit_mb",
+        int,
+        None,
+        "Memory limit of the instance's whole process tree, in MB "
         "(0 = unlimited); at it the kernel kills a process: `killed: out of memory`. Enforced "
-        "through the instance's cgroup; where it cannot be, the spawn is refused.", 0),
-    Key("memory_swap_max", int, None, "Swap the instance may use beyond memory_limit_mb, in MB "
-        "(absent with a memory limit = none).", 0),
-    Key("cpu_shares", int, None, "CPU weight against the other instances when the CPU is busy "
-        "(100 = the default; clamped to 1-10000).", 1),
-    Key("pids_max", int, None, "Most processes and threads the instance may have at once (a "
-        "fork bomb stops there).", 1),
-    Key("isolation", str, "process", "process | namespace (own PID and mount namespaces, "
-        "private /tmp) | sandbox (gVisor's runsc)."),
-    Key("env", dict, {}, "Environment variables; {name} {id} {data_dir} {port} {socket} "
-        "interpolate."),
-    Key("socket", str, None, "Unix socket path given to the app as SOCKET_PATH and {socket} "
+        "through the instance's cgroup; where it cannot be, the spawn is refused.",
+        0,
+    ),
+    Key(
+        "memory_swap_max",
+        int,
+        None,
+        "Swap the instance may use beyond memory_limit_mb, in MB (absent with a memory limit = none).",
+        0,
+    ),
+    Key(
+        "cpu_shares",
+        int,
+        None,
+        "CPU weight against the other instances when the CPU is busy "
+        "(100 = the default; clamped to 1-10000).",
+        1,
+    ),
+    Key(
+        "pids_max",
+        int,
+        None,
+        "Most processes and threads the instance may have at once (a fork bomb stops there).",
+        1,
+    ),
+    Key(
+        "isolation",
+        str,
+        "process",
+        "process | namespace (own PID and mount namespaces, private /tmp) | sandbox (gVisor's runsc).",
+    ),
+    Key("env", dict, {}, "Environment variables; {name} {id} {data_dir} {port} {socket} interpolate."),
+    Key(
+        "socket",
+        str,
+        None,
+        "Unix socket path given to the app as SOCKET_PATH and {socket} "
         "(default: a per-user runtime dir); an app that listens there instead of on PORT is "
-        "proxied over the socket."),
-    Key("request_timeout", (int, float), None, "Seconds to wait for this service's response "
-        "head; then 504 (default: [settings] response_timeout_s).", 0.01),
-    Key("storage_persist", bool, True, "false: the instance's data dir is deleted when it "
-        "stops."),
-    Key("storage_quota_mb", int, None, "Data dir size to warn about: measured every minute; "
-        "past 80% and 100% `ps`, status and the instance's JSON say so.", 1),
-    Key("auto_spawn", bool, False, "Start `{id}.{service}.{domain}` for an unknown (valid) id on "
+        "proxied over the socket.",
+    ),
+    Key(
+        "request_timeout",
+        (int, float),
+        None,
+        "Seconds to wait for this service's response "
+        "head; then 504 (default: [settings] response_timeout_s).",
+        0.01,
+    ),
+    Key("storage_persist", bool, True, "false: the instance's data dir is deleted when it stops."),
+    Key(
+        "storage_quota_mb",
+        int,
+        None,
+        "Data dir size to warn about: measured every minute; "
+        "past 80% and 100% `ps`, status and the instance's JSON say so.",
+        1,
+    ),
+    Key(
+        "auto_spawn",
+        bool,
+        False,
+        "Start `{id}.{service}.{domain}` for an unknown (valid) id on "
         "its first request, as tenement does; bounded by max_instances and "
-        "[settings] auto_spawn_per_minute."),
-    Key("max_instances", int, 0, "Most instances of this service auto_spawn may create "
-        "(0 = no limit).", 0),
+        "[settings] auto_spawn_per_minute.",
+    ),
+    Key("max_instances", int, 0, "Most instances of this service auto_spawn may create (0 = no limit).", 0),
 )
 
 # Keys of tenement's format that slum accepts but does not act on, and what it does instead.
 TOLERATED_SERVICE_KEYS = {
     "runtime": "slum runs each instance as a process in its own process group",
     "port": "each instance gets its own free port in PORT (from [settings] port_range), so "
-            "more than one instance of the service can run",
+    "more than one instance of the service can run",
     "kernel": "Firecracker VMs are not supported: the service runs as a process",
     "rootfs": "Firecracker VMs are not supported: the service runs as a process",
     "memory_mb": "Firecracker VMs are not supported: use memory_limit_mb",
@@ -145,20 +282,38 @@ TOLERATED_ROUTING = {
 }
 ISOLATION_MODES = ("process", "namespace", "sandbox")
 
-_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
-               "dict": "a table", "bool": "a boolean"}
+_TYPE_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "list": "a list",
+    "dict": "a table",
+    "bool": "a boolean",
+}
 
 TOP_KEYS = {"settings", "service", "process", "instances", "routing", "alerts"}
 
 ALERT_FORMATS = ("json", "slack", "ntfy")
-ALERT_EVENTS = ("instance_failed", "crash_loop", "health_flapping", "node_offline", "disk_full",
-                "logs_dropped")
+ALERT_EVENTS = (
+    "instance_failed",
+    "crash_loop",
+    "health_flapping",
+    "node_offline",
+    "disk_full",
+    "logs_dropped",
+)
 ALERT_KEYS: tuple[Key, ...] = (
     Key("url", str, None, "Webhook URL (http or https) the alert is POSTed to. Required."),
     Key("format", str, "json", "json | slack | ntfy: the body the receiver expects."),
     Key("events", list, [], "Only these events (default: all): " + ", ".join(ALERT_EVENTS) + "."),
-    Key("min_interval", (int, float), 300, "Seconds before the same event for the same subject "
-        "is sent again (a new episode sooner is counted, not sent).", 0),
+    Key(
+        "min_interval",
+        (int, float),
+        300,
+        "Seconds before the same event for the same subject "
+        "is sent again (a new episode sooner is counted, not sent).",
+        0,
+    ),
 )
 
 
@@ -232,13 +387,11 @@ class Service:
 
     def argv(self, *, instance_id: str, port: int, data_dir: Path) -> list[str]:
         sock = self.socket_path(instance_id, data_dir)
-        return [interpolate(a, self.name, instance_id, port, data_dir, sock)
-                for a in self.command]
+        return [interpolate(a, self.name, instance_id, port, data_dir, sock) for a in self.command]
 
     def environment(self, *, instance_id: str, port: int, data_dir: Path) -> dict[str, str]:
         sock = self.socket_path(instance_id, data_dir)
-        return {k: interpolate(v, self.name, instance_id, port, data_dir, sock)
-                for k, v in self.env.items()}
+        return {k: interpolate(v, self.name, instance_id, port, data_dir, sock) for k, v in self.env.items()}
 
 
 @dataclass(frozen=True)
@@ -258,15 +411,23 @@ class Config:
             "settings": {k.name: _setting_value(s, k.name) for k in SETTINGS_KEYS},
             "service": {
                 name: {
-                    "command": list(svc.command), "health": svc.health,
-                    "idle_timeout": svc.idle_timeout, "startup_timeout": svc.startup_timeout,
-                    "restart": svc.restart, "workdir": str(svc.workdir),
+                    "command": list(svc.command),
+                    "health": svc.health,
+                    "idle_timeout": svc.idle_timeout,
+                    "startup_timeout": svc.startup_timeout,
+                    "restart": svc.restart,
+                    "workdir": str(svc.workdir),
                     "memory_limit_mb": svc.memory_limit_mb,
-                    "memory_swap_max": svc.memory_swap_max, "cpu_shares": svc.cpu_shares,
-                    "pids_max": svc.pids_max, "isolation": svc.isolation, "env": dict(svc.env),
-                    "socket": svc.socket, "request_timeout": svc.request_timeout,
+                    "memory_swap_max": svc.memory_swap_max,
+                    "cpu_shares": svc.cpu_shares,
+                    "pids_max": svc.pids_max,
+                    "isolation": svc.isolation,
+                    "env": dict(svc.env),
+                    "socket": svc.socket,
+                    "request_timeout": svc.request_timeout,
                     "storage_persist": svc.storage_persist,
-                    "storage_quota_mb": svc.storage_quota_mb, "auto_spawn": svc.auto_spawn,
+                    "storage_quota_mb": svc.storage_quota_mb,
+                    "auto_spawn": svc.auto_spawn,
                     "max_instances": svc.max_instances,
                 }
                 for name, svc in self.services.items()
@@ -274,8 +435,15 @@ class Config:
             "instances": {k: list(v) for k, v in self.instances.items()},
             "routing": {"default": self.default_service},
             # Webhook URLs can carry secrets (Slack's do): show where they go, not the path.
-            "alerts": [{"url": _redact_url(a.url), "format": a.format, "events": list(a.events),
-                        "min_interval": a.min_interval} for a in self.alerts],
+            "alerts": [
+                {
+                    "url": _redact_url(a.url),
+                    "format": a.format,
+                    "events": list(a.events),
+                    "min_interval": a.min_interval,
+                }
+                for a in self.alerts
+            ],
             "warnings": list(self.warnings),
         }
 
@@ -316,10 +484,8 @@ def runtime_dir() -> Path:
 _PLACEHOLDER = re.compile(r"\{(name|id|data_dir|port|socket)\}")
 
 
-def interpolate(value: str, name: str, instance_id: str, port: int, data_dir: Path,
-                socket: str = "") -> str:
-    values = {"name": name, "id": instance_id, "port": str(port), "data_dir": str(data_dir),
-              "socket": socket}
+def interpolate(value: str, name: str, instance_id: str, port: int, data_dir: Path, socket: str = "") -> str:
+    values = {"name": name, "id": instance_id, "port": str(port), "data_dir": str(data_dir), "socket": socket}
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], value)
 
 
@@ -344,8 +510,11 @@ def check_label(value: str, what: str) -> str:
     if not isinstance(value, str) or not DNS_LABEL.fullmatch(value):
         hint = ""
         # Only for names tenement takes (`user_code`, `API`), not for paths or junk.
-        if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,63}", value) \
-                and DNS_LABEL.fullmatch(suggest_label(value)):
+        if (
+            isinstance(value, str)
+            and re.fullmatch(r"[A-Za-z0-9_-]{1,63}", value)
+            and DNS_LABEL.fullmatch(suggest_label(value))
+        ):
             hint = f" (it becomes a host name: try {suggest_label(value)!r})"
         raise BadRequest(
             f"invalid {what} {value!r}: use 1-63 lowercase letters, digits and '-', "
@@ -380,8 +549,11 @@ class _Locator:
                 if current == table:
                     header_line = number
                 continue
-            if key is not None and current == table and re.match(
-                    rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", raw):
+            if (
+                key is not None
+                and current == table
+                and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", raw)
+            ):
                 return number
         if key is not None and table:
             # `[service]` + `notes.command = ...` or an inline table: fall back to the parent.
@@ -392,8 +564,7 @@ class _Locator:
         return header_line
 
 
-def load(path: str | os.PathLike[str], *, strict: bool = False,
-         data_dir: str | None = None) -> Config:
+def load(path: str | os.PathLike[str], *, strict: bool = False, data_dir: str | None = None) -> Config:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -408,8 +579,9 @@ def load(path: str | os.PathLike[str], *, strict: bool = False,
     return config
 
 
-def ephemeral_overlap(port_range: tuple[int, int],
-                      source: str = "/proc/sys/net/ipv4/ip_local_port_range") -> str | None:
+def ephemeral_overlap(
+    port_range: tuple[int, int], source: str = "/proc/sys/net/ipv4/ip_local_port_range"
+) -> str | None:
     """The OS hands out ports of ip_local_port_range to outgoing connections: an instance port
     range inside it competes with every connection the machine opens (slum skips a taken port,
     but an instance restarting may then move)."""
@@ -419,13 +591,16 @@ def ephemeral_overlap(port_range: tuple[int, int],
         return None
     lo, hi = port_range
     if low <= lo and hi <= high:
-        return (f"{lo}-{hi} lies inside the OS's ephemeral port range {low}-{high} "
-                "(net.ipv4.ip_local_port_range): pick a range outside it")
+        return (
+            f"{lo}-{hi} lies inside the OS's ephemeral port range {low}-{high} "
+            "(net.ipv4.ip_local_port_range): pick a range outside it"
+        )
     return None
 
 
-def parse(text: str, path: Path | None = None, *, strict: bool = False,
-          data_dir: str | None = None) -> Config:
+def parse(
+    text: str, path: Path | None = None, *, strict: bool = False, data_dir: str | None = None
+) -> Config:
     """`strict`: unknown keys are errors (tenement ignores them, so by default they are warnings).
     `data_dir`: overrides [settings] data_dir (tenement's --data-dir / TENEMENT_DATA_DIR)."""
     where = str(path) if path else "<config>"
@@ -452,16 +627,17 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
 
     def tolerate(table: str, key: str, instead: str) -> None:
         line = loc.line(table, key)
-        warnings.append(f"{where}{f':{line}' if line else ''}: {table}.{key}: "
-                        f"a tenement key slum does not act on: {instead}")
+        warnings.append(
+            f"{where}{f':{line}' if line else ''}: {table}.{key}: "
+            f"a tenement key slum does not act on: {instead}"
+        )
 
     for top in raw:
         if top not in TOP_KEYS:
             unknown(top, None, f"unknown section (expected one of {', '.join(sorted(TOP_KEYS))})")
 
     settings_raw = _table(raw, "settings", fail)
-    values = _check_keys("settings", settings_raw, SETTINGS_KEYS, fail, unknown,
-                         TOLERATED_SETTINGS, tolerate)
+    values = _check_keys("settings", settings_raw, SETTINGS_KEYS, fail, unknown, TOLERATED_SETTINGS, tolerate)
     if values["backoff_max_ms"] < values["backoff_base_ms"]:
         raise fail("settings", "backoff_max_ms", "must be >= backoff_base_ms")
     try:
@@ -470,15 +646,22 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
         raise fail("settings", "port_range", e.message) from None
     registry = values["registry"].strip()
     if registry and not registry.startswith("etcd://"):
-        raise fail("settings", "registry", f"{registry!r}: expected etcd://HOST:PORT[,HOST:PORT...] "
-                   "(or nothing, for this node's database)")
+        raise fail(
+            "settings",
+            "registry",
+            f"{registry!r}: expected etcd://HOST:PORT[,HOST:PORT...] (or nothing, for this node's database)",
+        )
     values["registry"] = registry
     if data_dir is not None:
         values["data_dir"] = Path(data_dir).absolute()  # from the command line: the cwd's
     elif values["data_dir"].startswith("~"):
         # Not expanded by tenement either: a directory literally named `~` would be created.
-        raise fail("settings", "data_dir", f"{values['data_dir']!r} starts with '~', which is "
-                   "not expanded: write an absolute path (e.g. /home/you/tenement-data)")
+        raise fail(
+            "settings",
+            "data_dir",
+            f"{values['data_dir']!r} starts with '~', which is "
+            "not expanded: write an absolute path (e.g. /home/you/tenement-data)",
+        )
     # tenement's default is relative to the directory it runs in (tenement 0.2.2 started from a
     # subdirectory makes ./tenement-data there): the default does the same, so a project that
     # never set data_dir finds its tenants' data. A data_dir written in the file stays relative
@@ -492,19 +675,23 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
     sections = [("service", n, v) for n, v in _table(raw, "service", fail).items()]
     for name, svc_raw in _table(raw, "process", fail).items():
         if name in _table(raw, "service", fail):
-            raise fail(f"process.{name}", None, f"defined in both [service.{name}] and "
-                       f"[process.{name}]: keep one")
+            raise fail(
+                f"process.{name}", None, f"defined in both [service.{name}] and [process.{name}]: keep one"
+            )
         sections.append(("process", name, svc_raw))
     for section, name, svc_raw in sections:
         table = f"{section}.{name}"
         if not DNS_LABEL.fullmatch(name):
-            raise fail(table, None, f"service names are DNS labels (lowercase letters, digits, "
-                       f"'-'): slum routes {{id}}.{{service}} subdomains by them, and a hostname "
-                       f"cannot hold {name!r}; rename it to {suggest_label(name)!r}")
+            raise fail(
+                table,
+                None,
+                f"service names are DNS labels (lowercase letters, digits, "
+                f"'-'): slum routes {{id}}.{{service}} subdomains by them, and a hostname "
+                f"cannot hold {name!r}; rename it to {suggest_label(name)!r}",
+            )
         if not isinstance(svc_raw, dict):
             raise fail(table, None, "must be a table")
-        v = _check_keys(table, svc_raw, SERVICE_KEYS, fail, unknown, TOLERATED_SERVICE_KEYS,
-                        tolerate)
+        v = _check_keys(table, svc_raw, SERVICE_KEYS, fail, unknown, TOLERATED_SERVICE_KEYS, tolerate)
         command = v["command"]
         if command is None:
             raise fail(table, None, "missing required key 'command'")
@@ -525,8 +712,12 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
             raise fail(table, "restart", f"must be one of {', '.join(RESTART_POLICIES)}")
         if v["isolation"] == "firecracker":
             # Running it as a plain process instead would be less isolation than asked for.
-            raise fail(table, "isolation", 'firecracker VMs are not supported by slum: use '
-                       '"namespace" (own PID and mount namespaces) or "sandbox" (gVisor)')
+            raise fail(
+                table,
+                "isolation",
+                "firecracker VMs are not supported by slum: use "
+                '"namespace" (own PID and mount namespaces) or "sandbox" (gVisor)',
+            )
         if v["isolation"] not in ISOLATION_MODES:
             raise fail(table, "isolation", f"must be one of {', '.join(ISOLATION_MODES)}")
         env = v["env"]
@@ -548,8 +739,7 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
             isolation=v["isolation"],
             env={k: (str(ev).lower() if isinstance(ev, bool) else str(ev)) for k, ev in env.items()},
             socket=v["socket"],
-            request_timeout=(float(v["request_timeout"]) if v["request_timeout"] is not None
-                             else None),
+            request_timeout=(float(v["request_timeout"]) if v["request_timeout"] is not None else None),
             storage_persist=v["storage_persist"],
             storage_quota_mb=v["storage_quota_mb"],
             auto_spawn=v["auto_spawn"],
@@ -564,9 +754,13 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
             raise fail("instances", svc_name, "must be a list of instance ids")
         for i in ids:
             if not DNS_LABEL.fullmatch(i):
-                raise fail("instances", svc_name, f"invalid instance id {i!r}: ids are DNS labels "
-                           "(lowercase letters, digits, '-') because they become subdomains; "
-                           f"rename it to {suggest_label(i)!r}")
+                raise fail(
+                    "instances",
+                    svc_name,
+                    f"invalid instance id {i!r}: ids are DNS labels "
+                    "(lowercase letters, digits, '-') because they become subdomains; "
+                    f"rename it to {suggest_label(i)!r}",
+                )
         instances[svc_name] = tuple(dict.fromkeys(ids))
 
     routing = _table(raw, "routing", fail)
@@ -580,8 +774,9 @@ def parse(text: str, path: Path | None = None, *, strict: bool = False,
         raise fail("routing", "default", f"no [service.{default}] is defined")
 
     alerts = _alerts(raw.get("alerts", []), fail)
-    return Config(path.absolute() if path else None, settings, services, instances, default,
-                  tuple(warnings), alerts)
+    return Config(
+        path.absolute() if path else None, settings, services, instances, default, tuple(warnings), alerts
+    )
 
 
 def _alerts(raw: Any, fail: Any) -> tuple[AlertRule, ...]:
@@ -599,8 +794,9 @@ def _alerts(raw: Any, fail: Any) -> tuple[AlertRule, ...]:
             raise fail("alerts", "format", f"must be one of {', '.join(ALERT_FORMATS)}")
         for event in v["events"]:
             if event not in ALERT_EVENTS:
-                raise fail("alerts", "events", f"unknown event {event!r} (expected one of "
-                           f"{', '.join(ALERT_EVENTS)})")
+                raise fail(
+                    "alerts", "events", f"unknown event {event!r} (expected one of {', '.join(ALERT_EVENTS)})"
+                )
         rules.append(AlertRule(url, v["format"], tuple(v["events"]), float(v["min_interval"])))
     return tuple(rules)
 
@@ -620,13 +816,22 @@ def _table(raw: dict[str, Any], name: str, fail: Any) -> dict[str, Any]:
 def _refuse(fail: Any) -> Any:
     """An unknown key is an error here even without --strict: a webhook rule with a typo would
     otherwise send nothing, and nobody would know until the outage it was meant for."""
+
     def unknown(table: str, key: str, message: str) -> None:
         raise fail(table, key, message)
+
     return unknown
 
 
-def _check_keys(table: str, raw: dict[str, Any], keys: tuple[Key, ...], fail: Any,
-                unknown: Any, tolerated: dict[str, str], tolerate: Any) -> dict[str, Any]:
+def _check_keys(
+    table: str,
+    raw: dict[str, Any],
+    keys: tuple[Key, ...],
+    fail: Any,
+    unknown: Any,
+    tolerated: dict[str, str],
+    tolerate: Any,
+) -> dict[str, Any]:
     known = {k.name: k for k in keys}
     for name in raw:
         if name in tolerated:
@@ -648,4 +853,3 @@ def _check_keys(table: str, raw: dict[str, Any], keys: tuple[Key, ...], fail: An
             raise fail(table, k.name, f"must be >= {k.minimum:g}")
         out[k.name] = value
     return out
-

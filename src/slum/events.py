@@ -100,8 +100,9 @@ class OutputStream:
 
 
 class Subscription:
-    def __init__(self, hub: Hub, maxsize: int, only: type | None = None,
-                 keep: Callable[[Any], bool] | None = None) -> None:
+    def __init__(
+        self, hub: Hub, maxsize: int, only: type | None = None, keep: Callable[[Any], bool] | None = None
+    ) -> None:
         self._hub = hub
         self.only = only
         self.keep = keep
@@ -202,13 +203,13 @@ class Hub:
 
     def publish(self, event: Any) -> None:
         for sub in self._subscribers:
-            if (sub.only is None or isinstance(event, sub.only)) and (
-                    sub.keep is None or sub.keep(event)):
+            if (sub.only is None or isinstance(event, sub.only)) and (sub.keep is None or sub.keep(event)):
                 sub._offer(event)
 
     @contextmanager
-    def subscribe(self, maxsize: int = 1024, only: type | None = None,
-                  keep: Callable[[Any], bool] | None = None) -> Iterator[Subscription]:
+    def subscribe(
+        self, maxsize: int = 1024, only: type | None = None, keep: Callable[[Any], bool] | None = None
+    ) -> Iterator[Subscription]:
         """`only`: one kind of event; `keep`: the events this subscriber wants, asked before they
         are queued. Either way, what it does not want cannot fill its queue: one instance's log
         flood does not crowd out the state changes, or another instance's lines, it follows."""
@@ -224,8 +225,14 @@ class Hub:
         return bool(self._subscribers)
 
     def statistics(self) -> HubStatistics:
-        return HubStatistics(len(self._items), self._system_max, len(self._subscribers),
-                             self.dropped_logs, self._bytes, OUTPUT_QUEUE_BYTES)
+        return HubStatistics(
+            len(self._items),
+            self._system_max,
+            len(self._subscribers),
+            self.dropped_logs,
+            self._bytes,
+            OUTPUT_QUEUE_BYTES,
+        )
 
     def close(self) -> None:
         """No more output will come (every reader has ended): ingestion drains and returns."""

@@ -19,9 +19,18 @@ _LEVEL_WORD = re.compile(
     re.IGNORECASE,
 )
 _LEVELS = {
-    b"trace": "debug", b"debug": "debug", b"info": "info", b"notice": "info", b"warn": "warn",
-    b"warning": "warn", b"error": "error", b"err": "error", b"fatal": "error",
-    b"critical": "error", b"crit": "error", b"panic": "error",
+    b"trace": "debug",
+    b"debug": "debug",
+    b"info": "info",
+    b"notice": "info",
+    b"warn": "warn",
+    b"warning": "warn",
+    b"error": "error",
+    b"err": "error",
+    b"fatal": "error",
+    b"critical": "error",
+    b"crit": "error",
+    b"panic": "error",
 }
 
 
@@ -70,9 +79,12 @@ class LineSplitter:
                 if b"\r" in chunk:
                     middle = [piece.removesuffix(b"\r") for piece in middle]
                 if max(map(len, middle)) > self._max:
-                    middle = [piece if len(piece) <= self._max else
-                              piece[: self._max] + TRUNCATED.format(len(piece) - self._max).encode()
-                              for piece in middle]
+                    middle = [
+                        piece
+                        if len(piece) <= self._max
+                        else piece[: self._max] + TRUNCATED.format(len(piece) - self._max).encode()
+                        for piece in middle
+                    ]
                 lines += middle
                 start = last + 1
                 continue
@@ -140,7 +152,8 @@ _PY_CHAIN = (b"During handling of the above exception", b"The above exception wa
 # A line start that may continue an entry or start a trace; a chunk without one takes the fast path.
 _INTERESTING = re.compile(
     rb"\n(?:[ \t\r\n]|Traceback \(|panic: |fatal error: |Caused by: |During handling|The above"
-    rb"|(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)\b)")
+    rb"|(?:[A-Za-z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)\b)"
+)
 
 
 def _plain(source: OutputStream, ts: float, lines: list[bytes], out: list[LogLine]) -> None:
@@ -212,8 +225,7 @@ class _Group:
         if level is None:
             level = "error" if trace else ("warn" if source.stream == "stderr" else "info")
         text = lines[0] if len(lines) == 1 else b"\n".join(lines)
-        return LogLine(self.ts, source.instance_id, source.tenant_id, source.stream, level,
-                       decode(text))
+        return LogLine(self.ts, source.instance_id, source.tenant_id, source.stream, level, decode(text))
 
 
 class _StreamState:
@@ -271,8 +283,7 @@ class Parser:
                 for line in state.splitter.flush():
                     self._line(state, source, now, line, out)
             group = state.group
-            if group is not None and (final or not group.may_grow
-                                      or now - group.last_ts >= GROUP_GAP_S):
+            if group is not None and (final or not group.may_grow or now - group.last_ts >= GROUP_GAP_S):
                 out.append(group.entry(source))
                 state.group = None
             if final:
@@ -281,13 +292,15 @@ class Parser:
 
     def hold_until(self) -> float | None:
         """When the earliest held entry is due (wall time), or None if none is held."""
-        due = [s.group.last_ts + GROUP_GAP_S for s in self._streams.values()
-               if s.group is not None and s.group.may_grow]
+        due = [
+            s.group.last_ts + GROUP_GAP_S
+            for s in self._streams.values()
+            if s.group is not None and s.group.may_grow
+        ]
         return min(due) if due else None
 
     @staticmethod
-    def _line(state: _StreamState, source: OutputStream, ts: float, line: bytes,
-              out: list[LogLine]) -> None:
+    def _line(state: _StreamState, source: OutputStream, ts: float, line: bytes, out: list[LogLine]) -> None:
         group = state.group
         if group is not None:
             if ts - group.last_ts <= GROUP_GAP_S and group.continues(line):

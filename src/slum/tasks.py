@@ -86,15 +86,28 @@ class Tasks:
         return {name: s.errors for name, s in self.states.items()}
 
     def to_dict(self) -> dict[str, dict[str, object]]:
-        return {name: {"errors": s.errors, "episodes": s.episodes, "failing": s.failing,
-                       "last_error": s.last_error, "last_error_at": s.last_error_at}
-                for name, s in sorted(self.states.items())}
+        return {
+            name: {
+                "errors": s.errors,
+                "episodes": s.episodes,
+                "failing": s.failing,
+                "last_error": s.last_error,
+                "last_error_at": s.last_error_at,
+            }
+            for name, s in sorted(self.states.items())
+        }
 
 
-async def run_periodic(tasks: Tasks, name: str, tick: Callable[[], Awaitable[object]],
-                       interval_s: float | Callable[[], float], *, first_delay: bool = False,
-                       backoff: Backoff = Backoff(),
-                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_periodic(
+    tasks: Tasks,
+    name: str,
+    tick: Callable[[], Awaitable[object]],
+    interval_s: float | Callable[[], float],
+    *,
+    first_delay: bool = False,
+    backoff: Backoff = Backoff(),
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Call tick() every interval_s (a number, or a function giving the next wait); an error
     waits for the backoff instead, then tick() is tried again."""
     tasks.state(name)
@@ -111,9 +124,14 @@ async def run_periodic(tasks: Tasks, name: str, tick: Callable[[], Awaitable[obj
         await trio.sleep(interval_s() if callable(interval_s) else interval_s)
 
 
-async def run_contained(tasks: Tasks, name: str, fn: Callable[[], Awaitable[object]], *,
-                        backoff: Backoff = Backoff(),
-                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_contained(
+    tasks: Tasks,
+    name: str,
+    fn: Callable[[], Awaitable[object]],
+    *,
+    backoff: Backoff = Backoff(),
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run a long-lived loop fn(); if it raises, start it again after the backoff. It may call
     tasks.succeeded(name) when it has done work, to end an episode; a run that lasted longer
     than the longest backoff ends one too. If fn returns, so does this."""

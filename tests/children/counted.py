@@ -13,6 +13,6 @@ while True:
     data = b"".join(b"counted %010d %s\n" % (written + i, b"c" * 80) for i in range(block))
     view = memoryview(data)
     while view:
-        view = view[os.write(1, view):]
+        view = view[os.write(1, view) :]
     written += block
     os.pwrite(count, b"%12d" % written, 0)

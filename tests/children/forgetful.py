@@ -20,14 +20,21 @@ def handle(conn: socket.socket) -> None:
                 return
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
         while len(rest) < length:
             rest += conn.recv(65536)
         count += 1
         body = f"answer {count}".encode()
-        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%b"
-                     % (len(body), body))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        )
         time.sleep(0.05)
 
 

@@ -60,7 +60,7 @@ def read_body(conn: socket.socket, head: bytes, rest: bytes) -> tuple[bytes, byt
             while len(rest) < size + 2:
                 rest += conn.recv(65536)
             body += rest[:size]
-            rest = rest[size + 2:]
+            rest = rest[size + 2 :]
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -75,8 +75,7 @@ def read_body(conn: socket.socket, head: bytes, rest: bytes) -> tuple[bytes, byt
 
 
 def plain(body: bytes, status: str = "200 OK", extra: bytes = b"") -> bytes:
-    return (b"HTTP/1.1 " + status.encode() + b"\r\nContent-Length: %d\r\n" % len(body) + extra
-            + b"\r\n" + body)
+    return b"HTTP/1.1 " + status.encode() + b"\r\nContent-Length: %d\r\n" % len(body) + extra + b"\r\n" + body
 
 
 def handle(conn: socket.socket) -> None:
@@ -129,8 +128,7 @@ def handle(conn: socket.socket) -> None:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
                 return
             elif path == "/trailer-flood":
-                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             b"5\r\nhello\r\n0\r\n")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n")
                 try:
                     for _ in range(200):
                         conn.sendall((b"X-Flood: " + b"f" * 1000 + b"\r\n") * 50)
@@ -138,18 +136,34 @@ def handle(conn: socket.socket) -> None:
                     pass
                 return
             elif path == "/huge-head":
-                conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"b" * 1000 + b"\r\n" * 1
-                             + (b"X-More: " + b"m" * 1000 + b"\r\n") * 100
-                             + b"Content-Length: 2\r\n\r\nhi")
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\n"
+                    + b"X-Big: "
+                    + b"b" * 1000
+                    + b"\r\n" * 1
+                    + (b"X-More: " + b"m" * 1000 + b"\r\n") * 100
+                    + b"Content-Length: 2\r\n\r\nhi"
+                )
             elif path == "/switch":
-                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                             b"Connection: upgrade\r\n\r\n")
+                conn.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+                )
                 time.sleep(0.5)
                 return
             elif answer is not None:
                 conn.sendall(answer)
-                if path in ("/garbage", "/bare-lf", "/obs-fold", "/nul", "/cl-abc",
-                            "/status-2000", "/status-99", "/cl-te", "/two-cl", "/te-gzip"):
+                if path in (
+                    "/garbage",
+                    "/bare-lf",
+                    "/obs-fold",
+                    "/nul",
+                    "/cl-abc",
+                    "/status-2000",
+                    "/status-99",
+                    "/cl-te",
+                    "/two-cl",
+                    "/te-gzip",
+                ):
                     time.sleep(0.2)
                     return
             else:
@@ -164,20 +178,19 @@ ANSWERS = {
     "/204-body": b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello",
     "/304-body": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nhello",
     "/cl-te": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-              b"5\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhello\r\n0\r\n\r\n",
     "/two-cl": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     "/nul": b"HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 2\r\n\r\nhi",
     "/obs-fold": b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n  b\r\nContent-Length: 2\r\n\r\nhi",
     "/bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi",
     "/head-body": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
     "/after": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
-              b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nunasked!",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nunasked!",
     "/early-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
     "/trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Secret\r\n\r\n"
-                 b"5\r\nhello\r\n0\r\nHost: evil.example\r\nX-Secret: s3cret\r\n\r\n",
-    "/te-gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-                b"5\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhello\r\n0\r\nHost: evil.example\r\nX-Secret: s3cret\r\n\r\n",
+    "/te-gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
 }
 
 server = socket.create_server(("127.0.0.1", PORT), backlog=128)

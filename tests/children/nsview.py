@@ -10,9 +10,13 @@ from pathlib import Path
 listener = socket.create_server(("127.0.0.1", int(os.environ["PORT"])), backlog=128)
 marker = Path("/tmp") / f"slum-nsview-{os.environ['SLUM_INSTANCE'].replace(':', '-')}"
 marker.write_text("private?")
-view = {"pid": os.getpid(), "ppid": os.getppid(),
-        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
-        "tmp_marker": str(marker), "tmp_entries": sorted(os.listdir("/tmp"))}
+view = {
+    "pid": os.getpid(),
+    "ppid": os.getppid(),
+    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "tmp_marker": str(marker),
+    "tmp_entries": sorted(os.listdir("/tmp")),
+}
 out = Path(os.environ["SLUM_DATA_DIR"], "view.json")
 out.with_suffix(".tmp").write_text(json.dumps(view))
 out.with_suffix(".tmp").rename(out)

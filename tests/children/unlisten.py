@@ -15,8 +15,9 @@ while True:
             # Closed before the answer: a connection made after "bye" arrives is refused, never
             # caught in the backlog and reset when the listener closes.
             server.close()
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%b"
-                     % (len(body), body))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(body), body)
+        )
     if body == b"bye":
         while True:
             time.sleep(60)

@@ -45,8 +45,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(500, b"failing")
             return self.send(200, b"ok")
         if self.path == "/echo":
-            return self.send(200, json.dumps({k.lower(): v for k, v in self.headers.items()})
-                             .encode(), "application/json")
+            return self.send(
+                200, json.dumps({k.lower(): v for k, v in self.headers.items()}).encode(), "application/json"
+            )
         if self.path == "/pid":
             return self.send(200, str(os.getpid()).encode())
         self.send(200, f"{os.environ.get('SLUM_INSTANCE', '?')} {self.path}".encode())
@@ -65,8 +66,9 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer.request_queue_size = 256  # bursts of connections in the tests
 server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 if os.environ.get("EXIT_AFTER"):
-    threading.Timer(float(os.environ["EXIT_AFTER"]), os._exit,
-                    [int(os.environ.get("EXIT_CODE", "0"))]).start()
+    threading.Timer(
+        float(os.environ["EXIT_AFTER"]), os._exit, [int(os.environ.get("EXIT_CODE", "0"))]
+    ).start()
 print(f"listening on {server.server_port}", flush=True)
 print("a warning on stderr", file=sys.stderr, flush=True)
 server.serve_forever()

@@ -49,16 +49,24 @@ class Slum:
         env.pop("SLUM_TOKEN", None)
         return env
 
-    def start(self, config: str | None = "tenement.toml", *extra: str,
-              wait: bool = True) -> subprocess.Popen[bytes]:
-        argv = [*slum_argv(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--database", str(self.database)]
+    def start(
+        self, config: str | None = "tenement.toml", *extra: str, wait: bool = True
+    ) -> subprocess.Popen[bytes]:
+        argv = [
+            *slum_argv(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--database",
+            str(self.database),
+        ]
         if config:
             argv += ["--config", str(self.dir / config)]
         argv += list(extra)
         out = self.log.open("ab")
-        self.proc = subprocess.Popen(argv, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT,
-                                     env=self.env())
+        self.proc = subprocess.Popen(argv, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, env=self.env())
         out.close()
         if wait:
             self.wait_up()
@@ -69,8 +77,7 @@ class Slum:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"slum serve exited {self.proc.returncode}:\n"
-                                     + self.log.read_text())
+                raise AssertionError(f"slum serve exited {self.proc.returncode}:\n" + self.log.read_text())
             try:
                 self.http("GET", "/api/health")
                 return
@@ -84,23 +91,37 @@ class Slum:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
 
-    def cli(self, *args: str, check: bool = False, timeout: float = 60,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*slum_argv(), *args], cwd=self.dir, capture_output=True,
-                                text=True, timeout=timeout, env=env or self.env())
+    def cli(
+        self, *args: str, check: bool = False, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*slum_argv(), *args],
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env(),
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"slum {' '.join(args)} -> {result.returncode}\n"
-                                 f"{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"slum {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json", check=True).stdout)
 
-    def http(self, method: str, path: str, *, host: str | None = None,
-             headers: dict[str, str] | None = None, body: bytes | None = None,
-             timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body,
-                                     method=method)
+    def http(
+        self,
+        method: str,
+        path: str,
+        *,
+        host: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, method=method)
         if host:
             req.add_header("Host", host)
         for k, v in (headers or {}).items():
@@ -165,8 +186,9 @@ def slum(tmp_path: Path) -> Iterator[Slum]:
                 s.stop(signal.SIGTERM, timeout=15)
             except subprocess.TimeoutExpired:
                 s.stop(signal.SIGKILL)
-        leftover = subprocess.run(["pgrep", "-f", str(CHILDREN)], capture_output=True,
-                                  text=True).stdout.split()
+        leftover = subprocess.run(
+            ["pgrep", "-f", str(CHILDREN)], capture_output=True, text=True
+        ).stdout.split()
         for pid in leftover:
             # Only ours: their cwd or config points into this test's directory.
             try:

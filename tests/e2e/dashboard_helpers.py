@@ -17,9 +17,14 @@ from tests.e2e.conftest import Slum, write_config
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 20_000
@@ -87,8 +92,12 @@ class Node:
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        status, _, raw = self.slum.http(method, path, body=data, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        status, _, raw = self.slum.http(
+            method,
+            path,
+            body=data,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         return status, json.loads(raw) if raw else None
 
     def restart_server(self) -> None:
@@ -103,8 +112,10 @@ def start_node(slum: Slum, config: str = CONFIG) -> Node:
     assert token.startswith("slum_"), token
     slum.start()
     node = Node(slum, token)
-    wait_until(lambda: all(i["status"] == "healthy" for i in node.api("GET", "/_/api/instances")[1]),
-               "web:one and web:two healthy")
+    wait_until(
+        lambda: all(i["status"] == "healthy" for i in node.api("GET", "/_/api/instances")[1]),
+        "web:one and web:two healthy",
+    )
     return node
 
 
@@ -131,8 +142,9 @@ class Browser:
     errors: list[str] = field(default_factory=list)
 
     def page(self, viewport: dict[str, int] | None = None) -> Any:
-        context = self.browser.new_context(viewport=viewport or DESKTOP, device_scale_factor=1,
-                                           color_scheme="dark")
+        context = self.browser.new_context(
+            viewport=viewport or DESKTOP, device_scale_factor=1, color_scheme="dark"
+        )
         context.set_default_timeout(TIMEOUT_MS)
         page = context.new_page()
         page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))

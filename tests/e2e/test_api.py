@@ -15,8 +15,14 @@ from tests.conftest import free_port
 from tests.e2e.conftest import WEB_CONFIG, Slum, write_config
 
 
-def api(s: Slum, method: str, path: str, token: str | None = None, body: object = None,
-        headers: dict[str, str] | None = None) -> tuple[int, object, dict[str, str]]:
+def api(
+    s: Slum,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: object = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, object, dict[str, str]]:
     h = dict(headers or {})
     if token:
         h["Authorization"] = f"Bearer {token}"
@@ -111,8 +117,7 @@ def test_json_errors_for_bad_input(slum: Slum) -> None:
 def test_fleet_api_and_local_tenant_routing(slum: Slum) -> None:
     slum.start()
     token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
-    status, tenant, _ = api(slum, "POST", "/api/tenants", token=token,
-                            body={"id": "acme", "service": "web"})
+    status, tenant, _ = api(slum, "POST", "/api/tenants", token=token, body={"id": "acme", "service": "web"})
     assert status == 201 and tenant["server"] == "local"  # type: ignore[index]
     status, _, body = slum.http("GET", "/hi", host="acme.localhost")
     assert (status, body) == (200, b"web:acme /hi")
@@ -120,8 +125,7 @@ def test_fleet_api_and_local_tenant_routing(slum: Slum) -> None:
     assert [s["name"] for s in servers] == ["local"]  # type: ignore[union-attr,index]
     assert servers[0]["tenant_count"] == 1  # type: ignore[index]
     # a tenant added by the CLI straight into the database routes without a restart
-    slum.cli("tenant-add", "beta", "--service", "web", "--database", str(slum.database),
-             check=True)
+    slum.cli("tenant-add", "beta", "--service", "web", "--database", str(slum.database), check=True)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         status, _, body = slum.http("GET", "/", host="beta.localhost")
@@ -138,7 +142,8 @@ def test_config_error_exits_2_with_file_and_line(slum: Slum) -> None:
     r = slum.cli("serve", "--port", str(slum.port), "--config", "tenement.toml")
     assert r.returncode == 2
     assert r.stderr.strip().endswith(
-        "tenement.toml:3: service.web.restart: must be one of always, on-failure, never")
+        "tenement.toml:3: service.web.restart: must be one of always, on-failure, never"
+    )
     assert "Traceback" not in r.stderr
 
 
@@ -146,8 +151,9 @@ def test_port_in_use_is_one_clear_line(slum: Slum) -> None:
     slum.start()
     other = Slum(slum.dir / "second", slum.port)
     other.dir.mkdir()
-    r = other.cli("serve", "--host", "127.0.0.1", "--port", str(slum.port), "--database",
-                  str(other.dir / "slum.db"))
+    r = other.cli(
+        "serve", "--host", "127.0.0.1", "--port", str(slum.port), "--database", str(other.dir / "slum.db")
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "address already in use" in r.stderr.lower()
 
@@ -162,7 +168,8 @@ def test_children_do_not_survive_a_sigkilled_slum(slum: Slum) -> None:
     slum.start()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(
-            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids):
+        psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
+    ):
         time.sleep(0.05)
     survivors = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert survivors == []
@@ -175,8 +182,13 @@ def test_children_do_not_survive_a_sigkilled_slum(slum: Slum) -> None:
 def test_grandchildren_die_with_a_sigkilled_slum_without_a_restart(slum: Slum) -> None:
     """The watchdog kills every process group of a slum that was SIGKILLed, workers and
     `sh -c` leftovers included, without waiting for slum to be started again."""
-    (slum.dir / "tenement.toml").write_text((slum.dir / "tenement.toml").read_text().replace(
-        'DATA_DIR = "{data_dir}/{name}/{id}"', 'DATA_DIR = "{data_dir}/{name}/{id}"\nGRANDCHILD = "1"'))
+    (slum.dir / "tenement.toml").write_text(
+        (slum.dir / "tenement.toml")
+        .read_text()
+        .replace(
+            'DATA_DIR = "{data_dir}/{name}/{id}"', 'DATA_DIR = "{data_dir}/{name}/{id}"\nGRANDCHILD = "1"'
+        )
+    )
     slum.start()
     inst = slum.cli_json("ps")[0]
     grandchild_file = slum.dir / "data" / "web" / "one" / "grandchild.pid"
@@ -208,18 +220,33 @@ def test_bad_input_is_a_4xx_never_a_500(slum: Slum) -> None:
     bad_utf8 = b'\xff\xfe{"token": "x"}'
     big = 10**30
     queries = [
-        f"/_/api/logs?offset={big}", f"/_/api/logs?before_id={big}", f"/_/api/logs?after_id={big}",
-        f"/_/api/logs?since={big}", f"/_/api/logs?until={big}", "/_/api/logs?since=1e20",
-        "/_/api/logs?since=-1e20", "/_/api/logs?since=nan", "/_/api/logs?since=inf",
-        "/_/api/logs?since=99999999999999999999d", "/_/api/logs?offset=-1",
+        f"/_/api/logs?offset={big}",
+        f"/_/api/logs?before_id={big}",
+        f"/_/api/logs?after_id={big}",
+        f"/_/api/logs?since={big}",
+        f"/_/api/logs?until={big}",
+        "/_/api/logs?since=1e20",
+        "/_/api/logs?since=-1e20",
+        "/_/api/logs?since=nan",
+        "/_/api/logs?since=inf",
+        "/_/api/logs?since=99999999999999999999d",
+        "/_/api/logs?offset=-1",
         f"/_/api/logs?limit={big}",
-        "/_/api/logs?search=%22", "/_/api/logs/stream?search=%22",
-        "/_/api/logs/stream?level=loud", f"/_/api/logs/stream?offset={big}",
-        "/_/api/metrics/history?name=x&since=1e300", "/_/api/metrics/history?name=x&since=-1e300",
-        "/_/api/metrics/history?name=x&until=1e300", f"/_/api/metrics/history?name=x&step={big}",
-        "/_/api/metrics/history?name=x&step=99999999999999", "/_/api/metrics/history?name=x&labels=[",
-        f"/_/api/metrics/live?seconds={big}", "/_/api/metrics/live?seconds=x",
-        "/_/api/instances/%00/stop", "/_/api/instances/web:%00", "/_/api/tenants/%00",
+        "/_/api/logs?search=%22",
+        "/_/api/logs/stream?search=%22",
+        "/_/api/logs/stream?level=loud",
+        f"/_/api/logs/stream?offset={big}",
+        "/_/api/metrics/history?name=x&since=1e300",
+        "/_/api/metrics/history?name=x&since=-1e300",
+        "/_/api/metrics/history?name=x&until=1e300",
+        f"/_/api/metrics/history?name=x&step={big}",
+        "/_/api/metrics/history?name=x&step=99999999999999",
+        "/_/api/metrics/history?name=x&labels=[",
+        f"/_/api/metrics/live?seconds={big}",
+        "/_/api/metrics/live?seconds=x",
+        "/_/api/instances/%00/stop",
+        "/_/api/instances/web:%00",
+        "/_/api/tenants/%00",
     ]
     answered = 0
     for path in queries:
@@ -229,20 +256,28 @@ def test_bad_input_is_a_4xx_never_a_500(slum: Slum) -> None:
         assert isinstance(data, dict) and set(data) == {"error"}, (path, data)
         answered += 1
     # bodies: not UTF-8, nested past the parser, not JSON at all (a form from another site)
-    for path in ("/_/api/login", "/api/servers", "/api/tenants", "/_/api/instances",
-                 "/api/tenants/x/move"):
-        for body, content_type, expected in ((deep, "application/json", 400),
-                                             (bad_utf8, "application/json", 400),
-                                             (b'{"token": "x"}', "text/plain", 415),
-                                             (b"token=x", "application/x-www-form-urlencoded", 415)):
-            status, data, _ = api(slum, "POST", path, token=token, body=body,
-                                  headers={"Content-Type": content_type})
+    for path in ("/_/api/login", "/api/servers", "/api/tenants", "/_/api/instances", "/api/tenants/x/move"):
+        for body, content_type, expected in (
+            (deep, "application/json", 400),
+            (bad_utf8, "application/json", 400),
+            (b'{"token": "x"}', "text/plain", 415),
+            (b"token=x", "application/x-www-form-urlencoded", 415),
+        ):
+            status, data, _ = api(
+                slum, "POST", path, token=token, body=body, headers={"Content-Type": content_type}
+            )
             assert status == expected, (path, content_type, status, data)
             answered += 1
     # a form post (what another site's page can send) does not act, even where no body is read
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
-        status, data, _ = api(slum, "POST", "/_/api/instances/web:one/stop", token=token,
-                              body=b"x=1", headers={"Content-Type": content_type})
+        status, data, _ = api(
+            slum,
+            "POST",
+            "/_/api/instances/web:one/stop",
+            token=token,
+            body=b"x=1",
+            headers={"Content-Type": content_type},
+        )
         assert status == 415, (content_type, status, data)
         answered += 1
     status, inst, _ = api(slum, "GET", "/_/api/instances/web:one", token=token)
@@ -284,8 +319,7 @@ def test_fleet_bad_requests_through_the_api(tmp_path: Path) -> None:
     is down, are a 409 and a 502, not a 500."""
     router = Slum(tmp_path / "router", free_port())
     node = Slum(tmp_path / "node", free_port())
-    for s, config in ((router, "[settings]\nnode_check_interval = 0.3\n"),
-                      (node, WEB_CONFIG)):
+    for s, config in ((router, "[settings]\nnode_check_interval = 0.3\n"), (node, WEB_CONFIG)):
         s.dir.mkdir()
         write_config(s.dir, config)
     node_token = node.cli("token-gen", "--database", str(node.database), check=True).stdout.strip()
@@ -293,23 +327,39 @@ def test_fleet_bad_requests_through_the_api(tmp_path: Path) -> None:
     try:
         node.start()
         router.start()
-        assert api(router, "POST", "/api/servers", token=token,
-                   body={"address": f"127.0.0.1:{node.port}", "name": "n1",
-                         "token": node_token})[0] == 201
-        assert api(router, "POST", "/api/servers", token=token,
-                   body={"address": f"127.0.0.1:{free_port()}", "name": "gone"})[0] == 201
-        status, tenant, _ = api(router, "POST", "/api/tenants", token=token,
-                                body={"id": "acme", "server": "n1", "service": "web",
-                                      "config": {"plan": "pro"}})
+        assert (
+            api(
+                router,
+                "POST",
+                "/api/servers",
+                token=token,
+                body={"address": f"127.0.0.1:{node.port}", "name": "n1", "token": node_token},
+            )[0]
+            == 201
+        )
+        assert (
+            api(
+                router,
+                "POST",
+                "/api/servers",
+                token=token,
+                body={"address": f"127.0.0.1:{free_port()}", "name": "gone"},
+            )[0]
+            == 201
+        )
+        status, tenant, _ = api(
+            router,
+            "POST",
+            "/api/tenants",
+            token=token,
+            body={"id": "acme", "server": "n1", "service": "web", "config": {"plan": "pro"}},
+        )
         assert status == 201 and tenant["config"] == '{"plan": "pro"}', tenant  # type: ignore[index]
         # registered on the node, not only in the router's registry
-        assert "acme" in [t["id"] for t in node.cli_json("tenant-list", "--database",
-                                                         str(node.database))]
-        status, data, _ = api(router, "POST", "/api/tenants/acme/move", token=token,
-                              body={"to": "n1"})
+        assert "acme" in [t["id"] for t in node.cli_json("tenant-list", "--database", str(node.database))]
+        status, data, _ = api(router, "POST", "/api/tenants/acme/move", token=token, body={"to": "n1"})
         assert status == 409, data
-        status, data, _ = api(router, "POST", "/api/tenants/acme/move", token=token,
-                              body={"to": "gone"})
+        status, data, _ = api(router, "POST", "/api/tenants/acme/move", token=token, body={"to": "gone"})
         assert status in (409, 502), data  # 409 once the check saw it offline, 502 before
         assert "internal error" not in router.log.read_text(errors="replace")
     finally:
@@ -322,8 +372,7 @@ def test_tenement_paths_and_shapes(slum: Slum) -> None:
     """tenement's scripts: /api/instances..., /api/logs with process= and id=, unnamed SSE
     events, a public /health, and /metrics public only with public_metrics = true."""
     config = slum.dir / "tenement.toml"
-    config.write_text(config.read_text().replace("[settings]\n",
-                                                 "[settings]\npublic_metrics = true\n", 1))
+    config.write_text(config.read_text().replace("[settings]\n", "[settings]\npublic_metrics = true\n", 1))
     token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
     slum.start()
     status, _, body = slum.http("GET", "/health")
@@ -334,8 +383,9 @@ def test_tenement_paths_and_shapes(slum: Slum) -> None:
 
     status, listed, _ = api(slum, "GET", "/api/instances", token=token)
     assert status == 200 and [i["id"] for i in listed] == ["web:one"]  # type: ignore[union-attr,index]
-    status, spawned, _ = api(slum, "POST", "/api/instances/spawn", token=token,
-                             body={"process": "web", "id": "two"})
+    status, spawned, _ = api(
+        slum, "POST", "/api/instances/spawn", token=token, body={"process": "web", "id": "two"}
+    )
     assert status == 201 and spawned["id"] == "web:two", spawned  # type: ignore[index]
     status, health, _ = api(slum, "GET", "/api/instances/web:two/health", token=token)
     assert status == 200 and health["status"] == "healthy"  # type: ignore[index]
@@ -344,15 +394,20 @@ def test_tenement_paths_and_shapes(slum: Slum) -> None:
         assert status == 200 and inst["id"] == "web:two"  # type: ignore[index]
 
     # process= and id= filter (they were ignored: every instance's lines came back)
-    for query, want in (("process=web&id=two", {"web:two"}), ("id=one", {"web:one"}),
-                        ("process=web", {"web:one", "web:two"})):
+    for query, want in (
+        ("process=web&id=two", {"web:two"}),
+        ("id=one", {"web:one"}),
+        ("process=web", {"web:one", "web:two"}),
+    ):
         status, rows, _ = api(slum, "GET", f"/api/logs?{query}&limit=1000", token=token)
         assert status == 200 and {r["instance_id"] for r in rows} == want, (query, rows)  # type: ignore[union-attr,index]
     assert api(slum, "GET", "/api/logs?process=Bad_Name", token=token)[0] == 400
 
     # the stream under /api: unnamed data events, resumed from the start
-    req = urllib.request.Request(f"http://127.0.0.1:{slum.port}/api/logs/stream?process=web&id=two",
-                                 headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "0"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{slum.port}/api/logs/stream?process=web&id=two",
+        headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "0"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = []

@@ -30,8 +30,7 @@ web = ["alice", "bob"]
 
 
 def token_gen(slum: Slum, *args: str) -> str:
-    return slum.cli("token-gen", "--database", str(slum.database), *args,
-                    check=True).stdout.strip()
+    return slum.cli("token-gen", "--database", str(slum.database), *args, check=True).stdout.strip()
 
 
 def login(slum: Slum, token: str, origin: str | None = None) -> str:
@@ -73,9 +72,11 @@ def test_trust_comes_from_the_socket_not_a_header(slum: Slum) -> None:
     with socket.create_connection(("127.0.0.1", slum.port), timeout=10) as sock:
         conn = h2.connection.H2Connection()
         settings = conn.initiate_upgrade_connection()
-        sock.sendall(b"GET /_/api/config HTTP/1.1\r\nHost: localhost\r\n"
-                     b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-                     b"HTTP2-Settings: " + settings + b"\r\n\r\n")
+        sock.sendall(
+            b"GET /_/api/config HTTP/1.1\r\nHost: localhost\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: " + settings + b"\r\n\r\n"
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = sock.recv(65536)
@@ -84,9 +85,16 @@ def test_trust_comes_from_the_socket_not_a_header(slum: Slum) -> None:
             head += chunk
         statuses: list[int] = []
         if head.startswith(b"HTTP/1.1 101"):
-            conn.send_headers(3, [(":method", "GET"), (":path", "/_/api/config"),
-                                  (":scheme", "http"), (":authority", "localhost")],
-                              end_stream=True)
+            conn.send_headers(
+                3,
+                [
+                    (":method", "GET"),
+                    (":path", "/_/api/config"),
+                    (":scheme", "http"),
+                    (":authority", "localhost"),
+                ],
+                end_stream=True,
+            )
             sock.sendall(conn.data_to_send())
             rest = head.split(b"\r\n\r\n", 1)[1]
             deadline = time.monotonic() + 10
@@ -103,8 +111,10 @@ def test_trust_comes_from_the_socket_not_a_header(slum: Slum) -> None:
                     break
         else:
             statuses.append(int(head.split(b" ", 2)[1]))
-        assert statuses and 200 not in statuses and all(s in (401, 403, 404, 421) for s in statuses), \
-            (head[:300], statuses)
+        assert statuses and 200 not in statuses and all(s in (401, 403, 404, 421) for s in statuses), (
+            head[:300],
+            statuses,
+        )
     # The control socket is the operator: the CLI needs no token.
     assert slum.cli("ps", check=True).returncode == 0
     # The edge's way in is a socket in a directory only slum's user can enter.
@@ -122,53 +132,74 @@ def test_cross_site_requests_with_the_session_cookie_are_refused(slum: Slum) -> 
     evil = f"http://a.web.localhost:{slum.port}"
     form = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
     # A form on a sibling subdomain posting to stop an instance.
-    status, data, _ = api(slum, "POST", "/_/api/instances/web:one/stop",
-                          headers={**form, "Origin": evil}, )
+    status, data, _ = api(
+        slum,
+        "POST",
+        "/_/api/instances/web:one/stop",
+        headers={**form, "Origin": evil},
+    )
     assert status == 403 and "cross-origin" in data["error"]  # type: ignore[index]
     # text/plain JSON from the dashboard's own origin is still not JSON.
-    status, data, _ = api(slum, "POST", "/api/servers",
-                          headers={"Cookie": cookie, "Origin": own_origin(slum),
-                                   "Content-Type": "text/plain"},
-                          )
+    status, data, _ = api(
+        slum,
+        "POST",
+        "/api/servers",
+        headers={"Cookie": cookie, "Origin": own_origin(slum), "Content-Type": "text/plain"},
+    )
     assert status == 403
     body = json.dumps({"address": "http://10.9.9.9:8080"}).encode()
-    status, _, _ = slum.http("POST", "/api/servers", body=body,
-                             headers={"Cookie": cookie, "Origin": own_origin(slum),
-                                      "Content-Type": "text/plain"})
+    status, _, _ = slum.http(
+        "POST",
+        "/api/servers",
+        body=body,
+        headers={"Cookie": cookie, "Origin": own_origin(slum), "Content-Type": "text/plain"},
+    )
     assert status == 403
     # No Origin, no Sec-Fetch-Site: refused too (a cookie means a browser).
-    assert api(slum, "POST", "/_/api/instances/web:one/stop", headers={"Cookie": cookie})[0] \
-        == 403
-    assert api(slum, "GET", "/_/api/instances/web:one", token=token)[1]["status"] \
-        == "healthy"  # type: ignore[index]
+    assert api(slum, "POST", "/_/api/instances/web:one/stop", headers={"Cookie": cookie})[0] == 403
+    assert api(slum, "GET", "/_/api/instances/web:one", token=token)[1]["status"] == "healthy"  # type: ignore[index]
     servers = api(slum, "GET", "/api/servers", token=token)[1]
     assert [s["name"] for s in servers] == ["local"]  # type: ignore[union-attr,index]
     # The dashboard itself: same origin, JSON or no body.
-    status, _, _ = api(slum, "POST", "/_/api/instances/web:one/restart",
-                       headers={"Cookie": cookie, "Origin": own_origin(slum)})
+    status, _, _ = api(
+        slum,
+        "POST",
+        "/_/api/instances/web:one/restart",
+        headers={"Cookie": cookie, "Origin": own_origin(slum)},
+    )
     assert status == 200
-    status, _, _ = api(slum, "POST", "/_/api/instances", body={"service": "web", "id": "two"},
-                       headers={"Cookie": cookie, "Sec-Fetch-Site": "same-origin"})
+    status, _, _ = api(
+        slum,
+        "POST",
+        "/_/api/instances",
+        body={"service": "web", "id": "two"},
+        headers={"Cookie": cookie, "Sec-Fetch-Site": "same-origin"},
+    )
     assert status == 201
     # A Bearer token is not a browser's ambient credential: no Origin needed.
     assert api(slum, "POST", "/_/api/instances/web:two/stop", token=token)[0] == 200
     # Logging in from a sibling's page is refused as well.
-    status, _, _ = api(slum, "POST", "/_/api/login", body={"token": token},
-                       headers={"Origin": evil})
+    status, _, _ = api(slum, "POST", "/_/api/login", body={"token": token}, headers={"Origin": evil})
     assert status == 403
 
 
 def test_cookie_and_dashboard_headers(slum: Slum) -> None:
     slum.start()
     token = token_gen(slum)
-    status, _, h = api(slum, "POST", "/_/api/login", body={"token": token},
-                       headers={"Origin": own_origin(slum)})
+    status, _, h = api(
+        slum, "POST", "/_/api/login", body={"token": token}, headers={"Origin": own_origin(slum)}
+    )
     cookie = h["set-cookie"]
     assert cookie.startswith("slum_session=") and "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie and "Path=/" in cookie and token not in cookie
     # Over https (the browser's Origin says so): the __Host- prefix and Secure.
-    status, _, h = api(slum, "POST", "/_/api/login", body={"token": token},
-                       headers={"Origin": f"https://127.0.0.1:{slum.port}"})
+    status, _, h = api(
+        slum,
+        "POST",
+        "/_/api/login",
+        body={"token": token},
+        headers={"Origin": f"https://127.0.0.1:{slum.port}"},
+    )
     secure = h["set-cookie"]
     assert status == 200 and secure.startswith("__Host-slum_session=") and "Secure" in secure
     assert "Domain" not in secure and "Path=/" in secure
@@ -188,23 +219,33 @@ def test_secure_cookie_behind_a_trusted_tls_proxy(slum: Slum) -> None:
     slum.start()
     token = token_gen(slum)
     # The browser on https behind Caddy (trusted_proxies = 127.0.0.1).
-    status, h, _ = slum.http("POST", "/_/api/login", body=json.dumps({"token": token}).encode(),
-                             headers={"Content-Type": "application/json",
-                                      "Origin": f"https://127.0.0.1:{slum.port}",
-                                      "X-Forwarded-For": "198.51.100.7"})
+    status, h, _ = slum.http(
+        "POST",
+        "/_/api/login",
+        body=json.dumps({"token": token}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Origin": f"https://127.0.0.1:{slum.port}",
+            "X-Forwarded-For": "198.51.100.7",
+        },
+    )
     cookie = h["set-cookie"]
     assert status == 200 and cookie.startswith("__Host-slum_session=") and "Secure" in cookie
     sid = cookie.split(";", 1)[0]
     assert api(slum, "GET", "/_/api/instances", headers={"Cookie": sid})[0] == 200
-    status, _, h = api(slum, "POST", "/_/api/logout",
-                       headers={"Cookie": sid, "Origin": f"https://127.0.0.1:{slum.port}"})
+    status, _, h = api(
+        slum, "POST", "/_/api/logout", headers={"Cookie": sid, "Origin": f"https://127.0.0.1:{slum.port}"}
+    )
     assert status == 200 and h["set-cookie"].startswith("__Host-slum_session=;")
     assert api(slum, "GET", "/_/api/instances", headers={"Cookie": sid})[0] == 401
     # Without an Origin, the trusted proxy's X-Forwarded-Proto says https: the edge keeps it
     # for a peer in trusted_proxies (and replaces it with http for anyone else).
-    status, h, _ = slum.http("POST", "/_/api/login", body=json.dumps({"token": token}).encode(),
-                             headers={"Content-Type": "application/json",
-                                      "X-Forwarded-Proto": "https"})
+    status, h, _ = slum.http(
+        "POST",
+        "/_/api/login",
+        body=json.dumps({"token": token}).encode(),
+        headers={"Content-Type": "application/json", "X-Forwarded-Proto": "https"},
+    )
     assert status == 200 and h["set-cookie"].startswith("__Host-slum_session=")
     assert "Secure" in h["set-cookie"]
 
@@ -230,8 +271,10 @@ def test_token_flood_is_429_then_the_valid_token_works_again(slum: Slum) -> None
         api(slum, "GET", "/_/api/instances", token="slum_guess", headers=attacker)
     assert api(slum, "GET", "/_/api/instances", token=token, headers=attacker)[0] == 429
     # ...another client is not affected...
-    assert api(slum, "GET", "/_/api/instances", token=token,
-               headers={"X-Forwarded-For": "198.51.100.1"})[0] == 200
+    assert (
+        api(slum, "GET", "/_/api/instances", token=token, headers={"X-Forwarded-For": "198.51.100.1"})[0]
+        == 200
+    )
     # ...and once the bucket refills, the valid token works at once from there too.
     time.sleep(retry_after + 0.5)
     started = time.monotonic()
@@ -247,8 +290,7 @@ def test_token_commands_and_revocation_while_serving(slum: Slum) -> None:
     listed = slum.cli_json("token-list")
     assert [t["description"] for t in listed] == ["ci deploys", None]
     assert [t["scope"] for t in listed] == ["all", "tenant:one"]
-    assert all(set(t) >= {"id", "description", "scope", "created", "last_used"}
-               for t in listed)
+    assert all(set(t) >= {"id", "description", "scope", "created", "last_used"} for t in listed)
     text = json.dumps(listed) + slum.cli("token-list", check=True).stdout
     assert first not in text and second not in text
     assert first.split("_")[1] == listed[0]["id"]
@@ -265,8 +307,9 @@ def test_token_commands_and_revocation_while_serving(slum: Slum) -> None:
     # Over the API with a token, too; a scoped token cannot manage tokens.
     assert api(slum, "GET", "/_/api/tokens", token=second)[0] == 403
     third = token_gen(slum)
-    status, made, _ = api(slum, "POST", "/_/api/tokens", token=third,
-                          body={"description": "made over the API"})
+    status, made, _ = api(
+        slum, "POST", "/_/api/tokens", token=third, body={"description": "made over the API"}
+    )
     assert status == 201 and made["token"].startswith("slum_")  # type: ignore[index]
     assert api(slum, "GET", "/_/api/overview", token=made["token"])[0] == 200  # type: ignore
     assert api(slum, "DELETE", f"/_/api/tokens/{made['id']}", token=third)[0] == 200  # type: ignore
@@ -290,8 +333,7 @@ def test_sessions_survive_a_restart_and_logout_ends_them(slum: Slum) -> None:
     assert cookie.split("=", 1)[1].encode() not in slum.database.read_bytes()
     slum.start()
     assert api(slum, "GET", "/_/api/session", headers={"Cookie": cookie})[0] == 200
-    status, _, h = api(slum, "POST", "/_/api/logout",
-                       headers={"Cookie": cookie, "Origin": own_origin(slum)})
+    status, _, h = api(slum, "POST", "/_/api/logout", headers={"Cookie": cookie, "Origin": own_origin(slum)})
     assert status == 200 and "slum_session=;" in h["set-cookie"]
     assert api(slum, "GET", "/_/api/session", headers={"Cookie": cookie})[0] == 401
 

@@ -77,9 +77,13 @@ def chromium() -> Iterator[Any]:
 
     with sync_playwright() as p:
         executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-        browser = p.chromium.launch(executable_path=executable, args=[
-            *CHROMIUM_ARGS, "--host-resolver-rules=MAP example.test 127.0.0.1, "
-            "MAP *.example.test 127.0.0.1"])
+        browser = p.chromium.launch(
+            executable_path=executable,
+            args=[
+                *CHROMIUM_ARGS,
+                "--host-resolver-rules=MAP example.test 127.0.0.1, MAP *.example.test 127.0.0.1",
+            ],
+        )
         try:
             yield browser
         finally:
@@ -93,8 +97,9 @@ def test_tenant_page_cannot_act_with_the_dashboard_session(slum: Slum, chromium:
     slum.start("tenement.toml", "--domain", "example.test")
 
     def api(method: str, path: str) -> Any:
-        status, _, raw = slum.http(method, path, host=f"example.test:{slum.port}",
-                                   headers={"Authorization": f"Bearer {token}"})
+        status, _, raw = slum.http(
+            method, path, host=f"example.test:{slum.port}", headers={"Authorization": f"Bearer {token}"}
+        )
         assert status == 200, (path, status, raw)
         return json.loads(raw)
 
@@ -132,8 +137,7 @@ def test_tenant_page_cannot_act_with_the_dashboard_session(slum: Slum, chromium:
     assert api("GET", "/_/api/instances/web:b")["status"] == "healthy"
     assert [s["name"] for s in api("GET", "/api/servers")] == ["local"]
     # And the dashboard refused to be framed by the tenant's page.
-    framed = [f for f in attack.frames
-              if f is not attack.main_frame and f.name not in ("f1", "f2")]
+    framed = [f for f in attack.frames if f is not attack.main_frame and f.name not in ("f1", "f2")]
     assert len(framed) == 1
     try:
         content = framed[0].content()

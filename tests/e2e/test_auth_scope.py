@@ -15,19 +15,22 @@ from tests.e2e.test_auth import SCOPED_CONFIG, token_gen
 def wait_logs(slum: Slum, token: str, instance: str) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        rows = api(slum, "GET", f"/_/api/logs?instance_id={instance}&search=listening",
-                   token=token)[1]
+        rows = api(slum, "GET", f"/_/api/logs?instance_id={instance}&search=listening", token=token)[1]
         if rows:
             return
         time.sleep(0.2)
     raise AssertionError(f"no logs from {instance}")
 
 
-def sse(slum: Slum, path: str, token: str, last_event_id: str | None = None,
-        seconds: float = 2.0) -> list[tuple[str, Any]]:
+def sse(
+    slum: Slum, path: str, token: str, last_event_id: str | None = None, seconds: float = 2.0
+) -> list[tuple[str, Any]]:
     """Read an SSE stream for a while; (event, data) pairs."""
-    head = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-            + (f"Last-Event-ID: {last_event_id}\r\n" if last_event_id else "") + "\r\n")
+    head = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        + (f"Last-Event-ID: {last_event_id}\r\n" if last_event_id else "")
+        + "\r\n"
+    )
     raw = b""
     with socket.create_connection(("127.0.0.1", slum.port), timeout=seconds) as s:
         s.sendall(head.encode())
@@ -64,24 +67,37 @@ def test_tenant_scoped_token(slum: Slum) -> None:
     # Instances: only alice's, and only alice's can be acted on.
     listed = api(slum, "GET", "/_/api/instances", token=alice)[1]
     assert [i["id"] for i in listed] == ["web:alice"]  # type: ignore[union-attr,index]
-    assert [i["id"] for i in api(slum, "GET", "/_/api/instances?all=1", token=alice)[1]] \
-        == ["web:alice"]  # type: ignore[union-attr,index]
-    for method, path in [("POST", "/_/api/instances/web:bob/stop"),
-                         ("POST", "/_/api/instances/web:bob/restart"),
-                         ("GET", "/_/api/instances/web:bob"),
-                         ("GET", "/_/api/instances/web:bob/health")]:
+    assert [i["id"] for i in api(slum, "GET", "/_/api/instances?all=1", token=alice)[1]] == ["web:alice"]  # type: ignore[union-attr,index]
+    for method, path in [
+        ("POST", "/_/api/instances/web:bob/stop"),
+        ("POST", "/_/api/instances/web:bob/restart"),
+        ("GET", "/_/api/instances/web:bob"),
+        ("GET", "/_/api/instances/web:bob/health"),
+    ]:
         assert api(slum, method, path, token=alice)[0] == 403, path
-    assert api(slum, "POST", "/_/api/instances", token=alice,
-               body={"service": "web", "id": "carol"})[0] == 403
+    assert (
+        api(slum, "POST", "/_/api/instances", token=alice, body={"service": "web", "id": "carol"})[0] == 403
+    )
     assert api(slum, "GET", "/_/api/instances/web:alice", token=alice)[0] == 200
     # Everything fleet- or server-wide: 403.
-    for method, path in [("GET", "/api/servers"), ("GET", "/api/tenants"),
-                         ("POST", "/api/servers"), ("GET", "/_/api/overview"),
-                         ("GET", "/_/api/status"), ("GET", "/_/api/config"),
-                         ("GET", "/_/api/tokens"), ("GET", "/_/metrics"),
-                         ("GET", "/_/api/tenants/bob")]:
-        status = api(slum, method, path, token=alice,
-                     body={"address": "http://10.0.0.1:1"} if method == "POST" else None)[0]
+    for method, path in [
+        ("GET", "/api/servers"),
+        ("GET", "/api/tenants"),
+        ("POST", "/api/servers"),
+        ("GET", "/_/api/overview"),
+        ("GET", "/_/api/status"),
+        ("GET", "/_/api/config"),
+        ("GET", "/_/api/tokens"),
+        ("GET", "/_/metrics"),
+        ("GET", "/_/api/tenants/bob"),
+    ]:
+        status = api(
+            slum,
+            method,
+            path,
+            token=alice,
+            body={"address": "http://10.0.0.1:1"} if method == "POST" else None,
+        )[0]
         assert status == 403, (path, status)
     # Logs: no filter widens the scope.
     rows = api(slum, "GET", "/_/api/logs?search=listening&limit=500", token=alice)[1]
@@ -116,8 +132,12 @@ def test_tenant_scoped_token(slum: Slum) -> None:
         slum.http("GET", "/", host="alice.web.localhost")
         slum.http("GET", "/", host="bob.web.localhost")
     metrics = api(slum, "GET", "/_/api/metrics", token=alice)[1]
-    targets = {v for m in metrics for k, v in m.get("labels", {}).items()  # type: ignore
-               if k in ("target", "instance")}
+    targets = {
+        v
+        for m in metrics
+        for k, v in m.get("labels", {}).items()  # type: ignore
+        if k in ("target", "instance")
+    }
     assert targets and targets <= {"web:alice"}, targets
     assert all(m.get("labels") for m in metrics)  # type: ignore[union-attr]
     live = api(slum, "GET", "/_/api/metrics/live?seconds=60", token=alice)[1]
@@ -126,8 +146,10 @@ def test_tenant_scoped_token(slum: Slum) -> None:
     assert api(slum, "GET", history + "web:bob", token=alice)[0] == 403
     assert api(slum, "GET", "/_/api/metrics/history?name=cpu_percent", token=alice)[0] == 403
     status, hist, _ = api(slum, "GET", history + "web:alice", token=alice)
-    assert status == 200 and all(s["labels"].get("target") == "web:alice"  # type: ignore
-                                 for s in hist["series"])  # type: ignore[index]
+    assert status == 200 and all(
+        s["labels"].get("target") == "web:alice"  # type: ignore
+        for s in hist["series"]
+    )  # type: ignore[index]
     # The full token still sees everything.
     assert len(api(slum, "GET", "/_/api/instances", token=admin)[1]) == 2  # type: ignore
     assert api(slum, "POST", "/_/api/instances/web:alice/stop", token=alice)[0] == 200
@@ -142,31 +164,31 @@ def test_tenant_scoped_token_on_tenement_paths_and_deploys(slum: Slum) -> None:
     alice = token_gen(slum, "--tenant", "alice")
     wait_logs(slum, admin, "web:alice")
     wait_logs(slum, admin, "web:bob")
-    assert api(slum, "GET", "/_/api/session", token=alice)[1] == {
-        "authenticated": True, "tenant": "alice"}
-    assert api(slum, "GET", "/_/api/session", token=admin)[1] == {
-        "authenticated": True, "tenant": None}
+    assert api(slum, "GET", "/_/api/session", token=alice)[1] == {"authenticated": True, "tenant": "alice"}
+    assert api(slum, "GET", "/_/api/session", token=admin)[1] == {"authenticated": True, "tenant": None}
     # tenement's instance paths (the same views under /api)
     listed = api(slum, "GET", "/api/instances", token=alice)[1]
     assert [i["id"] for i in listed] == ["web:alice"]  # type: ignore[union-attr,index]
-    refused = [("POST", "/api/instances/web:bob/stop", None),
-               ("POST", "/api/instances/web:bob/restart", None),
-               ("GET", "/api/instances/web:bob/health", None),
-               ("POST", "/api/instances/spawn", {"process": "web", "id": "carol"}),
-               # deploys, traffic and storage
-               ("POST", "/api/deploys", {"service": "web", "version": "carol"}),
-               ("POST", "/api/deploy", {"process": "web", "version": "bob"}),
-               ("POST", "/_/api/instances/web:bob/weight", {"weight": 0}),
-               ("POST", "/api/instances/web:bob/weight", {"weight": 0}),
-               ("POST", "/api/route", {"process": "web", "from": "bob", "to": "alice"}),
-               ("POST", "/_/api/services/web/route", {"from": "alice", "to": "bob"}),
-               ("GET", "/api/instances/web:bob/storage", None),
-               ("GET", "/_/api/instances/web:bob/storage", None),
-               # fleet and Prometheus under their other paths
-               ("POST", "/api/tenants", {"id": "carol"}),
-               ("DELETE", "/api/tenants/bob", None),
-               ("POST", "/api/tenants/bob/move", {"to": "local"}),
-               ("GET", "/metrics", None)]
+    refused = [
+        ("POST", "/api/instances/web:bob/stop", None),
+        ("POST", "/api/instances/web:bob/restart", None),
+        ("GET", "/api/instances/web:bob/health", None),
+        ("POST", "/api/instances/spawn", {"process": "web", "id": "carol"}),
+        # deploys, traffic and storage
+        ("POST", "/api/deploys", {"service": "web", "version": "carol"}),
+        ("POST", "/api/deploy", {"process": "web", "version": "bob"}),
+        ("POST", "/_/api/instances/web:bob/weight", {"weight": 0}),
+        ("POST", "/api/instances/web:bob/weight", {"weight": 0}),
+        ("POST", "/api/route", {"process": "web", "from": "bob", "to": "alice"}),
+        ("POST", "/_/api/services/web/route", {"from": "alice", "to": "bob"}),
+        ("GET", "/api/instances/web:bob/storage", None),
+        ("GET", "/_/api/instances/web:bob/storage", None),
+        # fleet and Prometheus under their other paths
+        ("POST", "/api/tenants", {"id": "carol"}),
+        ("DELETE", "/api/tenants/bob", None),
+        ("POST", "/api/tenants/bob/move", {"to": "local"}),
+        ("GET", "/metrics", None),
+    ]
     for method, path, body in refused:
         status = api(slum, method, path, token=alice, body=body)[0]
         assert status == 403, (method, path, status)
@@ -176,8 +198,9 @@ def test_tenant_scoped_token_on_tenement_paths_and_deploys(slum: Slum) -> None:
     assert status == 200 and health["id"] == "web:alice"  # type: ignore[index]
     status, storage, _ = api(slum, "GET", "/api/instances/web:alice/storage", token=alice)
     assert status == 200 and storage["id"] == "web:alice"  # type: ignore[index]
-    status, weighed, _ = api(slum, "POST", "/api/instances/web:alice/weight", token=alice,
-                             body={"weight": 40})
+    status, weighed, _ = api(
+        slum, "POST", "/api/instances/web:alice/weight", token=alice, body={"weight": 40}
+    )
     assert status == 200 and weighed["weight"] == 40  # type: ignore[index]
     # a tenant detail: her own passes the scope (not in the registry here: 404), bob's is 403
     assert api(slum, "GET", "/_/api/tenants/alice", token=alice)[0] == 404
@@ -189,6 +212,8 @@ def test_tenant_scoped_token_on_tenement_paths_and_deploys(slum: Slum) -> None:
     rows = api(slum, "GET", "/api/logs?process=web&limit=1000", token=alice)[1]
     assert rows and {r["instance_id"] for r in rows} == {"web:alice"}  # type: ignore
     rows = api(slum, "GET", "/api/logs?stream=stdout&limit=1000", token=alice)[1]
-    assert all(r["tenant_id"] == "alice" and r["stream"] == "stdout"  # type: ignore
-               for r in rows)
+    assert all(
+        r["tenant_id"] == "alice" and r["stream"] == "stdout"  # type: ignore
+        for r in rows
+    )
     assert api(slum, "GET", "/api/logs?stream=nope", token=alice)[0] == 400

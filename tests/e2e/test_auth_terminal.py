@@ -46,8 +46,13 @@ def test_logs_escape_control_characters_on_a_terminal(slum: Slum) -> None:
     # To a terminal: every control character but tab made visible.
     main, tty = pty.openpty()
     try:
-        proc = subprocess.Popen([*slum_argv(), "logs", "evil:one"], cwd=slum.dir, stdout=tty,
-                                stderr=subprocess.DEVNULL, env=slum.env())
+        proc = subprocess.Popen(
+            [*slum_argv(), "logs", "evil:one"],
+            cwd=slum.dir,
+            stdout=tty,
+            stderr=subprocess.DEVNULL,
+            env=slum.env(),
+        )
         os.close(tty)
         out = b""
         while True:

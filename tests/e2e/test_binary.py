@@ -40,7 +40,7 @@ pytestmark = [
 ]
 
 # An app that answers GET / with what it was started with: environment, interpreter, modules.
-ENV_APP = '''
+ENV_APP = """
 import json, os, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -66,7 +66,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-'''
+"""
 
 ENV_CONFIG = """
 [settings]
@@ -104,27 +104,45 @@ class Binary(Slum):
         env.update(self.extra_env or {})
         return env
 
-    def start(self, config: str | None = "tenement.toml", *extra: str,
-              wait: bool = True) -> subprocess.Popen[bytes]:
-        argv = [str(self.exe), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--database", str(self.database)]
+    def start(
+        self, config: str | None = "tenement.toml", *extra: str, wait: bool = True
+    ) -> subprocess.Popen[bytes]:
+        argv = [
+            str(self.exe),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--database",
+            str(self.database),
+        ]
         if config:
             argv += ["--config", str(self.dir / config)]
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([*argv, *extra], cwd=self.dir, stdout=out,
-                                     stderr=subprocess.STDOUT, env=self.env())
+        self.proc = subprocess.Popen(
+            [*argv, *extra], cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, env=self.env()
+        )
         out.close()
         if wait:
             self.wait_up()
         return self.proc
 
-    def cli(self, *args: str, check: bool = False, timeout: float = 60,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(self.exe), *args], cwd=self.dir, capture_output=True,
-                                text=True, timeout=timeout, env=env or self.env())
+    def cli(
+        self, *args: str, check: bool = False, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.exe), *args],
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env(),
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"slum {' '.join(args)} -> {result.returncode}\n"
-                                 f"{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"slum {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def unpacked(self) -> list[Path]:
@@ -229,8 +247,7 @@ def test_readme_walkthrough(workdir: Path, make: Callable[..., Binary]) -> None:
     # the API with the token, the dashboard from inside the binary
     status, _, _ = slum.http("GET", "/_/api/instances")
     assert status == 401
-    status, _, body = slum.http("GET", "/_/api/instances",
-                                headers={"Authorization": f"Bearer {token}"})
+    status, _, body = slum.http("GET", "/_/api/instances", headers={"Authorization": f"Bearer {token}"})
     assert status == 200 and {i["id"] for i in json.loads(body)} == {"notes:alice", "notes:demo"}
     status, _, page = slum.http("GET", "/_/")
     assert status == 200 and b"<html" in page.lower()
@@ -271,8 +288,13 @@ def test_children_get_a_clean_environment(workdir: Path, make: Callable[..., Bin
     assert env.get("LD_LIBRARY_PATH") == outside
     assert "LD_LIBRARY_PATH_ORIG" not in env
     # python3 from PATH is the system's interpreter, with its own standard library
-    system = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
-                            capture_output=True, text=True, env=slum.env(), check=True)
+    system = subprocess.run(
+        ["python3", "-c", "import sys; print(sys.executable)"],
+        capture_output=True,
+        text=True,
+        env=slum.env(),
+        check=True,
+    )
     assert os.path.realpath(seen["executable"]) == os.path.realpath(system.stdout.strip())
     assert not seen["frozen"] and seen["meipass"] is None and seen["stdlib"]
     assert "_MEI" not in seen["prefix"] and "_MEI" not in seen["stdlib"]
@@ -316,8 +338,7 @@ def test_two_copies_at_once(workdir: Path, make: Callable[..., Binary]) -> None:
     assert_nothing_left(workdir.parent, a.tmpdir)
 
 
-def test_sigkill_takes_the_program_and_its_children_along(workdir: Path,
-                                                          make: Callable[..., Binary]) -> None:
+def test_sigkill_takes_the_program_and_its_children_along(workdir: Path, make: Callable[..., Binary]) -> None:
     slum = make(workdir)
     slum.start()
     slum.cli("spawn", "notes:x", check=True)
@@ -346,8 +367,7 @@ def test_sigkill_takes_the_program_and_its_children_along(workdir: Path,
 def test_tokens_init_and_caddy(workdir: Path, make: Callable[..., Binary]) -> None:
     slum = make(workdir)
     db = str(slum.database)
-    token = slum.cli("token-gen", "--description", "ci deploys", "--database", db,
-                     check=True).stdout.strip()
+    token = slum.cli("token-gen", "--description", "ci deploys", "--database", db, check=True).stdout.strip()
     assert token.startswith("slum_")
     listed = json.loads(slum.cli("token-list", "--json", "--database", db, check=True).stdout)
     assert [t["description"] for t in listed] == ["ci deploys"]
@@ -359,8 +379,13 @@ def test_tokens_init_and_caddy(workdir: Path, make: Callable[..., Binary]) -> No
     text = caddyfile.read_text()
     assert "example.test" in text and "127.0.0.1:8080" in text
     if shutil.which("caddy"):
-        adapted = subprocess.run(["caddy", "adapt", "--config", str(caddyfile)],
-                                 capture_output=True, text=True, timeout=60, env=slum.env())
+        adapted = subprocess.run(
+            ["caddy", "adapt", "--config", str(caddyfile)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=slum.env(),
+        )
         assert adapted.returncode == 0, adapted.stderr
 
     # `slum install` has systemd start the binary itself, not a Python from the unpacked folder
@@ -410,8 +435,9 @@ def memory_cgroup_writable() -> bool:
     """Root with a memory controller (v1 or v2): what slum needs for memory_limit_mb."""
     root = Path("/sys/fs/cgroup")
     v2 = root / "cgroup.controllers"
-    return os.geteuid() == 0 and ((root / "memory").is_dir()
-                                  or (v2.is_file() and "memory" in v2.read_text().split()))
+    return os.geteuid() == 0 and (
+        (root / "memory").is_dir() or (v2.is_file() and "memory" in v2.read_text().split())
+    )
 
 
 def test_limits_namespace_and_reload(workdir: Path, make: Callable[..., Binary]) -> None:
@@ -433,8 +459,11 @@ def test_limits_namespace_and_reload(workdir: Path, make: Callable[..., Binary])
     memory = paths.get("memory", paths.get(""))  # v1's memory hierarchy, else the v2 one
     assert memory and memory != "/", paths
     base = Path("/sys/fs/cgroup")
-    limit_file = (base / "memory" / memory.lstrip("/") / "memory.limit_in_bytes"
-                  if (base / "memory").is_dir() else base / memory.lstrip("/") / "memory.max")
+    limit_file = (
+        base / "memory" / memory.lstrip("/") / "memory.limit_in_bytes"
+        if (base / "memory").is_dir()
+        else base / memory.lstrip("/") / "memory.max"
+    )
     assert int(limit_file.read_text()) == 96 * 1024 * 1024
     assert not [k for k in capped["env"] if k.startswith(("_PYI_", "_MEIPASS"))]
 

@@ -67,8 +67,7 @@ def task(slum: Slum, name: str) -> dict[str, Any]:
 
 
 def episode_lines(slum: Slum, name: str) -> list[str]:
-    return [line for line in slum.log.read_text().splitlines()
-            if f"task {name} failed" in line]
+    return [line for line in slum.log.read_text().splitlines() if f"task {name} failed" in line]
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -117,22 +116,31 @@ def test_server_addresses_are_validated_where_they_enter(slum: Slum) -> None:
 
 
 def test_a_stored_address_that_does_not_parse_is_invalid_never_fatal(slum: Slum) -> None:
-    (slum.dir / "tenement.toml").write_text((slum.dir / "tenement.toml").read_text().replace(
-        "[settings]", "[settings]\nnode_check_interval = 0.2"))
+    (slum.dir / "tenement.toml").write_text(
+        (slum.dir / "tenement.toml")
+        .read_text()
+        .replace("[settings]", "[settings]\nnode_check_interval = 0.2")
+    )
     pid = up(slum)
     conn = connect(slum.database)
     with conn:
         for i, address in enumerate(("[::1", "x:y", "http://a:b:c", "[zz]:80", "http://\x00")):
-            conn.execute("INSERT INTO servers (id, name, address, created_at, status) "
-                         "VALUES (?, ?, ?, '2026-01-01', 'online')", (f"id{i}", f"bad{i}", address))
-        conn.execute("INSERT INTO tenants (id, server_id, status, created_at) "
-                     "VALUES ('lost', 'id2', 'active', '2026-01-01')")
+            conn.execute(
+                "INSERT INTO servers (id, name, address, created_at, status) "
+                "VALUES (?, ?, ?, '2026-01-01', 'online')",
+                (f"id{i}", f"bad{i}", address),
+            )
+        conn.execute(
+            "INSERT INTO tenants (id, server_id, status, created_at) "
+            "VALUES ('lost', 'id2', 'active', '2026-01-01')"
+        )
         bump_version(conn)
     conn.close()
 
     def statuses() -> dict[str, str]:
-        return {s["name"]: s["status"] for s in slum.cli_json("server-list", "--database",
-                                                               str(slum.database))}
+        return {
+            s["name"]: s["status"] for s in slum.cli_json("server-list", "--database", str(slum.database))
+        }
 
     for _ in range(2):
         time.sleep(1.5)  # several node check rounds and route refreshes
@@ -155,8 +163,9 @@ def test_a_corrupt_page_met_at_run_time(slum: Slum) -> None:
     assert slum.stop() == 0
     conn = connect(slum.database)
     with conn:
-        conn.executemany("INSERT INTO metrics_history (ts, name, value) VALUES (?, 'x', 1)",
-                         [(i,) for i in range(500)])
+        conn.executemany(
+            "INSERT INTO metrics_history (ts, name, value) VALUES (?, 'x', 1)", [(i,) for i in range(500)]
+        )
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     (root,) = next(conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'idx_metrics_ts'"))
     (page_size,) = next(conn.execute("PRAGMA page_size"))
@@ -225,8 +234,9 @@ def test_a_full_disk_under_the_history_write(tmp_path: Path) -> None:
             assert task(slum, "journal")["errors"] >= 1
             assert slum.http("GET", "/", host="two.web.localhost")[0] == 200
             # the minute's history write comes within 61 s and finds no room
-            state = wait_for(lambda: (t := task(slum, "history"))["errors"] >= 1 and t, timeout=90,
-                             interval=1.0)
+            state = wait_for(
+                lambda: (t := task(slum, "history"))["errors"] >= 1 and t, timeout=90, interval=1.0
+            )
             assert state["failing"] and "FullError" in state["last_error"]
             assert slum.proc.poll() is None and slum.proc.pid == pid
             assert served(slum)
@@ -241,15 +251,17 @@ def test_a_full_disk_under_the_history_write(tmp_path: Path) -> None:
                 slum.stop(signal.SIGTERM, timeout=20)
 
 
-def test_a_second_slum_on_a_copy_of_a_live_database_spares_the_first(
-        slum: Slum, tmp_path: Path) -> None:
+def test_a_second_slum_on_a_copy_of_a_live_database_spares_the_first(slum: Slum, tmp_path: Path) -> None:
     up(slum)
     for name in ("a", "b"):
         slum.cli("spawn", "web", "--id", name, check=True)
     first = {i["id"]: i["pid"] for i in slum.cli_json("ps")}
     assert len(first) == 3 and all(first.values())
-    group = [p.pid for pid in first.values()
-             for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]]
+    group = [
+        p.pid
+        for pid in first.values()
+        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    ]
 
     copy = Slum(tmp_path / "copy", free_port())
     copy.dir.mkdir()
@@ -283,10 +295,16 @@ def test_a_move_where_the_tenant_is_is_409_and_to_a_silent_node_502(slum: Slum) 
     slum.cli("server-add", f"127.0.0.1:{free_port()}", "-n", "silent", *db, check=True)
     conn = UnixHTTPConnection(slum.dir / "slum.sock")
     try:
-        for to, status, words in (("local", 409, "already on server local"),
-                                  ("silent", 502, "server silent did not take tenant alice")):
-            conn.request("POST", "/api/tenants/alice/move", body=f'{{"to": "{to}"}}',
-                         headers={"Content-Type": "application/json"})
+        for to, status, words in (
+            ("local", 409, "already on server local"),
+            ("silent", 502, "server silent did not take tenant alice"),
+        ):
+            conn.request(
+                "POST",
+                "/api/tenants/alice/move",
+                body=f'{{"to": "{to}"}}',
+                headers={"Content-Type": "application/json"},
+            )
             response = conn.getresponse()
             body = response.read().decode()
             assert response.status == status and words in body, body

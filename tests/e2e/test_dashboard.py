@@ -152,8 +152,9 @@ def test_a_crashing_instance_shows_as_failed_in_attention(node: Node, page: Any)
     page.get_by_test_id("spawn-id").fill("boom")
     page.get_by_test_id("spawn-submit").click()
     expect(row(page, "crash:boom")).to_be_visible()
-    wait_until(lambda: node.api("GET", "/_/api/instances/crash:boom")[1]["status"] == "failed",
-               "crash:boom failed")
+    wait_until(
+        lambda: node.api("GET", "/_/api/instances/crash:boom")[1]["status"] == "failed", "crash:boom failed"
+    )
 
     page.get_by_test_id("nav-overview").click()
     item = page.locator('[data-testid="attention-item"][data-id="crash:boom"]')
@@ -198,7 +199,10 @@ def test_a_deep_link_follows_new_lines_live(node: Node, page: Any) -> None:
     line = page.get_by_test_id("log-line").filter(has_text="GET /hello-from-the-browser-test")
     expect(line).to_have_count(1)
     # only web:one's lines
-    sources = {t.strip() for t in page.get_by_test_id("log-lines").locator("button[title^='Show only']").all_inner_texts()}
+    sources = {
+        t.strip()
+        for t in page.get_by_test_id("log-lines").locator("button[title^='Show only']").all_inner_texts()
+    }
     assert sources <= {"web:one"}
 
     # paused: new lines wait; resumed: they arrive, once each
@@ -214,8 +218,11 @@ def test_a_deep_link_follows_new_lines_live(node: Node, page: Any) -> None:
 @pytest.mark.browser
 def test_load_older_lines_and_hold_the_view_while_scrolled_up(node: Node, page: Any) -> None:
     assert node.api("POST", "/_/api/instances", {"service": "tick", "id": "a"})[0] == 201
-    wait_until(lambda: len(node.api("GET", "/_/api/logs?instance_id=tick:a&limit=300")[1]) >= 250,
-               "250 lines from tick:a", timeout=40)
+    wait_until(
+        lambda: len(node.api("GET", "/_/api/logs?instance_id=tick:a&limit=300")[1]) >= 250,
+        "250 lines from tick:a",
+        timeout=40,
+    )
     login(page, node, "/logs?instance=tick:a")
     expect(page.get_by_test_id("stream-state")).to_have_attribute("data-state", "live")
     lines = page.get_by_test_id("log-line")
@@ -296,8 +303,9 @@ def test_screenshots_of_each_page(node: Node, page: Any) -> None:
         node.slum.http("GET", f"/page/{i % 5}", host="one.web.localhost")
         node.slum.http("GET", "/", host="acme.localhost")
     node.api("POST", "/_/api/instances", {"service": "crash", "id": "boom"})
-    wait_until(lambda: node.api("GET", "/_/api/instances/crash:boom")[1]["status"] == "failed",
-               "crash:boom failed")
+    wait_until(
+        lambda: node.api("GET", "/_/api/instances/crash:boom")[1]["status"] == "failed", "crash:boom failed"
+    )
     time.sleep(1.5)  # a second of the sampler's CPU and memory readings
 
     login(page, node, "/")
@@ -346,8 +354,9 @@ def test_set_an_instances_traffic_weight_on_its_page(node: Node, page: Any) -> N
     expect(field).to_have_value("100")
     field.fill("30")
     form.get_by_role("button", name="Set").click()
-    wait_until(lambda: node.api("GET", "/_/api/instances/web:one")[1]["weight"] == 30,
-               "the weight to be saved")
+    wait_until(
+        lambda: node.api("GET", "/_/api/instances/web:one")[1]["weight"] == 30, "the weight to be saved"
+    )
     expect(field).to_have_value("30")
     field.fill("250")
     form.get_by_role("button", name="Set").click()

@@ -44,8 +44,7 @@ FIRST_LOAD_MAX = 100_000
 PER_MINUTE_MAX = 50_000
 # A crash loop reaches the page within this once slum knows it (stream + one summary fetch).
 SHOWN_WITHIN_MS = 2000
-PAGES = ["/", "/instances", "/instances/web:one", "/logs", "/servers", "/tenants",
-         "/tenants/acme"]
+PAGES = ["/", "/instances", "/instances/web:one", "/logs", "/servers", "/tenants", "/tenants/acme"]
 # More instances than the default two, so the bytes measured are those of a real fleet.
 EXTRA_WEB = ["three", "four", "five", "six"]
 
@@ -66,12 +65,18 @@ def looping(slum: Slum) -> Node:
     return start_node(slum, CONFIG.replace("max_restarts = 2", "max_restarts = 1000"))
 
 
-def new_page(browser: Browser, *, scheme: str = "dark", viewport: dict[str, int] | None = None,
-             context: Any = None, bypass_csp: bool = False) -> Any:
+def new_page(
+    browser: Browser,
+    *,
+    scheme: str = "dark",
+    viewport: dict[str, int] | None = None,
+    context: Any = None,
+    bypass_csp: bool = False,
+) -> Any:
     if context is None:
-        context = browser.browser.new_context(viewport=viewport or DESKTOP,
-                                              device_scale_factor=1, color_scheme=scheme,
-                                              bypass_csp=bypass_csp)
+        context = browser.browser.new_context(
+            viewport=viewport or DESKTOP, device_scale_factor=1, color_scheme=scheme, bypass_csp=bypass_csp
+        )
         context.set_default_timeout(20_000)
     page = context.new_page()
     page.on("pageerror", lambda e: browser.errors.append(f"{page.url}: {e}"))
@@ -101,8 +106,9 @@ class ByteCounter:
         self.by_request[rid] = self.by_request.get(rid, 0) + int(e.get("encodedDataLength", 0))
 
     def _finished(self, e: dict[str, Any]) -> None:
-        self.by_request[e["requestId"]] = max(int(e["encodedDataLength"]),
-                                              self.by_request.get(e["requestId"], 0))
+        self.by_request[e["requestId"]] = max(
+            int(e["encodedDataLength"]), self.by_request.get(e["requestId"], 0)
+        )
 
     def total(self) -> int:
         return sum(self.by_request.values())
@@ -111,8 +117,7 @@ class ByteCounter:
         self.by_request.clear()
 
     def biggest(self, n: int = 5) -> list[tuple[int, str]]:
-        return sorted(((b, self.urls.get(r, r)) for r, b in self.by_request.items()),
-                      reverse=True)[:n]
+        return sorted(((b, self.urls.get(r, r)) for r, b in self.by_request.items()), reverse=True)[:n]
 
 
 def traffic(node: Node, stop: threading.Event) -> None:
@@ -131,7 +136,8 @@ def traffic(node: Node, stop: threading.Event) -> None:
 
 @pytest.mark.browser
 def test_a_crash_loop_is_shown_as_crash_looping_with_its_reason_first(
-        looping: Node, browser: Browser) -> None:
+    looping: Node, browser: Browser
+) -> None:
     node = looping
     page = new_page(browser)
     login(page, node, "/instances")
@@ -143,11 +149,13 @@ def test_a_crash_loop_is_shown_as_crash_looping_with_its_reason_first(
     status, _ = node.api("POST", "/_/api/instances", {"service": "crash", "id": "loop"})
     assert status in (200, 201), status
     # the loop has started once slum says so (the second crash within the window)
-    wait_until(lambda: node.api("GET", "/_/api/instances/crash:loop")[1]["status"]
-               == "crash-looping", "crash:loop crash-looping in the API", timeout=30)
+    wait_until(
+        lambda: node.api("GET", "/_/api/instances/crash:loop")[1]["status"] == "crash-looping",
+        "crash:loop crash-looping in the API",
+        timeout=30,
+    )
     looped_at = time.monotonic()
-    expect(row(page, "crash:loop")).to_have_attribute("data-state", "crash-looping",
-                                                      timeout=SHOWN_WITHIN_MS)
+    expect(row(page, "crash:loop")).to_have_attribute("data-state", "crash-looping", timeout=SHOWN_WITHIN_MS)
     item = overview.locator('[data-testid="attention-item"][data-id="crash:loop"]')
     expect(item).to_contain_text("Crash-looping", timeout=SHOWN_WITHIN_MS)
     shown_s = time.monotonic() - looped_at
@@ -216,8 +224,7 @@ def test_static_files_and_json_are_compressed(node: Node) -> None:
     status, head, body = _get(node.url("/"))
     assert "content-encoding" not in head and b"<html" in body
     auth = {"Authorization": f"Bearer {node.token}"}
-    status, head, body = _get(f"{node.base}/_/api/overview/summary",
-                              **{"Accept-Encoding": "gzip", **auth})
+    status, head, body = _get(f"{node.base}/_/api/overview/summary", **{"Accept-Encoding": "gzip", **auth})
     assert head.get("content-encoding") == "gzip", head
     summary = json.loads(gz.decompress(body))
     assert summary["instances"] == 2 and len(summary["traffic"]["requests"]) == 120
@@ -297,8 +304,9 @@ def axe_serious(page: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("scheme", ["dark", "light"])
-def test_every_page_passes_axe_and_is_captured_in_both_themes(node: Node, browser: Browser,
-                                                              scheme: str) -> None:
+def test_every_page_passes_axe_and_is_captured_in_both_themes(
+    node: Node, browser: Browser, scheme: str
+) -> None:
     node.api("POST", "/api/tenants", {"id": "acme", "service": "web"})
     # The dashboard's CSP admits no injected script: let the test's axe-core in (the policy
     # itself is tested in test_auth_browser.py).
@@ -381,27 +389,31 @@ health = "/health"
 
 @pytest.mark.browser
 def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
-        tmp_path: Path, browser: Browser) -> None:
+    tmp_path: Path, browser: Browser
+) -> None:
     from tests.conftest import free_port
     from tests.e2e.conftest import write_config
 
     remote = Slum(tmp_path / "remote", free_port())
     remote.dir.mkdir()
     write_config(remote.dir, REMOTE_CONFIG)
-    remote_token = remote.cli("token-gen", "--database", str(remote.database),
-                              check=True).stdout.strip()
+    remote_token = remote.cli("token-gen", "--database", str(remote.database), check=True).stdout.strip()
     remote.start()
     here = Slum(tmp_path / "here", free_port())
     here.dir.mkdir()
     try:
         node = start_node(here, CONFIG.replace("[settings]", "[settings]\nnode_check_interval = 0.3"))
         db = ["--database", str(here.database)]
-        here.cli("server-add", f"127.0.0.1:{remote.port}", "-n", "far", "--token", remote_token,
-                 *db, check=True)
+        here.cli(
+            "server-add", f"127.0.0.1:{remote.port}", "-n", "far", "--token", remote_token, *db, check=True
+        )
         here.cli("tenant-add", "bob", "-s", "far", "--service", "web", *db, check=True)
         # the first request to the tenant starts its instance on the remote node
-        wait_until(lambda: here.http("GET", "/", host="bob.localhost")[0] == 200,
-                   "bob answering through this node", timeout=30)
+        wait_until(
+            lambda: here.http("GET", "/", host="bob.localhost")[0] == 200,
+            "bob answering through this node",
+            timeout=30,
+        )
 
         page = new_page(browser)
         login(page, node, "/servers")
@@ -415,18 +427,17 @@ def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
         page.goto(node.url("/instances"))
         expect(page.locator('[data-testid="instance-row"][data-server="far"]')).to_have_count(0)
         page.get_by_test_id("every-node").check()
-        bob = page.locator('[data-testid="instance-row"][data-server="far"]'
-                           '[data-instance-id="web:bob"]')
+        bob = page.locator('[data-testid="instance-row"][data-server="far"][data-instance-id="web:bob"]')
         expect(bob).to_be_visible()
         expect(row(page, "web:one")).to_be_visible()
         screenshot(page, "instances-every-node")
 
         page.goto(node.url("/logs"))
         page.get_by_test_id("logs-every-node").check()
-        expect(page.locator('[data-testid="fleet-log-line"][data-server="far"]').first
-               ).to_contain_text("web:bob")
-        expect(page.locator('[data-testid="fleet-log-line"][data-server="local"]').first
-               ).to_be_visible()
+        expect(page.locator('[data-testid="fleet-log-line"][data-server="far"]').first).to_contain_text(
+            "web:bob"
+        )
+        expect(page.locator('[data-testid="fleet-log-line"][data-server="local"]').first).to_be_visible()
         screenshot(page, "logs-every-node")
 
         # a tenant on the remote node shows its instance as that node says it, on the list and
@@ -445,8 +456,13 @@ def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
 
         # the node's process dies for real (its instances with it)
         remote.stop(signal.SIGKILL)
-        wait_until(lambda: {s["name"]: s["status"] for s in node.api("GET", "/_/api/servers")[1]}
-                   .get("far") == "offline", "far offline", timeout=30)
+        wait_until(
+            lambda: (
+                {s["name"]: s["status"] for s in node.api("GET", "/_/api/servers")[1]}.get("far") == "offline"
+            ),
+            "far offline",
+            timeout=30,
+        )
         # the open page follows: the server's status, and the log viewer says it cannot reach it
         expect(page.get_by_test_id("tenant-server-down")).to_contain_text("far", timeout=15_000)
         expect(page.get_by_test_id("tenant-status")).to_contain_text("server offline")
@@ -474,8 +490,11 @@ def test_the_whole_fleet_servers_instances_and_a_tenant_on_a_down_node(
         expect(page.get_by_test_id("tenant-server-down")).to_have_count(0)
         expect(page.get_by_test_id("tenant-status")).to_contain_text("Active")
         assert node.api("GET", "/_/api/tenants/bob")[1]["server"] == "local"
-        wait_until(lambda: here.http("GET", "/", host="bob.localhost")[0] == 200,
-                   "bob answering from this node", timeout=30)
+        wait_until(
+            lambda: here.http("GET", "/", host="bob.localhost")[0] == 200,
+            "bob answering from this node",
+            timeout=30,
+        )
         # moving back to the offline node is refused, and the dialog says why
         page.get_by_test_id("tenant-move-to").select_option("far")
         page.get_by_test_id("tenant-move-submit").click()
@@ -537,8 +556,7 @@ def test_keyboard_palette_search_and_the_theme_toggle(node: Node, browser: Brows
 
 
 @pytest.mark.browser
-def test_a_fresh_server_says_what_is_configured_and_how_to_spawn_it(
-        slum: Slum, browser: Browser) -> None:
+def test_a_fresh_server_says_what_is_configured_and_how_to_spawn_it(slum: Slum, browser: Browser) -> None:
     node = start_node(slum, CONFIG.split("[instances]")[0])
     page = new_page(browser)
     login(page, node, "/")
@@ -552,22 +570,27 @@ def test_a_fresh_server_says_what_is_configured_and_how_to_spawn_it(
     assert browser.errors == []
 
 
-TRACES_CONFIG = CONFIG.replace("[instances]", """[service.traces]
+TRACES_CONFIG = CONFIG.replace(
+    "[instances]",
+    """[service.traces]
 command = ["{python}", "{children}/traces.py"]
 startup_timeout = 10
 
-[instances]""")
+[instances]""",
+)
 
 
 @pytest.mark.browser
-def test_a_python_traceback_is_one_error_entry_in_the_log_viewer(
-        slum: Slum, browser: Browser) -> None:
+def test_a_python_traceback_is_one_error_entry_in_the_log_viewer(slum: Slum, browser: Browser) -> None:
     node = start_node(slum, TRACES_CONFIG)
     status, _ = node.api("POST", "/_/api/instances", {"service": "traces", "id": "py"})
     assert status in (200, 201), status
     # the line after the trace is written last: once it is stored, the trace is too
-    wait_until(lambda: node.api("GET", "/_/api/logs?instance_id=traces:py&search=after")[1],
-               "the line after the trace stored", timeout=30)
+    wait_until(
+        lambda: node.api("GET", "/_/api/logs?instance_id=traces:py&search=after")[1],
+        "the line after the trace stored",
+        timeout=30,
+    )
 
     page = new_page(browser)
     login(page, node, "/logs?instance=traces:py")
@@ -632,8 +655,11 @@ def test_charts_share_one_time_axis_and_zoom_by_dragging(node: Node, browser: Br
     page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
     page.mouse.up()
     expect(page.get_by_test_id("chart-zoom-reset")).to_be_visible()
-    wait_until(lambda: 0 < _width(_shared_span(page)) < (hi - lo) * 0.5,
-               "every chart zoomed to the dragged span", timeout=10)
+    wait_until(
+        lambda: 0 < _width(_shared_span(page)) < (hi - lo) * 0.5,
+        "every chart zoomed to the dragged span",
+        timeout=10,
+    )
     zlo, zhi = _spans(page)[0] or (0, 0)
     assert lo < zlo < zhi < hi + 10_000, (lo, hi, zlo, zhi)
     screenshot(page, "instance-charts-zoomed")
@@ -646,8 +672,11 @@ def test_charts_share_one_time_axis_and_zoom_by_dragging(node: Node, browser: Br
     expect(page.get_by_test_id("chart-zoom-reset")).to_have_count(0)
     # each chart on its own: a new sample can land between two charts' redraws, so one shared
     # span at one instant is what the first wait checks, not this one
-    wait_until(lambda: all(_width(s) >= (hi - lo) * 0.95 for s in _spans(page)),
-               "every chart back to the whole span", timeout=15)
+    wait_until(
+        lambda: all(_width(s) >= (hi - lo) * 0.95 for s in _spans(page)),
+        "every chart back to the whole span",
+        timeout=15,
+    )
     page.context.close()
     assert browser.errors == []
 
@@ -684,8 +713,7 @@ def test_add_and_remove_a_domain_alias_on_the_tenant_page(node: Node, browser: B
     assert node.api("GET", "/_/api/tenants/rival")[1]["aliases"] == []
 
     page.goto(node.url("/tenants/shop"))
-    page.locator(f'[data-testid="alias"][data-domain="{alias}"]').get_by_test_id(
-        "alias-remove").click()
+    page.locator(f'[data-testid="alias"][data-domain="{alias}"]').get_by_test_id("alias-remove").click()
     expect(page.get_by_test_id("aliases-empty")).to_be_visible()
     assert node.api("GET", "/_/api/tenants/shop")[1]["aliases"] == []
     wait_until(lambda: status_of(alias) != 200, f"{alias} no longer routed", timeout=15)
@@ -694,18 +722,21 @@ def test_add_and_remove_a_domain_alias_on_the_tenant_page(node: Node, browser: B
 
 
 @pytest.mark.browser
-def test_a_tenant_on_a_server_with_an_invalid_address_says_so(node: Node,
-                                                               browser: Browser) -> None:
+def test_a_tenant_on_a_server_with_an_invalid_address_says_so(node: Node, browser: Browser) -> None:
     from slum.store import connect
     from slum.store.registry import bump_version
 
     # a row written by hand (or before addresses were parsed fully): shown, never called
     conn = connect(node.slum.database)
     with conn:
-        conn.execute("INSERT INTO servers (id, name, address, created_at, status) "
-                     "VALUES ('bad1', 'broken', 'http://a:b:c', '2026-01-01', 'online')")
-        conn.execute("INSERT INTO tenants (id, server_id, status, created_at) "
-                     "VALUES ('stranded', 'bad1', 'active', '2026-01-01')")
+        conn.execute(
+            "INSERT INTO servers (id, name, address, created_at, status) "
+            "VALUES ('bad1', 'broken', 'http://a:b:c', '2026-01-01', 'online')"
+        )
+        conn.execute(
+            "INSERT INTO tenants (id, server_id, status, created_at) "
+            "VALUES ('stranded', 'bad1', 'active', '2026-01-01')"
+        )
         bump_version(conn)
     conn.close()
     page = new_page(browser)

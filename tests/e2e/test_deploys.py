@@ -140,7 +140,7 @@ def test_blue_green_under_continuous_load_loses_nothing(node: Slum) -> None:
     assert order[0] == "web:v1" and order[-1] == "web:v2"
     # After the switch, v1 gets nothing more: one change over, not a flapping mix.
     last_v1 = max(i for i, who in enumerate(order) if who == "web:v1")
-    assert set(order[last_v1 + 1:]) == {"web:v2"}
+    assert set(order[last_v1 + 1 :]) == {"web:v2"}
     # The old version keeps running until it idles out or is stopped.
     old = node.cli_json("ps")
     assert {i["id"]: (i["status"], i["weight"]) for i in old}["web:v1"] == ("healthy", 0)
@@ -166,9 +166,12 @@ def poster(node: Slum) -> Callable[[str, object], tuple[int, dict[str, object]]]
     token = node.cli("token-gen", "--database", str(node.database), check=True).stdout.strip()
 
     def post(path: str, data: object) -> tuple[int, dict[str, object]]:
-        status, _, body = node.http("POST", path, body=json.dumps(data).encode(),
-                                    headers={"Content-Type": "application/json",
-                                             "Authorization": f"Bearer {token}"})
+        status, _, body = node.http(
+            "POST",
+            path,
+            body=json.dumps(data).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
         return status, json.loads(body)
 
     return post
@@ -210,8 +213,13 @@ def test_a_name_is_a_service_or_a_tenant_never_both(node: Slum) -> None:
     node.stop()
     elsewhere = node.dir.parent / f"{node.dir.name}-elsewhere"  # no tenement.toml up from here
     elsewhere.mkdir()
-    subprocess.run([*slum_argv(), "tenant-add", "auto", "--database", str(node.database)],
-                   cwd=elsewhere, check=True, capture_output=True, env=node.env())
+    subprocess.run(
+        [*slum_argv(), "tenant-add", "auto", "--database", str(node.database)],
+        cwd=elsewhere,
+        check=True,
+        capture_output=True,
+        env=node.env(),
+    )
     registry = node.cli("tenant-list", "--json", "--database", str(node.database), check=True)
     assert "auto" in registry.stdout
     node.start(wait=False)

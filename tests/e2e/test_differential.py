@@ -42,8 +42,9 @@ def httpbin_venv() -> Path:
     venv = ROOT / ".pytest_cache" / "httpbin-venv"
     if (venv / "bin" / "gunicorn").exists():
         return venv
-    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]["differential"]
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "differential"
+    ]
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *extra], check=True, timeout=900)
     return venv
@@ -99,8 +100,10 @@ CASES = [
     Case("GET", "/ip"),
     Case("GET", "/user-agent", {"User-Agent": "differential/1.0"}),
     Case("GET", "/uuid"),
-    *[Case("GET", f"/status/{code}") for code in (200, 201, 202, 204, 304, 400, 401, 403, 404,
-                                                  418, 429, 500, 502, 503)],
+    *[
+        Case("GET", f"/status/{code}")
+        for code in (200, 201, 202, 204, 304, 400, 401, 403, 404, 418, 429, 500, 502, 503)
+    ],
     Case("GET", "/status/301"),
     Case("GET", "/redirect/3"),
     Case("GET", "/relative-redirect/2"),
@@ -145,10 +148,13 @@ CASES = [
     Case("OPTIONS", "/get"),
     Case("POST", "/post", {"Content-Type": "application/x-www-form-urlencoded"}, b"a=1&b=%20x"),
     Case("POST", "/post", {"Content-Type": "application/json"}, b'{"k": [1, 2, {"n": null}]}'),
-    Case("POST", "/post", {"Content-Type": "multipart/form-data; boundary=XyZ"},
-         b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n"
-         b"Content-Type: application/octet-stream\r\n\r\n" + bytes(range(256)) * 400
-         + b"\r\n--XyZ--\r\n"),
+    Case(
+        "POST",
+        "/post",
+        {"Content-Type": "multipart/form-data; boundary=XyZ"},
+        b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + bytes(range(256)) * 400 + b"\r\n--XyZ--\r\n",
+    ),
     Case("POST", "/post", {"Expect": "100-continue", "Content-Type": "text/plain"}, b"x" * 300_000),
     Case("PUT", "/put", {"Content-Type": "text/plain"}, b"put body"),
     Case("PATCH", "/patch", {"Content-Type": "text/plain"}, b"patch body"),
@@ -178,7 +184,7 @@ def send(port: int, case: Case) -> Seen:
         if case.body is not None:
             if chunked:
                 for i in range(0, len(case.body), 4000):
-                    piece = case.body[i:i + 4000]
+                    piece = case.body[i : i + 4000]
                     conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
                 conn.send(b"0\r\n\r\n")
             else:
@@ -225,8 +231,9 @@ def test_httpbin_behind_slum_answers_as_httpbin_does(bins: tuple[Slum, int]) -> 
         through = normalize(send(s.port, case))
         direct = normalize(send(direct_port, case))
         if through != direct:
-            differences.append(f"{case.method} {case.path}:\n  slum:   {through!r:.600}\n"
-                               f"  direct: {direct!r:.600}")
+            differences.append(
+                f"{case.method} {case.path}:\n  slum:   {through!r:.600}\n  direct: {direct!r:.600}"
+            )
     assert not differences, "\n".join(differences)
     assert len(CASES) >= 50
 

@@ -52,8 +52,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Slum, list[Slum], list[str]]]:
             node = Slum(tmp_path / f"node{i}", free_port())
             node.dir.mkdir()
             write_config(node.dir, NODE_CONFIG)
-            tokens.append(node.cli("token-gen", "--database", str(node.database),
-                                   check=True).stdout.strip())
+            tokens.append(node.cli("token-gen", "--database", str(node.database), check=True).stdout.strip())
             node.start()
             nodes.append(node)
         router.start()
@@ -69,8 +68,7 @@ def test_fleet_routing_health_and_recovery(fleet: tuple[Slum, list[Slum], list[s
     db = ["--database", str(router.database)]
     router_token = router.cli("token-gen", *db, check=True).stdout.strip()
     for i, (node, token) in enumerate(zip(nodes, tokens, strict=True)):
-        router.cli("server-add", f"127.0.0.1:{node.port}", "-n", f"n{i}", "--token", token, *db,
-                   check=True)
+        router.cli("server-add", f"127.0.0.1:{node.port}", "-n", f"n{i}", "--token", token, *db, check=True)
     placed = {}
     for t in ("t1", "t2", "t3", "t4", "t5", "t6"):
         out = router.cli("tenant-add", t, "--service", "web", *db, check=True).stdout
@@ -81,8 +79,9 @@ def test_fleet_routing_health_and_recovery(fleet: tuple[Slum, list[Slum], list[s
     assert {s["name"]: s["status"] for s in servers}["n0"] == "online"
 
     for tenant, server in placed.items():
-        status, _, body = wait_until(lambda t=tenant: (
-            r := router.http("GET", "/where", host=f"{t}.localhost"))[0] == 200 and r)
+        status, _, body = wait_until(
+            lambda t=tenant: (r := router.http("GET", "/where", host=f"{t}.localhost"))[0] == 200 and r
+        )
         assert body == f"web:{tenant} /where".encode()
         node = nodes[int(server[1])]
         assert f"web:{tenant}" in [i["id"] for i in node.cli_json("ps")]
@@ -95,14 +94,14 @@ def test_fleet_routing_health_and_recovery(fleet: tuple[Slum, list[Slum], list[s
 
     # a client cannot use the routing headers to reach a tenant on a node directly
     victim = nodes[int(placed["t1"][1])]
-    status, _, body = victim.http("GET", "/", headers={"X-Tenant-ID": "t1",
-                                                        "X-Slum-Router": "slum_forged"})
+    status, _, body = victim.http("GET", "/", headers={"X-Tenant-ID": "t1", "X-Slum-Router": "slum_forged"})
     assert b"web:t1" not in body
 
     # an alias routes to its tenant
     router.cli("alias-add", "shop.example.com", "t2", *db, check=True)
-    status, _, body = wait_until(lambda: (r := router.http("GET", "/", host="shop.example.com"))[0]
-                                 == 200 and r)
+    status, _, body = wait_until(
+        lambda: (r := router.http("GET", "/", host="shop.example.com"))[0] == 200 and r
+    )
     assert body == b"web:t2 /"
 
     # the fleet from one place
@@ -115,8 +114,13 @@ def test_fleet_routing_health_and_recovery(fleet: tuple[Slum, list[Slum], list[s
     dead_name = placed["t1"]
     dead = nodes[int(dead_name[1])]
     dead.stop(signal.SIGKILL)
-    wait_until(lambda: dead_name + " " in router.cli("status", check=True).stdout
-               and "offline" in router.cli("status", check=True).stdout, timeout=10)
+    wait_until(
+        lambda: (
+            dead_name + " " in router.cli("status", check=True).stdout
+            and "offline" in router.cli("status", check=True).stdout
+        ),
+        timeout=10,
+    )
     started = time.monotonic()
     status, _, body = router.http("GET", "/", host="t1.localhost")
     assert status == 502 and dead_name.encode() in body
@@ -131,8 +135,12 @@ def test_fleet_routing_health_and_recovery(fleet: tuple[Slum, list[Slum], list[s
     status, _, body = router.http("GET", "/_/api/logs?tenant_id=t1", headers=auth)
     assert status == 502 and f"server {dead_name} is offline".encode() in body
     everywhere = json.loads(router.http("GET", "/_/api/instances?all=1", headers=auth)[2])
-    assert {"id": f"{dead_name}:?", "server": dead_name, "status": "unknown",
-            "reason": f"server {dead_name} is offline"} in everywhere
+    assert {
+        "id": f"{dead_name}:?",
+        "server": dead_name,
+        "status": "unknown",
+        "reason": f"server {dead_name} is offline",
+    } in everywhere
     assert time.monotonic() - started < 1
 
     # back: online again and served again
@@ -143,8 +151,9 @@ def test_fleet_routing_health_and_recovery(fleet: tuple[Slum, list[Slum], list[s
     target = next(s for s in ("n0", "n1", "n2") if s != placed["t4"])
     r = router.cli("tenant-move", "t4", "--to", target, *db, check=True)
     assert "not copied" in r.stderr
-    status, _, body = wait_until(lambda: (rr := router.http("GET", "/", host="t4.localhost"))[0]
-                                 == 200 and rr)
+    status, _, body = wait_until(
+        lambda: (rr := router.http("GET", "/", host="t4.localhost"))[0] == 200 and rr
+    )
     assert body == b"web:t4 /"
     assert "web:t4" in [i["id"] for i in nodes[int(target[1])].cli_json("ps")]
 
@@ -166,8 +175,7 @@ def test_cli_registry_commands_go_through_the_running_server(slum: Slum) -> None
     assert {i["id"]: i["status"] for i in slum.cli_json("ps")}["web:alice"] == "healthy"
     out = slum.cli("tenant-remove", "alice", *db, check=True).stdout
     assert out.strip() == "removed tenant alice"
-    assert {i["id"]: i["status"] for i in slum.cli_json("ps")}.get("web:alice") in (None,
-                                                                                    "stopped")
+    assert {i["id"]: i["status"] for i in slum.cli_json("ps")}.get("web:alice") in (None, "stopped")
     assert slum.http("GET", "/", host="alice.localhost")[0] == 404
     assert slum.cli_json("tenant-list", *db) == []
     # Without a server: the same commands on the file itself.
@@ -217,8 +225,7 @@ def test_alias_endpoints(slum: Slum) -> None:
         assert {"delete"} <= set(paths[f"{prefix}/tenants/{{tenant_id}}/aliases/{{domain}}"])
 
 
-def test_a_node_that_accepts_and_never_answers_holds_a_view_a_few_seconds_at_most(
-        tmp_path: Path) -> None:
+def test_a_node_that_accepts_and_never_answers_holds_a_view_a_few_seconds_at_most(tmp_path: Path) -> None:
     """A dead host the checker has not marked offline yet: the views that ask it answer within
     nodes.READ_TIMEOUT_S (it used to be 10 s in a worker thread); once it is marked offline,
     they answer at once and do not ask it at all."""
@@ -247,13 +254,14 @@ def test_a_node_that_accepts_and_never_answers_holds_a_view_a_few_seconds_at_mos
     auth = {"Authorization": f"Bearer {token}"}
     try:
         router.start()
-        router.cli("server-add", f"127.0.0.1:{hole.getsockname()[1]}", "-n", "hole", *db,
-                   check=True)
+        router.cli("server-add", f"127.0.0.1:{hole.getsockname()[1]}", "-n", "hole", *db, check=True)
         # placed by hand: a tenant-add would wait for the hole to take it
         conn = connect(router.database)
         with conn:
-            conn.execute("INSERT INTO tenants (id, server_id, status, created_at) SELECT "
-                         "'stuck', id, 'active', '2026-01-01' FROM servers WHERE name = 'hole'")
+            conn.execute(
+                "INSERT INTO tenants (id, server_id, status, created_at) SELECT "
+                "'stuck', id, 'active', '2026-01-01' FROM servers WHERE name = 'hole'"
+            )
             bump_version(conn)
         conn.close()
 
@@ -281,9 +289,13 @@ def test_a_node_that_accepts_and_never_answers_holds_a_view_a_few_seconds_at_mos
             conn.execute("UPDATE servers SET status = 'offline' WHERE name = 'hole'")
             bump_version(conn)
         conn.close()
-        for path in ("/_/api/logs?tenant_id=stuck", "/_/api/instances?all=1",
-                     "/_/api/fleet/tenants?id=stuck", "/_/api/fleet/servers",
-                     "/_/api/fleet/logs"):
+        for path in (
+            "/_/api/logs?tenant_id=stuck",
+            "/_/api/instances?all=1",
+            "/_/api/fleet/tenants?id=stuck",
+            "/_/api/fleet/servers",
+            "/_/api/fleet/logs",
+        ):
             took, status, body = timed(path)
             assert took < 1, path
             assert b"server hole is offline" in body, (path, body)

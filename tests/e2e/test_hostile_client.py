@@ -67,8 +67,9 @@ def echoed_head(s: Slum, raw: bytes) -> bytes:
 def test_bad_chunk_size_in_a_later_read(slum: Slum, host: str) -> None:
     # The crash of issue 11: the head is parsed and forwarded; the bad chunk size comes later.
     with connect(slum) as sock:
-        sock.sendall(f"POST /api/health HTTP/1.1\r\nHost: {host}\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /api/health HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
         time.sleep(0.3)
         sock.sendall(b"zz\r\nhello\r\n0\r\n\r\n")
         answer, _ = read_answer(sock)
@@ -78,29 +79,55 @@ def test_bad_chunk_size_in_a_later_read(slum: Slum, host: str) -> None:
 
 REQUEST_CASES = [
     ("two Host headers", b"GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: h.hostile.localhost\r\n\r\n", 400),
-    ("gzip, chunked", b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
-     b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-    ("gzip alone", b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
-     b"Transfer-Encoding: gzip\r\n\r\nabc", 501),
-    ("CL and TE", b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nContent-Length: 3\r\n"
-     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("two CLs", b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nContent-Length: 3\r\n"
-     b"Content-Length: 4\r\n\r\nabcd", 400),
+    (
+        "gzip, chunked",
+        b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
+        b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),
+    (
+        "gzip alone",
+        b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        501,
+    ),
+    (
+        "CL and TE",
+        b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "two CLs",
+        b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nContent-Length: 3\r\n"
+        b"Content-Length: 4\r\n\r\nabcd",
+        400,
+    ),
     ("bad CL", b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nContent-Length: 1x\r\n\r\n", 400),
     ("bare LF", b"GET /echo HTTP/1.1\nHost: h.hostile.localhost\n\n", 400),
     ("obs-fold", b"GET /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nX-A: a\r\n b\r\n\r\n", 400),
     ("NUL in a header", b"GET /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\nX-A: a\x00b\r\n\r\n", 400),
     ("not HTTP", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + os.urandom(64), 400),
     ("no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
-    ("head over 64 KiB at once", b"GET /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
-     + b"".join(b"X-F%d: %s\r\n" % (i, b"a" * 1000) for i in range(70)) + b"\r\n", 431),
-    ("head of 60 KiB", b"GET /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
-     + b"".join(b"X-F%d: %s\r\n" % (i, b"a" * 1000) for i in range(60)) + b"\r\n", 200),
+    (
+        "head over 64 KiB at once",
+        b"GET /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
+        + b"".join(b"X-F%d: %s\r\n" % (i, b"a" * 1000) for i in range(70))
+        + b"\r\n",
+        431,
+    ),
+    (
+        "head of 60 KiB",
+        b"GET /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
+        + b"".join(b"X-F%d: %s\r\n" % (i, b"a" * 1000) for i in range(60))
+        + b"\r\n",
+        200,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(r, e) for _, r, e in REQUEST_CASES],
-                         ids=[n for n, _, _ in REQUEST_CASES])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(r, e) for _, r, e in REQUEST_CASES], ids=[n for n, _, _ in REQUEST_CASES]
+)
 def test_hostile_request(slum: Slum, raw: bytes, expected: int) -> None:
     assert slum.proc is not None
     pid = slum.proc.pid
@@ -111,9 +138,12 @@ def test_hostile_request(slum: Slum, raw: bytes, expected: int) -> None:
 
 
 def test_trailers_are_bounded_and_never_headers(slum: Slum) -> None:
-    head = echoed_head(slum, b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
-                       b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
-                       b"Host: evil.example\r\nX-Slum-Router: forged\r\n\r\n")
+    head = echoed_head(
+        slum,
+        b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+        b"Host: evil.example\r\nX-Slum-Router: forged\r\n\r\n",
+    )
     assert b"evil.example" not in head and b"forged" not in head
     assert b"Host: h.hostile.localhost" in head and head.endswith(b"hello")
     # Megabytes of trailer lines: refused, and slum's memory does not follow them.
@@ -121,8 +151,10 @@ def test_trailers_are_bounded_and_never_headers(slum: Slum) -> None:
     proc = psutil.Process(slum.proc.pid)
     before = proc.memory_info().rss
     with connect(slum) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n")
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: h.hostile.localhost\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+        )
         try:
             for _ in range(400):
                 sock.sendall((b"X-Trailer: " + b"t" * 1000 + b"\r\n") * 50)
@@ -135,9 +167,17 @@ def test_trailers_are_bounded_and_never_headers(slum: Slum) -> None:
 
 
 def test_underscores_cookies_and_spoofed_headers(slum: Slum) -> None:
-    head = echoed_head(slum, request("GET", "/echo", extra=(
-        "X_Tenant_ID: mallory\r\nX-Real_IP: 1.2.3.4\r\n"
-        "Cookie: app=1; slum_session=stolen; __Host-slum_session=stolen2; theme=dark\r\n")))
+    head = echoed_head(
+        slum,
+        request(
+            "GET",
+            "/echo",
+            extra=(
+                "X_Tenant_ID: mallory\r\nX-Real_IP: 1.2.3.4\r\n"
+                "Cookie: app=1; slum_session=stolen; __Host-slum_session=stolen2; theme=dark\r\n"
+            ),
+        ),
+    )
     assert b"mallory" not in head and b"1.2.3.4" not in head
     assert b"stolen" not in head
     assert b"app=1" in head and b"theme=dark" in head
@@ -146,9 +186,11 @@ def test_underscores_cookies_and_spoofed_headers(slum: Slum) -> None:
 
 def test_h2c_upgrade_never_reaches_slums_own_app(slum: Slum) -> None:
     with connect(slum) as sock:
-        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n"
-                     b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-                     b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        sock.sendall(
+            b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        )
         answer, _ = read_answer(sock)
         assert answer.status == 200 and b"status" in answer.body, answer
         closed, _ = closed_within(sock, 10)
@@ -218,8 +260,11 @@ def test_forged_router_headers_do_not_run_argon2_per_request(slum: Slum) -> None
     def forge() -> None:
         for _ in range(10):
             forged = "slum_" + secrets.token_urlsafe(32)
-            answer = ask(slum, request("GET", "/echo", extra=(
-                f"X-Slum-Router: {forged}\r\nX-Tenant-ID: somebody\r\n")), timeout=60)
+            answer = ask(
+                slum,
+                request("GET", "/echo", extra=(f"X-Slum-Router: {forged}\r\nX-Tenant-ID: somebody\r\n")),
+                timeout=60,
+            )
             statuses.append(answer.status)
 
     threads = [threading.Thread(target=forge) for _ in range(6)]
@@ -263,8 +308,9 @@ def test_out_of_descriptors_backs_off(slum: Slum) -> None:
 
 
 def test_connection_cap_makes_newcomers_wait(tmp_path: Path) -> None:
-    s = start_hostile_slum(tmp_path, CONFIG.replace("header_timeout = 2",
-                                                    "header_timeout = 2\nmax_connections = 8"))
+    s = start_hostile_slum(
+        tmp_path, CONFIG.replace("header_timeout = 2", "header_timeout = 2\nmax_connections = 8")
+    )
     try:
         idle = [connect(s) for _ in range(8)]
         # At the cap: this one waits in the backlog until the idle ones time out, then is served.
@@ -309,8 +355,11 @@ def test_refused_big_logins_never_poison_the_web_apps_connections(slum: Slum) ->
     # must not leave connections that make later API calls hang.
     body = b"{" + b" " * (1 << 20) + b"}"
     for _ in range(4):
-        answer = ask(slum, request("POST", "/_/api/login", "localhost",
-                                  "Content-Type: application/json\r\n", body), timeout=30)
+        answer = ask(
+            slum,
+            request("POST", "/_/api/login", "localhost", "Content-Type: application/json\r\n", body),
+            timeout=30,
+        )
         assert answer.status in (413, None), answer
     started = time.monotonic()
     for _ in range(5):

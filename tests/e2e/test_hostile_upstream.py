@@ -86,8 +86,9 @@ def read_answer(sock: socket.socket, method: bytes = b"GET", buf: bytes = b"") -
     head, _, buf = buf.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
-    headers = {k.decode().lower(): v.decode().strip() for k, _, v in
-               (line.partition(b":") for line in lines[1:])}
+    headers = {
+        k.decode().lower(): v.decode().strip() for k, _, v in (line.partition(b":") for line in lines[1:])
+    }
     if status in (204, 304) or 100 <= status < 200 or method == b"HEAD":
         return Answer(status, headers, b"", True, head), buf
     try:
@@ -115,7 +116,7 @@ def read_answer(sock: socket.socket, method: bytes = b"GET", buf: bytes = b"") -
                         return Answer(status, headers, body + buf, False, head), b""
                     buf += data
                 body += buf[:size]
-                buf = buf[size + 2:]
+                buf = buf[size + 2 :]
                 if size == 0:
                     return Answer(status, headers, body, True, head), buf
         while data := sock.recv(65536):
@@ -172,16 +173,16 @@ UPSTREAM_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "method", "expected"), UPSTREAM_CASES,
-                         ids=[f"{m} {p}" for p, m, _ in UPSTREAM_CASES])
+@pytest.mark.parametrize(
+    ("path", "method", "expected"), UPSTREAM_CASES, ids=[f"{m} {p}" for p, m, _ in UPSTREAM_CASES]
+)
 def test_hostile_upstream(slum: Slum, path: str, method: str, expected: int | str) -> None:
     assert slum.proc is not None
     pid = slum.proc.pid
     rss_before = psutil.Process(pid).memory_info().rss
     # A pooled connection first, so that the case also meets a reused connection.
     assert ask(slum, request("GET", "/ok")).status == 200
-    answer = ask(slum, request(method, path, body=b"x" if method == "POST" else b""),
-                 method.encode())
+    answer = ask(slum, request(method, path, body=b"x" if method == "POST" else b""), method.encode())
     if expected == "abort":
         assert answer.status == 200 and not answer.complete, answer
     else:
@@ -238,8 +239,9 @@ def test_early_answers_never_poison_the_pool(slum: Slum) -> None:
 def test_expect_continue_waits_for_the_upstream(slum: Slum) -> None:
     body = b"q" * 200_000
     with socket.create_connection(("127.0.0.1", slum.port), timeout=20) as sock:
-        sock.sendall(request("POST", "/expect", extra=f"Content-Length: {len(body)}\r\n"
-                             "Expect: 100-continue\r\n"))
+        sock.sendall(
+            request("POST", "/expect", extra=f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n")
+        )
         interim, rest = read_answer(sock)
         assert interim.status == 100
         sock.sendall(body)
@@ -247,8 +249,9 @@ def test_expect_continue_waits_for_the_upstream(slum: Slum) -> None:
     assert (final.status, final.body) == (200, b"200000")
     # An app that refuses at once: the client gets the refusal without sending its body.
     with socket.create_connection(("127.0.0.1", slum.port), timeout=20) as sock:
-        sock.sendall(request("POST", "/expect-401", extra="Content-Length: 5000000\r\n"
-                             "Expect: 100-continue\r\n"))
+        sock.sendall(
+            request("POST", "/expect-401", extra="Content-Length: 5000000\r\nExpect: 100-continue\r\n")
+        )
         answer, _ = read_answer(sock)
     assert answer.status == 401
     assert_still_serving(slum)

@@ -20,8 +20,9 @@ from tests.e2e.conftest import Slum, write_config
 
 HOST = Cgroups.detect("probe")
 ROOT = os.geteuid() == 0
-NEEDS_MEMORY = pytest.mark.skipif(not ROOT or "memory" not in HOST.hierarchies,
-                                  reason="needs root and the memory cgroup controller")
+NEEDS_MEMORY = pytest.mark.skipif(
+    not ROOT or "memory" not in HOST.hierarchies, reason="needs root and the memory cgroup controller"
+)
 
 CONFIG = """
 [settings]
@@ -74,8 +75,11 @@ def test_memory_hog_is_contained_and_named_in_ps_logs_and_metrics(slum: Slum) ->
     assert "limits: memory_limit_mb via cgroup" in slum.log.read_text()
     neighbour = slum.cli_json("ps")[0]
     slum.cli("spawn", "hog:a")
-    hog = wait_for(lambda: next((i for i in slum.cli_json("ps")
-                                 if i["id"] == "hog:a" and i["status"] == "stopped"), None))
+    hog = wait_for(
+        lambda: next(
+            (i for i in slum.cli_json("ps") if i["id"] == "hog:a" and i["status"] == "stopped"), None
+        )
+    )
     assert hog, slum.cli_json("ps")
     assert hog["reason"] == "killed: out of memory (limit 64 MB)"
     assert hog["oom_kills"] == 1
@@ -102,8 +106,9 @@ def test_a_limit_without_a_cgroup_is_refused_with_the_key_named(slum: Slum) -> N
     slum.cli("spawn", "hog:a")
     hog = next(i for i in slum.cli_json("ps") if i["id"] == "hog:a")
     assert hog["status"] == "failed" and hog["pid"] is None
-    assert hog["reason"] == (f"cannot start: memory_limit_mb cannot be applied: "
-                             f"no memory controller under {empty}")
+    assert hog["reason"] == (
+        f"cannot start: memory_limit_mb cannot be applied: no memory controller under {empty}"
+    )
     # A service without limits still runs.
     assert next(i for i in slum.cli_json("ps") if i["id"] == "web:one")["status"] == "healthy"
 
@@ -115,39 +120,60 @@ def test_a_read_only_cgroup_tree_refuses_the_limit(slum: Slum, tmp_path: Path) -
     cannot write. Simulated with a copy of the layout bind-mounted read-only in a private mount
     namespace (nothing changes outside it)."""
     fake = tmp_path / "cgroup-ro"
-    for ctrl, files in (("memory", ("cgroup.procs", "memory.limit_in_bytes")),
-                        ("pids", ("cgroup.procs",))):
+    for ctrl, files in (("memory", ("cgroup.procs", "memory.limit_in_bytes")), ("pids", ("cgroup.procs",))):
         (fake / ctrl).mkdir(parents=True)
         for name in files:
             (fake / ctrl / name).write_text("")
     configure(slum)
     env = slum.env()
     env["SLUM_CGROUP_ROOT"] = str(fake)
-    argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-            'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"', str(fake),
-            PYTHON, "-m", "slum", "serve", "--host", "127.0.0.1", "--port", str(slum.port),
-            "--database", str(slum.database), "--config", str(slum.dir / "tenement.toml")]
+    argv = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"',
+        str(fake),
+        PYTHON,
+        "-m",
+        "slum",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(slum.port),
+        "--database",
+        str(slum.database),
+        "--config",
+        str(slum.dir / "tenement.toml"),
+    ]
     with slum.log.open("ab") as out:
-        slum.proc = subprocess.Popen(argv, cwd=slum.dir, stdout=out, stderr=subprocess.STDOUT,
-                                     env=env)
+        slum.proc = subprocess.Popen(argv, cwd=slum.dir, stdout=out, stderr=subprocess.STDOUT, env=env)
     slum.wait_up()
     slum.cli("spawn", "hog:a")
     hog = next(i for i in slum.cli_json("ps") if i["id"] == "hog:a")
     assert hog["status"] == "failed"
-    assert hog["reason"].startswith("cannot start: memory_limit_mb cannot be applied: cannot "
-                                    f"create a cgroup under {fake}/memory")
+    assert hog["reason"].startswith(
+        f"cannot start: memory_limit_mb cannot be applied: cannot create a cgroup under {fake}/memory"
+    )
     assert "Read-only file system" in hog["reason"]
 
 
 @NEEDS_MEMORY
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 def test_a_namespaced_instance_dies_with_a_sigkilled_slum_and_its_cgroups_go_at_next_start(
-        slum: Slum) -> None:
-    configure(slum, 'isolation = "namespace"\n[service.web.env]\nGRANDCHILD = "1"\n'
-                    'DATA_DIR = "{{data_dir}}/{{name}}/{{id}}"')
+    slum: Slum,
+) -> None:
+    configure(
+        slum,
+        'isolation = "namespace"\n[service.web.env]\nGRANDCHILD = "1"\n'
+        'DATA_DIR = "{{data_dir}}/{{name}}/{{id}}"',
+    )
     slum.start()
-    inst = wait_for(lambda: next((i for i in slum.cli_json("ps")
-                                  if i["status"] == "healthy"), None))
+    inst = wait_for(lambda: next((i for i in slum.cli_json("ps") if i["status"] == "healthy"), None))
     assert inst, slum.cli_json("ps")
     grandchild = slum.dir / "data" / "web" / "one" / "grandchild.pid"
     assert wait_for(grandchild.exists)
@@ -158,9 +184,7 @@ def test_a_namespaced_instance_dies_with_a_sigkilled_slum_and_its_cgroups_go_at_
     subtree = HOST.hierarchies["memory"].parent / f"slum-{owner_key(slum.database)}-{old_pid}"
     assert (subtree / "web.one").is_dir()
     slum.stop(signal.SIGKILL)
-    assert wait_for(lambda: not any(alive(p) for p in tree), within=10), \
-        [p for p in tree if alive(p)]
+    assert wait_for(lambda: not any(alive(p) for p in tree), within=10), [p for p in tree if alive(p)]
     # The next start on the same database removes what the killed one left.
     slum.start()
     assert wait_for(lambda: not subtree.exists(), within=10)
-

@@ -74,8 +74,11 @@ def test_sigterm_stores_what_a_child_says_while_it_stops(node: Slum) -> None:
     # reading while the child stops, and store all of it before the database closes.
     node.cli("spawn", "goodbye", "--id", "g", check=True)
     assert node.stop(signal.SIGTERM) == 0
-    stored = count(node.database, "SELECT count(*) FROM logs WHERE instance_id = 'goodbye:g' "
-                   "AND stream = 'stdout' AND message LIKE 'goodbye %'")
+    stored = count(
+        node.database,
+        "SELECT count(*) FROM logs WHERE instance_id = 'goodbye:g' "
+        "AND stream = 'stdout' AND message LIKE 'goodbye %'",
+    )
     assert stored == 20001
 
 
@@ -94,12 +97,14 @@ def test_sigkill_mid_flood_loses_at_most_the_bound(node: Slum) -> None:
         last = now
         time.sleep(0.5)
     written = last
-    stored = count(node.database, "SELECT count(*) FROM logs WHERE instance_id = 'counted:k' "
-                   "AND stream = 'stdout'")
+    stored = count(
+        node.database, "SELECT count(*) FROM logs WHERE instance_id = 'counted:k' AND stream = 'stdout'"
+    )
     lost = written - stored
     bound = LOSS_BOUND_BYTES // LINE_BYTES
-    print(f"SIGKILL 0.15 s into a flood: {written} lines written, {stored} stored, {lost} lost "
-          f"(bound {bound})")
+    print(
+        f"SIGKILL 0.15 s into a flood: {written} lines written, {stored} stored, {lost} lost (bound {bound})"
+    )
     assert written > 0 and stored > 0
     assert lost <= bound
 
@@ -114,9 +119,13 @@ def test_a_quiet_child_is_stored_promptly_beside_a_flood(node: Slum) -> None:
         flooding = int(written_file.read_bytes() or b"0")
         time.sleep(1)
         conn = connect(node.database)
-        rows = [(int(m.split()[1]), ts) for m, ts in conn.execute(
-            "SELECT message, ts_us FROM logs WHERE instance_id = 'tick:quiet' "
-            "AND stream = 'stdout' ORDER BY id")]
+        rows = [
+            (int(m.split()[1]), ts)
+            for m, ts in conn.execute(
+                "SELECT message, ts_us FROM logs WHERE instance_id = 'tick:quiet' "
+                "AND stream = 'stdout' ORDER BY id"
+            )
+        ]
         conn.close()
         numbers = [n for n, _ in rows]
         assert numbers == list(range(len(numbers))) and numbers  # every tick, in order
@@ -141,9 +150,11 @@ def test_a_quiet_child_is_streamed_without_gaps_beside_a_flood(node: Slum) -> No
     while time.monotonic() < deadline:
         buf += sock.recv(65536)
     sock.close()
-    ticks = [int(json.loads(data)["message"].split()[1])
-             for data in re.findall(rb"^data: (\{.*\})$", buf, re.M)
-             if b'"tick ' in data]
+    ticks = [
+        int(json.loads(data)["message"].split()[1])
+        for data in re.findall(rb"^data: (\{.*\})$", buf, re.M)
+        if b'"tick ' in data
+    ]
     assert b"event: lagged" not in buf
     assert len(ticks) >= 20  # one every 50 ms
     assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # none missing

@@ -70,8 +70,9 @@ def wait_lines(s: Slum, ref: str, count: int, timeout: float = 30, **query: obje
     deadline = time.monotonic() + timeout
     found: list[dict] = []  # type: ignore[type-arg]
     while time.monotonic() < deadline:
-        found = [e for e in logs(s, lines=5000, **query) if e["instance_id"] == ref
-                 and e["stream"] != "system"]
+        found = [
+            e for e in logs(s, lines=5000, **query) if e["instance_id"] == ref and e["stream"] != "system"
+        ]
         if len(found) >= count:
             return found
         time.sleep(0.2)
@@ -108,8 +109,7 @@ def test_search_levels_and_system_events(node: Slum) -> None:
     assert [e["message"][:9] for e in found] == ["burst 042"]
     assert logs(node, search="nothing-like-this") == []
     system = [e for e in logs(node, lines=500) if e["stream"] == "system"]
-    assert any(e["instance_id"] == "burst:s" and e["message"].startswith("started pid")
-               for e in system)
+    assert any(e["instance_id"] == "burst:s" and e["message"].startswith("started pid") for e in system)
     r = node.cli("logs", "--level", "loud")
     assert r.returncode == 2 or r.returncode == 1
     assert "invalid" in r.stderr and "Traceback" not in r.stderr
@@ -119,8 +119,13 @@ def test_search_levels_and_system_events(node: Slum) -> None:
 
 def test_follow_prints_new_lines_and_survives_restarts(node: Slum) -> None:
     node.cli("spawn", "chatty", "--id", "t", check=True)
-    proc = subprocess.Popen([*slum_argv(), "logs", "chatty:t", "-f", "-n", "1"], cwd=node.dir,
-                            stdout=subprocess.PIPE, text=True, env=node.env())
+    proc = subprocess.Popen(
+        [*slum_argv(), "logs", "chatty:t", "-f", "-n", "1"],
+        cwd=node.dir,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=node.env(),
+    )
     lines: list[str] = []
 
     def read() -> None:
@@ -137,8 +142,7 @@ def test_follow_prints_new_lines_and_survives_restarts(node: Slum) -> None:
         node.cli("restart", "chatty:t", check=True)
         seen = len(lines)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(
-                "tick 3" in x for x in lines[seen:]):
+        while time.monotonic() < deadline and not any("tick 3" in x for x in lines[seen:]):
             time.sleep(0.05)
         assert any("tick 3" in x for x in lines[seen:]), "did not follow across the restart"
         ticks = [x for x in lines if "tick" in x]
@@ -172,8 +176,9 @@ def test_sse_stream_filters_resumes_and_reports_lag(node: Slum) -> None:
     last = ids[0]
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(str(node.dir / "slum.sock"))
-    sock.sendall(f"GET /_/api/logs/stream?{query} HTTP/1.1\r\nHost: x\r\n"
-                 f"Last-Event-ID: {last}\r\n\r\n".encode())
+    sock.sendall(
+        f"GET /_/api/logs/stream?{query} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last}\r\n\r\n".encode()
+    )
     buf = b""
     while buf.count(b"event: log") < 5:
         buf += sock.recv(65536)
@@ -227,8 +232,9 @@ def test_flood_neither_blocks_the_proxy_nor_loses_lines(node: Slum) -> None:
     assert done, "the flood did not finish"
     total = int(done[0]["message"].split()[2])
     conn = connect(node.database)
-    (stored,) = next(conn.execute(
-        "SELECT count(*) FROM logs WHERE instance_id = 'flood:f' AND stream = 'stdout'"))
+    (stored,) = next(
+        conn.execute("SELECT count(*) FROM logs WHERE instance_id = 'flood:f' AND stream = 'stdout'")
+    )
     assert stored == total + 1  # every line, exactly once, plus "flood done"
     (calm,) = next(conn.execute("SELECT count(*) FROM logs WHERE instance_id = 'chatty:calm'"))
     assert calm > 20  # the other child kept being heard
@@ -243,9 +249,12 @@ def test_sigkill_mid_flood_keeps_every_committed_line(node: Slum) -> None:
     node.stop(signal.SIGKILL)
     conn = connect(node.database)
     assert next(conn.execute("PRAGMA integrity_check"))[0] == "ok"
-    rows = [r[0] for r in conn.execute(
-        "SELECT message FROM logs WHERE instance_id = 'flood:k' AND stream = 'stdout' "
-        "ORDER BY id")]
+    rows = [
+        r[0]
+        for r in conn.execute(
+            "SELECT message FROM logs WHERE instance_id = 'flood:k' AND stream = 'stdout' ORDER BY id"
+        )
+    ]
     numbers = [int(m.split()[2]) for m in rows]
     assert numbers == list(range(len(numbers))) and numbers  # a prefix, no gaps, no repeats
     fts = next(conn.execute("SELECT count(*) FROM logs_fts WHERE logs_fts MATCH 'flood'"))[0]

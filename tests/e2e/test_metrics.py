@@ -42,12 +42,18 @@ def test_counters_prometheus_and_process_groups(tmp_path) -> None:  # type: igno
         status, headers, body = s.http("GET", "/_/metrics", headers=auth)
         assert status == 200 and headers["content-type"].startswith("text/plain")
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-        requests = [x for x in families["http_requests"].samples
-                    if x.name == "http_requests_total" and x.labels["target"] == "web:one"]
+        requests = [
+            x
+            for x in families["http_requests"].samples
+            if x.name == "http_requests_total" and x.labels["target"] == "web:one"
+        ]
         assert requests == [requests[0]] and requests[0].value == 37
         assert requests[0].labels["route"] == "/items/:id" and requests[0].labels["status"] == "2xx"
-        buckets = [x for x in families["http_request_duration_ms"].samples
-                   if x.name.endswith("_count") and x.labels["target"] == "web:one"]
+        buckets = [
+            x
+            for x in families["http_request_duration_ms"].samples
+            if x.name.endswith("_count") and x.labels["target"] == "web:one"
+        ]
         assert buckets[0].value == 37
 
         s.cli("spawn", "workers", "--id", "w", check=True)
@@ -65,16 +71,21 @@ def test_counters_prometheus_and_process_groups(tmp_path) -> None:  # type: igno
         status, _, body = s.http("GET", "/_/api/metrics", headers=auth)
         snapshot = json.loads(body)
         names = {m["name"] for m in snapshot}
-        assert {"http_requests_total", "instance_rss_bytes", "host_load1",
-                "requests_per_s"} <= names
-        status, _, body = s.http("GET", "/_/api/metrics/history?name=cpu_percent&since=1h",
-                                 headers=auth)
+        assert {"http_requests_total", "instance_rss_bytes", "host_load1", "requests_per_s"} <= names
+        status, _, body = s.http("GET", "/_/api/metrics/history?name=cpu_percent&since=1h", headers=auth)
         assert status == 200 and json.loads(body)["step"] == 60
         assert s.http("GET", "/_/api/metrics/history?name=x&labels=nope", headers=auth)[0] == 400
 
         top = s.cli("top", "--once", check=True).stdout
-        assert top.splitlines()[0].split() == ["INSTANCE", "STATUS", "CPU%", "MEM", "REQ/S",
-                                               "P99MS", "RESTARTS"]
+        assert top.splitlines()[0].split() == [
+            "INSTANCE",
+            "STATUS",
+            "CPU%",
+            "MEM",
+            "REQ/S",
+            "P99MS",
+            "RESTARTS",
+        ]
         assert "workers:w" in top and "MiB" in top
     finally:
         s.stop()

@@ -58,18 +58,21 @@ def test_a_crash_loop_posts_one_alert_and_one_recovery(slum: Slum) -> None:
         time.sleep(1.5)  # nothing more comes
         bodies = receiver.json()
         assert [(b["event"], b["subject"], b["status"]) for b in bodies] == [
-            ("crash_loop", "flaky:one", "firing"), ("crash_loop", "flaky:one", "resolved")]
+            ("crash_loop", "flaky:one", "firing"),
+            ("crash_loop", "flaky:one", "resolved"),
+        ]
         # Fired when the instance reads crash-looping (its second failure within the window).
         assert re.search(r"restarted [23] times within 20s", bodies[0]["message"])
         assert bodies[0]["title"] == "instance crash-looping: flaky:one"
 
         listed = slum.cli_json("status")["alerts"]
         assert [(a["status"], a["event"]) for a in listed["alerts"]] == [
-            ("resolved", "crash_loop"), ("firing", "crash_loop")]
+            ("resolved", "crash_loop"),
+            ("firing", "crash_loop"),
+        ]
         assert listed["open"] == [] and listed["webhooks"] == 1
         assert listed["statistics"]["sent"] == 2
-        assert all(a["deliveries"] == {receiver.url.split("/")[2]: "sent"}
-                   for a in listed["alerts"])
+        assert all(a["deliveries"] == {receiver.url.split("/")[2]: "sent"} for a in listed["alerts"])
         text = slum.cli("status", check=True).stdout
         assert "alerts:    0 open" in text
         assert "resolved crash_loop flaky:one" in text and "firing   crash_loop flaky:one" in text
@@ -94,8 +97,7 @@ min_interval = 0
 
 
 @pytest.mark.slow
-def test_a_node_going_offline_and_back_is_one_alert_and_one_recovery(
-        slum: Slum, tmp_path: Path) -> None:
+def test_a_node_going_offline_and_back_is_one_alert_and_one_recovery(slum: Slum, tmp_path: Path) -> None:
     receiver = Receiver()
     node_dir = tmp_path / "node"
     node_dir.mkdir()
@@ -104,8 +106,15 @@ def test_a_node_going_offline_and_back_is_one_alert_and_one_recovery(
         (slum.dir / "tenement.toml").write_text(NODE_CONFIG.replace("URL", receiver.url))
         slum.start()
         node.start(None)
-        slum.cli("server-add", f"http://127.0.0.1:{node.port}", "-n", "nodeb", "--database",
-                 str(slum.database), check=True)
+        slum.cli(
+            "server-add",
+            f"http://127.0.0.1:{node.port}",
+            "-n",
+            "nodeb",
+            "--database",
+            str(slum.database),
+            check=True,
+        )
         time.sleep(1.0)  # a few checks see it online
         node.stop()
         wait_for(lambda: len(receiver.posts) >= 1, timeout=30)
@@ -114,7 +123,9 @@ def test_a_node_going_offline_and_back_is_one_alert_and_one_recovery(
         time.sleep(1.0)
         bodies = receiver.json()
         assert [(b["event"], b["subject"], b["status"]) for b in bodies] == [
-            ("node_offline", "nodeb", "firing"), ("node_offline", "nodeb", "resolved")]
+            ("node_offline", "nodeb", "firing"),
+            ("node_offline", "nodeb", "resolved"),
+        ]
         assert bodies[0]["message"].startswith("server nodeb is offline")
         assert bodies[1]["message"] == "server nodeb is online"
     finally:

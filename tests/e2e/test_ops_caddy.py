@@ -30,8 +30,7 @@ def test_ask_answers_only_for_routed_names(slum: Slum) -> None:
     assert ask(slum, "slum.test") == 200
     assert ask(slum, "alice.slum.test") == 404
     slum.cli("tenant-add", "alice", "-s", "local", "--database", str(slum.database), check=True)
-    slum.cli("alias-add", "shop.example.org", "alice", "--database", str(slum.database),
-             check=True)
+    slum.cli("alias-add", "shop.example.org", "alice", "--database", str(slum.database), check=True)
     wait_for(lambda: ask(slum, "alice.slum.test") == 200, timeout=10)
     assert ask(slum, "ALICE.slum.test.") == 200
     assert ask(slum, "shop.example.org") == 200
@@ -46,8 +45,7 @@ def test_ask_answers_only_for_routed_names(slum: Slum) -> None:
     # Through a proxy from somewhere else (Caddy forwarding a client, or a client faking a hop):
     # the answer would tell who the tenants are.
     for hops in ("203.0.113.9", "127.0.0.1, 203.0.113.9"):
-        status, _, body = slum.http("GET", "/api/tls/ask?domain=slum.test",
-                                    headers={"X-Forwarded-For": hops})
+        status, _, body = slum.http("GET", "/api/tls/ask?domain=slum.test", headers={"X-Forwarded-For": hops})
         assert status == 403 and b"loopback" in body
     # On a tenant's host the path is the tenant's, not slum's.
     assert slum.http("GET", "/api/tls/ask?domain=slum.test", host="alice.slum.test")[0] != 200
@@ -55,19 +53,20 @@ def test_ask_answers_only_for_routed_names(slum: Slum) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(CADDY is None, reason="caddy is not installed (apt-get install caddy)")
-def test_caddy_serves_a_tenant_over_https_and_refuses_unknown_names(slum: Slum,
-                                                                     tmp_path: Path) -> None:
+def test_caddy_serves_a_tenant_over_https_and_refuses_unknown_names(slum: Slum, tmp_path: Path) -> None:
     assert CADDY is not None
     slum.start("tenement.toml", "--domain", "slum.test")
     wait_for(lambda: slum.cli_json("ps")[0]["status"] == "healthy", timeout=20)
-    slum.cli("tenant-add", "alice", "-s", "local", "--service", "web", "--database",
-             str(slum.database), check=True)
+    slum.cli(
+        "tenant-add", "alice", "-s", "local", "--service", "web", "--database", str(slum.database), check=True
+    )
     wait_for(lambda: ask(slum, "alice.slum.test") == 200, timeout=10)
     assert ask(slum, "one.web.slum.test") == 200 and ask(slum, "zz.web.slum.test") == 404
 
     caddyfile = tmp_path / "Caddyfile"
-    result = slum.cli("caddy", "--domain", "slum.test", "--upstream", f"127.0.0.1:{slum.port}",
-                      "--output", str(caddyfile))
+    result = slum.cli(
+        "caddy", "--domain", "slum.test", "--upstream", f"127.0.0.1:{slum.port}", "--output", str(caddyfile)
+    )
     assert result.returncode == 0, result.stderr
     text = caddyfile.read_text()
     assert "slum.test, *.slum.test, *.*.slum.test {" in text
@@ -76,15 +75,30 @@ def test_caddy_serves_a_tenant_over_https_and_refuses_unknown_names(slum: Slum,
     # The test's changes: loopback ports, a private storage, and Caddy's local CA for the ACME one.
     https, http_port, admin = free_port(), free_port(), free_port()
     storage = tmp_path / "caddy"
-    caddyfile.write_text(text.replace("{\n", f"{{\n\thttp_port {http_port}\n\thttps_port {https}\n"
-                                      f"\tadmin 127.0.0.1:{admin}\n\tstorage file_system {storage}\n"
-                                      "\tskip_install_trust\n\tlocal_certs\n", 1))
-    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
-           "XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}
+    caddyfile.write_text(
+        text.replace(
+            "{\n",
+            f"{{\n\thttp_port {http_port}\n\thttps_port {https}\n"
+            f"\tadmin 127.0.0.1:{admin}\n\tstorage file_system {storage}\n"
+            "\tskip_install_trust\n\tlocal_certs\n",
+            1,
+        )
+    )
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+    }
     log = (tmp_path / "caddy.log").open("wb")
-    caddy = subprocess.Popen([CADDY, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
-                             stdout=log, stderr=subprocess.STDOUT, env=env)
+    caddy = subprocess.Popen(
+        [CADDY, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
+
         def listening() -> bool:
             assert caddy.poll() is None, (tmp_path / "caddy.log").read_text()
             with socket.socket() as s:
@@ -97,8 +111,9 @@ def test_caddy_serves_a_tenant_over_https_and_refuses_unknown_names(slum: Slum,
             root = storage / "pki" / "authorities" / "local" / "root.crt"
             # The local CA is made with the first certificate: until then, no check is possible.
             args += ["--cacert", str(root)] if root.exists() else ["-k"]
-            return subprocess.run([*args, f"https://{name}:{https}{path}"], capture_output=True,
-                                  text=True, timeout=60)
+            return subprocess.run(
+                [*args, f"https://{name}:{https}{path}"], capture_output=True, text=True, timeout=60
+            )
 
         # The tenant added on --database reaches the edge's route table within a second (the
         # registry is polled) and Caddy's first request also waits on a certificate: a few tries,
@@ -111,7 +126,8 @@ def test_caddy_serves_a_tenant_over_https_and_refuses_unknown_names(slum: Slum,
                 break
             time.sleep(1)
         assert first.returncode == 0 and first.stdout.startswith("{"), (
-            f"{tries}\n" + (tmp_path / "caddy.log").read_text()[-2000:])
+            f"{tries}\n" + (tmp_path / "caddy.log").read_text()[-2000:]
+        )
         echo = json.loads(first.stdout)
         assert echo["x-tenant-id"] == "alice" and echo["x-forwarded-host"].startswith("alice.")
         verified = curl("alice.slum.test", "/hello")  # now against Caddy's local root

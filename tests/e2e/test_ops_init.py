@@ -23,13 +23,15 @@ APPS = [
 
 
 def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*slum_argv(), "init", *args], cwd=directory, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [*slum_argv(), "init", *args], cwd=directory, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize(("files", "kind", "argv"), APPS)
 def test_init_detects_the_app_and_writes_a_config_that_loads(
-        tmp_path: Path, files: dict[str, str], kind: str, argv: list[str]) -> None:
+    tmp_path: Path, files: dict[str, str], kind: str, argv: list[str]
+) -> None:
     app = tmp_path / "My_Shop.app"
     app.mkdir()
     for name, text in files.items():
@@ -56,8 +58,9 @@ def test_init_with_name_and_command_and_never_overwrites(tmp_path: Path) -> None
 
     again = run(tmp_path, "--name", "other")
     assert again.returncode == 2
-    assert again.stderr.strip() == (f"slum: error: {tmp_path / 'tenement.toml'} already exists: "
-                                    "not overwriting it")
+    assert again.stderr.strip() == (
+        f"slum: error: {tmp_path / 'tenement.toml'} already exists: not overwriting it"
+    )
     assert (tmp_path / "tenement.toml").read_text() == before
 
 

@@ -17,15 +17,26 @@ from tests.e2e.conftest import slum_argv, write_config
 
 def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SLUM_SYSTEMD_UNIT", "SLUM_CADDYFILE")}
-    return subprocess.run([*slum_argv(), *args], cwd=directory, capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run(
+        [*slum_argv(), *args], cwd=directory, capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_dry_run_prints_the_unit_and_the_caddyfile_and_changes_nothing(tmp_path: Path) -> None:
     write_config(tmp_path)
     unit_path, caddyfile = tmp_path / "etc" / "slum.service", tmp_path / "etc" / "Caddyfile"
-    result = run(tmp_path, "install", "--domain", "example.com", "--dry-run", "--caddy",
-                 "--unit-path", str(unit_path), "--caddyfile", str(caddyfile))
+    result = run(
+        tmp_path,
+        "install",
+        "--domain",
+        "example.com",
+        "--dry-run",
+        "--caddy",
+        "--unit-path",
+        str(unit_path),
+        "--caddyfile",
+        str(caddyfile),
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"# --- {unit_path}\n" in out and f"# --- {caddyfile}\n" in out
@@ -38,14 +49,23 @@ def test_dry_run_prints_the_unit_and_the_caddyfile_and_changes_nothing(tmp_path:
 def test_install_writes_a_hardened_unit_and_uninstall_removes_it(tmp_path: Path) -> None:
     write_config(tmp_path)
     unit_path = tmp_path / "units" / "slum.service"
-    result = run(tmp_path, "install", "--domain", "example.com", "--port", "8443",
-                 "--database", "db/slum.db", "--unit-path", str(unit_path))
+    result = run(
+        tmp_path,
+        "install",
+        "--domain",
+        "example.com",
+        "--port",
+        "8443",
+        "--database",
+        "db/slum.db",
+        "--unit-path",
+        str(unit_path),
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote {unit_path}" in result.stdout
     assert "systemd is not running here" in result.stdout or "ran: systemctl" in result.stdout
     unit = unit_path.read_text()
-    keys = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line
-                and not line.startswith("#"))
+    keys = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
     argv = [*slum_argv()]
     if argv[0] == sys.executable:
         argv[0] = str(Path(sys.executable).absolute())
@@ -64,8 +84,9 @@ def test_install_writes_a_hardened_unit_and_uninstall_removes_it(tmp_path: Path)
 
     analyze = shutil.which("systemd-analyze")
     if analyze is not None:
-        check = subprocess.run([analyze, "verify", str(unit_path)], capture_output=True,
-                               text=True, timeout=60)
+        check = subprocess.run(
+            [analyze, "verify", str(unit_path)], capture_output=True, text=True, timeout=60
+        )
         assert check.returncode == 0, check.stderr
         assert not re.search(r"(?i)unknown|invalid|ignoring", check.stderr), check.stderr
 
@@ -83,8 +104,9 @@ def test_files_slum_did_not_write_are_left_alone(tmp_path: Path) -> None:
     unit_path.write_text("[Service]\nExecStart=/bin/true\n")
     result = run(tmp_path, "install", "--domain", "example.com", "--unit-path", str(unit_path))
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"slum: error: {unit_path} exists and was not written by "
-                                     "slum: not overwriting it")
+    assert result.stderr.strip() == (
+        f"slum: error: {unit_path} exists and was not written by slum: not overwriting it"
+    )
     result = run(tmp_path, "uninstall", "--unit-path", str(unit_path))
     assert result.returncode == 2 and "not removing it" in result.stderr
     assert unit_path.read_text() == "[Service]\nExecStart=/bin/true\n"
@@ -92,8 +114,17 @@ def test_files_slum_did_not_write_are_left_alone(tmp_path: Path) -> None:
     # Debian's caddy ships a Caddyfile of its own: install writes nothing at all then.
     caddyfile, ours = tmp_path / "Caddyfile", tmp_path / "units" / "slum.service"
     caddyfile.write_text(":80 {\n\trespond hello\n}\n")
-    result = run(tmp_path, "install", "--domain", "example.com", "--caddy", "--unit-path",
-                 str(ours), "--caddyfile", str(caddyfile))
+    result = run(
+        tmp_path,
+        "install",
+        "--domain",
+        "example.com",
+        "--caddy",
+        "--unit-path",
+        str(ours),
+        "--caddyfile",
+        str(caddyfile),
+    )
     assert result.returncode == 2 and "--caddyfile" in result.stderr
     assert not ours.exists() and caddyfile.read_text() == ":80 {\n\trespond hello\n}\n"
 

@@ -69,8 +69,7 @@ class Load:
     """A bounded keep-alive client loop through the real edge, on a few connections: every
     failure is a lost request."""
 
-    def __init__(self, port: int, host: str, connections: int = 4,
-                 max_requests: int = 20000) -> None:
+    def __init__(self, port: int, host: str, connections: int = 4, max_requests: int = 20000) -> None:
         self.port, self.host, self.max = port, host, max_requests
         self.ok = 0
         self.failures: list[str] = []
@@ -122,8 +121,10 @@ def test_reload_under_load_loses_nothing_for_unchanged_services(slum: Slum) -> N
         assert result.returncode == 0, result.stdout + result.stderr
         served_during = load.ok
         time.sleep(0.5)  # keep the load on a moment after the rollout ended
-    print(f"reload under load: {served_during} requests served while it ran, {load.ok} in all, "
-          f"{len(load.failures)} failed")
+    print(
+        f"reload under load: {served_during} requests served while it ran, {load.ok} in all, "
+        f"{len(load.failures)} failed"
+    )
     assert load.failures == [], load.failures[:5]
     assert served_during > 20 and load.ok > served_during
 
@@ -161,7 +162,8 @@ def test_broken_config_is_refused_whole_with_the_start_message(slum: Slum, tmp_p
     before = pids(slum)
     good = (slum.dir / "tenement.toml").read_text()
     broken = good.replace('VERSION = "1"', 'VERSION = "2"\n').replace(
-        'health = "/health"', 'health = "health"', 1)
+        'health = "/health"', 'health = "health"', 1
+    )
     (slum.dir / "tenement.toml").write_text(broken)
 
     result = slum.cli("reload")
@@ -174,9 +176,21 @@ def test_broken_config_is_refused_whole_with_the_start_message(slum: Slum, tmp_p
     # The same words `slum serve` says for this file.
     other = tmp_path / "other"
     other.mkdir()
-    serve = subprocess.run([*slum_argv(), "serve", "--port", "0", "--database",
-                            str(other / "x.db"), "--config", str(slum.dir / "tenement.toml")],
-                           capture_output=True, text=True, timeout=60)
+    serve = subprocess.run(
+        [
+            *slum_argv(),
+            "serve",
+            "--port",
+            "0",
+            "--database",
+            str(other / "x.db"),
+            "--config",
+            str(slum.dir / "tenement.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert serve.returncode == 2
     assert message in serve.stderr
 
@@ -189,7 +203,7 @@ def test_sighup_reloads_and_removed_services_stop(slum: Slum) -> None:
     slum.start()
     wait_for(lambda: all(i["status"] == "healthy" for i in slum.cli_json("ps")), timeout=20)
     before = pids(slum)
-    text = (BASE.split("[service.changed]")[0] + '\n[instances]\nsteady = ["one"]\n')
+    text = BASE.split("[service.changed]")[0] + '\n[instances]\nsteady = ["one"]\n'
     write_config(slum.dir, text)
     assert slum.proc is not None
     slum.proc.send_signal(signal.SIGHUP)
@@ -220,8 +234,10 @@ def test_a_replacement_that_does_not_come_up_stops_the_rollout(slum: Slum) -> No
     slum.start()
     wait_for(lambda: all(i["status"] == "healthy" for i in slum.cli_json("ps")), timeout=20)
     before = pids(slum)
-    broken = config("1").replace('[service.changed]\ncommand = ["{python}", "{children}/web.py"]',
-                                 '[service.changed]\ncommand = ["{python}", "{children}/crash.py"]')
+    broken = config("1").replace(
+        '[service.changed]\ncommand = ["{python}", "{children}/web.py"]',
+        '[service.changed]\ncommand = ["{python}", "{children}/crash.py"]',
+    )
     assert broken != config("1")
     write_config(slum.dir, broken)
     result = slum.cli("reload")

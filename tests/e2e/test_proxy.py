@@ -78,8 +78,9 @@ def read_response(sock: socket.socket, buf: bytes = b"") -> tuple[bytes, dict[st
         buf += data
     head, _, buf = buf.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
-    headers = {k.decode().lower(): v.decode().strip() for k, _, v in
-               (line.partition(b":") for line in lines[1:])}
+    headers = {
+        k.decode().lower(): v.decode().strip() for k, _, v in (line.partition(b":") for line in lines[1:])
+    }
     if "content-length" in headers:
         n = int(headers["content-length"])
         while len(buf) < n:
@@ -97,7 +98,7 @@ def read_response(sock: socket.socket, buf: bytes = b"") -> tuple[bytes, dict[st
             while len(buf) < size + 2:
                 buf += sock.recv(65536)
             body += buf[:size]
-            buf = buf[size + 2:]
+            buf = buf[size + 2 :]
             if size == 0:
                 return lines[0], headers, body, buf
     while data := sock.recv(65536):
@@ -138,8 +139,10 @@ def test_sse_arrives_event_by_event(edge: Slum) -> None:
 
 def test_pipelined_requests_keep_their_order(edge: Slum) -> None:
     with connect(edge) as sock:
-        sock.sendall(b"GET /a HTTP/1.1\r\nHost: s.stream.localhost\r\n\r\n"
-                     b"GET /b HTTP/1.1\r\nHost: one.web.localhost\r\n\r\n")
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\nHost: s.stream.localhost\r\n\r\n"
+            b"GET /b HTTP/1.1\r\nHost: one.web.localhost\r\n\r\n"
+        )
         _, _, first, rest = read_response(sock)
         _, _, second, _ = read_response(sock, rest)
     assert (first, second) == (b"/a", b"web:one /b")
@@ -149,13 +152,16 @@ def test_upload_streams_with_length_and_chunked(edge: Slum) -> None:
     payload = os.urandom(900_000)
     digest = hashlib.sha256(payload).hexdigest()
     with connect(edge) as sock:
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: s.stream.localhost\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: s.stream.localhost\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(payload) + payload
+        )
         _, _, body, _ = read_response(sock)
         assert body == f"{len(payload)} {digest}".encode()
-        pieces = [payload[i:i + 100_000] for i in range(0, len(payload), 100_000)]
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: s.stream.localhost\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        pieces = [payload[i : i + 100_000] for i in range(0, len(payload), 100_000)]
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: s.stream.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         for piece in pieces:
             sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
         sock.sendall(b"0\r\n\r\n")
@@ -166,8 +172,9 @@ def test_upload_streams_with_length_and_chunked(edge: Slum) -> None:
 def test_body_over_the_limit_is_413(edge: Slum) -> None:
     with connect(edge) as sock:
         size = 3 * 1024 * 1024
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: s.stream.localhost\r\n"
-                     b"Content-Length: %d\r\n\r\n" % size)
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: s.stream.localhost\r\nContent-Length: %d\r\n\r\n" % size
+        )
         try:
             sock.sendall(b"z" * size)
         except OSError:
@@ -199,10 +206,14 @@ def test_download_streams_in_bounded_memory(edge: Slum) -> None:
 def test_hop_by_hop_and_spoofed_headers(edge: Slum) -> None:
     import json
 
-    _status, _, body = get(edge, "one.web.localhost", "/echo",
-                          "X-Tenant-ID: mallory\r\nX-Forwarded-Host: evil\r\nX-Slum-Edge: 0\r\n"
-                          "X-Forwarded-For: 10.9.9.9\r\nKeep-Alive: timeout=5\r\n"
-                          "Connection: keep-alive, X-Other\r\nProxy-Authorization: x\r\n")
+    _status, _, body = get(
+        edge,
+        "one.web.localhost",
+        "/echo",
+        "X-Tenant-ID: mallory\r\nX-Forwarded-Host: evil\r\nX-Slum-Edge: 0\r\n"
+        "X-Forwarded-For: 10.9.9.9\r\nKeep-Alive: timeout=5\r\n"
+        "Connection: keep-alive, X-Other\r\nProxy-Authorization: x\r\n",
+    )
     echoed = json.loads(body)
     assert echoed["x-tenant-id"] == "one"
     assert echoed["x-forwarded-host"] == "one.web.localhost"
@@ -273,22 +284,27 @@ def ws_read(sock: socket.socket, buf: bytes) -> tuple[int, bytes, bytes]:
     opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
     while len(buf) < 2 + length:
         buf += sock.recv(65536)
-    return opcode, buf[2:2 + length], buf[2 + length:]
+    return opcode, buf[2 : 2 + length], buf[2 + length :]
 
 
 def test_websocket_passes_through(edge: Slum) -> None:
     key = base64.b64encode(os.urandom(16)).decode()
     with connect(edge) as sock:
-        sock.sendall((f"GET /chat HTTP/1.1\r\nHost: w.ws.localhost\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        sock.sendall(
+            (
+                f"GET /chat HTTP/1.1\r\nHost: w.ws.localhost\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         buf = b""
         while b"\r\n\r\n" not in buf:
             buf += sock.recv(65536)
         head, _, buf = buf.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101")
-        accept = base64.b64encode(hashlib.sha1(
-            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
         assert accept.encode() in head
         for text in (b"hello", b"second message"):
             sock.sendall(ws_frame(text))
@@ -324,8 +340,7 @@ def test_stale_pooled_connection_is_never_used(edge: Slum) -> None:
     # connection must be noticed before it is used: the POST goes out on a fresh one.
     for _ in range(3):
         with connect(edge) as sock:
-            sock.sendall(b"POST /pay HTTP/1.1\r\nHost: f.forgetful.localhost\r\n"
-                         b"Content-Length: 3\r\n\r\nabc")
+            sock.sendall(b"POST /pay HTTP/1.1\r\nHost: f.forgetful.localhost\r\nContent-Length: 3\r\n\r\nabc")
             status, _, body, _ = read_response(sock)
         assert status == b"HTTP/1.1 200 OK", (status, body)
         time.sleep(0.3)

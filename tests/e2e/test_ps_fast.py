@@ -12,8 +12,9 @@ from tests.e2e.conftest import Slum
 
 def ps(slum: Slum, *args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:
     argv = [PYTHON, *(["-X", "importtime"] if importtime else []), "-m", "slum", "ps", *args]
-    return subprocess.run(argv, cwd=slum.dir, capture_output=True, text=True, timeout=60,
-                          env=slum.env(), check=False)
+    return subprocess.run(
+        argv, cwd=slum.dir, capture_output=True, text=True, timeout=60, env=slum.env(), check=False
+    )
 
 
 def test_ps_fast_path_imports_no_parser_and_answers_like_the_cli(slum: Slum) -> None:

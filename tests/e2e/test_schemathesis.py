@@ -31,26 +31,37 @@ EXCLUDED = ("server_add", "server_add_api", "login")
 def test_no_server_errors(slum: Slum) -> None:
     token = slum.cli("token-gen", "--database", str(slum.database), check=True).stdout.strip()
     slum.start()
-    status, _, raw = slum.http("GET", "/_/api/openapi.json",
-                               headers={"Authorization": f"Bearer {token}"})
+    status, _, raw = slum.http("GET", "/_/api/openapi.json", headers={"Authorization": f"Bearer {token}"})
     assert status == 200 and json.loads(raw)["openapi"].startswith("3.1")
     assert slum.http("GET", "/_/api/openapi.json")[0] == 401  # auth like the rest of /_/api
 
-    argv = [str(ST), "run", f"http://127.0.0.1:{slum.port}/_/api/openapi.json",
-            "-H", f"Authorization: Bearer {token}",
-            "--checks", "not_a_server_error", "--max-time", str(BUDGET_S),
-            "--request-timeout", "30", "--workers", "1", "--no-color",
-            "--seed", "1"]
+    argv = [
+        str(ST),
+        "run",
+        f"http://127.0.0.1:{slum.port}/_/api/openapi.json",
+        "-H",
+        f"Authorization: Bearer {token}",
+        "--checks",
+        "not_a_server_error",
+        "--max-time",
+        str(BUDGET_S),
+        "--request-timeout",
+        "30",
+        "--workers",
+        "1",
+        "--no-color",
+        "--seed",
+        "1",
+    ]
     for op in EXCLUDED:
         argv += ["--exclude-operation-id", op]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=BUDGET_S + 240,
-                            cwd=slum.dir)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=BUDGET_S + 240, cwd=slum.dir)
     out = result.stdout + result.stderr
     summary = re.search(r"(\d+) generated, (\d+) passed", out)
     assert summary is not None, out[-3000:]
     generated = int(summary.group(1))
     print(f"schemathesis: {summary.group(0)}")
     assert generated > 100, out[-3000:]
-    errors = out[out.find("= ERRORS ="):out.find("= WARNINGS =")]
+    errors = out[out.find("= ERRORS =") : out.find("= WARNINGS =")]
     assert result.returncode == 0, errors or out[-6000:]
     assert "internal error" not in slum.log.read_text(errors="replace")

@@ -32,8 +32,7 @@ def test_walkthrough(slum: Slum) -> None:
     assert "web:bob healthy" in out
 
     table = slum.cli("ps", check=True).stdout.splitlines()
-    assert table[0].split()[:7] == ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME",
-                                    "RESTARTS"]
+    assert table[0].split()[:7] == ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS"]
     assert [line.split()[0] for line in table[1:]] == ["web:alice", "web:bob", "web:one"]
     instances = {i["id"]: i for i in slum.cli_json("ps")}
     alice = instances["web:alice"]
@@ -43,8 +42,12 @@ def test_walkthrough(slum: Slum) -> None:
 
     status, _, body = slum.http("GET", "/hello", host="alice.web.localhost")
     assert (status, body) == (200, b"web:alice /hello")
-    status, _, body = slum.http("GET", "/echo", host="alice.web.localhost",
-                                headers={"Authorization": "Bearer app-own", "Cookie": "a=b"})
+    status, _, body = slum.http(
+        "GET",
+        "/echo",
+        host="alice.web.localhost",
+        headers={"Authorization": "Bearer app-own", "Cookie": "a=b"},
+    )
     echoed = json.loads(body)
     assert echoed["host"] == "alice.web.localhost"
     assert echoed["authorization"] == "Bearer app-own" and echoed["cookie"] == "a=b"
@@ -93,8 +96,7 @@ def test_unknown_hosts_and_instances(slum: Slum) -> None:
 
 def test_bad_input_gets_one_line_and_exit_2(slum: Slum) -> None:
     slum.start()
-    for args in (["spawn", "web", "--id", "../x"], ["spawn", "web", "--id", "Alice"],
-                 ["stop", "nocolon"]):
+    for args in (["spawn", "web", "--id", "../x"], ["spawn", "web", "--id", "Alice"], ["stop", "nocolon"]):
         r = slum.cli(*args)
         assert r.returncode == 2, args
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -20,13 +20,28 @@ from tests.e2e.conftest import Slum, slum_argv
 ROOT = os.geteuid() == 0
 
 
-def serve(directory: Path, *args: str, port: int | None = None,
-          database: str = "slum.db") -> subprocess.CompletedProcess[str]:
+def serve(
+    directory: Path, *args: str, port: int | None = None, database: str = "slum.db"
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SLUM_SERVER", "SLUM_TOKEN")}
     return subprocess.run(
-        [*slum_argv(), "serve", "--host", "127.0.0.1", "--port", str(port or free_port()),
-         "--database", database, *args],
-        cwd=directory, capture_output=True, text=True, timeout=60, env=env)
+        [
+            *slum_argv(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port or free_port()),
+            "--database",
+            database,
+            *args,
+        ],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -142,9 +157,9 @@ def test_a_second_slum_does_not_start_on_a_served_database(slum: Slum) -> None:
     assert (slum.dir / "slum.sock").exists()
 
 
-
 def test_the_open_files_limit_is_raised_to_the_hard_limit(
-        slum: Slum, monkeypatch: pytest.MonkeyPatch) -> None:
+    slum: Slum, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tests.e2e.conftest as e2e
 
     real = slum_argv()

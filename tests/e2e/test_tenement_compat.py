@@ -50,11 +50,9 @@ def node(tmp_path: Path) -> Iterator[Slum]:
     sub = tmp_path / "deep" / "er"
     sub.mkdir(parents=True)
     # Started the way tenement is: from a subdirectory of the project, no --config, -p PORT.
-    argv = [*slum_argv(), "serve", "--host", "127.0.0.1", "-p", str(s.port),
-            "--database", str(s.database)]
+    argv = [*slum_argv(), "serve", "--host", "127.0.0.1", "-p", str(s.port), "--database", str(s.database)]
     with s.log.open("ab") as out:
-        s.proc = subprocess.Popen(argv, cwd=sub, stdout=out, stderr=subprocess.STDOUT,
-                                  env=s.env())
+        s.proc = subprocess.Popen(argv, cwd=sub, stdout=out, stderr=subprocess.STDOUT, env=s.env())
     s.wait_up()
     try:
         yield s
@@ -84,16 +82,21 @@ def test_global_server_option_and_tenement_environment(node: Slum) -> None:
     elsewhere = node.dir.parent / f"{node.dir.name}-elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in node.env().items() if not k.startswith("TENEMENT_")}
-    global_flag = subprocess.run([*slum_argv(), "--server", url, "--token", token, "ps"],
-                                 cwd=elsewhere, capture_output=True, text=True, env=env)
+    global_flag = subprocess.run(
+        [*slum_argv(), "--server", url, "--token", token, "ps"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert global_flag.returncode == 0 and "web:one" in global_flag.stdout, global_flag.stderr
     env.update(TENEMENT_SERVER=url, TENEMENT_TOKEN=token)
-    by_env = subprocess.run([*slum_argv(), "ps", "--json"], cwd=elsewhere, capture_output=True,
-                            text=True, env=env)
+    by_env = subprocess.run(
+        [*slum_argv(), "ps", "--json"], cwd=elsewhere, capture_output=True, text=True, env=env
+    )
     assert by_env.returncode == 0 and "web:one" in by_env.stdout, by_env.stderr
     env["TENEMENT_TOKEN"] = "slum_wrong"
-    refused = subprocess.run([*slum_argv(), "ps"], cwd=elsewhere, capture_output=True,
-                             text=True, env=env)
+    refused = subprocess.run([*slum_argv(), "ps"], cwd=elsewhere, capture_output=True, text=True, env=env)
     assert refused.returncode != 0  # the token really came from TENEMENT_TOKEN
 
 
@@ -114,8 +117,7 @@ def test_logs_limit_and_stream(node: Slum) -> None:
     deadline = time.monotonic() + 10
     lines: list[dict[str, object]] = []
     while time.monotonic() < deadline:
-        out = node.cli("logs", "web:one", "--stream", "stderr", "--limit", "50", "--json",
-                       check=True).stdout
+        out = node.cli("logs", "web:one", "--stream", "stderr", "--limit", "50", "--json", check=True).stdout
         lines = [json.loads(x) for x in out.splitlines()]
         if lines:
             break
@@ -153,16 +155,19 @@ def test_unix_socket_app_request_timeout_and_storage(node: Slum) -> None:
     assert status == 504 and time.monotonic() - started < 3.5
     # Storage: measured on request, with the quota's warning past 80%.
     node.http("POST", "/fill?bytes=900000", host="a.sock.localhost")
-    _, _, raw = node.http("GET", "/_/api/instances/sock:a/storage",
-                          headers={"Authorization": "Bearer " + node.cli(
-                              "token-gen", "--database", str(node.database),
-                              check=True).stdout.strip()})
+    _, _, raw = node.http(
+        "GET",
+        "/_/api/instances/sock:a/storage",
+        headers={
+            "Authorization": "Bearer "
+            + node.cli("token-gen", "--database", str(node.database), check=True).stdout.strip()
+        },
+    )
     usage = json.loads(raw)
     assert usage["bytes"] >= 900000 and usage["storage_quota_bytes"] == 1024 * 1024
     assert usage["storage_warning"] == "storage at 85% of 1 MB"
     assert "storage at 85%" in node.cli("ps", check=True).stdout
-    assert "attention: storage sock:a: storage at 85% of 1 MB" in node.cli("status",
-                                                                          check=True).stdout
+    assert "attention: storage sock:a: storage at 85% of 1 MB" in node.cli("status", check=True).stdout
     # storage_persist = false: the data dir goes with the process.
     data = node.dir / "data" / "sock" / "a"
     assert (data / "fill").exists()
@@ -171,9 +176,14 @@ def test_unix_socket_app_request_timeout_and_storage(node: Slum) -> None:
 
 
 def test_domain_like_database_is_warned_about(tmp_path: Path) -> None:
-    result = subprocess.run([*slum_argv(), "serve", "-d", "example.com", "-p", "1",
-                             "--host", "256.0.0.1"], cwd=tmp_path, capture_output=True,
-                            text=True, env=dict(os.environ), timeout=30)
+    result = subprocess.run(
+        [*slum_argv(), "serve", "-d", "example.com", "-p", "1", "--host", "256.0.0.1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=30,
+    )
     assert "-d/--database 'example.com' does not look like a database file" in result.stderr
     assert "--domain" in result.stderr
 
@@ -188,22 +198,37 @@ def test_strict_refuses_unknown_keys_and_tenement_data_dir_is_honoured(tmp_path:
     text = (tmp_path / "tenement.toml").read_text()
     line = text.splitlines().index("idle_timout = 5") + 1
     assert f"tenement.toml:{line}: service.typo.idle_timout: unknown key" in s.log.read_text()
-    strict = s.cli("serve", "--strict", "--config", "tenement.toml", "-p", str(s.port),
-                   "--host", "127.0.0.1", "--database", str(s.database))
+    strict = s.cli(
+        "serve",
+        "--strict",
+        "--config",
+        "tenement.toml",
+        "-p",
+        str(s.port),
+        "--host",
+        "127.0.0.1",
+        "--database",
+        str(s.database),
+    )
     assert strict.returncode == 2
     assert "service.typo.idle_timout: unknown key" in strict.stderr and "--strict" in strict.stderr
     # TENEMENT_DATA_DIR overrides [settings] data_dir, as tenement's --data-dir does.
     elsewhere = tmp_path / "elsewhere"
     env = {**s.env(), "TENEMENT_DATA_DIR": str(elsewhere)}
     with s.log.open("ab") as out:
-        s.proc = subprocess.Popen([*slum_argv(), "serve", "-p", str(s.port), "--host",
-                                   "127.0.0.1", "--database", str(s.database)], cwd=tmp_path,
-                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+        s.proc = subprocess.Popen(
+            [*slum_argv(), "serve", "-p", str(s.port), "--host", "127.0.0.1", "--database", str(s.database)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     s.wait_up()
     try:
         s.cli("spawn", "web:one", check=True)
         assert (elsewhere / "web" / "one").is_dir()
-        assert json.loads(s.cli("config", "--json", check=True).stdout)["settings"][
-            "data_dir"] == str(elsewhere)
+        assert json.loads(s.cli("config", "--json", check=True).stdout)["settings"]["data_dir"] == str(
+            elsewhere
+        )
     finally:
         s.stop()

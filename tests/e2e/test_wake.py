@@ -125,9 +125,13 @@ def test_websocket_counts_as_activity(node: Slum) -> None:
     node.cli("spawn", "ws", "--id", "chat", check=True)
     key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
-        sock.sendall((f"GET / HTTP/1.1\r\nHost: chat.ws.localhost\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        sock.sendall(
+            (
+                f"GET / HTTP/1.1\r\nHost: chat.ws.localhost\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             head += sock.recv(4096)
@@ -152,12 +156,16 @@ def test_a_silent_upstream_is_504(tmp_path) -> None:  # type: ignore[no-untyped-
 
 
 def test_hold_queue_is_bounded(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    write_config(tmp_path, CONFIG.replace("max_held_requests = 150", "max_held_requests = 3")
-                 .replace('START_DELAY = "5"', 'START_DELAY = "2"')
-                 .replace("startup_timeout = 1\n", "startup_timeout = 10\n"))
+    write_config(
+        tmp_path,
+        CONFIG.replace("max_held_requests = 150", "max_held_requests = 3")
+        .replace('START_DELAY = "5"', 'START_DELAY = "2"')
+        .replace("startup_timeout = 1\n", "startup_timeout = 10\n"),
+    )
     s = Slum(tmp_path, free_port())
     s.start()
     try:
+
         def one(_: int) -> int:
             return s.http("GET", "/", host="h.slow.localhost", timeout=30)[0]
 

@@ -138,9 +138,7 @@ async def test_a_node_that_refuses_a_new_tenant_leaves_it_out_of_the_registry(
     with pytest.raises(Unavailable) as caught:
         await service.add_tenant("alice", "there")
     assert caught.value.status == 503
-    assert caught.value.message == (
-        "server there did not take tenant alice: tenant 'alice' exists already"
-    )
+    assert caught.value.message == ("server there did not take tenant alice: tenant 'alice' exists already")
     assert await service.tenants() == []
     assert node.calls == [("POST", "/api/tenants")]
 

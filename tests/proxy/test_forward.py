@@ -17,27 +17,34 @@ def req(*headers: tuple[bytes, bytes], upgrade: bool = False) -> Request:
 
 
 def test_request_head_strips_what_clients_must_not_choose() -> None:
-    head = request_head(req((b"X_Tenant_ID", b"mallory"), (b"X-Tenant-ID", b"mallory"),
-                            (b"HTTP2-Settings", b"AAA"), (b"Upgrade", b"h2c"),
-                            (b"Cookie", b"a=1; slum_session=s; __Host-slum_session=t; b=2"),
-                            (b"Expect", b"100-continue")),
-                        b"X-Tenant-ID: app\r\n", "10.0.0.1")
+    head = request_head(
+        req(
+            (b"X_Tenant_ID", b"mallory"),
+            (b"X-Tenant-ID", b"mallory"),
+            (b"HTTP2-Settings", b"AAA"),
+            (b"Upgrade", b"h2c"),
+            (b"Cookie", b"a=1; slum_session=s; __Host-slum_session=t; b=2"),
+            (b"Expect", b"100-continue"),
+        ),
+        b"X-Tenant-ID: app\r\n",
+        "10.0.0.1",
+    )
     assert b"mallory" not in head and b"HTTP2-Settings" not in head and b"h2c" not in head
     assert b"Cookie: a=1; b=2\r\n" in head
     assert b"Expect" not in head  # a GET without a body expects nothing
-    assert head.endswith(b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n"
-                         b"X-Forwarded-Host: app.localhost\r\nX-Tenant-ID: app\r\n\r\n")
+    assert head.endswith(
+        b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+        b"X-Forwarded-Host: app.localhost\r\nX-Tenant-ID: app\r\n\r\n"
+    )
 
 
 def test_x_forwarded_proto_is_believed_only_from_a_trusted_proxy() -> None:
     https = (b"X-Forwarded-Proto", b"https")
     assert b"X-Forwarded-Proto: http\r\n" in request_head(req(https), b"", "203.0.113.9")
-    assert b"X-Forwarded-Proto: https\r\n" in request_head(req(https), b"", "127.0.0.1",
-                                                          via_proxy=True)
+    assert b"X-Forwarded-Proto: https\r\n" in request_head(req(https), b"", "127.0.0.1", via_proxy=True)
     # A trusted proxy may say https or nothing else: any other value is http.
     odd = (b"X-Forwarded-Proto", b"gopher")
-    assert b"X-Forwarded-Proto: http\r\n" in request_head(req(odd), b"", "127.0.0.1",
-                                                         via_proxy=True)
+    assert b"X-Forwarded-Proto: http\r\n" in request_head(req(odd), b"", "127.0.0.1", via_proxy=True)
     assert request_head(req(https), b"", "127.0.0.1", via_proxy=True).count(b"Proto") == 1
 
 
@@ -49,7 +56,8 @@ def test_the_web_app_keeps_its_session_cookie_and_lone_session_cookies_vanish() 
 
 
 async def test_pool_never_reuses_a_closed_or_chatty_or_old_connection(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))
     listener.listen()

@@ -33,6 +33,7 @@ def _close_sockets() -> Iterator[None]:
 
 async def timed(conn: ClientConnection, wait: Callable[[], Awaitable[object]]) -> None:
     """Run wait() with the edge's timeout ticks running."""
+
     async def tick() -> None:
         while True:
             await trio.sleep(0.05)
@@ -60,9 +61,11 @@ async def body_of(conn: ClientConnection) -> bytes:
 
 async def test_pipelined_requests_and_bodies_in_one_read() -> None:
     conn, peer = pair()
-    peer.sendall(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
-                 b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"2\r\nhi\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+    peer.sendall(
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nhi\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     first = await conn.next_request()
     assert first is not None and first.url == b"/a" and await body_of(conn) == b"abc"
     second = await conn.next_request()
@@ -75,8 +78,10 @@ async def test_pipelined_requests_and_bodies_in_one_read() -> None:
 
 async def test_trailers_never_become_headers() -> None:
     conn, peer = pair()
-    peer.sendall(b"POST / HTTP/1.1\r\nHost: good\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"5\r\nhello\r\n0\r\nHost: evil\r\nX-Slum-Router: forged\r\n\r\n")
+    peer.sendall(
+        b"POST / HTTP/1.1\r\nHost: good\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nHost: evil\r\nX-Slum-Router: forged\r\n\r\n"
+    )
     req = await conn.next_request()
     assert req is not None
     assert await body_of(conn) == b"hello"
@@ -94,7 +99,7 @@ async def test_the_head_limit_is_64_kib_whatever_the_reads(size: int, ok: bool) 
 
     async def send() -> None:
         for i in range(0, len(data), 30_000):
-            await trio.to_thread.run_sync(peer.sendall, data[i:i + 30_000])
+            await trio.to_thread.run_sync(peer.sendall, data[i : i + 30_000])
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send)
@@ -108,10 +113,13 @@ async def test_the_head_limit_is_64_kib_whatever_the_reads(size: int, ok: bool) 
                 await conn.next_request()
 
 
-@pytest.mark.parametrize(("raw", "status"), [
-    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-])
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    ],
+)
 async def test_requests_marked_bad(raw: bytes, status: int) -> None:
     conn, peer = pair()
     peer.sendall(raw)
@@ -129,12 +137,14 @@ async def test_a_bad_chunk_in_a_later_read_is_a_client_error() -> None:
     assert e.value.status == 400
 
 
-@pytest.mark.parametrize(("sent", "waiting"), [
-    (b"", "head"),  # a new connection: header_timeout from the accept
-    (b"GET / HTTP/1.1\r\nHo", "head"),
-])
-async def test_heads_are_timed(autojump_clock: trio.testing.MockClock, sent: bytes,
-                               waiting: str) -> None:
+@pytest.mark.parametrize(
+    ("sent", "waiting"),
+    [
+        (b"", "head"),  # a new connection: header_timeout from the accept
+        (b"GET / HTTP/1.1\r\nHo", "head"),
+    ],
+)
+async def test_heads_are_timed(autojump_clock: trio.testing.MockClock, sent: bytes, waiting: str) -> None:
     conn, peer = pair()
     peer.sendall(sent)
     start = trio.current_time()
@@ -159,8 +169,10 @@ async def test_idle_and_body_timeouts(autojump_clock: trio.testing.MockClock) ->
 
 def test_interim_responses_are_dropped_not_merged() -> None:
     resp = ResponseHead()
-    resp.feed(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-              b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    resp.feed(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    )
     assert resp.status == 200 and resp.headers == [(b"Content-Length", b"2")]
     assert resp.complete and resp.body == [b"hi"] and resp.continued
 
@@ -174,19 +186,23 @@ def test_unsolicited_bytes_mark_the_connection() -> None:
 
 def test_response_trailers_are_dropped() -> None:
     resp = ResponseHead()
-    resp.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n"
-              b"Set-Cookie: evil=1\r\n\r\n")
+    resp.feed(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nSet-Cookie: evil=1\r\n\r\n"
+    )
     assert resp.complete and resp.headers == [(b"Transfer-Encoding", b"chunked")]
 
 
-@pytest.mark.parametrize("raw", [
-    b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
-    b"HTTP/1.1 2000 OK\r\n\r\n",
-    b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
-    b"SSH-2.0-OpenSSH\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"b" * (MAX_HEAD + 1) + b"\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"b" * (MAX_HEAD + 1) + b"\r\n\r\n",
+    ],
+)
 def test_malformed_responses_are_upstream_errors(raw: bytes) -> None:
     with pytest.raises(UpstreamError) as e:
         ResponseHead().feed(raw)
@@ -194,8 +210,14 @@ def test_malformed_responses_are_upstream_errors(raw: bytes) -> None:
 
 
 def test_request_fields() -> None:
-    req = Request(b"POST", b"/p?q=1", [(b"Host", b"h"), (b"Expect", b"100-continue"),
-                                      (b"Content-Length", b"5")], "1.1", True, False)
+    req = Request(
+        b"POST",
+        b"/p?q=1",
+        [(b"Host", b"h"), (b"Expect", b"100-continue"), (b"Content-Length", b"5")],
+        "1.1",
+        True,
+        False,
+    )
     assert req.path == b"/p" and req.expect and req.has_body and req.bad is None
 
 

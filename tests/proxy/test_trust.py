@@ -55,7 +55,8 @@ async def test_forged_values_are_refused_from_memory(autojump_clock: trio.testin
 
 
 async def test_a_failing_peer_is_refused_without_checks_and_the_router_is_not(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     verify = Verifier()
     trust = RouterTrust(verify)
     results = []

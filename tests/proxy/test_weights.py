@@ -29,8 +29,10 @@ def test_choice_follows_the_weights() -> None:
 
 def test_weight_zero_and_not_serving_take_nothing() -> None:
     rand = random.Random(1)
-    picks = {select_weighted([Fake("zero", 0), Fake("down", 100, serving=False), Fake("up", 1)],
-                             rand).name for _ in range(500)}  # type: ignore[union-attr]
+    picks = {
+        select_weighted([Fake("zero", 0), Fake("down", 100, serving=False), Fake("up", 1)], rand).name
+        for _ in range(500)
+    }  # type: ignore[union-attr]
     assert picks == {"up"}
     assert select_weighted([Fake("zero", 0), Fake("down", serving=False)]) is None
     assert select_weighted([]) is None
@@ -53,7 +55,9 @@ def test_service_names_route_before_tenants() -> None:
     table = RouteTable("example.com", frozenset({"api"}))
     table.replace({"alice": TenantRoute("alice", "api", "local", None, "active")}, {})
     assert (table.resolve("api.example.com").kind, table.resolve("api.example.com").value) == (
-        "service", "api")
+        "service",
+        "api",
+    )
     assert table.resolve("alice.example.com").kind == "tenant"
     assert table.resolve("v1.api.example.com").value == "api:v1"
     assert table.resolve("nobody.example.com").kind == "unknown"

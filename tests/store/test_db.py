@@ -33,10 +33,22 @@ INSERT INTO domain_aliases VALUES ('romneys.example.com', 'romneys');
 def test_fresh_database_has_every_table(tmp_path: Path) -> None:
     conn = connect(tmp_path / "slum.db")
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"servers", "tenants", "domain_aliases", "config", "tokens", "logs", "logs_fts",
-            "metrics_history", "processes", "instances", "_migrations"} <= tables
+    assert {
+        "servers",
+        "tenants",
+        "domain_aliases",
+        "config",
+        "tokens",
+        "logs",
+        "logs_fts",
+        "metrics_history",
+        "processes",
+        "instances",
+        "_migrations",
+    } <= tables
     assert [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")] == [
-        name for name, _ in MIGRATIONS]
+        name for name, _ in MIGRATIONS
+    ]
     assert next(conn.execute("PRAGMA journal_mode"))[0] == "wal"
     conn.close()
     # opening again applies nothing twice
@@ -58,17 +70,18 @@ def test_database_of_the_rust_slum_is_migrated_and_served(tmp_path: Path) -> Non
     assert tenant["config"] == '{"k":"v"}' and tenant["server"] == "server-1"
     assert tenant["aliases"] == ["romneys.example.com"]
     routes, aliases = registry.snapshot_rows(rows.snapshot(conn))
-    assert routes == [registry.RouteRow("romneys", None, "server-1", "10.0.0.1:9000", "active",
-                                        "online")]
+    assert routes == [registry.RouteRow("romneys", None, "server-1", "10.0.0.1:9000", "active", "online")]
     assert aliases == {"romneys.example.com": "romneys"}
 
 
 def test_token_hash_of_the_plan_moves_to_tokens(tmp_path: Path) -> None:
     path = tmp_path / "slum.db"
     old = apsw.Connection(str(path))
-    old.execute("CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
-                "updated_at TEXT NOT NULL DEFAULT (datetime('now')));"
-                "INSERT INTO config (key, value) VALUES ('auth_token_hash', '$argon2id$x');")
+    old.execute(
+        "CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL DEFAULT (datetime('now')));"
+        "INSERT INTO config (key, value) VALUES ('auth_token_hash', '$argon2id$x');"
+    )
     old.close()
     conn = connect(path)
     assert [r[1] for r in conn.execute("SELECT id, hash FROM tokens")] == ["$argon2id$x"]
@@ -81,10 +94,15 @@ def line(msg: str, instance: str = "web:a", level: str = "info", ts: float | Non
 def test_logs_insert_and_query(tmp_path: Path) -> None:
     conn = connect(tmp_path / "slum.db")
     with conn:
-        first = insert_batch(conn, [line("payment failed for order 7"),
-                                             line("user logged in", "web:b"),
-                                             line("payment ok", level="warn"),
-                                             line("disk almost full", level="error")])
+        first = insert_batch(
+            conn,
+            [
+                line("payment failed for order 7"),
+                line("user logged in", "web:b"),
+                line("payment ok", level="warn"),
+                line("disk almost full", level="error"),
+            ],
+        )
     assert first == 1
 
     def q(**kw):  # type: ignore[no-untyped-def]
@@ -103,8 +121,21 @@ def test_logs_insert_and_query(tmp_path: Path) -> None:
     assert entry["timestamp"].endswith("Z") and entry["stream"] == "stdout"
 
 
-@pytest.mark.parametrize("hostile", ["foo AND (", "-foo", "foo:bar", "NEAR(", '"', "*", "a OR",
-                                     "^x", "col:val AND", "'; DROP TABLE logs; --"])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "foo AND (",
+        "-foo",
+        "foo:bar",
+        "NEAR(",
+        '"',
+        "*",
+        "a OR",
+        "^x",
+        "col:val AND",
+        "'; DROP TABLE logs; --",
+    ],
+)
 def test_fts_syntax_never_reaches_sqlite(tmp_path: Path, hostile: str) -> None:
     conn = connect(tmp_path / "slum.db")
     with conn:
@@ -133,7 +164,8 @@ async def test_store_runs_sqlite_off_the_loop(tmp_path: Path) -> None:
         ids = await store.write(lambda c: insert_batch(c, [line("a"), line("b")]))
         assert ids == 1
         rows, thread = await store.read(
-            lambda c: (list(c.execute("SELECT count(*) FROM logs")), threading.get_ident()))
+            lambda c: (list(c.execute("SELECT count(*) FROM logs")), threading.get_ident())
+        )
         assert rows == [(2,)]
         assert thread != threading.get_ident()
     finally:

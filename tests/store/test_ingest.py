@@ -17,8 +17,7 @@ from slum.store.ingest import IngestStatistics, run_ingest
 
 def stored(store: Store, text: str) -> int:
     conn = store._writer
-    return int(next(conn.execute("SELECT count(*) FROM logs WHERE message LIKE ?",
-                                 (f"%{text}%",)))[0])
+    return int(next(conn.execute("SELECT count(*) FROM logs WHERE message LIKE ?", (f"%{text}%",)))[0])
 
 
 async def wait_for(predicate, within: float = 10) -> None:  # type: ignore[no-untyped-def]
@@ -28,7 +27,8 @@ async def wait_for(predicate, within: float = 10) -> None:  # type: ignore[no-un
 
 
 async def test_a_full_database_drops_counts_warns_once_and_recovers(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="slum")
     store = Store(tmp_path / "slum.db")
     hub = Hub()

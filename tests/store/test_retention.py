@@ -10,11 +10,10 @@ from slum.store.ingest import insert_batch
 
 
 def fill(conn, n: int, ts: float, word: str, size: int = 200) -> None:  # type: ignore[no-untyped-def]
-    lines = [LogLine(ts, "web:a", "a", "stdout", "info", f"{word} {i} " + "x" * size)
-             for i in range(n)]
+    lines = [LogLine(ts, "web:a", "a", "stdout", "info", f"{word} {i} " + "x" * size) for i in range(n)]
     with conn:
         for i in range(0, n, 2000):
-            insert_batch(conn, lines[i:i + 2000])
+            insert_batch(conn, lines[i : i + 2000])
 
 
 def search(conn, word: str) -> int:  # type: ignore[no-untyped-def]

@@ -39,8 +39,7 @@ def child(program: str) -> list[str]:
     return [PYTHON, str(CHILDREN / program)]
 
 
-def service(name: str, command: list[str], *, env: dict[str, str] | None = None,
-            **keys: Any) -> str:
+def service(name: str, command: list[str], *, env: dict[str, str] | None = None, **keys: Any) -> str:
     """One [service.NAME] table. JSON strings, numbers and lists are valid TOML values."""
     lines = [f"[service.{name}]", f"command = {json.dumps(command)}"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
@@ -111,8 +110,11 @@ class LogSink:
                 return
 
     def of(self, instance_id: str, stream: str | None = None) -> list[LogLine]:
-        return [line for line in self.lines
-                if line.instance_id == instance_id and (stream is None or line.stream == stream)]
+        return [
+            line
+            for line in self.lines
+            if line.instance_id == instance_id and (stream is None or line.stream == stream)
+        ]
 
     def count(self, instance_id: str, text: str, stream: str = "stdout") -> int:
         return sum(1 for line in self.of(instance_id, stream) if text in line.message)
@@ -133,16 +135,21 @@ class Harness:
 
 
 @asynccontextmanager
-async def supervised(tmp_path: Path, services: str, *, instances: dict[str, list[str]] | None = None,
-                     known: Iterable[tuple[str, str]] = (), slow_drain: tuple[int, float] = (0, 0.0),
-                     **settings: Any) -> AsyncIterator[Harness]:
+async def supervised(
+    tmp_path: Path,
+    services: str,
+    *,
+    instances: dict[str, list[str]] | None = None,
+    known: Iterable[tuple[str, str]] = (),
+    slow_drain: tuple[int, float] = (0, 0.0),
+    **settings: Any,
+) -> AsyncIterator[Harness]:
     values = {**FAST_SETTINGS, **settings}
     text = '[settings]\ndata_dir = "./data"\n'
     text += "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
     text += services
     if instances:
-        text += "[instances]\n" + "".join(f"{svc} = {json.dumps(ids)}\n"
-                                          for svc, ids in instances.items())
+        text += "[instances]\n" + "".join(f"{svc} = {json.dumps(ids)}\n" for svc, ids in instances.items())
     config = parse(text, tmp_path / "tenement.toml")
     hub = Hub()
     journal = RecordingJournal()
@@ -158,8 +165,7 @@ async def supervised(tmp_path: Path, services: str, *, instances: dict[str, list
             nursery.cancel_scope.cancel()
 
 
-async def wait_until(inst: Instance, predicate: Callable[[Instance], bool],
-                     within: float = 10) -> None:
+async def wait_until(inst: Instance, predicate: Callable[[Instance], bool], within: float = 10) -> None:
     with trio.fail_after(within):
         while not predicate(inst):
             await inst.wait_changed()
@@ -183,8 +189,7 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-                                  .encode())
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := await stream.receive_some(65536):
                 data += chunk

@@ -34,10 +34,20 @@ async def test_failing_health_degrades_then_restarts(tmp_path: Path) -> None:
         await wait_until(inst, lambda i: i.state is State.HEALTHY and i.pid is not None)
         assert inst.pid != first and inst.restarts == 1
         seen = states_seen(inst)
-        assert seen == ["starting", "healthy", "degraded", "unhealthy", "stopping", "backoff",
-                        "starting", "healthy"]
-        assert any(t.state == "backoff" and t.reason == f"unhealthy: {RESTART_AFTER} failed "
-                   "health checks" for t in inst.history)
+        assert seen == [
+            "starting",
+            "healthy",
+            "degraded",
+            "unhealthy",
+            "stopping",
+            "backoff",
+            "starting",
+            "healthy",
+        ]
+        assert any(
+            t.state == "backoff" and t.reason == f"unhealthy: {RESTART_AFTER} failed health checks"
+            for t in inst.history
+        )
 
 
 async def test_health_recovers_when_checks_pass_again(tmp_path: Path) -> None:

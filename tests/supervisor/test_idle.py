@@ -18,8 +18,7 @@ async def test_idle_instance_is_stopped(tmp_path: Path) -> None:
         await wait_state(inst, State.SLEEPING, within=5)
         assert inst.reason == "idle" and inst.pid is None
         assert not inst.want_running
-        assert (transition_time(inst, State.STOPPING)
-                - transition_time(inst, State.HEALTHY)) >= IDLE_S * 0.99
+        assert (transition_time(inst, State.STOPPING) - transition_time(inst, State.HEALTHY)) >= IDLE_S * 0.99
 
 
 async def test_open_stream_keeps_it_running(tmp_path: Path) -> None:

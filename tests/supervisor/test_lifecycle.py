@@ -79,8 +79,7 @@ async def test_restart_waits_for_the_backoff_delay(tmp_path: Path) -> None:
         went_back = transition_time(inst, State.BACKOFF)
         restarted = transition_time(inst, State.STARTING, after=went_back)
         assert restarted - went_back >= 0.2 * 0.99
-        announced = [line.message for line in h.logs.of("web:a", "system")
-                     if "restarting in" in line.message]
+        announced = [line.message for line in h.logs.of("web:a", "system") if "restarting in" in line.message]
         assert len(announced) == 1
         delay = float(announced[0].rsplit("restarting in ", 1)[1].rstrip("s"))
         assert 0.2 <= delay <= 0.4
@@ -94,22 +93,23 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
         assert len(set(delays)) > 1  # jitter: crash loops do not restart in lockstep
 
 
-@pytest.mark.parametrize(("policy", "code", "restarted"), [
-    ("always", 0, True),
-    ("on-failure", 1, True),
-    ("on-failure", 0, False),
-    ("never", 1, False),
-    ("never", 0, False),
-])
-async def test_restart_policy_on_exit(tmp_path: Path, policy: str, code: int,
-                                      restarted: bool) -> None:
+@pytest.mark.parametrize(
+    ("policy", "code", "restarted"),
+    [
+        ("always", 0, True),
+        ("on-failure", 1, True),
+        ("on-failure", 0, False),
+        ("never", 1, False),
+        ("never", 0, False),
+    ],
+)
+async def test_restart_policy_on_exit(tmp_path: Path, policy: str, code: int, restarted: bool) -> None:
     svc = web(restart=policy, env={"EXIT_AFTER": "0.3", "EXIT_CODE": str(code)})
     async with supervised(tmp_path, svc, backoff_max_ms=50) as h:
         inst = await h.sup.spawn("web", "a")
         if restarted:
             await wait_until(inst, lambda _: len(h.journal.pids("web:a")) >= 2)
-            assert ("backoff", f"exited with code {code}") in [
-                (t.state, t.reason) for t in inst.history]
+            assert ("backoff", f"exited with code {code}") in [(t.state, t.reason) for t in inst.history]
             assert inst.restarts >= 1
         else:
             await wait_until(inst, lambda i: i.state is State.STOPPED and i.pid is None)
@@ -123,8 +123,7 @@ async def test_restart_policy_on_exit(tmp_path: Path, policy: str, code: int,
 
 
 @pytest.mark.parametrize("health", ["/health", None])
-async def test_crash_on_start_ends_failed_after_max_restarts(tmp_path: Path,
-                                                             health: str | None) -> None:
+async def test_crash_on_start_ends_failed_after_max_restarts(tmp_path: Path, health: str | None) -> None:
     keys = {"health": health} if health else {}
     services = web("steady") + service("crash", child("crash.py"), startup_timeout=5, **keys)
     async with supervised(tmp_path, services, max_restarts=2) as h:
@@ -134,16 +133,17 @@ async def test_crash_on_start_ends_failed_after_max_restarts(tmp_path: Path,
         assert crash.reason is not None
         assert "exited with code 3" in crash.reason
         assert "gave up after 2 restarts within 60s" in crash.reason
-        assert states_seen(crash) == ["starting", "backoff", "starting", "backoff", "starting",
-                                      "failed"]
+        assert states_seen(crash) == ["starting", "backoff", "starting", "backoff", "starting", "failed"]
         assert len(h.journal.pids("crash:x")) == 3 and crash.restarts == 2
         assert not crash.want_running and crash.pid is None
         # What it said before dying was read, as a warning (stderr).
-        await h.logs.wait_for(lambda: h.logs.count("crash:x", "crashing on purpose",
-                                                   "stderr") == 3)
+        await h.logs.wait_for(lambda: h.logs.count("crash:x", "crashing on purpose", "stderr") == 3)
         assert {line.level for line in h.logs.of("crash:x", "stderr")} == {"warn"}
-        await h.logs.wait_for(lambda: any(line.level == "error" and "gave up" in line.message
-                                          for line in h.logs.of("crash:x", "system")))
+        await h.logs.wait_for(
+            lambda: any(
+                line.level == "error" and "gave up" in line.message for line in h.logs.of("crash:x", "system")
+            )
+        )
         assert steady.state is State.HEALTHY
         assert h.journal.pids("steady:s") == [steady.pid]
 
@@ -151,8 +151,7 @@ async def test_crash_on_start_ends_failed_after_max_restarts(tmp_path: Path,
 async def test_one_instance_backoff_never_delays_another(tmp_path: Path) -> None:
     # The crasher's first delay is 5-10 s: everything below happens while it waits.
     services = web("steady") + service("crash", child("crash.py"))
-    async with supervised(tmp_path, services, backoff_base_ms=10_000,
-                          backoff_max_ms=10_000) as h:
+    async with supervised(tmp_path, services, backoff_base_ms=10_000, backoff_max_ms=10_000) as h:
         steady = await h.sup.spawn("steady", "s")
         crash = await h.sup.spawn("crash", "x")
         assert crash.state is State.BACKOFF
@@ -187,5 +186,8 @@ async def test_command_that_cannot_run_fails_at_once(tmp_path: Path, kind: str) 
         assert expected in inst.reason
         assert states_seen(inst) == ["starting", "failed"]
         assert h.journal.started == [] and inst.port is None
-        await h.logs.wait_for(lambda: any(line.level == "error" and expected in line.message
-                                          for line in h.logs.of("ghost:a", "system")))
+        await h.logs.wait_for(
+            lambda: any(
+                line.level == "error" and expected in line.message for line in h.logs.of("ghost:a", "system")
+            )
+        )

@@ -39,8 +39,13 @@ ROOT = os.geteuid() == 0
 
 def needs(*controllers: str) -> pytest.MarkDecorator:
     missing = [c for c in controllers if c not in HOST.hierarchies]
-    why = ("needs root to make cgroups" if not ROOT else
-           f"no {', '.join(missing)} cgroup controller on this host" if missing else "")
+    why = (
+        "needs root to make cgroups"
+        if not ROOT
+        else f"no {', '.join(missing)} cgroup controller on this host"
+        if missing
+        else ""
+    )
     return pytest.mark.skipif(bool(why), reason=why or "available")
 
 
@@ -67,26 +72,32 @@ async def wait_file(path: Path, within: float = 20) -> str:
 
 
 @needs("memory")
-async def test_memory_hog_is_killed_at_its_limit_and_named_while_a_neighbour_runs_on(
-        tmp_path: Path) -> None:
-    services = (service("hog", child("memhog.py"), memory_limit_mb=64, restart="never",
-                        env={"HOG_MB": "200"}) + web())
+async def test_memory_hog_is_killed_at_its_limit_and_named_while_a_neighbour_runs_on(tmp_path: Path) -> None:
+    services = (
+        service("hog", child("memhog.py"), memory_limit_mb=64, restart="never", env={"HOG_MB": "200"}) + web()
+    )
     async with supervised(tmp_path, services) as h:
         neighbour = await h.sup.spawn("web", "n")
         before = identity(neighbour.pid or 0)
         hog = h.sup.instances.get("hog:a") or await h.sup.spawn("hog", "a")
         with killing_leftovers([hog]):
             assert hog.cgroup is not None
-            limit = (hog.cgroup.dirs["memory"] / "memory.limit_in_bytes"
-                     if "memory" in hog.cgroup.dirs else hog.cgroup.dirs["unified"] / "memory.max")
+            limit = (
+                hog.cgroup.dirs["memory"] / "memory.limit_in_bytes"
+                if "memory" in hog.cgroup.dirs
+                else hog.cgroup.dirs["unified"] / "memory.max"
+            )
             assert int(limit.read_text()) == 64 * 1024 * 1024
             await wait_state(hog, State.STOPPED, within=30)
             assert hog.reason == "killed: out of memory (limit 64 MB)"
             assert hog.oom_kills == 1
             await h.logs.wait_for(lambda: h.logs.count("hog:a", "out of memory", "system") >= 1)
             # It got close to its limit and no further.
-            held = [int(line.message.split()[1]) for line in h.logs.of("hog:a", "stdout")
-                    if line.message.startswith("holding")]
+            held = [
+                int(line.message.split()[1])
+                for line in h.logs.of("hog:a", "stdout")
+                if line.message.startswith("holding")
+            ]
             assert held and 32 <= max(held) <= 64
             # The neighbour never noticed.
             assert neighbour.state is State.HEALTHY and identity(neighbour.pid or 0) == before
@@ -97,15 +108,13 @@ async def test_memory_hog_is_killed_at_its_limit_and_named_while_a_neighbour_run
 
 @needs("memory")
 async def test_a_worker_killed_at_the_limit_is_told_while_the_app_runs_on(tmp_path: Path) -> None:
-    script = (f"PORT=0 HOG_MB=200 {PYTHON} {child('memhog.py')[1]} & "
-              f"exec {PYTHON} {child('web.py')[1]}")
+    script = f"PORT=0 HOG_MB=200 {PYTHON} {child('memhog.py')[1]} & exec {PYTHON} {child('web.py')[1]}"
     services = service("app", ["/bin/sh", "-c", script], health="/health", memory_limit_mb=64)
     async with supervised(tmp_path, services) as h:
         inst = await h.sup.spawn("app", "a")
         with killing_leftovers([inst]):
             pid = identity(inst.pid or 0)
-            await h.logs.wait_for(lambda: h.logs.count("app:a", "out of memory", "system") >= 1,
-                                  within=30)
+            await h.logs.wait_for(lambda: h.logs.count("app:a", "out of memory", "system") >= 1, within=30)
             assert inst.oom_kills == 1
             # The app itself goes on, under the same pid, and is not renamed as killed.
             assert inst.state is State.HEALTHY and identity(inst.pid or 0) == pid
@@ -146,7 +155,7 @@ def cpu_seconds(pid: int) -> float:
 async def test_two_cpu_burners_on_one_core_share_it_by_cpu_shares(tmp_path: Path) -> None:
     core = str(max(os.sched_getaffinity(0)))
     burn = ["taskset", "-c", core, PYTHON, str(child("burner.py")[1])]
-    services = (service("light", burn, cpu_shares=100) + service("heavy", burn, cpu_shares=300))
+    services = service("light", burn, cpu_shares=100) + service("heavy", burn, cpu_shares=300)
     async with supervised(tmp_path, services) as h:
         light = await h.sup.spawn("light", "a")
         heavy = await h.sup.spawn("heavy", "a")
@@ -157,8 +166,9 @@ async def test_two_cpu_burners_on_one_core_share_it_by_cpu_shares(tmp_path: Path
             await trio.sleep(6)
             used = cpu_seconds(light.pid) - start[0], cpu_seconds(heavy.pid) - start[1]
             ratio = used[1] / max(used[0], 1e-6)
-            print(f"cpu_shares 100 vs 300 on core {core}: {used[0]:.2f}s vs {used[1]:.2f}s, "
-                  f"ratio {ratio:.2f}")
+            print(
+                f"cpu_shares 100 vs 300 on core {core}: {used[0]:.2f}s vs {used[1]:.2f}s, ratio {ratio:.2f}"
+            )
             assert 2 <= ratio <= 4.5
 
 
@@ -170,7 +180,7 @@ def services_socket_dir(h: Any, service: str, name: str) -> str:
 @needs("memory")
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 async def test_namespaced_instance_sees_its_init_and_none_of_the_others(tmp_path: Path) -> None:
-    services = (service("ns", child("nsview.py"), isolation="namespace") + web())
+    services = service("ns", child("nsview.py"), isolation="namespace") + web()
     async with supervised(tmp_path, services) as h:
         other = await h.sup.spawn("web", "o")
         ns = await h.sup.spawn("ns", "a")
@@ -189,9 +199,11 @@ async def test_namespaced_instance_sees_its_init_and_none_of_the_others(tmp_path
                 # host's it sees only the way to its own workdir and data (pytest's tmp_path).
                 assert not await marker.exists()
                 # ...and the way to its own unix socket's directory (SOCKET_PATH), no other.
-                kept = {p.relative_to("/tmp").parts[0]
-                        for p in (tmp_path, Path(services_socket_dir(h, "ns", "a")))
-                        if p.is_relative_to("/tmp")}
+                kept = {
+                    p.relative_to("/tmp").parts[0]
+                    for p in (tmp_path, Path(services_socket_dir(h, "ns", "a")))
+                    if p.is_relative_to("/tmp")
+                }
                 assert set(view["tmp_entries"]) == {marker.name, *kept}
                 # Outside, the app is a real process in slum's process group, so a stop reaches it.
                 outside = psutil.Process(ns.pid or 0).children(recursive=True)
@@ -208,8 +220,9 @@ async def test_namespaced_instance_sees_its_init_and_none_of_the_others(tmp_path
 @needs("memory")
 async def test_a_process_that_left_the_group_dies_with_the_instance(tmp_path: Path) -> None:
     # setsid puts the sleep outside slum's process group: only the cgroup still knows it.
-    script = "setsid sleep 1000 & echo $! > \"$SLUM_DATA_DIR/escaped\"; exec " + " ".join(
-        [PYTHON, str(child("web.py")[1])])
+    script = 'setsid sleep 1000 & echo $! > "$SLUM_DATA_DIR/escaped"; exec ' + " ".join(
+        [PYTHON, str(child("web.py")[1])]
+    )
     services = service("esc", ["/bin/sh", "-c", script], health="/health")
     async with supervised(tmp_path, services) as h:
         inst = await h.sup.spawn("esc", "a")
@@ -222,7 +235,8 @@ async def test_a_process_that_left_the_group_dies_with_the_instance(tmp_path: Pa
 
 
 async def test_a_limit_that_cannot_be_applied_refuses_the_start(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # No cgroup controllers where slum is told to look: never run it unlimited.
     empty = tmp_path / "no-cgroups"
     empty.mkdir()
@@ -231,8 +245,9 @@ async def test_a_limit_that_cannot_be_applied_refuses_the_start(
     async with supervised(tmp_path, services) as h:
         inst = await h.sup.spawn("capped", "a")
         assert inst.state is State.FAILED and inst.pid is None
-        assert inst.reason == (f"cannot start: memory_limit_mb cannot be applied: no memory "
-                               f"controller under {empty}")
+        assert inst.reason == (
+            f"cannot start: memory_limit_mb cannot be applied: no memory controller under {empty}"
+        )
         assert h.journal.started == []
         await h.logs.wait_for(lambda: h.logs.count("capped:a", "memory_limit_mb", "system") >= 1)
         # An instance that asks for no limit runs as before.
@@ -246,13 +261,13 @@ async def test_sandbox_without_runsc_is_refused_with_the_reason(tmp_path: Path) 
     async with supervised(tmp_path, web(isolation="sandbox")) as h:
         inst = await h.sup.spawn("web", "a")
         assert inst.state is State.FAILED
-        assert inst.reason == ('cannot start: isolation = "sandbox" cannot be applied: '
-                               "gVisor's runsc is not installed")
+        assert inst.reason == (
+            'cannot start: isolation = "sandbox" cannot be applied: gVisor\'s runsc is not installed'
+        )
 
 
 @needs("memory", "pids")
-async def test_stopped_instances_leave_no_cgroup_and_the_subtree_goes_at_the_end(
-        tmp_path: Path) -> None:
+async def test_stopped_instances_leave_no_cgroup_and_the_subtree_goes_at_the_end(tmp_path: Path) -> None:
     async with supervised(tmp_path, web(pids_max=50, memory_limit_mb=200)) as h:
         inst = await h.sup.spawn("web", "a")
         assert inst.cgroup is not None
@@ -265,8 +280,7 @@ async def test_stopped_instances_leave_no_cgroup_and_the_subtree_goes_at_the_end
     assert not any(b.exists() for b in bases)
 
 
-def test_leftovers_of_a_dead_owner_are_killed_and_removed_but_not_a_live_ones(
-        tmp_path: Path) -> None:
+def test_leftovers_of_a_dead_owner_are_killed_and_removed_but_not_a_live_ones(tmp_path: Path) -> None:
     if not ROOT or "pids" not in HOST.hierarchies:
         pytest.skip("needs root and the pids controller")
     parent = HOST.hierarchies["pids"].parent
@@ -294,4 +308,3 @@ def test_leftovers_of_a_dead_owner_are_killed_and_removed_but_not_a_live_ones(
         for d in (dead / "web.a", dead, live / "web.a", live):
             if d.exists():
                 d.rmdir()
-

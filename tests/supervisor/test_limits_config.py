@@ -19,23 +19,35 @@ def svc(extra: str) -> str:
 
 
 def test_limit_keys_parse_and_zero_memory_means_unlimited() -> None:
-    c = parse(svc("memory_limit_mb = 64\nmemory_swap_max = 0\ncpu_shares = 300\npids_max = 20\n"
-                  'isolation = "namespace"'))
+    c = parse(
+        svc(
+            "memory_limit_mb = 64\nmemory_swap_max = 0\ncpu_shares = 300\npids_max = 20\n"
+            'isolation = "namespace"'
+        )
+    )
     web = c.services["web"]
-    assert (web.memory_limit_mb, web.memory_swap_max, web.cpu_shares, web.pids_max,
-            web.isolation) == (64, 0, 300, 20, "namespace")
+    assert (web.memory_limit_mb, web.memory_swap_max, web.cpu_shares, web.pids_max, web.isolation) == (
+        64,
+        0,
+        300,
+        20,
+        "namespace",
+    )
     assert c.warnings == ()  # enforced keys now, not tolerated ones
     assert parse(svc("memory_limit_mb = 0")).services["web"].memory_limit_mb is None
     assert parse(svc("")).services["web"].isolation == "process"
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ('isolation = "vm"', "service.web.isolation: must be one of process, namespace, sandbox"),
-    ("pids_max = 0", "service.web.pids_max: must be >= 1"),
-    ("cpu_shares = 0", "service.web.cpu_shares: must be >= 1"),
-    ("memory_limit_mb = -1", "service.web.memory_limit_mb: must be >= 0"),
-    ('memory_swap_max = "1G"', "service.web.memory_swap_max: must be an integer, not a string"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('isolation = "vm"', "service.web.isolation: must be one of process, namespace, sandbox"),
+        ("pids_max = 0", "service.web.pids_max: must be >= 1"),
+        ("cpu_shares = 0", "service.web.cpu_shares: must be >= 1"),
+        ("memory_limit_mb = -1", "service.web.memory_limit_mb: must be >= 0"),
+        ('memory_swap_max = "1G"', "service.web.memory_swap_max: must be an integer, not a string"),
+    ],
+)
 def test_bad_limit_values_name_the_line_and_key(line: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse(svc(line), Path("tenement.toml"))

@@ -47,8 +47,7 @@ async def test_unknown_instances_and_services_are_not_found(tmp_path: Path) -> N
         assert h.sup.instances == {}
 
 
-async def test_restart_of_a_never_spawned_id_of_a_configured_service_starts_it(
-        tmp_path: Path) -> None:
+async def test_restart_of_a_never_spawned_id_of_a_configured_service_starts_it(tmp_path: Path) -> None:
     async with supervised(tmp_path, web()) as h:
         inst = await h.sup.restart("web:fresh")
         assert inst.serving and inst.id == "web:fresh"
@@ -66,8 +65,9 @@ async def test_stop_ends_the_process_and_a_second_stop_is_a_conflict(tmp_path: P
         assert gone(proc)
         assert h.journal.exited == ["web:a"]
         # Its output was read to the end, not cut off.
-        await h.logs.wait_for(lambda: any(f"pid {proc[0]} " in line.message
-                                          for line in h.logs.of("web:a", "system")))
+        await h.logs.wait_for(
+            lambda: any(f"pid {proc[0]} " in line.message for line in h.logs.of("web:a", "system"))
+        )
         assert not any("stopped reading" in line.message for line in h.logs.lines)
         with pytest.raises(Conflict):
             await h.sup.stop("web:a")
@@ -97,8 +97,7 @@ async def test_restart_of_a_stopped_instance_starts_it(tmp_path: Path) -> None:
 
 
 async def test_stop_of_a_failed_instance_makes_it_stopped(tmp_path: Path) -> None:
-    async with supervised(tmp_path, service("crash", child("crash.py")),
-                          max_restarts=0) as h:
+    async with supervised(tmp_path, service("crash", child("crash.py")), max_restarts=0) as h:
         inst = await h.sup.spawn("crash", "x")
         assert inst.state is State.FAILED
         with trio.fail_after(1):
@@ -113,8 +112,7 @@ async def test_spawn_of_a_failed_instance_starts_it_again(tmp_path: Path) -> Non
     async with supervised(tmp_path, service("app", [str(program)], health="/health")) as h:
         inst = await h.sup.spawn("app", "a")
         assert inst.state is State.FAILED
-        program.write_text(f"#!/bin/sh\nexec {shlex.quote(PYTHON)} "
-                           f"{shlex.quote(str(CHILDREN / 'web.py'))}\n")
+        program.write_text(f"#!/bin/sh\nexec {shlex.quote(PYTHON)} {shlex.quote(str(CHILDREN / 'web.py'))}\n")
         program.chmod(0o755)
         again = await h.sup.spawn("app", "a")
         assert again is inst
@@ -124,8 +122,7 @@ async def test_spawn_of_a_failed_instance_starts_it_again(tmp_path: Path) -> Non
 
 
 async def test_configured_instances_start_and_known_ones_wait(tmp_path: Path) -> None:
-    async with supervised(tmp_path, web(), instances={"web": ["one"]},
-                          known=[("web", "two")]) as h:
+    async with supervised(tmp_path, web(), instances={"web": ["one"]}, known=[("web", "two")]) as h:
         one = h.sup.get("web:one")
         two = h.sup.get("web:two")
         with trio.fail_after(10):

@@ -41,8 +41,7 @@ def members(leader: subprocess.Popen[bytes]) -> list[tuple[int, float]]:
         time.sleep(0.01)
 
 
-def test_reap_kills_recorded_groups_and_spares_the_rest(
-        procs: list[subprocess.Popen[bytes]]) -> None:
+def test_reap_kills_recorded_groups_and_spares_the_rest(procs: list[subprocess.Popen[bytes]]) -> None:
     left = subprocess.Popen(GROUP, start_new_session=True)
     procs.append(left)
     unrelated = subprocess.Popen(["sleep", "1000"], start_new_session=True)
@@ -61,8 +60,7 @@ def test_reap_kills_recorded_groups_and_spares_the_rest(
     assert not gone(bystander) and unrelated.poll() is None
 
 
-def test_reap_spares_a_group_started_before_the_record(
-        procs: list[subprocess.Popen[bytes]]) -> None:
+def test_reap_spares_a_group_started_before_the_record(procs: list[subprocess.Popen[bytes]]) -> None:
     # The recorded group id now belongs to processes older than the record: a reused id.
     reused = subprocess.Popen(GROUP, start_new_session=True)
     procs.append(reused)

@@ -53,8 +53,10 @@ def _forking_service(how: str) -> str:
         # web.py forks `sleep 1000` itself and writes its pid to $DATA_DIR/grandchild.pid.
         return web(restart="never", env={"GRANDCHILD": "1", "DATA_DIR": "{data_dir}/{name}/{id}"})
     # A shell wrapper: the sleep also holds the child's stdout and stderr pipes open.
-    script = (f'sleep 1000 & echo $! > "$SLUM_DATA_DIR/grandchild.pid"; '
-              f"exec {shlex.quote(PYTHON)} {shlex.quote(str(CHILDREN / 'web.py'))}")
+    script = (
+        f'sleep 1000 & echo $! > "$SLUM_DATA_DIR/grandchild.pid"; '
+        f"exec {shlex.quote(PYTHON)} {shlex.quote(str(CHILDREN / 'web.py'))}"
+    )
     return service("web", ["sh", "-c", script], health="/health", restart="never")
 
 
@@ -77,13 +79,16 @@ async def test_grandchildren_go_with_the_child(tmp_path: Path, how: str, end: st
 
 
 async def test_a_process_that_left_the_group_does_not_hang_the_stop(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # `setsid sleep` escapes the group kill and keeps the child's output pipes open: reading them
     # is given up after a moment instead of waiting for an EOF that never comes. (Without
     # cgroups: in its cgroup the escaped process is killed; see test_limits.)
     monkeypatch.setenv("SLUM_CGROUP_ROOT", str(tmp_path / "no-cgroups"))
-    script = (f'setsid sleep 1000 & echo $! > "$SLUM_DATA_DIR/escaped.pid"; '
-              f"exec {shlex.quote(PYTHON)} {shlex.quote(str(CHILDREN / 'web.py'))}")
+    script = (
+        f'setsid sleep 1000 & echo $! > "$SLUM_DATA_DIR/escaped.pid"; '
+        f"exec {shlex.quote(PYTHON)} {shlex.quote(str(CHILDREN / 'web.py'))}"
+    )
     svc = service("web", ["sh", "-c", script], health="/health")
     async with supervised(tmp_path, svc) as h:
         inst = await h.sup.spawn("web", "a")
@@ -93,8 +98,9 @@ async def test_a_process_that_left_the_group_does_not_hang_the_stop(
             with trio.fail_after(5):
                 await h.sup.stop("web:a")
             assert inst.state is State.STOPPED
-            await h.logs.wait_for(lambda: any("stopped reading" in line.message
-                                              for line in h.logs.of("web:a", "system")))
+            await h.logs.wait_for(
+                lambda: any("stopped reading" in line.message for line in h.logs.of("web:a", "system"))
+            )
         finally:
             if not gone(escaped):
                 os.kill(escaped[0], signal.SIGKILL)

@@ -10,17 +10,24 @@ import pytest
 from tests.supervisor.harness import child, service, supervised
 
 
-@pytest.mark.parametrize(("trace", "first", "last", "lines", "level"), [
-    ("python", "Traceback (most recent call last):", "IndexError: list index out of range", 4,
-     "error"),
-    ("logging", "ERROR:root:order failed", "IndexError: list index out of range", 5, "error"),
-    ("java", 'Exception in thread "main" java.lang.IllegalStateException: boom', "\t... 2 more",
-     6, "error"),
-    ("go", "panic: runtime error: index out of range [3] with length 3", "exit status 2", 8,
-     "error"),
-])
-async def test_a_stack_trace_is_one_entry(tmp_path: Path, trace: str, first: str, last: str,
-                                          lines: int, level: str) -> None:
+@pytest.mark.parametrize(
+    ("trace", "first", "last", "lines", "level"),
+    [
+        ("python", "Traceback (most recent call last):", "IndexError: list index out of range", 4, "error"),
+        ("logging", "ERROR:root:order failed", "IndexError: list index out of range", 5, "error"),
+        (
+            "java",
+            'Exception in thread "main" java.lang.IllegalStateException: boom',
+            "\t... 2 more",
+            6,
+            "error",
+        ),
+        ("go", "panic: runtime error: index out of range [3] with length 3", "exit status 2", 8, "error"),
+    ],
+)
+async def test_a_stack_trace_is_one_entry(
+    tmp_path: Path, trace: str, first: str, last: str, lines: int, level: str
+) -> None:
     svc = service("t", child("traces.py"), env={"TRACE": trace}, restart="never")
     async with supervised(tmp_path, svc) as h:
         await h.sup.spawn("t", "a")

@@ -91,8 +91,7 @@ async def test_wake_during_an_idle_stop_starts_it_again(tmp_path: Path) -> None:
     # A request that arrives while the idle stop is under way (SIGTERM ignored: the stop takes
     # the whole grace) must get a fresh process, whatever the restart policy says about exits.
     svc = web(env={"IGNORE_TERM": "1"}, idle_timeout=0.5, restart="never")
-    async with supervised(tmp_path, svc, stop_grace_s=1, backoff_base_ms=2000,
-                          backoff_max_ms=2000) as h:
+    async with supervised(tmp_path, svc, stop_grace_s=1, backoff_base_ms=2000, backoff_max_ms=2000) as h:
         inst = await h.sup.spawn("web", "a")
         first = inst.pid
         await wait_state(inst, State.STOPPING)

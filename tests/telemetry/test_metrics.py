@@ -20,8 +20,7 @@ def test_percentiles_within_one_percent(dist: str) -> None:
     elif dist == "lognormal":
         values = [rng.lognormvariate(1.5, 1.2) for _ in range(100_000)]
     else:
-        values = [rng.gauss(5, 0.5) if rng.random() < 0.9 else rng.gauss(900, 50)
-                  for _ in range(100_000)]
+        values = [rng.gauss(5, 0.5) if rng.random() < 0.9 else rng.gauss(900, 50) for _ in range(100_000)]
     h = Histogram()
     for v in values:
         h.observe(max(v, 0.02))
@@ -50,8 +49,7 @@ def test_no_label_explosion_from_user_paths() -> None:
 
 
 def test_normalize_route() -> None:
-    assert normalize_route(b"/users/123/orders/9f2c0e4a-1b2c-4d4e-8f60-718293a4b5c6") == \
-        "/users/:id/orders"
+    assert normalize_route(b"/users/123/orders/9f2c0e4a-1b2c-4d4e-8f60-718293a4b5c6") == "/users/:id/orders"
     assert normalize_route("/api/items/42?x=1") == "/api/items/:id"
     assert normalize_route(b"/") == "/"
 
@@ -79,10 +77,11 @@ def test_request_counters_and_rate() -> None:
 def test_history_over_a_day(tmp_path: Path) -> None:
     conn = connect(tmp_path / "slum.db")
     start = (int(time.time()) // 3600) * 3600 - 86400  # aligned: buckets hold 5 minutes
-    rows = [(start + i * 60, "cpu_percent", {"instance": "web:a"}, float(i % 100), 0.0, 100.0)
-            for i in range(1440)]
-    rows += [(start + i * 60, "cpu_percent", {"instance": "web:b"}, 1.0, 1.0, 1.0)
-             for i in range(1440)]
+    rows = [
+        (start + i * 60, "cpu_percent", {"instance": "web:a"}, float(i % 100), 0.0, 100.0)
+        for i in range(1440)
+    ]
+    rows += [(start + i * 60, "cpu_percent", {"instance": "web:b"}, 1.0, 1.0, 1.0) for i in range(1440)]
     with conn:
         write_history(conn, rows)
     day = query_history(conn, "cpu_percent", {"instance": "web:a"}, start, start + 86400)

@@ -25,8 +25,7 @@ def test_token_format_is_checked_without_a_lookup() -> None:
     assert tokens.parse(token) == (public_id, True)
     # one character changed anywhere: the checksum refuses it
     flipped = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
-    assert tokens.parse(flipped) == (public_id if flipped[5:13] == public_id else
-                                     flipped[5:13], False)
+    assert tokens.parse(flipped) == (public_id if flipped[5:13] == public_id else flipped[5:13], False)
     assert tokens.parse("slum_" + "a" * 43) == (None, True)  # the old format
     assert tokens.parse("slum_guess") == (None, False)
     assert tokens.parse(token + "x") == (None, False)
@@ -114,8 +113,10 @@ async def test_legacy_tokens_keep_working(tmp_path: Path) -> None:
     conn = connect(tmp_path / "slum.db")
     with conn:
         # A database from before token ids: the row as the old token-gen wrote it.
-        conn.execute("INSERT INTO tokens (hash, legacy, public_id) VALUES (?, 1, 'oldtoken')",
-                     (PasswordHasher().hash(legacy),))
+        conn.execute(
+            "INSERT INTO tokens (hash, legacy, public_id) VALUES (?, 1, 'oldtoken')",
+            (PasswordHasher().hash(legacy),),
+        )
     conn.close()
     store = Store(tmp_path / "slum.db")
     try:

@@ -6,17 +6,39 @@ from __future__ import annotations
 from slum.store.registry import Server, Tenant
 from slum.web.fleet_tenants import _state
 
-LOCAL = Server(id="local", name="local", address="local", created_at="", status="online",
-               capacity=None, tenant_count=1)
-FAR = Server(id="s1", name="far", address="http://127.0.0.1:9", created_at="", status="online",
-             capacity=None, tenant_count=1)
-BAD = Server(id="s2", name="bad", address="not an address", created_at="", status="online",
-             capacity=None, tenant_count=1)
+LOCAL = Server(
+    id="local", name="local", address="local", created_at="", status="online", capacity=None, tenant_count=1
+)
+FAR = Server(
+    id="s1",
+    name="far",
+    address="http://127.0.0.1:9",
+    created_at="",
+    status="online",
+    capacity=None,
+    tenant_count=1,
+)
+BAD = Server(
+    id="s2",
+    name="bad",
+    address="not an address",
+    created_at="",
+    status="online",
+    capacity=None,
+    tenant_count=1,
+)
 
 
 def tenant(server: Server, service: str | None = None) -> Tenant:
-    return Tenant(id="bob", server_id=server.id, server=server.name, service=service,
-                  config=None, status="active", created_at="")
+    return Tenant(
+        id="bob",
+        server_id=server.id,
+        server=server.name,
+        service=service,
+        config=None,
+        status="active",
+        created_at="",
+    )
 
 
 def inst(service: str, name: str) -> dict[str, object]:

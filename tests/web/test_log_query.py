@@ -15,18 +15,46 @@ def test_warn_and_above_three_ways(args: dict[str, str]) -> None:
 
 
 def test_filters() -> None:
-    q = LogQuery.from_args({"instance_id": "web:a", "search": "boom", "since": "100",
-                            "limit": "5", "before_id": "9", "level": "error"})
+    q = LogQuery.from_args(
+        {
+            "instance_id": "web:a",
+            "search": "boom",
+            "since": "100",
+            "limit": "5",
+            "before_id": "9",
+            "level": "error",
+        }
+    )
     assert (q.instance_id, q.search, q.since, q.limit, q.before_id, q.level) == (
-        "web:a", "boom", 100.0, 5, 9, "error")
+        "web:a",
+        "boom",
+        100.0,
+        5,
+        9,
+        "error",
+    )
 
 
-@pytest.mark.parametrize("args", [
-    {"offset": str(10**30)}, {"before_id": str(2**63)}, {"after_id": "-1"}, {"offset": "-1"},
-    {"since": "1e20"}, {"until": "-1e300"}, {"since": "1e13"}, {"since": "nan"},
-    {"since": "9" * 400 + "d"}, {"search": '"'}, {"search": "***"}, {"level": "loud+"},
-    {"limit": "0"}, {"limit": "x"}, {"offset": "1" * 5000},
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"offset": str(10**30)},
+        {"before_id": str(2**63)},
+        {"after_id": "-1"},
+        {"offset": "-1"},
+        {"since": "1e20"},
+        {"until": "-1e300"},
+        {"since": "1e13"},
+        {"since": "nan"},
+        {"since": "9" * 400 + "d"},
+        {"search": '"'},
+        {"search": "***"},
+        {"level": "loud+"},
+        {"limit": "0"},
+        {"limit": "x"},
+        {"offset": "1" * 5000},
+    ],
+)
 def test_refused(args: dict[str, str]) -> None:
     with pytest.raises(BadRequest):
         LogQuery.from_args(args)

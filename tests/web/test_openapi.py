@@ -23,8 +23,13 @@ def test_every_route_is_described_once_per_prefix() -> None:
     # the fleet routes answer under both prefixes from one declaration
     assert {("POST", "/api/tenants"), ("POST", "/_/api/tenants")} <= described
     # deploys: both prefixes, and tenement's own paths under /api only
-    assert {("POST", "/api/deploys"), ("POST", "/_/api/deploys"), ("POST", "/api/deploy"),
-            ("POST", "/api/route"), ("POST", "/_/api/services/{service}/route")} <= described
+    assert {
+        ("POST", "/api/deploys"),
+        ("POST", "/_/api/deploys"),
+        ("POST", "/api/deploy"),
+        ("POST", "/api/route"),
+        ("POST", "/_/api/services/{service}/route"),
+    } <= described
     assert ("POST", "/_/api/deploy") not in described
     ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
@@ -40,7 +45,8 @@ def test_types_become_schemas() -> None:
     assert "stopped" in instance["properties"]["status"]["enum"]
     spawn = doc["paths"]["/_/api/instances"]["post"]
     assert spawn["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/SpawnRequest"}
+        "$ref": "#/components/schemas/SpawnRequest"
+    }
     assert schemas["SpawnRequest"]["required"] == ["service"]
     assert "201" in spawn["responses"] and "4XX" in spawn["responses"]
     logs = doc["paths"]["/_/api/logs"]["get"]

@@ -23,15 +23,18 @@ def test_a_good_body() -> None:
     assert from_json(Body, {"name": "a", "extra": {"k": [1]}, "later": 1}) == Body("a", None, {"k": [1]})
 
 
-@pytest.mark.parametrize("data, message", [
-    ([], "expected a JSON object"),
-    ("x", "expected a JSON object"),
-    ({}, "name is required"),
-    ({"name": 1}, "name must be a string"),
-    ({"name": "a", "count": True}, "count must be an integer or null"),
-    ({"name": "a", "count": 1.5}, "count must be an integer or null"),
-    ({"name": "a", "extra": [1]}, "extra must be a JSON object or a string or null"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([], "expected a JSON object"),
+        ("x", "expected a JSON object"),
+        ({}, "name is required"),
+        ({"name": 1}, "name must be a string"),
+        ({"name": "a", "count": True}, "count must be an integer or null"),
+        ({"name": "a", "count": 1.5}, "count must be an integer or null"),
+        ({"name": "a", "extra": [1]}, "extra must be a JSON object or a string or null"),
+    ],
+)
 def test_a_bad_body_says_what_is_wrong(data: Any, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
         from_json(Body, data)

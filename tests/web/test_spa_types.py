@@ -42,6 +42,19 @@ def test_types_ts_matches_openapi() -> None:
         untyped = required - set(fields)
         assert not untyped, f"types.ts {name} lacks fields the API always sends: {untyped}"
         checked.append(name)
-    assert {"Instance", "Server", "Tenant", "LogEntry", "Overview", "MetricSnapshot",
-            "MetricHistory", "LiveMetrics", "SpawnRequest", "NewServer", "NewTenant", "ServerView",
-            "TenantState", "FleetLogEntry"} <= set(checked)
+    assert {
+        "Instance",
+        "Server",
+        "Tenant",
+        "LogEntry",
+        "Overview",
+        "MetricSnapshot",
+        "MetricHistory",
+        "LiveMetrics",
+        "SpawnRequest",
+        "NewServer",
+        "NewTenant",
+        "ServerView",
+        "TenantState",
+        "FleetLogEntry",
+    } <= set(checked)

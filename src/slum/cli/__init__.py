@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> None:
             from slum.cli.output import ps_command
             from slum.client import Client
 
-            code = ps_command(Client(), all=bool({"--all", "-a"} & set(args)),
-                              json="--json" in args)
+            code = ps_command(Client(), all=bool({"--all", "-a"} & set(args)), json="--json" in args)
         elif code is None:
             from slum.cli.commands import app
 
@@ -66,8 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-GLOBAL_OPTIONS = {"--server": "SLUM_SERVER", "--token": "SLUM_TOKEN",
-                  "--data-dir": "SLUM_DATA_DIR"}
+GLOBAL_OPTIONS = {"--server": "SLUM_SERVER", "--token": "SLUM_TOKEN", "--data-dir": "SLUM_DATA_DIR"}
 
 
 def _global_options(args: list[str]) -> list[str]:

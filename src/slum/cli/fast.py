@@ -64,8 +64,10 @@ def _get(path: str | None, target: str) -> Any:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(TIMEOUT_S)
             sock.connect(path)
-            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json"
-                         "\r\nConnection: close\r\n\r\n".encode())
+            sock.sendall(
+                f"GET {target} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json"
+                "\r\nConnection: close\r\n\r\n".encode()
+            )
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = sock.recv(65536)
@@ -77,8 +79,7 @@ def _get(path: str | None, target: str) -> Any:
             status = lines[0].split(b" ", 2)
             if len(status) < 2 or status[1] != b"200":
                 return None
-            headers = {k.strip().lower(): v.strip()
-                       for k, _, v in (h.partition(b":") for h in lines[1:])}
+            headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(b":") for h in lines[1:])}
             length = headers.get(b"content-length", b"")
             # The server keeps the connection open after the answer: read what it announced.
             if not length.isdigit() or b"transfer-encoding" in headers:

@@ -27,6 +27,7 @@ NOFILE = 65536
 # --- init ------------------------------------------------------------------------------------
 def detect(directory: Path) -> tuple[str, str, float] | None:
     """(kind, command, startup_timeout) for the app in `directory`, as tenement detects it."""
+
     def has(name: str) -> bool:
         return (directory / name).is_file()
 
@@ -42,8 +43,7 @@ def detect(directory: Path) -> tuple[str, str, float] | None:
             scripts = {}
         if isinstance(scripts, dict) and "start" in scripts:
             return "node", "npm start", 30
-        entry = next((f for f in ("server.js", "index.js", "app.js", "main.js") if has(f)),
-                     "index.js")
+        entry = next((f for f in ("server.js", "index.js", "app.js", "main.js") if has(f)), "index.js")
         return "node", f"node {entry}", 30
     if has("go.mod"):
         return "go", "go run .", 120  # the first start compiles
@@ -87,8 +87,11 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def init(*, name: Annotated[str | None, Parameter(name=["--name", "-n"])] = None,
-         command: Annotated[str | None, Parameter(name=["--command", "-c"])] = None) -> int:
+def init(
+    *,
+    name: Annotated[str | None, Parameter(name=["--name", "-n"])] = None,
+    command: Annotated[str | None, Parameter(name=["--command", "-c"])] = None,
+) -> int:
     """Write a starter tenement.toml for the app in the current directory."""
     from slum import config as cfg
 
@@ -98,14 +101,21 @@ def init(*, name: Annotated[str | None, Parameter(name=["--name", "-n"])] = None
     here = Path.cwd()
     found = detect(here)
     if found is None and command is None:
-        raise BadRequest("no app found here (pyproject.toml, requirements.txt, package.json, "
-                         "go.mod or Cargo.toml): pass --command")
+        raise BadRequest(
+            "no app found here (pyproject.toml, requirements.txt, package.json, "
+            "go.mod or Cargo.toml): pass --command"
+        )
     kind, detected, startup = found or ("custom", "", 10)
     service = name or label(here.name)
     cfg.check_label(service, "service name")
     command = command or detected
-    text = TEMPLATE.format(kind=kind, name=service, command=_toml_string(command),
-                           startup=startup, startup_pad=" " * max(1, 13 - len(f"{startup:g}")))
+    text = TEMPLATE.format(
+        kind=kind,
+        name=service,
+        command=_toml_string(command),
+        startup=startup,
+        startup_pad=" " * max(1, 13 - len(f"{startup:g}")),
+    )
     cfg.parse(text, here / target.name)  # what we write must load
     with target.open("x", encoding="utf-8") as f:
         f.write(text)
@@ -128,10 +138,30 @@ def _quote(arg: str) -> str:
     return arg if re.fullmatch(r"[\w@%+=:,./-]+", arg) else '"' + arg.replace('"', '\\"') + '"'
 
 
-def unit(*, domain: str, port: int, host: str, config: Path | None, database: Path,
-         workdir: Path, read_write: list[Path], shutdown_grace: float, user: str | None) -> str:
-    argv = [*slum_command(), "serve", "--host", host, "--port", str(port), "--domain", domain,
-            "--database", str(database)]
+def unit(
+    *,
+    domain: str,
+    port: int,
+    host: str,
+    config: Path | None,
+    database: Path,
+    workdir: Path,
+    read_write: list[Path],
+    shutdown_grace: float,
+    user: str | None,
+) -> str:
+    argv = [
+        *slum_command(),
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--domain",
+        domain,
+        "--database",
+        str(database),
+    ]
     if config is not None:
         argv += ["--config", str(config)]
     lines = [
@@ -163,9 +193,11 @@ def unit(*, domain: str, port: int, host: str, config: Path | None, database: Pa
     if user:
         lines.append(f"User={user}")
     if port < 1024:
-        lines += ["AmbientCapabilities=CAP_NET_BIND_SERVICE",
-                  "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_KILL CAP_SETUID CAP_SETGID "
-                  "CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER"]
+        lines += [
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_KILL CAP_SETUID CAP_SETGID "
+            "CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER",
+        ]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
 
@@ -179,18 +211,19 @@ def _systemctl(*args: str) -> None:
     from slum.supervisor.runner import child_environ
 
     # From the frozen binary, without the bootloader's LD_LIBRARY_PATH (its bundled libraries).
-    result = subprocess.run(["systemctl", *args], capture_output=True, text=True,
-                            env=child_environ())
+    result = subprocess.run(["systemctl", *args], capture_output=True, text=True, env=child_environ())
     if result.returncode != 0:
-        raise SlumError(f"systemctl {' '.join(args)} failed: "
-                        f"{(result.stderr or result.stdout).strip()}")
+        raise SlumError(f"systemctl {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}")
     print(f"ran: systemctl {' '.join(args)}")
 
 
 def _check_ours(path: Path) -> None:
     if path.exists() and MARKER not in path.read_text(errors="replace"):
-        hint = (" (merge `slum caddy` into it, or write ours elsewhere with --caddyfile)"
-                if path.name == "Caddyfile" else "")
+        hint = (
+            " (merge `slum caddy` into it, or write ours elsewhere with --caddyfile)"
+            if path.name == "Caddyfile"
+            else ""
+        )
         raise BadRequest(f"{path} exists and was not written by slum: not overwriting it{hint}")
 
 
@@ -200,8 +233,9 @@ def _write(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     except PermissionError:
-        raise SlumError(f"cannot write {path}: permission denied (run as root, or --dry-run "
-                        "to see the files)") from None
+        raise SlumError(
+            f"cannot write {path}: permission denied (run as root, or --dry-run to see the files)"
+        ) from None
     print(f"wrote {path}")
 
 
@@ -213,30 +247,44 @@ def _caddyfile_path(option: str | None) -> Path:
     return Path(option or os.environ.get("SLUM_CADDYFILE") or CADDYFILE_PATH)
 
 
-def install(*, domain: str, port: int = 8080,
-            config: Annotated[str | None, Parameter(name=["--config", "-c"])] = None,
-            database: Annotated[str, Parameter(name=["--database", "-d"])] = "slum.db",
-            dry_run: Annotated[bool, Parameter(name=["--dry-run"], negative="")] = False,
-            caddy: Annotated[bool, Parameter(name=["--caddy"], negative="")] = False,
-            user: str | None = None,
-            unit_path: Annotated[str | None, Parameter(name=["--unit-path"])] = None,
-            caddyfile: Annotated[str | None, Parameter(name=["--caddyfile"])] = None) -> int:
+def install(
+    *,
+    domain: str,
+    port: int = 8080,
+    config: Annotated[str | None, Parameter(name=["--config", "-c"])] = None,
+    database: Annotated[str, Parameter(name=["--database", "-d"])] = "slum.db",
+    dry_run: Annotated[bool, Parameter(name=["--dry-run"], negative="")] = False,
+    caddy: Annotated[bool, Parameter(name=["--caddy"], negative="")] = False,
+    user: str | None = None,
+    unit_path: Annotated[str | None, Parameter(name=["--unit-path"])] = None,
+    caddyfile: Annotated[str | None, Parameter(name=["--caddyfile"])] = None,
+) -> int:
     """Run slum as a systemd service (and with --caddy, behind Caddy for TLS)."""
     from slum import config as cfg
 
-    config_path = Path(config) if config else (Path("tenement.toml") if
-                                               Path("tenement.toml").is_file() else None)
+    config_path = (
+        Path(config) if config else (Path("tenement.toml") if Path("tenement.toml").is_file() else None)
+    )
     loaded = cfg.load(config_path) if config_path else cfg.empty_config()
     config_path = config_path.absolute() if config_path else None
     db = Path(database).absolute()
     workdir = config_path.parent if config_path else Path.cwd()
     settings = loaded.settings
-    grace = max(float(getattr(settings, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE_S)),
-                float(settings.stop_grace_s))
+    grace = max(
+        float(getattr(settings, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE_S)), float(settings.stop_grace_s)
+    )
     writable = list(dict.fromkeys([settings.data_dir, db.parent]))
-    text = unit(domain=domain, port=port, host="127.0.0.1" if caddy else "0.0.0.0",
-                config=config_path, database=db, workdir=workdir, read_write=writable,
-                shutdown_grace=grace, user=user)
+    text = unit(
+        domain=domain,
+        port=port,
+        host="127.0.0.1" if caddy else "0.0.0.0",
+        config=config_path,
+        database=db,
+        workdir=workdir,
+        read_write=writable,
+        shutdown_grace=grace,
+        user=user,
+    )
     files = {_unit_path(unit_path): text}
     if caddy:
         files[_caddyfile_path(caddyfile)] = caddyfile_text(domain, f"127.0.0.1:{port}")
@@ -246,8 +294,10 @@ def install(*, domain: str, port: int = 8080,
         for path, content in files.items():
             print(f"# --- {path}")
             print(content)
-        print(f"# then: systemctl daemon-reload && systemctl enable --now {name}"
-              + ("" if systemd else "  (systemd is not running here)"))
+        print(
+            f"# then: systemctl daemon-reload && systemctl enable --now {name}"
+            + ("" if systemd else "  (systemd is not running here)")
+        )
         return 0
     for path in files:
         _check_ours(path)  # all or nothing: no unit without its Caddyfile
@@ -261,14 +311,19 @@ def install(*, domain: str, port: int = 8080,
         if caddy:
             print("reload Caddy to use the new Caddyfile: systemctl reload caddy")
     else:
-        print(f"systemd is not running here (or the unit is outside {Path(UNIT_PATH).parent}): "
-              f"start slum yourself, or run `systemctl daemon-reload && systemctl enable --now "
-              f"{name}` where systemd runs")
+        print(
+            f"systemd is not running here (or the unit is outside {Path(UNIT_PATH).parent}): "
+            f"start slum yourself, or run `systemctl daemon-reload && systemctl enable --now "
+            f"{name}` where systemd runs"
+        )
     return 0
 
 
-def uninstall(*, unit_path: Annotated[str | None, Parameter(name=["--unit-path"])] = None,
-              caddyfile: Annotated[str | None, Parameter(name=["--caddyfile"])] = None) -> int:
+def uninstall(
+    *,
+    unit_path: Annotated[str | None, Parameter(name=["--unit-path"])] = None,
+    caddyfile: Annotated[str | None, Parameter(name=["--caddyfile"])] = None,
+) -> int:
     """Undo `slum install`: stop and disable the service, remove the files it wrote."""
     path = _unit_path(unit_path)
     removed = False
@@ -333,12 +388,19 @@ def caddyfile_text(domain: str, upstream: str) -> str:
     return CADDYFILE.format(marker=MARKER, domain=domain, upstream=upstream)
 
 
-def caddy(*, domain: str, output: Annotated[str | None, Parameter(name=["--output", "-o"])] = None,
-          upstream: str = "127.0.0.1:8080") -> int:
+def caddy(
+    *,
+    domain: str,
+    output: Annotated[str | None, Parameter(name=["--output", "-o"])] = None,
+    upstream: str = "127.0.0.1:8080",
+) -> int:
     """Write a Caddyfile that serves slum over HTTPS (stdout without --output)."""
     name = domain.lower().rstrip(".")
-    if not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}"
-                        r"[a-z0-9])?", name):
+    if not re.fullmatch(
+        r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}"
+        r"[a-z0-9])?",
+        name,
+    ):
         raise BadRequest(f"invalid domain {domain!r}")
     if not re.fullmatch(r"[\w.-]+:\d+|\[[0-9a-fA-F:]+\]:\d+", upstream):
         raise BadRequest(f"invalid upstream {upstream!r}: use HOST:PORT, like 127.0.0.1:8080")
@@ -347,15 +409,20 @@ def caddy(*, domain: str, output: Annotated[str | None, Parameter(name=["--outpu
         sys.stdout.write(text)
         return 0
     _write(Path(output), text)
-    print("then: caddy run --config " + shlex.quote(output) + " (or reload Caddy), and set "
-          "trusted_proxies in tenement.toml")
+    print(
+        "then: caddy run --config " + shlex.quote(output) + " (or reload Caddy), and set "
+        "trusted_proxies in tenement.toml"
+    )
     return 0
 
 
 # --- reload ----------------------------------------------------------------------------------
-def reload(*, server: Annotated[str | None, Parameter(name=["--server"])] = None,
-           token: Annotated[str | None, Parameter(name=["--token"])] = None,
-           json: Annotated[bool, Parameter(name=["--json"], negative="")] = False) -> int:
+def reload(
+    *,
+    server: Annotated[str | None, Parameter(name=["--server"])] = None,
+    token: Annotated[str | None, Parameter(name=["--token"])] = None,
+    json: Annotated[bool, Parameter(name=["--json"], negative="")] = False,
+) -> int:
     """Re-read the config file the server started with and apply what changed (like SIGHUP)."""
     from slum.cli.output import print_json
     from slum.client import Client

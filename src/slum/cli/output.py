@@ -18,8 +18,7 @@ def print_json(data: Any) -> None:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 
 
@@ -48,8 +47,7 @@ def size(n: int | None) -> str:
 
 
 # C0 controls but tab, DEL, and C1 controls (U+0080-U+009F: CSI and OSC in 8-bit terminals).
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0a, 0x20), 0x7f,
-                                         *range(0x80, 0xa0)]}
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0A, 0x20), 0x7F, *range(0x80, 0xA0)]}
 
 
 def escape_controls(text: str) -> str:
@@ -70,8 +68,7 @@ def error(message: str) -> None:
 
 def ps_command(client: Any, *, all: bool = False, json: bool = False) -> int:
     """`slum ps`: here, so that the fast path in cli/__init__.py can run it without cyclopts."""
-    instances = client.request("GET", "/_/api/instances", query={"all": "1"}) if all else \
-        client.instances()
+    instances = client.request("GET", "/_/api/instances", query={"all": "1"}) if all else client.instances()
     if json:
         print_json(instances)
         return 0
@@ -79,14 +76,27 @@ def ps_command(client: Any, *, all: bool = False, json: bool = False) -> int:
         print("no instances (spawn one with `slum spawn SERVICE --id ID`)")
         return 0
     rows: list[tuple[Any, ...]] = [
-        (i["id"], i["status"], i.get("health"), i.get("port"), i.get("pid"),
-         duration(i.get("uptime_secs")), i.get("restarts"), i.get("wakes"),
-         "; ".join(x for x in (i.get("reason") or (
-             i.get("last_reason") if i["status"] == "crash-looping" else None),
-             i.get("storage_warning")) if x))
-        for i in instances]
-    headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES",
-               "REASON"]
+        (
+            i["id"],
+            i["status"],
+            i.get("health"),
+            i.get("port"),
+            i.get("pid"),
+            duration(i.get("uptime_secs")),
+            i.get("restarts"),
+            i.get("wakes"),
+            "; ".join(
+                x
+                for x in (
+                    i.get("reason") or (i.get("last_reason") if i["status"] == "crash-looping" else None),
+                    i.get("storage_warning"),
+                )
+                if x
+            ),
+        )
+        for i in instances
+    ]
+    headers = ["INSTANCE", "STATUS", "HEALTH", "PORT", "PID", "UPTIME", "RESTARTS", "WAKES", "REASON"]
     if all:
         headers.insert(0, "SERVER")
         rows = [(i.get("server", "local"), *row) for i, row in zip(instances, rows, strict=True)]

@@ -75,15 +75,20 @@ class Edge:
     """The containment unit is the client connection: whatever a client or an upstream does,
     handle() answers, counts, logs or closes that one connection and never raises."""
 
-    def __init__(self, table: RouteTable, supervisor: Supervisor | None, control_socket: str,
-                 options: EdgeOptions | None = None, on_request: RequestHook | None = None) -> None:
+    def __init__(
+        self,
+        table: RouteTable,
+        supervisor: Supervisor | None,
+        control_socket: str,
+        options: EdgeOptions | None = None,
+        on_request: RequestHook | None = None,
+    ) -> None:
         self.table = table
         self.supervisor = supervisor
         self.instances: dict[str, Instance] = supervisor.instances if supervisor else {}
         self.options = options or EdgeOptions()
         o = self.options
-        self.pool = Pool(o.connect_timeout_s, o.response_timeout_s, o.idle_timeout_s,
-                         o.pool_idle_s)
+        self.pool = Pool(o.connect_timeout_s, o.response_timeout_s, o.idle_timeout_s, o.pool_idle_s)
         self.web = Upstream(("web",), unix_path=control_socket)
         self.on_request = on_request
         self.nodes: dict[str, Upstream] = {}
@@ -99,12 +104,15 @@ class Edge:
         return self.gate.open
 
     def statistics(self) -> EdgeStatistics:
-        return self.counters.snapshot(self.gate.open, self.gate.limit, self.pool.idle_count(),
-                                      self.draining)
+        return self.counters.snapshot(self.gate.open, self.gate.limit, self.pool.idle_count(), self.draining)
 
-    async def serve(self, host: str, port: int, *,
-                    task_status: trio.TaskStatus[list[socket.socket]] = (
-                        trio.TASK_STATUS_IGNORED)) -> None:
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[list[socket.socket]] = (trio.TASK_STATUS_IGNORED),
+    ) -> None:
         self.gate.limit = connection_cap(self.options.max_connections)
         listeners = io.listen_tcp(host, port)
         try:
@@ -114,8 +122,7 @@ class Edge:
                 with trio.CancelScope() as self._accepting:
                     async with trio.open_nursery() as accepting:
                         for listener in listeners:
-                            accepting.start_soon(io.serve, listener, self.handle, nursery,
-                                                 self.gate)
+                            accepting.start_soon(io.serve, listener, self.handle, nursery, self.gate)
                         task_status.started(listeners)
                 # Draining: no more accepts; the connections left finish in `nursery`.
                 for listener in listeners:
@@ -154,8 +161,7 @@ class Edge:
 
     async def handle(self, stream: io.Connection) -> None:
         o = self.options
-        conn = ClientConnection(stream, o.header_timeout_s, o.keepalive_timeout_s,
-                                o.body_timeout_s)
+        conn = ClientConnection(stream, o.header_timeout_s, o.keepalive_timeout_s, o.body_timeout_s)
         if o.trusted_proxy is not None:
             conn.via_proxy = o.trusted_proxy(conn.peer)
         self.counters.accepted += 1
@@ -200,8 +206,7 @@ class Edge:
                 req = await conn.next_request()
             except ClientError as e:
                 self.counters.client_errors += 1
-                await conn.stream.send_all(simple_response(e.status, e.message,
-                                                           keep_alive=False))
+                await conn.stream.send_all(simple_response(e.status, e.message, keep_alive=False))
                 await self._linger(conn)
                 return
             if req is None:
@@ -241,8 +246,12 @@ class Edge:
         if self.draining:
             req.keep_alive = False
         trust = self.options.trust_router
-        if req.router_token and req.tenant_hint and trust is not None \
-                and await trust.check(req.router_token.decode("latin-1"), conn.peer):
+        if (
+            req.router_token
+            and req.tenant_hint
+            and trust is not None
+            and await trust.check(req.router_token.decode("latin-1"), conn.peer)
+        ):
             # Routed here by a router that proved itself: the tenant it names is ours to serve.
             target = self.table.tenant_target(req.tenant_hint.decode("latin-1"))
         else:
@@ -283,24 +292,30 @@ class Edge:
                 if inst is None and self.supervisor is not None and route.service:
                     inst = self.supervisor.ensure_known(route.service, route.tenant)
                 if inst is None:
-                    return await self._reply(conn, req, 404,
-                                             f"tenant {route.tenant} has no instance here")
+                    return await self._reply(conn, req, 404, f"tenant {route.tenant} has no instance here")
             else:
                 if route.server_status != "online" or not route.address:
-                    return await self._reply(conn, req, 502, f"tenant {route.tenant} is on server "
-                                             f"{route.server}, which is offline")
+                    return await self._reply(
+                        conn, req, 502, f"tenant {route.tenant} is on server {route.server}, which is offline"
+                    )
                 node = self.nodes.get(route.address)
                 if node is None:
                     try:
                         node = node_upstream(route.address)
                     except ValueError:
-                        return await self._reply(conn, req, 502, f"server {route.server} has "
-                                                 "an invalid address")
+                        return await self._reply(
+                            conn, req, 502, f"server {route.server} has an invalid address"
+                        )
                     self.nodes[route.address] = node
                 up = node
                 label = f"server:{route.server}"
-                extra = (b"X-Tenant-ID: " + route.tenant.encode() + b"\r\nX-Slum-Router: "
-                         + (route.token or "").encode() + b"\r\n")
+                extra = (
+                    b"X-Tenant-ID: "
+                    + route.tenant.encode()
+                    + b"\r\nX-Slum-Router: "
+                    + (route.token or "").encode()
+                    + b"\r\n"
+                )
         else:
             return await self._reply(conn, req, 404, f"unknown host {target.value}")
         if inst is not None:
@@ -309,8 +324,7 @@ class Edge:
         conn.label = label
         try:
             if inst is None:
-                ex = await forward(conn, req, up, self.pool, extra, max_body=self.options.max_body,
-                                   app=app)
+                ex = await forward(conn, req, up, self.pool, extra, max_body=self.options.max_body, app=app)
             else:
                 ex = await self._to_instance(conn, req, inst, extra)
         except UpstreamError as e:
@@ -327,33 +341,42 @@ class Edge:
                 return False
             return await self._reply(conn, req, e.status, e.message, label=label, started=started)
         except SlumError as e:
-            return await self._reply(conn, req, e.status, e.message, retry=True, label=label,
-                                     started=started)
+            return await self._reply(conn, req, e.status, e.message, retry=True, label=label, started=started)
         if ex.fault:
             self.counters.upstream_fault(label, ex.fault)
         if self.on_request is not None:
-            self.on_request(label, req.method, ex.status, time.perf_counter() - started,
-                            req.path)
+            self.on_request(label, req.method, ex.status, time.perf_counter() - started, req.path)
         if not ex.keep_alive and not ex.body_done and not ex.streaming and ex.status:
             await self._linger(conn)
         return ex.keep_alive
 
-    async def _to_instance(self, conn: ClientConnection, req: Request, inst: Instance,
-                           extra: bytes) -> Exchange:
+    async def _to_instance(
+        self, conn: ClientConnection, req: Request, inst: Instance, extra: bytes
+    ) -> Exchange:
         assert self.supervisor is not None
         max_body = self.options.max_body
 
         def call(at: Endpoint) -> Awaitable[Exchange]:
-            up = Upstream((at.port, at.pid), at.port, unix_path=at.unix_path,
-                          response_timeout_s=at.request_timeout)
+            up = Upstream(
+                (at.port, at.pid), at.port, unix_path=at.unix_path, response_timeout_s=at.request_timeout
+            )
             return forward(conn, req, up, self.pool, extra, max_body=max_body)
 
         async with self.supervisor.lease(inst) as lease:
             return await lease.send(call, _refused)
 
-    async def _reply(self, conn: ClientConnection, req: Request, status: int, text: str, *,
-                     location: str | None = None, retry: bool = False, label: str = "edge",
-                     started: float | None = None) -> bool:
+    async def _reply(
+        self,
+        conn: ClientConnection,
+        req: Request,
+        status: int,
+        text: str,
+        *,
+        location: str | None = None,
+        retry: bool = False,
+        label: str = "edge",
+        started: float | None = None,
+    ) -> bool:
         # A body we did not read would be taken for the next request: close instead.
         keep = req.keep_alive and not req.has_body and not self.draining
         extra = []

@@ -23,18 +23,30 @@ from slum.proxy.http import (
 )
 from slum.proxy.io import Connection, connect_tcp, connect_unix, wait_readable
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"upgrade", b"proxy-authorization", b"proxy-authenticate", b"http2-settings",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"http2-settings",
+    }
+)
 # Set by slum only: a client must not be able to choose them.
-SPOOFABLE = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-tenant-id", b"x-slum-edge",
-                       b"x-slum-router"})
+SPOOFABLE = frozenset(
+    {b"x-forwarded-proto", b"x-forwarded-host", b"x-tenant-id", b"x-slum-edge", b"x-slum-router"}
+)
 # What request_head does with a header, by lowercased name; absent: copied as is.
 _DROP, _XFF, _COOKIE, _EXPECT, _XFP = 1, 2, 3, 4, 5
 _REQUEST_RULES = {name: _DROP for name in HOP_BY_HOP | SPOOFABLE}
-_REQUEST_RULES.update({b"x-forwarded-for": _XFF, b"cookie": _COOKIE, b"expect": _EXPECT,
-                       b"x-forwarded-proto": _XFP})
+_REQUEST_RULES.update(
+    {b"x-forwarded-for": _XFF, b"cookie": _COOKIE, b"expect": _EXPECT, b"x-forwarded-proto": _XFP}
+)
 # slum's dashboard session: the web app's business only, never an app's or another node's.
 SESSION_COOKIES = (b"slum_session", b"__Host-slum_session")
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -59,10 +71,14 @@ class Upstream:
 
 
 class Pool:
-    def __init__(self, connect_timeout_s: float = CONNECT_TIMEOUT_S,
-                 response_timeout_s: float = FIRST_BYTE_TIMEOUT_S,
-                 idle_timeout_s: float = IDLE_TIMEOUT_S, keepalive_s: float = POOL_IDLE_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        response_timeout_s: float = FIRST_BYTE_TIMEOUT_S,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        keepalive_s: float = POOL_IDLE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._idle: dict[tuple[object, ...], list[tuple[float, Connection]]] = {}
         self.connect_timeout_s = connect_timeout_s
         self.response_timeout_s = response_timeout_s
@@ -92,8 +108,7 @@ class Pool:
                     return await connect_unix(up.unix_path), False
                 return await connect_tcp(up.host, up.port), False
             except OSError as e:
-                raise UpstreamError(502, f"upstream is not answering ({e.strerror})",
-                                    refused=True) from None
+                raise UpstreamError(502, f"upstream is not answering ({e.strerror})", refused=True) from None
         raise UpstreamError(502, "upstream did not accept the connection in time")
 
     def release(self, up: Upstream, stream: Connection) -> None:
@@ -126,8 +141,9 @@ class Pool:
         return sum(len(v) for v in self._idle.values())
 
 
-def request_head(req: Request, extra: bytes, client_ip: str, *, app: bool = True,
-                 via_proxy: bool = False) -> bytes:
+def request_head(
+    req: Request, extra: bytes, client_ip: str, *, app: bool = True, via_proxy: bool = False
+) -> bytes:
     """The head sent upstream. app: an instance or another node (slum's session cookie is
     removed), rather than slum's own web app. via_proxy: the client is a trusted proxy (Caddy
     terminating TLS), whose X-Forwarded-Proto is kept; anyone else's is replaced by http."""
@@ -163,14 +179,23 @@ def request_head(req: Request, extra: bytes, client_ip: str, *, app: bool = True
                 parts += (b"Connection: upgrade\r\nUpgrade: ", value, b"\r\n")
     if req.chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
-    parts += (b"X-Forwarded-For: ", xff, client_ip.encode(), b"\r\nX-Forwarded-Proto: ", proto,
-              b"\r\nX-Forwarded-Host: ", req.host, b"\r\n", extra, b"\r\n")
+    parts += (
+        b"X-Forwarded-For: ",
+        xff,
+        client_ip.encode(),
+        b"\r\nX-Forwarded-Proto: ",
+        proto,
+        b"\r\nX-Forwarded-Host: ",
+        req.host,
+        b"\r\n",
+        extra,
+        b"\r\n",
+    )
     return b"".join(parts)
 
 
 def _without_session(value: bytes) -> bytes:
-    kept = [c for c in value.split(b";")
-            if c.strip().partition(b"=")[0] not in SESSION_COOKIES]
+    kept = [c for c in value.split(b";") if c.strip().partition(b"=")[0] not in SESSION_COOKIES]
     return b";".join(kept).strip()
 
 
@@ -222,8 +247,16 @@ class _Stale(Exception):
     """The connection failed before the upstream sent a single byte of an answer."""
 
 
-async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool, extra: bytes,
-                  *, max_body: int = 0, app: bool = True) -> Exchange:
+async def forward(
+    conn: ClientConnection,
+    req: Request,
+    up: Upstream,
+    pool: Pool,
+    extra: bytes,
+    *,
+    max_body: int = 0,
+    app: bool = True,
+) -> Exchange:
     """Send req to up and stream the answer back to the client. Raises UpstreamError (or
     ClientError) before anything was sent to the client; afterwards a failure ends the client
     connection and is reported in Exchange.fault. The upstream connection goes back to the pool
@@ -251,12 +284,10 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
                 stream.close()
                 if attempt or not reused or ex.body_started or req.method not in IDEMPOTENT:
                     what = "without answering" if attempt else ""
-                    raise UpstreamError(502, f"upstream closed the connection {what}({e})"
-                                        ) from None
+                    raise UpstreamError(502, f"upstream closed the connection {what}({e})") from None
                 # A pooled connection the upstream closed meanwhile: once more on a fresh one.
                 stream, _ = await pool.connect(up, fresh=True)
-        if (resp.upgraded is not None or resp.status == 101) and (
-                not req.upgrade or resp.upgraded is None):
+        if (resp.upgraded is not None or resp.status == 101) and (not req.upgrade or resp.upgraded is None):
             raise UpstreamError(502, "upstream switched protocols unasked")
     except BaseException:
         stream.close()
@@ -265,8 +296,16 @@ async def forward(conn: ClientConnection, req: Request, up: Upstream, pool: Pool
     return await _relay(conn, req, up, pool, stream, resp, ex)
 
 
-async def _exchange(conn: ClientConnection, req: Request, stream: Connection, head: bytes,
-                    pool: Pool, max_body: int, ex: Exchange, timeout_s: float) -> ResponseHead:
+async def _exchange(
+    conn: ClientConnection,
+    req: Request,
+    stream: Connection,
+    head: bytes,
+    pool: Pool,
+    max_body: int,
+    ex: Exchange,
+    timeout_s: float,
+) -> ResponseHead:
     resp = ResponseHead()
     try:
         await stream.send_all(head)
@@ -289,8 +328,9 @@ async def _exchange(conn: ClientConnection, req: Request, stream: Connection, he
     return resp
 
 
-async def _send_body(conn: ClientConnection, req: Request, stream: Connection, max_body: int,
-                     ex: Exchange, timeout_s: float) -> None:
+async def _send_body(
+    conn: ClientConnection, req: Request, stream: Connection, max_body: int, ex: Exchange, timeout_s: float
+) -> None:
     total = 0
     while True:
         chunk = await conn.body_chunk()
@@ -303,8 +343,7 @@ async def _send_body(conn: ClientConnection, req: Request, stream: Connection, m
         if max_body and total > max_body:
             raise ClientError(f"request body larger than {max_body} bytes", 413)
         ex.body_started = True
-        if not await _send_piece(stream, _chunked(chunk) if req.chunked else chunk, ex,
-                                 timeout_s):
+        if not await _send_piece(stream, _chunked(chunk) if req.chunked else chunk, ex, timeout_s):
             return  # the upstream answered (or closed) before taking the whole body
 
 
@@ -312,16 +351,16 @@ async def _send_piece(stream: Connection, data: bytes, ex: Exchange, timeout_s: 
     try:
         return await stream.send_all_unless_answered(data, timeout_s)
     except TimeoutError:
-        raise UpstreamError(504, f"upstream stopped reading the request body for "
-                            f"{timeout_s:g}s") from None
+        raise UpstreamError(504, f"upstream stopped reading the request body for {timeout_s:g}s") from None
     except OSError:
         # Closed while we were sending: its answer (if any) may still be waiting to be read.
         ex.body_started = True
         return False
 
 
-async def _read_head(conn: ClientConnection, stream: Connection, resp: ResponseHead,
-                     timeout_s: float) -> None:
+async def _read_head(
+    conn: ClientConnection, stream: Connection, resp: ResponseHead, timeout_s: float
+) -> None:
     """Read until the final response head has arrived. The timeout is the client connection's
     (see ClientConnection.expire): a wait records its deadline, no cancel scope per request."""
     sock = stream.sock
@@ -337,8 +376,7 @@ async def _read_head(conn: ClientConnection, stream: Connection, resp: ResponseH
             continue
         except OSError as e:
             if received:
-                raise UpstreamError(502, f"upstream connection failed mid-head "
-                                    f"({e.strerror})") from None
+                raise UpstreamError(502, f"upstream connection failed mid-head ({e.strerror})") from None
             raise _Stale(e.strerror or str(e)) from None
         received = _feed_head(resp, data, received)
 
@@ -348,8 +386,7 @@ def _feed_head(resp: ResponseHead, data: bytes, received: int) -> int:
     retry), EOF after some is a cut head; a head over 64 KiB is refused. Returns bytes so far."""
     if not data:
         if received:
-            raise UpstreamError(502, "upstream closed the connection in the middle "
-                                "of the response head")
+            raise UpstreamError(502, "upstream closed the connection in the middle of the response head")
         raise _Stale("no response")
     received += len(data)
     resp.feed(data)
@@ -370,8 +407,15 @@ async def _read_continue(stream: Connection, resp: ResponseHead) -> None:
             received = _feed_head(resp, data, received)
 
 
-async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
-                 stream: Connection, resp: ResponseHead, ex: Exchange) -> Exchange:
+async def _relay(
+    conn: ClientConnection,
+    req: Request,
+    up: Upstream,
+    pool: Pool,
+    stream: Connection,
+    resp: ResponseHead,
+    ex: Exchange,
+) -> Exchange:
     client = conn.stream
     if resp.upgraded is not None:
         ex.streaming = True
@@ -388,8 +432,7 @@ async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
             elif lname == b"transfer-encoding":
                 if value.strip().lower() != b"chunked":
                     # Passed on undecoded with its header dropped, the body would be garbage.
-                    raise UpstreamError(502, "upstream used a transfer coding other than "
-                                        "chunked")
+                    raise UpstreamError(502, "upstream used a transfer coding other than chunked")
                 up_chunked = True
     except BaseException:
         stream.close()
@@ -442,9 +485,11 @@ async def _relay(conn: ClientConnection, req: Request, up: Upstream, pool: Pool,
                     resp.complete = True  # close-delimited body: EOF is its end
                     resp.keep_alive = False
                     continue
-                ex.fault = ("upstream went silent in the middle of the response"
-                            if idle.cancelled_caught else "upstream closed the connection in "
-                            "the middle of the response")
+                ex.fault = (
+                    "upstream went silent in the middle of the response"
+                    if idle.cancelled_caught
+                    else "upstream closed the connection in the middle of the response"
+                )
                 keep = False
                 break
             try:
@@ -496,5 +541,4 @@ async def pipe(conn: ClientConnection, upstream: Connection) -> None:
         upstream.close()
 
 
-__all__ = ["ClientError", "ClientGone", "Exchange", "Pool", "Upstream", "UpstreamError",
-           "forward", "pipe"]
+__all__ = ["ClientError", "ClientGone", "Exchange", "Pool", "Upstream", "UpstreamError", "forward", "pipe"]

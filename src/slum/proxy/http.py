@@ -24,9 +24,17 @@ READ = 65536
 END = None  # marks the end of a request body in the event queue
 
 REASONS = {
-    200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
-    413: "Content Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    200: "OK",
+    302: "Found",
+    400: "Bad Request",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
     504: "Gateway Timeout",
 }
 
@@ -63,11 +71,31 @@ class UpstreamError(Exception):
 
 
 class Request:
-    __slots__ = ("bad", "chunked", "content_length", "expect", "headers", "host", "keep_alive",
-                 "method", "router_token", "tenant_hint", "upgrade", "url", "version")
+    __slots__ = (
+        "bad",
+        "chunked",
+        "content_length",
+        "expect",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "router_token",
+        "tenant_hint",
+        "upgrade",
+        "url",
+        "version",
+    )
 
-    def __init__(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
-                 version: str, keep_alive: bool, upgrade: bool) -> None:
+    def __init__(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        version: str,
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
         self.method = method
         self.url = url
         self.headers = headers
@@ -122,8 +150,13 @@ class ClientConnection:
     second) cancels `scope`, the handler's cancel scope, once the deadline has passed. Setting a
     cancel scope's deadline on every wait cost more than the rest of a request's parsing."""
 
-    def __init__(self, stream: Connection, header_timeout: float = 30.0,
-                 keepalive_timeout: float = 60.0, body_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        stream: Connection,
+        header_timeout: float = 30.0,
+        keepalive_timeout: float = 60.0,
+        body_timeout: float = 60.0,
+    ) -> None:
         self.stream = stream
         self.parser = httptools.HttpRequestParser(self)
         self.events: deque[Any] = deque()
@@ -174,9 +207,16 @@ class ClientConnection:
         # + the request line's method, spaces and version, and the blank line
         if self._head_size + len(self._url) + 20 > MAX_HEAD:
             raise HeadTooLarge()
-        self.events.append(Request(p.get_method(), self._url, self._headers,
-                                   p.get_http_version(), p.should_keep_alive(),
-                                   p.should_upgrade()))
+        self.events.append(
+            Request(
+                p.get_method(),
+                self._url,
+                self._headers,
+                p.get_http_version(),
+                p.should_keep_alive(),
+                p.should_upgrade(),
+            )
+        )
         self._in_head = False
         self._in_body = True
         self._head_bytes = 0
@@ -230,7 +270,7 @@ class ClientConnection:
             await wait_writable(sock)
             self.waiting = ""
             try:
-                view = view[sock.send(view):]
+                view = view[sock.send(view) :]
             except BlockingIOError:
                 continue
 
@@ -252,11 +292,10 @@ class ClientConnection:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
-            self.upgraded = data[e.args[0]:]
+            self.upgraded = data[e.args[0] :]
         except httptools.HttpParserError as e:
             cause = e.__context__
-            error = cause if isinstance(cause, ClientError) else ClientError(
-                f"malformed request: {e}")
+            error = cause if isinstance(cause, ClientError) else ClientError(f"malformed request: {e}")
             if not self.events:
                 raise error from None
             # Pipelined requests before the bad bytes are answered first.
@@ -321,8 +360,19 @@ class ResponseHead:
     trailers are dropped; bytes after the end of the response mark the connection unusable
     (`unsolicited`) instead of being read as another response."""
 
-    __slots__ = ("body", "complete", "continued", "head_done", "head_size", "headers",
-                 "keep_alive", "parser", "status", "unsolicited", "upgraded")
+    __slots__ = (
+        "body",
+        "complete",
+        "continued",
+        "head_done",
+        "head_size",
+        "headers",
+        "keep_alive",
+        "parser",
+        "status",
+        "unsolicited",
+        "upgraded",
+    )
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -374,7 +424,7 @@ class ResponseHead:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
-            self.upgraded = data[e.args[0]:]
+            self.upgraded = data[e.args[0] :]
             self.complete = True
         except httptools.HttpParserError as e:
             if self.complete:
@@ -389,12 +439,16 @@ class ResponseHead:
             raise UpstreamError(502, f"upstream sent a malformed response: {e}") from None
 
 
-def simple_response(status: int, text: str, *, keep_alive: bool = True,
-                    extra: Sequence[tuple[str, str]] = ()) -> bytes:
+def simple_response(
+    status: int, text: str, *, keep_alive: bool = True, extra: Sequence[tuple[str, str]] = ()
+) -> bytes:
     body = (text + "\n").encode()
-    head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-            "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}",
-            "Server: slum"]
+    head = [
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Server: slum",
+    ]
     head.extend(f"{k}: {v}" for k, v in extra)
     if not keep_alive:
         head.append("Connection: close")

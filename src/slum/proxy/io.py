@@ -45,12 +45,11 @@ class Connection:
         while view:
             await wait_writable(sock)
             try:
-                view = view[sock.send(view):]
+                view = view[sock.send(view) :]
             except BlockingIOError:
                 continue
 
-    async def send_all_unless_answered(self, data: bytes | bytearray | memoryview,
-                                       timeout_s: float) -> bool:
+    async def send_all_unless_answered(self, data: bytes | bytearray | memoryview, timeout_s: float) -> bool:
         """send_all for a request body: False, with the rest unsent, as soon as the peer says
         something (an early answer such as 413, or a close) instead of reading on."""
         sock = self.sock
@@ -65,7 +64,7 @@ class Connection:
             if await _writable_or_readable(sock, timeout_s):
                 return False
             try:
-                view = view[sock.send(view):]
+                view = view[sock.send(view) :]
             except BlockingIOError:
                 continue
         return True
@@ -157,8 +156,7 @@ async def _connect(sock: socket.socket, address: object) -> Connection:
 
 def listen_tcp(host: str, port: int, backlog: int = 1024) -> list[socket.socket]:
     """Listening sockets for host (both families for '::' or '' where available)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                               flags=socket.AI_PASSIVE)
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     socks = []
     for family, kind, proto, _, addr in infos[:1] if host else infos:
         sock = socket.socket(family, kind, proto)
@@ -218,8 +216,12 @@ class Gate:
 ACCEPT_RETRY = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EPERM})
 
 
-async def serve(listener: socket.socket, handler: Callable[[Connection], Awaitable[None]],
-                nursery: trio.Nursery, gate: Gate | None = None) -> None:
+async def serve(
+    listener: socket.socket,
+    handler: Callable[[Connection], Awaitable[None]],
+    nursery: trio.Nursery,
+    gate: Gate | None = None,
+) -> None:
     backoff = 0.01
     while True:
         if gate is not None and gate.open >= gate.limit:

@@ -1,11 +1,11 @@
 """Host -> where the request goes. Pure: a dict lookup on tables kept in memory, no I/O.
 
-  {id}.{service}.{domain}   -> local instance service:id
-  {service}.{domain}        -> one of the service's instances, by weight (a name is a service
-                               or a tenant, never both: services are looked up first)
-  {tenant}.{domain}         -> the tenant's server (this node's instance, or a remote node)
-  alias (custom domain)     -> its tenant, as above
-  {domain}, IP, localhost   -> slum's own /api and /_/ ; other paths -> [routing] default or /_/
+{id}.{service}.{domain}   -> local instance service:id
+{service}.{domain}        -> one of the service's instances, by weight (a name is a service
+                             or a tenant, never both: services are looked up first)
+{tenant}.{domain}         -> the tenant's server (this node's instance, or a remote node)
+alias (custom domain)     -> its tenant, as above
+{domain}, IP, localhost   -> slum's own /api and /_/ ; other paths -> [routing] default or /_/
 """
 
 from __future__ import annotations
@@ -130,5 +130,9 @@ def is_ip(host: str) -> bool:
 
 
 def is_own_path(path: bytes) -> bool:
-    return (path.startswith((b"/api/", b"/_/", b"/_?", b"/api?", b"/health?", b"/metrics?"))
-            or path in (b"/api", b"/_", b"/health", b"/metrics"))
+    return path.startswith((b"/api/", b"/_/", b"/_?", b"/api?", b"/health?", b"/metrics?")) or path in (
+        b"/api",
+        b"/_",
+        b"/health",
+        b"/metrics",
+    )

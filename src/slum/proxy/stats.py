@@ -32,8 +32,16 @@ class EdgeStatistics:
 
 
 class Counters:
-    __slots__ = ("_burst", "_last", "_suppressed", "_window", "accepted", "client_errors",
-                 "timeouts", "upstream")
+    __slots__ = (
+        "_burst",
+        "_last",
+        "_suppressed",
+        "_window",
+        "accepted",
+        "client_errors",
+        "timeouts",
+        "upstream",
+    )
 
     def __init__(self) -> None:
         self.accepted = 0
@@ -60,14 +68,21 @@ class Counters:
         more = self._suppressed.pop(label, 0)
         if len(self._last) > 10000:
             self._last.clear()
-        log.warning("%s: %s%s", label, _printable(what),
-                    f" ({more} more since the last line)" if more else "")
+        log.warning(
+            "%s: %s%s", label, _printable(what), f" ({more} more since the last line)" if more else ""
+        )
 
-    def snapshot(self, connections: int, max_connections: int, pooled: int,
-                 draining: bool) -> EdgeStatistics:
-        return EdgeStatistics(connections, max_connections, self.accepted, self.client_errors,
-                              self.timeouts, MappingProxyType(dict(self.upstream)), pooled,
-                              draining)
+    def snapshot(self, connections: int, max_connections: int, pooled: int, draining: bool) -> EdgeStatistics:
+        return EdgeStatistics(
+            connections,
+            max_connections,
+            self.accepted,
+            self.client_errors,
+            self.timeouts,
+            MappingProxyType(dict(self.upstream)),
+            pooled,
+            draining,
+        )
 
 
 def _printable(text: str) -> str:

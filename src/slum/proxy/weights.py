@@ -67,11 +67,13 @@ async def instance_for(supervisor: Supervisor | None, kind: str, value: str) -> 
         return await supervisor.for_request(service, name)
     candidates = supervisor.by_service.get(value, ())
     if not candidates:
-        raise NotFound(f"service {value} has no instances (start one: "
-                       f"`slum deploy {value} --version v1`)")
+        raise NotFound(f"service {value} has no instances (start one: `slum deploy {value} --version v1`)")
     chosen = select_weighted(candidates) or select_to_wake(
-        candidates, [c.state is not State.FAILED for c in candidates])
+        candidates, [c.state is not State.FAILED for c in candidates]
+    )
     if chosen is None:
-        raise Unavailable(f"no instance of {value} takes traffic (weights are 0 or they "
-                          "failed): `slum weight` or `slum route` one")
+        raise Unavailable(
+            f"no instance of {value} takes traffic (weights are 0 or they "
+            "failed): `slum weight` or `slum route` one"
+        )
     return chosen

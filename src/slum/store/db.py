@@ -29,8 +29,10 @@ class StoreError(SlumError):
 def describe_error(path: str | os.PathLike[str], e: BaseException) -> str:
     """One line an operator can act on, for what SQLite said about the database at path."""
     if isinstance(e, apsw.BusyError | apsw.LockedError):
-        return (f"database {path} is locked by another process (waited "
-                f"{BUSY_TIMEOUT_MS // 1000} s): is another slum or a long transaction using it?")
+        return (
+            f"database {path} is locked by another process (waited "
+            f"{BUSY_TIMEOUT_MS // 1000} s): is another slum or a long transaction using it?"
+        )
     if isinstance(e, apsw.FullError):
         return f"database {path}: the disk is full: free some space"
     if isinstance(e, apsw.CorruptError | apsw.NotADBError):
@@ -116,11 +118,11 @@ class Store:
     async def write(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run fn(conn) in one transaction on the single write connection, off the event loop."""
 
-        return await trio.to_thread.run_sync(_transaction, self._writer, fn,
-                                             limiter=self._write_lock)
+        return await trio.to_thread.run_sync(_transaction, self._writer, fn, limiter=self._write_lock)
 
-    async def write_on(self, thread: Callable[[Callable[[], T]], Awaitable[T]],
-                       fn: Callable[[apsw.Connection], T]) -> T:
+    async def write_on(
+        self, thread: Callable[[Callable[[], T]], Awaitable[T]], fn: Callable[[apsw.Connection], T]
+    ) -> T:
         """Like write, but run by `thread` (the ingest writer's own, lower-priority thread).
 
         The transaction is explicit BEGIN/COMMIT statements, not the connection's context
@@ -150,8 +152,7 @@ class Store:
 
     async def read(self, fn: Callable[[apsw.Connection], T]) -> T:
         def run() -> T:
-            conn = self._readers.pop() if self._readers else connect(self.path,
-                                                                      migrate_schema=False)
+            conn = self._readers.pop() if self._readers else connect(self.path, migrate_schema=False)
             try:
                 return fn(conn)
             finally:

@@ -64,15 +64,19 @@ class IngestStatistics:
 
 def insert_batch(conn: Any, lines: list[LogLine]) -> int:
     """Insert lines (inside the caller's transaction); returns the id of the first."""
-    rows = [(int(line.ts * 1_000_000), line.level, line.stream, line.instance_id, line.tenant_id,
-             line.message) for line in lines]
+    rows = [
+        (int(line.ts * 1_000_000), line.level, line.stream, line.instance_id, line.tenant_id, line.message)
+        for line in lines
+    ]
     conn.executemany(
-        "INSERT INTO logs (ts_us, level, stream, instance_id, tenant_id, message) "
-        "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        "INSERT INTO logs (ts_us, level, stream, instance_id, tenant_id, message) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     last = conn.last_insert_rowid()
     first: int = last - len(rows) + 1
-    conn.executemany("INSERT INTO logs_fts (rowid, message) VALUES (?, ?)",
-                     [(first + i, r[5]) for i, r in enumerate(rows)])
+    conn.executemany(
+        "INSERT INTO logs_fts (rowid, message) VALUES (?, ?)", [(first + i, r[5]) for i, r in enumerate(rows)]
+    )
     return first
 
 
@@ -91,8 +95,13 @@ class _Batch:
         return insert_batch(conn, self.entries) if self.entries else 0
 
 
-async def run_ingest(hub: Hub, store: Store, stats: IngestStatistics, *,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_ingest(
+    hub: Hub,
+    store: Store,
+    stats: IngestStatistics,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Returns when the hub is closed and everything queued is stored (shutdown)."""
     parser = Parser()
     writer = WriterThread()
@@ -123,15 +132,21 @@ async def run_ingest(hub: Hub, store: Store, stats: IngestStatistics, *,
                     if stats.failing_since is None:
                         stats.failing_since = time.time()
                         cause = _cause(e)
-                        log.warning("cannot store log lines (%s: %s): counting them as dropped "
-                                    "until writing works again", type(cause).__name__, cause)
+                        log.warning(
+                            "cannot store log lines (%s: %s): counting them as dropped "
+                            "until writing works again",
+                            type(cause).__name__,
+                            cause,
+                        )
                     if not final:
                         await trio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
                     failures += 1
                     continue
             if stats.failing_since is not None:
-                message = (f"log writes work again: {episode_dropped} lines dropped since "
-                           f"{time.strftime('%H:%M:%S', time.localtime(stats.failing_since))}")
+                message = (
+                    f"log writes work again: {episode_dropped} lines dropped since "
+                    f"{time.strftime('%H:%M:%S', time.localtime(stats.failing_since))}"
+                )
                 log.warning("%s", message)
                 hub.system(None, message, "warn")
                 stats.failing_since, episode_dropped = None, 0
@@ -155,7 +170,8 @@ class WriterThread:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any], None]] | None] = (
-            queue.SimpleQueue())
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
 
     async def run(self, fn: Callable[[], T]) -> T:

@@ -150,8 +150,12 @@ def query(conn: apsw.Connection, q: LogQuery) -> list[dict[str, Any]]:
         src = "logs_fts f JOIN logs l ON l.id = f.rowid"
         where.append("logs_fts MATCH ?")
         args.append(fts_match(q.search))
-    for column, value in (("l.instance_id", q.instance_id), ("l.tenant_id", q.tenant_id),
-                          ("l.level", q.level), ("l.stream", q.stream)):
+    for column, value in (
+        ("l.instance_id", q.instance_id),
+        ("l.tenant_id", q.tenant_id),
+        ("l.level", q.level),
+        ("l.stream", q.stream),
+    ):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
@@ -163,7 +167,7 @@ def query(conn: apsw.Connection, q: LogQuery) -> list[dict[str, Any]]:
         where.append("l.instance_id LIKE ?")
         args.append(f"%:{q.name}")
     if q.min_level is not None:
-        allowed = LEVELS[LEVELS.index(q.min_level):]
+        allowed = LEVELS[LEVELS.index(q.min_level) :]
         where.append(f"l.level IN ({','.join('?' * len(allowed))})")
         args.extend(allowed)
     if q.since is not None:
@@ -180,9 +184,11 @@ def query(conn: apsw.Connection, q: LogQuery) -> list[dict[str, Any]]:
         args.append(q.after_id)
     order_col = "f.rowid" if q.search else "l.id"
     order = "ASC" if q.after_id is not None else "DESC"
-    sql = (f"SELECT l.id, l.ts_us, l.level, l.stream, l.instance_id, l.tenant_id, l.message "
-           f"FROM {src} {'WHERE ' + ' AND '.join(where) if where else ''} "
-           f"ORDER BY {order_col} {order} LIMIT ? OFFSET ?")
+    sql = (
+        f"SELECT l.id, l.ts_us, l.level, l.stream, l.instance_id, l.tenant_id, l.message "
+        f"FROM {src} {'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"ORDER BY {order_col} {order} LIMIT ? OFFSET ?"
+    )
     args += [q.limit, q.offset]
     try:
         rows = list(conn.execute(sql, args))
@@ -194,20 +200,32 @@ def query(conn: apsw.Connection, q: LogQuery) -> list[dict[str, Any]]:
 
 
 def row_to_entry(r: tuple[Any, ...]) -> dict[str, Any]:
-    return {"id": r[0], "timestamp": iso(r[1] / 1_000_000), "level": r[2], "stream": r[3],
-            "instance_id": r[4], "tenant_id": r[5], "message": r[6]}
+    return {
+        "id": r[0],
+        "timestamp": iso(r[1] / 1_000_000),
+        "level": r[2],
+        "stream": r[3],
+        "instance_id": r[4],
+        "tenant_id": r[5],
+        "message": r[6],
+    }
 
 
 def stored_to_entry(s: StoredLog) -> dict[str, Any]:
     line = s.line
-    return {"id": s.id, "timestamp": iso(line.ts), "level": line.level, "stream": line.stream,
-            "instance_id": line.instance_id, "tenant_id": line.tenant_id,
-            "message": line.message}
+    return {
+        "id": s.id,
+        "timestamp": iso(line.ts),
+        "level": line.level,
+        "stream": line.stream,
+        "instance_id": line.instance_id,
+        "tenant_id": line.tenant_id,
+        "message": line.message,
+    }
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _int(args: Mapping[str, str], name: str, default: int) -> int:
@@ -246,8 +264,7 @@ def _parse_time(value: str | None, now: float | None) -> float | None:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"invalid time {value[:40]!r}: use 10m, 2h, 7d, a unix time or "
-                         "ISO-8601") from None
+        raise BadRequest(f"invalid time {value[:40]!r}: use 10m, 2h, 7d, a unix time or ISO-8601") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     try:

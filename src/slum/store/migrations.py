@@ -139,15 +139,18 @@ def token_ids_and_sessions(conn: apsw.Connection) -> None:
     # Tokens get a public id (named inside new tokens, so one hash is checked per attempt), a
     # description, a tenant scope and a last-used time; sessions move from memory to here,
     # stored as the SHA-256 of their id, so they survive a restart.
-    for column, decl in (("public_id", "TEXT"), ("description", "TEXT"), ("tenant", "TEXT"),
-                         ("last_used", "TEXT"), ("legacy", "INTEGER NOT NULL DEFAULT 0")):
+    for column, decl in (
+        ("public_id", "TEXT"),
+        ("description", "TEXT"),
+        ("tenant", "TEXT"),
+        ("last_used", "TEXT"),
+        ("legacy", "INTEGER NOT NULL DEFAULT 0"),
+    ):
         _add_column(conn, "tokens", column, decl)
     # Tokens made before ids existed get one now, so they can be listed and revoked by it.
     for (row_id,) in list(conn.execute("SELECT id FROM tokens WHERE public_id IS NULL")):
-        public_id = "".join(secrets.choice(string.ascii_lowercase + string.digits)
-                            for _ in range(8))
-        conn.execute("UPDATE tokens SET public_id = ?, legacy = 1 WHERE id = ?",
-                     (public_id, row_id))
+        public_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+        conn.execute("UPDATE tokens SET public_id = ?, legacy = 1 WHERE id = ?", (public_id, row_id))
     conn.execute("""
         CREATE UNIQUE INDEX IF NOT EXISTS idx_tokens_public_id ON tokens(public_id);
         CREATE TABLE IF NOT EXISTS sessions (

@@ -64,8 +64,7 @@ def by_size(conn: apsw.Connection, max_bytes: int) -> int:
             break
         share = (used - max_bytes * 0.9) / used
         n = min(count, max(CHUNK_MIN, math.ceil(count * share)))
-        (last,) = next(conn.execute(
-            "SELECT id FROM logs ORDER BY id LIMIT 1 OFFSET ?", (n - 1,)))
+        (last,) = next(conn.execute("SELECT id FROM logs ORDER BY id LIMIT 1 OFFSET ?", (n - 1,)))
         deleted += _delete_through(conn, last)
         # Let FTS5 fold the deletions into its segments so their pages become free.
         conn.execute("INSERT INTO logs_fts(logs_fts, rank) VALUES ('merge', 500)")
@@ -86,14 +85,23 @@ async def retain(store: Store, max_age_days: float, max_bytes: int) -> Retention
     """One pass (app.py runs it every INTERVAL_S under run_periodic, which contains errors)."""
     result = await store.write_raw(lambda c: enforce(c, max_age_days, max_bytes))
     if result.deleted_by_age or result.deleted_by_size:
-        log.info("retention: deleted %d lines by age, %d by size; %.1f MB used",
-                 result.deleted_by_age, result.deleted_by_size, result.used_bytes / 1e6)
+        log.info(
+            "retention: deleted %d lines by age, %d by size; %.1f MB used",
+            result.deleted_by_age,
+            result.deleted_by_size,
+            result.used_bytes / 1e6,
+        )
     return result
 
 
-async def run_retention(store: Store, max_age_days: float, max_bytes: int, *,
-                        interval_s: float = INTERVAL_S,
-                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_retention(
+    store: Store,
+    max_age_days: float,
+    max_bytes: int,
+    *,
+    interval_s: float = INTERVAL_S,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     task_status.started()
     while True:
         await retain(store, max_age_days, max_bytes)

@@ -62,7 +62,7 @@ def parse(token: str) -> tuple[str | None, bool]:
     """(public id or None for a legacy token, well formed?). Pure and cheap: no I/O, no Argon2."""
     m = TOKEN_RE.fullmatch(token)
     if m is not None:
-        body = token[: -CHECK_LEN]
+        body = token[:-CHECK_LEN]
         return m.group(1), secrets.compare_digest(checksum(body), token[-CHECK_LEN:])
     return None, LEGACY_RE.fullmatch(token) is not None
 
@@ -76,8 +76,7 @@ def hasher() -> Any:
 def new_token() -> tuple[str, str, str]:
     """(public id, token, Argon2 hash); the token itself is shown once and never stored."""
     public_id = "".join(secrets.choice(ID_CHARS) for _ in range(ID_LEN))
-    body = f"{PREFIX}{public_id}_" + "".join(secrets.choice(SECRET_CHARS)
-                                              for _ in range(SECRET_LEN))
+    body = f"{PREFIX}{public_id}_" + "".join(secrets.choice(SECRET_CHARS) for _ in range(SECRET_LEN))
     token = body + checksum(body)
     return public_id, token, hasher().hash(token)
 
@@ -94,32 +93,41 @@ def verify_hash(token_hash: str, token: str) -> bool:
 
 
 # --- tokens ---
-def create(conn: apsw.Connection, description: str | None = None, tenant: str | None = None) -> tuple[str,
-                                                                                          str]:
+def create(
+    conn: apsw.Connection, description: str | None = None, tenant: str | None = None
+) -> tuple[str, str]:
     """A new token: returns (public id, token)."""
     public_id, token, token_hash = new_token()
-    conn.execute("INSERT INTO tokens (hash, public_id, description, tenant) VALUES (?, ?, ?, ?)",
-                 (token_hash, public_id, description, tenant))
+    conn.execute(
+        "INSERT INTO tokens (hash, public_id, description, tenant) VALUES (?, ?, ?, ?)",
+        (token_hash, public_id, description, tenant),
+    )
     return public_id, token
 
 
 def find(conn: apsw.Connection, public_id: str) -> TokenRow | None:
-    for row in conn.execute("SELECT id, public_id, hash, tenant FROM tokens WHERE public_id = ? "
-                            "AND legacy = 0 AND revoked_at IS NULL", (public_id,)):
+    for row in conn.execute(
+        "SELECT id, public_id, hash, tenant FROM tokens WHERE public_id = ? "
+        "AND legacy = 0 AND revoked_at IS NULL",
+        (public_id,),
+    ):
         return TokenRow(row[0], row[1], row[2], row[3], False)
     return None
 
 
 def legacy(conn: apsw.Connection) -> list[TokenRow]:
-    return [TokenRow(r[0], r[1], r[2], r[3], True) for r in conn.execute(
-        "SELECT id, public_id, hash, tenant FROM tokens WHERE legacy = 1 AND revoked_at IS NULL "
-        "ORDER BY id")]
+    return [
+        TokenRow(r[0], r[1], r[2], r[3], True)
+        for r in conn.execute(
+            "SELECT id, public_id, hash, tenant FROM tokens WHERE legacy = 1 AND revoked_at IS NULL "
+            "ORDER BY id"
+        )
+    ]
 
 
 def active_scopes(conn: apsw.Connection) -> dict[int, str | None]:
     """Every usable token's row id -> its tenant scope (None = full access)."""
-    return {r[0]: r[1] for r in conn.execute(
-        "SELECT id, tenant FROM tokens WHERE revoked_at IS NULL")}
+    return {r[0]: r[1] for r in conn.execute("SELECT id, tenant FROM tokens WHERE revoked_at IS NULL")}
 
 
 def has_any(conn: apsw.Connection) -> bool:
@@ -127,17 +135,28 @@ def has_any(conn: apsw.Connection) -> bool:
 
 
 def listing(conn: apsw.Connection) -> list[dict[str, Any]]:
-    return [{"id": r[0], "description": r[1], "scope": f"tenant:{r[2]}" if r[2] else "all",
-             "tenant": r[2], "created": r[3], "last_used": r[4], "legacy": bool(r[5])}
-            for r in conn.execute(
-                "SELECT public_id, description, tenant, created_at, last_used, legacy "
-                "FROM tokens WHERE revoked_at IS NULL ORDER BY id")]
+    return [
+        {
+            "id": r[0],
+            "description": r[1],
+            "scope": f"tenant:{r[2]}" if r[2] else "all",
+            "tenant": r[2],
+            "created": r[3],
+            "last_used": r[4],
+            "legacy": bool(r[5]),
+        }
+        for r in conn.execute(
+            "SELECT public_id, description, tenant, created_at, last_used, legacy "
+            "FROM tokens WHERE revoked_at IS NULL ORDER BY id"
+        )
+    ]
 
 
 def revoke(conn: apsw.Connection, public_id: str) -> dict[str, Any]:
     """Revoke a token and end its sessions at once; returns what was revoked."""
-    rows = list(conn.execute("SELECT id FROM tokens WHERE public_id = ? AND revoked_at IS NULL",
-                             (public_id,)))
+    rows = list(
+        conn.execute("SELECT id FROM tokens WHERE public_id = ? AND revoked_at IS NULL", (public_id,))
+    )
     if not rows:
         raise NotFound(f"no token {public_id!r} (see `slum token-list`)")
     token_id = rows[0][0]
@@ -159,8 +178,10 @@ def session_key(sid: str) -> str:
 def create_session(conn: apsw.Connection, token_id: int, ttl_s: float) -> str:
     sid = secrets.token_urlsafe(32)
     now = time.time()
-    conn.execute("INSERT INTO sessions (key, token_id, created_at, expires_at) VALUES "
-                 "(?, ?, ?, ?)", (session_key(sid), token_id, now, now + ttl_s))
+    conn.execute(
+        "INSERT INTO sessions (key, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        (session_key(sid), token_id, now, now + ttl_s),
+    )
     # Expired sessions go when new ones come: the table stays the size of the live ones.
     conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
     return sid
@@ -169,9 +190,10 @@ def create_session(conn: apsw.Connection, token_id: int, ttl_s: float) -> str:
 def session_token(conn: apsw.Connection, sid: str) -> tuple[int, str | None] | None:
     """(token row id, tenant scope) of a live session whose token is not revoked, else None."""
     for row in conn.execute(
-            "SELECT t.id, t.tenant FROM sessions s JOIN tokens t ON t.id = s.token_id "
-            "WHERE s.key = ? AND s.expires_at > ? AND t.revoked_at IS NULL",
-            (session_key(sid), time.time())):
+        "SELECT t.id, t.tenant FROM sessions s JOIN tokens t ON t.id = s.token_id "
+        "WHERE s.key = ? AND s.expires_at > ? AND t.revoked_at IS NULL",
+        (session_key(sid), time.time()),
+    ):
         return int(row[0]), row[1]
     return None
 

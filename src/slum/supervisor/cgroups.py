@@ -38,6 +38,8 @@ from slum.supervisor.limits import (
 ROOT_ENV = "SLUM_CGROUP_ROOT"
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 V1_NAMES = ("memory", "cpu", "cpuacct", "pids")
+
+
 def owner_key(database: str | os.PathLike[str]) -> str:
     return hashlib.sha256(os.fsencode(os.path.abspath(database))).hexdigest()[:10]
 
@@ -94,8 +96,7 @@ class Cgroups:
             here = mount / rel.lstrip("/") if rel else mount
             return here if here.is_dir() else mount
 
-        unified = next((p for p in (root, root / "unified") if (p / "cgroup.controllers").exists()),
-                       None)
+        unified = next((p for p in (root, root / "unified") if (p / "cgroup.controllers").exists()), None)
         v2_parent = place(unified, own.get("0")) if unified else None
         # What slum's own cgroup was given (a delegated subtree may have fewer than the root).
         v2 = set((read_file(v2_parent / "cgroup.controllers") or "").split()) if v2_parent else set()
@@ -123,8 +124,7 @@ class Cgroups:
         if not self.hierarchies:
             return f"limits: none (no cgroup controllers under {self.root})"
         parts = []
-        for ctrl, key in (("memory", "memory_limit_mb"), ("cpu", "cpu_shares"),
-                          ("pids", "pids_max")):
+        for ctrl, key in (("memory", "memory_limit_mb"), ("cpu", "cpu_shares"), ("pids", "pids_max")):
             h = self.hierarchies.get(ctrl)
             parts.append(f"{key} via cgroup v{h.version} {ctrl}" if h else f"{key}: unavailable")
         parts.append("memory_swap_max: " + ("yes" if self.swap else "unavailable"))
@@ -139,8 +139,7 @@ class Cgroups:
             _enable_v2(h.parent, self._v2_controllers())
         h.base.mkdir(exist_ok=True)
         if h.version == 2:
-            write_file(h.base / "cgroup.subtree_control",
-                   " ".join(f"+{c}" for c in self._v2_controllers()))
+            write_file(h.base / "cgroup.subtree_control", " ".join(f"+{c}" for c in self._v2_controllers()))
         elif h.controller == "memory":
             # Older v1 kernels count a child's memory in its parent only when asked to.
             with contextlib.suppress(OSError):
@@ -151,8 +150,9 @@ class Cgroups:
         return {c for c, o in self.hierarchies.items() if o.base == h.base}
 
     def _v2_controllers(self) -> list[str]:
-        return sorted({h.controller for h in self.hierarchies.values()
-                       if h.version == 2 and h.controller != "cpuacct"})
+        return sorted(
+            {h.controller for h in self.hierarchies.values() if h.version == 2 and h.controller != "cpuacct"}
+        )
 
     def _distinct(self) -> list[Hierarchy]:
         seen: set[Path] = set()
@@ -169,8 +169,9 @@ class Cgroups:
             if ctrl not in self.hierarchies:
                 raise LimitError(f"{key} cannot be applied: {self.missing.get(ctrl, ctrl)}")
         if limits.swap_mb is not None and not self.swap:
-            raise LimitError("memory_swap_max cannot be applied: this host has no swap "
-                             "accounting in its memory cgroup")
+            raise LimitError(
+                "memory_swap_max cannot be applied: this host has no swap accounting in its memory cgroup"
+            )
         mem = self.hierarchies.get("memory")
         if limits.swap_mb is not None and not limits.memory_mb and mem and mem.version == 1:
             raise LimitError("memory_swap_max needs memory_limit_mb on cgroup v1")
@@ -195,8 +196,10 @@ class Cgroups:
                 if not keys:
                     continue  # nothing asked of this controller: do without it
                 cg.remove()
-                raise LimitError(f"{keys[0]} cannot be applied: cannot create a cgroup under "
-                                 f"{e.filename or h.parent}: {e.strerror or e}") from None
+                raise LimitError(
+                    f"{keys[0]} cannot be applied: cannot create a cgroup under "
+                    f"{e.filename or h.parent}: {e.strerror or e}"
+                ) from None
             cg.dirs[h.controller if h.version == 1 else "unified"] = d
         if not cg.dirs:
             return None
@@ -204,8 +207,7 @@ class Cgroups:
             cg.apply()
         except OSError as e:
             cg.remove()
-            raise LimitError(f"{cg.failed_key} cannot be applied: {e.strerror or e} "
-                             f"({e.filename})") from None
+            raise LimitError(f"{cg.failed_key} cannot be applied: {e.strerror or e} ({e.filename})") from None
         # A cgroup left by an earlier run (busy when it was to be removed) keeps its counters.
         cg.oom_base = cg.oom_kills()
         return cg
@@ -258,8 +260,12 @@ def _enable_v2(parent: Path, controllers: list[str]) -> None:
         procs = [int(p) for p in (read_file(parent / "cgroup.procs") or "").split()]
         ours = [p for p in procs if p == me or _parent_of(p) == me]
         if len(ours) != len(procs):
-            raise OSError(e.errno, "slum's cgroup holds other processes; start slum in a "
-                          "cgroup of its own (systemd: Delegate=yes)", str(parent)) from None
+            raise OSError(
+                e.errno,
+                "slum's cgroup holds other processes; start slum in a "
+                "cgroup of its own (systemd: Delegate=yes)",
+                str(parent),
+            ) from None
         leaf = parent / "slum-main"
         leaf.mkdir(exist_ok=True)
         for pid in ours:
@@ -291,5 +297,3 @@ def _children(base: Path) -> list[Path]:
         return [p for p in base.iterdir() if p.is_dir()]
     except OSError:
         return []
-
-

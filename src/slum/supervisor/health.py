@@ -42,8 +42,7 @@ async def tcp_ok(port: int, timeout_s: float = CHECK_TIMEOUT_S, unix: str | None
     return False
 
 
-async def http_ok(port: int, path: str, timeout_s: float = CHECK_TIMEOUT_S,
-                  unix: str | None = None) -> bool:
+async def http_ok(port: int, path: str, timeout_s: float = CHECK_TIMEOUT_S, unix: str | None = None) -> bool:
     """GET path; a 2xx or 3xx status is healthy."""
     with trio.move_on_after(timeout_s):
         try:
@@ -57,8 +56,10 @@ async def http_ok(port: int, path: str, timeout_s: float = CHECK_TIMEOUT_S,
 async def _get_ok(stream: trio.abc.Stream, port: int, path: str) -> bool:
     """One GET on an open connection (closed after): is the status 2xx or 3xx?"""
     try:
-        request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                   "User-Agent: slum-health\r\nConnection: close\r\n\r\n")
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "User-Agent: slum-health\r\nConnection: close\r\n\r\n"
+        )
         await stream.send_all(request.encode())
         head = b""
         while b"\r\n" not in head and len(head) < 1024:
@@ -84,8 +85,7 @@ async def _connect(port: int, unix: str | None) -> tuple[trio.abc.Stream, str | 
     A bare socket's connect, not trio.open_tcp_stream: polled every millisecond while an app
     starts, a refused attempt costs ~40 us of CPU this way and ~115 us through open_tcp_stream's
     happy-eyeballs machinery, CPU that a starting app on a busy machine waits for."""
-    for family, address, via in ((socket.AF_INET, ("127.0.0.1", port), None),
-                                 (socket.AF_UNIX, unix, unix)):
+    for family, address, via in ((socket.AF_INET, ("127.0.0.1", port), None), (socket.AF_UNIX, unix, unix)):
         if address is None:
             continue
         try:
@@ -110,8 +110,9 @@ def _pause(waited: float, poll_s: float) -> float:
     return 0.001 if waited < 0.2 else poll_s if waited < 2 else 0.02
 
 
-async def wait_ready(port: int, path: str | None, poll_s: float = 0.003,
-                     unix: str | None = None) -> str | None:
+async def wait_ready(
+    port: int, path: str | None, poll_s: float = 0.003, unix: str | None = None
+) -> str | None:
     """Until the app listens (and, with a health path, answers it 2xx/3xx). Returns the unix
     socket the app answered on, or None for its port.
 

@@ -26,7 +26,8 @@ MODES = ("process", "namespace", "sandbox")
 NAMESPACE_INIT = (
     'o=$1 s=$2; shift 2; mount -t tmpfs -o "mode=1777,nosuid,nodev$o" slum-tmp "$s" || exit 125; '
     'while [ "$1" != -- ]; do d="$s/${1#/tmp/}"; mkdir -p "$d" && mount --bind "$1" "$d" '
-    '|| exit 125; shift; done; shift; mount --move "$s" /tmp || exit 125; "$@"; exit $?')
+    '|| exit 125; shift; done; shift; mount --move "$s" /tmp || exit 125; "$@"; exit $?'
+)
 
 
 class IsolationError(Exception):
@@ -38,14 +39,16 @@ def available() -> dict[str, str | None]:
     root = os.geteuid() == 0
     return {
         "process": None,
-        "namespace": None if shutil.which("unshare") and root else (
-            "needs util-linux's unshare" if root else "needs root (CAP_SYS_ADMIN)"),
+        "namespace": None
+        if shutil.which("unshare") and root
+        else ("needs util-linux's unshare" if root else "needs root (CAP_SYS_ADMIN)"),
         "sandbox": None if shutil.which("runsc") else "gVisor's runsc is not installed",
     }
 
 
-def prefix(mode: str, *, tmp_mb: int | None = None, keep: Sequence[Path] = (),
-           stage: Path | None = None) -> list[str]:
+def prefix(
+    mode: str, *, tmp_mb: int | None = None, keep: Sequence[Path] = (), stage: Path | None = None
+) -> list[str]:
     """The argv that runs an app in `mode`, to be followed by the app's argv. `keep`: paths the
     app needs that may lie under /tmp; `stage`: an existing empty directory outside /tmp, or
     under it but not below a kept path (the private /tmp is made there first)."""
@@ -63,9 +66,25 @@ def prefix(mode: str, *, tmp_mb: int | None = None, keep: Sequence[Path] = (),
         under = sorted({str(k) for k in keep if k.is_relative_to("/tmp") and k != Path("/tmp")})
         # A kept path inside another kept one comes along with it.
         outer = [k for k in under if not any(k != o and k.startswith(o + "/") for o in under)]
-        return [unshare, "--fork", "--pid", "--mount-proc", "--mount", "--propagation",
-                "private", "--kill-child", "--", "/bin/sh", "-c", NAMESPACE_INIT, "slum-init",
-                size, str(stage), *outer, "--"]
+        return [
+            unshare,
+            "--fork",
+            "--pid",
+            "--mount-proc",
+            "--mount",
+            "--propagation",
+            "private",
+            "--kill-child",
+            "--",
+            "/bin/sh",
+            "-c",
+            NAMESPACE_INIT,
+            "slum-init",
+            size,
+            str(stage),
+            *outer,
+            "--",
+        ]
     runsc = shutil.which("runsc")
     assert runsc is not None
     # The host's network, so slum reaches the app on its port; slum's own cgroup holds the

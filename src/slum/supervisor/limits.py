@@ -20,8 +20,7 @@ V1_SHARES_PER_WEIGHT = 1024 / DEFAULT_WEIGHT  # v1's default cpu.shares is 1024
 
 # The child joins its cgroups itself, between fork and exec of the app: spawning stays a vfork
 # (no preexec_fn), and the app's first instruction already runs under its limits.
-JOIN_SCRIPT = ('for f do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; '
-               'shift; exec "$@"')
+JOIN_SCRIPT = 'for f do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; shift; exec "$@"'
 
 
 class LimitError(Exception):
@@ -121,7 +120,7 @@ def _field(text: bytes, key: bytes) -> int:
     if at == 0 and not text.startswith(key + b" "):
         return 0
     end = text.find(b"\n", at)
-    return int(text[at + len(key) + 1:end if end >= 0 else None])
+    return int(text[at + len(key) + 1 : end if end >= 0 else None])
 
 
 def remove_dir(d: Path) -> bool:
@@ -168,8 +167,7 @@ class InstanceCgroup:
                 write_file(mem / "memory.limit_in_bytes", str(limit))
                 if (mem / "memory.memsw.limit_in_bytes").exists():
                     self.failed_key = "memory_swap_max"
-                    write_file(mem / "memory.memsw.limit_in_bytes",
-                           str(limit + (lim.swap_mb or 0) * MB))
+                    write_file(mem / "memory.memsw.limit_in_bytes", str(limit + (lim.swap_mb or 0) * MB))
         elif lim.swap_mb is not None and mem is not None and mem == unified:
             self.failed_key = "memory_swap_max"
             write_file(mem / "memory.swap.max", str(lim.swap_mb * MB))
@@ -227,7 +225,8 @@ class InstanceCgroup:
             self._usage_files = (
                 str(acct / ("cpu.stat" if acct == unified else "cpuacct.usage")) if acct else "",
                 str(mem / "memory.stat") if mem else "",
-                str(mem / "memory.current") if mem and mem == unified else "")
+                str(mem / "memory.current") if mem and mem == unified else "",
+            )
         cpu_file, stat_file, current_file = self._usage_files
         cpu_s = mem_b = None
         raw = _read_bytes(cpu_file)
@@ -241,8 +240,12 @@ class InstanceCgroup:
             if current:
                 mem_b = max(0, int(current) - _field(stat, b"inactive_file"))
         elif stat:
-            mem_b = max(0, _field(stat, b"total_rss") + _field(stat, b"total_cache")
-                        - _field(stat, b"total_inactive_file"))
+            mem_b = max(
+                0,
+                _field(stat, b"total_rss")
+                + _field(stat, b"total_cache")
+                - _field(stat, b"total_inactive_file"),
+            )
         return cpu_s, mem_b
 
     def tasks(self) -> int | None:

@@ -38,8 +38,7 @@ def _child_setup() -> None:
 
 class _Forker:
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any], None]]] = (
-            queue.SimpleQueue())
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any], None]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -63,8 +62,7 @@ class _Forker:
 
         self._jobs.put((job, deliver))
         # Forking takes a few ms and cannot be undone halfway, so it is not cancellable.
-        result = await trio.lowlevel.wait_task_rescheduled(
-            lambda _: trio.lowlevel.Abort.FAILED)
+        result = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return result  # type: ignore[no-any-return]
 
 
@@ -128,8 +126,9 @@ def _check_executable(argv0: str, cwd: str, env: dict[str, str]) -> None:
         raise FileNotFoundError(2, "No such file or directory", argv0)
 
 
-async def spawn(argv: list[str], *, cwd: str, env: dict[str, str],
-                prefix: Sequence[str] = ()) -> ChildProcess:
+async def spawn(
+    argv: list[str], *, cwd: str, env: dict[str, str], prefix: Sequence[str] = ()
+) -> ChildProcess:
     """Start argv in its own session. `prefix` (a cgroup join, a namespace) runs first and execs
     argv in the same process, so pid, process group and PDEATHSIG are the app's."""
     out_r, out_w = os.pipe()
@@ -141,12 +140,25 @@ async def spawn(argv: list[str], *, cwd: str, env: dict[str, str],
                 _check_executable(argv[0], cwd, env)
             if SETPRIV is not None:
                 return subprocess.Popen(
-                    [SETPRIV, "--pdeathsig", "KILL", "--", *prefix, *argv], cwd=cwd, env=env,
-                    stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                    start_new_session=True, close_fds=True)
+                    [SETPRIV, "--pdeathsig", "KILL", "--", *prefix, *argv],
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_w,
+                    stderr=err_w,
+                    start_new_session=True,
+                    close_fds=True,
+                )
             return subprocess.Popen(
-                [*prefix, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out_w,
-                stderr=err_w, start_new_session=True, close_fds=True, preexec_fn=_child_setup,
+                [*prefix, *argv],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_child_setup,
             )
         finally:
             os.close(out_w)
@@ -163,8 +175,7 @@ async def spawn(argv: list[str], *, cwd: str, env: dict[str, str],
         started = psutil.Process(popen.pid).create_time()
     except psutil.Error:
         started = 0.0
-    return ChildProcess(popen, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r),
-                        started, pidfd)
+    return ChildProcess(popen, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r), started, pidfd)
 
 
 def owner_alive(pid: int | None, started: float | None) -> bool:
@@ -174,8 +185,7 @@ def owner_alive(pid: int | None, started: float | None) -> bool:
         return False
     try:
         proc = psutil.Process(pid)
-        return bool(abs(proc.create_time() - started) < 0.01
-                    and proc.status() != psutil.STATUS_ZOMBIE)
+        return bool(abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

@@ -30,8 +30,16 @@ from slum.supervisor.supervisor import Supervisor
 log = logging.getLogger("slum.reload")
 
 # Read by the supervisor for every start, check and stop: a reload applies them at once.
-LIVE_SETTINGS = {"data_dir", "health_check_interval", "max_restarts", "restart_window",
-                 "backoff_base_ms", "backoff_max_ms", "stop_grace_s", "max_held_requests"}
+LIVE_SETTINGS = {
+    "data_dir",
+    "health_check_interval",
+    "max_restarts",
+    "restart_window",
+    "backoff_base_ms",
+    "backoff_max_ms",
+    "stop_grace_s",
+    "max_held_requests",
+}
 
 
 @dataclass
@@ -100,9 +108,11 @@ async def apply(sup: Supervisor, new: Config) -> ReloadResult:
                 return
             result.restarted.append(inst.id)
             if several and not inst.serving:
-                result.errors.append(f"{inst.id}: not serving after its restart ({inst.state.value}"
-                                     f"{': ' + inst.reason if inst.reason else ''}); the other "
-                                     f"instances of {service} were left as they were")
+                result.errors.append(
+                    f"{inst.id}: not serving after its restart ({inst.state.value}"
+                    f"{': ' + inst.reason if inst.reason else ''}); the other "
+                    f"instances of {service} were left as they were"
+                )
                 return
 
     async def start(service: str, name: str) -> None:
@@ -113,8 +123,7 @@ async def apply(sup: Supervisor, new: Config) -> ReloadResult:
             return
         result.started.append(inst.id)
         if not inst.serving:
-            result.errors.append(f"{inst.id}: {inst.state.value}"
-                                 f"{': ' + inst.reason if inst.reason else ''}")
+            result.errors.append(f"{inst.id}: {inst.state.value}{': ' + inst.reason if inst.reason else ''}")
 
     async with trio.open_nursery() as nursery:
         for inst in removed:
@@ -139,8 +148,12 @@ class Reloader:
     """Serialises reloads and runs each in a nursery of its own, so that a client that hangs up
     halfway (or a second SIGHUP) cannot leave a rollout half done."""
 
-    def __init__(self, sup: Supervisor, load: Callable[[], Config],
-                 on_applied: Callable[[Config], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        sup: Supervisor,
+        load: Callable[[], Config],
+        on_applied: Callable[[Config], Awaitable[None]] | None = None,
+    ) -> None:
         self.sup = sup
         self.load = load
         self.on_applied = on_applied
@@ -161,8 +174,9 @@ class Reloader:
         new = await trio.to_thread.run_sync(self.load)
         if new.services and not self.sup.config.services:
             # Started as a fleet router: no watchdog, no capacity for tenants here.
-            raise BadRequest("slum was started without services (a fleet router only): restart "
-                             "it to run processes")
+            raise BadRequest(
+                "slum was started without services (a fleet router only): restart it to run processes"
+            )
         done = trio.Event()
         out: dict[str, Any] = {}
 
@@ -174,10 +188,15 @@ class Reloader:
                         await self.on_applied(new)
                     self.reloads += 1
                 out.update(result.to_dict())
-                summary = (f"reloaded: {len(result.added)} added, {len(result.changed)} changed, "
-                           f"{len(result.removed)} removed, {len(result.unchanged)} unchanged")
-                self.sup.hub.system(None, summary + "".join(f"; {e}" for e in result.errors),
-                                    "warn" if result.errors else "info")
+                summary = (
+                    f"reloaded: {len(result.added)} added, {len(result.changed)} changed, "
+                    f"{len(result.removed)} removed, {len(result.unchanged)} unchanged"
+                )
+                self.sup.hub.system(
+                    None,
+                    summary + "".join(f"; {e}" for e in result.errors),
+                    "warn" if result.errors else "info",
+                )
                 log.info("%s", summary)
             except Exception:  # a bug here must not end the supervisor's nursery
                 log.exception("reload failed")

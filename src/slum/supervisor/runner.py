@@ -92,8 +92,7 @@ class Ports:
             port = self._take_from(ports)
             if port is not None:
                 return port
-        raise OSError(f"no free port on 127.0.0.1 in {self.low}-{self.high} "
-                      "([settings] port_range)")
+        raise OSError(f"no free port on 127.0.0.1 in {self.low}-{self.high} ([settings] port_range)")
 
     def _take_from(self, ports: list[int]) -> int | None:
         # Random picks find a free port at once in a mostly free range; a scan covers the rest.
@@ -194,8 +193,9 @@ async def supervise(inst: Instance, ctx: Context) -> None:
             inst.restart_requested = False
             continue
         policy = inst.service.restart
-        if policy == "never" or (policy == "on-failure" and ending.cause is Cause.EXITED
-                                 and ending.code == 0):
+        if policy == "never" or (
+            policy == "on-failure" and ending.cause is Cause.EXITED and ending.code == 0
+        ):
             inst.want_running = False
             # RUNNING -> STOPPED (exited, and the policy says leave it)
             inst.move(State.STOPPED, why)
@@ -207,8 +207,7 @@ async def supervise(inst: Instance, ctx: Context) -> None:
             inst.recent_restarts.popleft()
         if len(inst.recent_restarts) >= ctx.settings.max_restarts:
             inst.want_running = False
-            reason = (f"{why}; gave up after {len(inst.recent_restarts)} restarts "
-                      f"within {window:g}s")
+            reason = f"{why}; gave up after {len(inst.recent_restarts)} restarts within {window:g}s"
             # BACKOFF -> FAILED (too many restarts): an operator must act
             inst.move(State.FAILED, reason)
             ctx.hub.system(inst.id, f"failed: {reason}", "error")
@@ -274,20 +273,31 @@ async def run_once(inst: Instance, ctx: Context) -> Ending:
         stage = root / ".slum-ns"
         if svc.isolation == "namespace":
             stage.mkdir(exist_ok=True)
-        prefix = isolation.prefix(svc.isolation, tmp_mb=svc.memory_limit_mb,
-                                  keep=(root, svc.workdir, Path(sock).parent), stage=stage)
+        prefix = isolation.prefix(
+            svc.isolation,
+            tmp_mb=svc.memory_limit_mb,
+            keep=(root, svc.workdir, Path(sock).parent),
+            stage=stage,
+        )
         cgroup = await _make_cgroup(inst, ctx)
         if cgroup is not None:
             prefix = [*cgroup.join_argv(), *prefix]
-        child = await spawn(svc.argv(instance_id=inst.name, port=port, data_dir=root),
-                            cwd=str(svc.workdir), env=env, prefix=prefix)
+        child = await spawn(
+            svc.argv(instance_id=inst.name, port=port, data_dir=root),
+            cwd=str(svc.workdir),
+            env=env,
+            prefix=prefix,
+        )
     except (OSError, LimitError, isolation.IsolationError) as e:
         ctx.ports.release(port)
         inst.port = None
         if cgroup is not None:
             await trio.to_thread.run_sync(_dispose, cgroup)
-        why = (f"cannot start: {e}" if not isinstance(e, OSError) else
-               f"cannot start {svc.command[0]!r}: {e.strerror or e}")
+        why = (
+            f"cannot start: {e}"
+            if not isinstance(e, OSError)
+            else f"cannot start {svc.command[0]!r}: {e.strerror or e}"
+        )
         ctx.hub.system(inst.id, why, "error")
         return Ending(Cause.CANNOT_START, why)
     inst.cgroup = cgroup
@@ -315,9 +325,12 @@ async def run_once(inst: Instance, ctx: Context) -> Ending:
                         # open.
                         await trio.to_thread.run_sync(cgroup.kill)
                     if not await _drain(readers):
-                        ctx.hub.system(inst.id, "output pipes still open after the process group "
-                                       "ended (a process left the group?): stopped reading them",
-                                       "warn")
+                        ctx.hub.system(
+                            inst.id,
+                            "output pipes still open after the process group "
+                            "ended (a process left the group?): stopped reading them",
+                            "warn",
+                        )
                     for reader in readers:
                         reader.scope.cancel()
     finally:
@@ -336,15 +349,22 @@ async def run_once(inst: Instance, ctx: Context) -> Ending:
     inst.last_exit = code
     if ooms:
         _tell_oom(inst, ctx, ooms)
-    if cause is Cause.EXITED and cgroup is not None and cgroup.oom_counted and (
-            ooms or code in (-signal.SIGKILL, 128 + signal.SIGKILL)):
+    if (
+        cause is Cause.EXITED
+        and cgroup is not None
+        and cgroup.oom_counted
+        and (ooms or code in (-signal.SIGKILL, 128 + signal.SIGKILL))
+    ):
         # The kernel's own counter, not a guess from the signal: an OOM kill at the end (or a
         # SIGKILL in a run with OOM kills; 137 from a namespace's init) is what ended it. A
         # worker killed earlier, told by _oom_watch, does not name a later exit of another cause.
         cause, why = Cause.OUT_OF_MEMORY, f"killed: out of memory ({_limit_words(inst)})"
     if cause is Cause.EXITED:
-        why = f"exited with code {code}" if code is not None and code >= 0 else (
-            f"killed by signal {-code}" if code is not None else "exited")
+        why = (
+            f"exited with code {code}"
+            if code is not None and code >= 0
+            else (f"killed by signal {-code}" if code is not None else "exited")
+        )
     ctx.hub.system(inst.id, f"pid {child.pid} {why}", "info" if code == 0 else "warn")
     return Ending(cause, why, code)
 
@@ -363,8 +383,7 @@ async def _make_cgroup(inst: Instance, ctx: Context) -> InstanceCgroup | None:
         if wanted:
             raise LimitError(f"{sorted(wanted)[0]} cannot be applied: no cgroup support here")
         return None
-    return await trio.to_thread.run_sync(ctx.cgroups.create, inst.service.name, inst.name,
-                                         limits)
+    return await trio.to_thread.run_sync(ctx.cgroups.create, inst.service.name, inst.name, limits)
 
 
 def _limit_words(inst: Instance) -> str:
@@ -374,8 +393,12 @@ def _limit_words(inst: Instance) -> str:
 
 def _tell_oom(inst: Instance, ctx: Context, kills: int) -> None:
     inst.oom_kills += kills
-    ctx.hub.system(inst.id, f"out of memory: the kernel killed {kills} process"
-                   f"{'es' if kills > 1 else ''} of this instance ({_limit_words(inst)})", "error")
+    ctx.hub.system(
+        inst.id,
+        f"out of memory: the kernel killed {kills} process"
+        f"{'es' if kills > 1 else ''} of this instance ({_limit_words(inst)})",
+        "error",
+    )
 
 
 async def _oom_watch(inst: Instance, ctx: Context, cgroup: InstanceCgroup) -> None:
@@ -430,7 +453,8 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[Cau
             svc = inst.service
             with trio.move_on_after(svc.startup_timeout) as scope:
                 inst.unix_path = await health.wait_ready(
-                    inst.port or 0, svc.health, unix=svc.socket_path(inst.name, ctx.settings.data_dir))
+                    inst.port or 0, svc.health, unix=svc.socket_path(inst.name, ctx.settings.data_dir)
+                )
             if scope.cancelled_caught:
                 end(Cause.NOT_READY, f"not ready within startup_timeout ({svc.startup_timeout:g}s)")
                 return
@@ -443,8 +467,13 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[Cau
                 await trio.sleep(ctx.settings.health_check_interval)
                 ok = await health.check(inst.port or 0, svc.health, inst.unix_path)
                 failures = 0 if ok else failures + 1
-                new = (State.HEALTHY if ok else State.UNHEALTHY if failures >= UNHEALTHY_AFTER
-                       else State.DEGRADED)
+                new = (
+                    State.HEALTHY
+                    if ok
+                    else State.UNHEALTHY
+                    if failures >= UNHEALTHY_AFTER
+                    else State.DEGRADED
+                )
                 inst.health = "healthy" if ok else "unhealthy"
                 if new is not inst.state:
                     inst.move(new, None if ok else f"{failures} failed health checks")
@@ -456,8 +485,7 @@ async def _watch(inst: Instance, ctx: Context, child: ChildProcess) -> tuple[Cau
         async def control_watch() -> None:
             while inst.want_running and not inst.restart_requested:
                 await inst.wait_wanted()
-            end(Cause.ASKED, "restart requested" if inst.want_running else (
-                inst.reason or "stop requested"))
+            end(Cause.ASKED, "restart requested" if inst.want_running else (inst.reason or "stop requested"))
 
         async def idle_watch() -> None:
             timeout = inst.service.idle_timeout
@@ -532,8 +560,7 @@ async def _pump(out: OutputStream, stream: trio.lowlevel.FdStream, reader: _Read
             await stream.aclose()
 
 
-async def _pump_until_eof(out: OutputStream, stream: trio.lowlevel.FdStream,
-                          reader: _Reader) -> None:
+async def _pump_until_eof(out: OutputStream, stream: trio.lowlevel.FdStream, reader: _Reader) -> None:
     while True:
         reader.waiting_since = trio.current_time()
         chunk = await stream.receive_some(READ_CHUNK)

@@ -41,14 +41,14 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     # SLEEPING -> STARTING (a request), -> STOPPED (an operator's stop: no longer just idle)
     State.SLEEPING: frozenset({State.STARTING, State.FAILED, State.STOPPED}),
     # STARTING -> HEALTHY (ready), -> BACKOFF (exit or startup timeout), -> STOPPING (stop asked)
-    State.STARTING: frozenset({State.HEALTHY, State.BACKOFF, State.STOPPING, State.STOPPED,
-                               State.FAILED}),
-    State.HEALTHY: frozenset({State.DEGRADED, State.BACKOFF, State.STOPPING, State.STOPPED,
-                              State.FAILED}),
-    State.DEGRADED: frozenset({State.HEALTHY, State.UNHEALTHY, State.BACKOFF, State.STOPPING,
-                               State.STOPPED, State.FAILED}),
-    State.UNHEALTHY: frozenset({State.HEALTHY, State.DEGRADED, State.BACKOFF, State.STOPPING,
-                                State.STOPPED, State.FAILED}),
+    State.STARTING: frozenset({State.HEALTHY, State.BACKOFF, State.STOPPING, State.STOPPED, State.FAILED}),
+    State.HEALTHY: frozenset({State.DEGRADED, State.BACKOFF, State.STOPPING, State.STOPPED, State.FAILED}),
+    State.DEGRADED: frozenset(
+        {State.HEALTHY, State.UNHEALTHY, State.BACKOFF, State.STOPPING, State.STOPPED, State.FAILED}
+    ),
+    State.UNHEALTHY: frozenset(
+        {State.HEALTHY, State.DEGRADED, State.BACKOFF, State.STOPPING, State.STOPPED, State.FAILED}
+    ),
     # BACKOFF -> STARTING (delay over), -> FAILED (too many restarts), -> STOPPED (stop asked)
     State.BACKOFF: frozenset({State.STARTING, State.FAILED, State.STOPPED}),
     # STOPPING -> STARTING: a restart asked by an operator

@@ -42,9 +42,12 @@ async def measure(inst: Instance, data_dir: Path) -> int:
     return used
 
 
-async def run_measurements(instances: Callable[[], Iterable[Instance]], data_dir: Path,
-                           warn: Callable[[Instance, str], None],
-                           every_s: float = MEASURE_EVERY_S) -> None:
+async def run_measurements(
+    instances: Callable[[], Iterable[Instance]],
+    data_dir: Path,
+    warn: Callable[[Instance, str], None],
+    every_s: float = MEASURE_EVERY_S,
+) -> None:
     """Measure each instance with a quota every `every_s`; say so once when it crosses 80% or
     100% (and again after it went back under)."""
     warned: dict[str, str | None] = {}

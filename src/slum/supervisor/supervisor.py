@@ -28,22 +28,24 @@ MAX_WEIGHT = 100
 
 
 class Supervisor:
-    def __init__(self, config: Config, hub: Hub, journal: Journal,
-                 cgroups: Cgroups | None = None) -> None:
+    def __init__(self, config: Config, hub: Hub, journal: Journal, cgroups: Cgroups | None = None) -> None:
         self.config = config
         self.hub = hub
         self.instances: dict[str, Instance] = {}
         self.cgroups = cgroups if cgroups is not None else Cgroups.detect("anon")
         # service -> its instances: what `{service}.{domain}` chooses among by weight.
         self.by_service: dict[str, list[Instance]] = {name: [] for name in config.services}
-        self._ctx = Context(config.settings, hub, journal, Ports(*config.settings.port_range),
-                            self.cgroups)
+        self._ctx = Context(config.settings, hub, journal, Ports(*config.settings.port_range), self.cgroups)
         self._journal = journal
         self._nursery: trio.Nursery | None = None
         self._auto_spawned: dict[str, deque[float]] = {}
 
-    async def run(self, known: Iterable[tuple[Any, ...]] = (), *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        known: Iterable[tuple[Any, ...]] = (),
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Own the instance tasks. `known` are instances spawned by an earlier run: they stay
         stopped until asked for (a request wakes them)."""
         try:
@@ -53,8 +55,7 @@ class Supervisor:
                 # The instances' own cgroups went with their tasks: only the subtree is left.
                 await trio.to_thread.run_sync(self.cgroups.close)
 
-    async def _run(self, known: Iterable[tuple[Any, ...]],
-                   task_status: trio.TaskStatus[None]) -> None:
+    async def _run(self, known: Iterable[tuple[Any, ...]], task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for service, name, *weight in known:
@@ -67,8 +68,12 @@ class Supervisor:
                     started = self.instances.get(f"{service}:{name}") or self._add(service, name)
                     started.want(True)
             if any(svc.storage_quota_mb for svc in self.config.services.values()):
-                nursery.start_soon(run_measurements, self.list, self.config.settings.data_dir,
-                                   lambda inst, text: self.hub.system(inst.id, text, "warn"))
+                nursery.start_soon(
+                    run_measurements,
+                    self.list,
+                    self.config.settings.data_dir,
+                    lambda inst, text: self.hub.system(inst.id, text, "warn"),
+                )
             task_status.started()
             await trio.sleep_forever()
 
@@ -83,8 +88,9 @@ class Supervisor:
 
     def _publish(self, inst: Instance, old: State, new: State) -> None:
         # status, not state: a crash loop reaches the SSE stream and the alert engine as itself
-        self.hub.publish(StateChanged(inst.id, inst.previous_status, inst.status, inst.reason,
-                                       state=new.value))
+        self.hub.publish(
+            StateChanged(inst.id, inst.previous_status, inst.status, inst.reason, state=new.value)
+        )
 
     def use_config(self, config: Config) -> None:
         """A reload (supervisor/reload.py): services and settings for what starts from now on."""
@@ -115,8 +121,7 @@ class Supervisor:
         self._check_service(service)
         check_label(name, "instance id")
         inst = self.instances.get(f"{service}:{name}")
-        if inst is not None and inst.want_running and (inst.state in ALIVE
-                                                       or inst.state is State.BACKOFF):
+        if inst is not None and inst.want_running and (inst.state in ALIVE or inst.state is State.BACKOFF):
             if inst.state is State.STARTING:
                 await self._settle(inst)
             return inst
@@ -198,11 +203,14 @@ class Supervisor:
         """Wait until the instance serves, or clearly will not (bounded by startup_timeout)."""
         with trio.move_on_after(inst.service.startup_timeout + SETTLE_MARGIN_S):
             # First leave the resting state the request found (the task has not run yet).
-            while inst.want_running and inst.state in (State.STOPPED, State.SLEEPING,
-                                                       State.FAILED):
+            while inst.want_running and inst.state in (State.STOPPED, State.SLEEPING, State.FAILED):
                 await inst.wait_changed()
-            while not inst.serving and inst.state not in (State.FAILED, State.STOPPED,
-                                                          State.SLEEPING, State.BACKOFF):
+            while not inst.serving and inst.state not in (
+                State.FAILED,
+                State.STOPPED,
+                State.SLEEPING,
+                State.BACKOFF,
+            ):
                 await inst.wait_changed()
 
     async def wake(self, inst: Instance) -> Instance:
@@ -225,8 +233,9 @@ class Supervisor:
                         raise Unavailable(f"{inst.id} could not start: {inst.reason}")
                     await inst.wait_changed()
         except trio.TooSlowError:
-            raise Unavailable(f"{inst.id} did not become ready within "
-                              f"{inst.service.startup_timeout:g}s") from None
+            raise Unavailable(
+                f"{inst.id} did not become ready within {inst.service.startup_timeout:g}s"
+            ) from None
         finally:
             inst.held -= 1
         return inst
@@ -254,15 +263,17 @@ class Supervisor:
             raise BadRequest("--from and --to are the same instance")
         # A sleeping target is fine (the next request wakes it); a stopped or failed one is not.
         if new.state is State.FAILED or (new.state is State.STOPPED and not new.want_running):
-            raise Conflict(f"{new.id} is {new.state.value}: deploy it first "
-                           f"(`slum deploy {service} --version {target}`)")
+            raise Conflict(
+                f"{new.id} is {new.state.value}: deploy it first (`slum deploy {service} --version {target}`)"
+            )
         old.weight, new.weight = 0, MAX_WEIGHT
         self.hub.system(new.id, f"route: all traffic of {service} moved from {old.id}")
         await self._journal_weights(old, new)
         return old, new
 
-    async def deploy(self, service: str, version: str, *, weight: int = MAX_WEIGHT,
-                     timeout_s: float = 30) -> Instance:
+    async def deploy(
+        self, service: str, version: str, *, weight: int = MAX_WEIGHT, timeout_s: float = 30
+    ) -> Instance:
         """Start service:version at weight 0, wait until it is healthy, then give it its weight.
         If it does not get healthy, it is stopped and the versions already serving keep their
         weights: a bad deploy never takes traffic."""
@@ -287,8 +298,7 @@ class Supervisor:
                 why = f"not healthy within {timeout_s:g}s ({inst.state.value})"
             if fresh and inst.want_running:
                 await self.stop(inst.id)
-            raise Unavailable(f"deploy of {inst.id} failed: {why}; the running versions keep "
-                              "their traffic")
+            raise Unavailable(f"deploy of {inst.id} failed: {why}; the running versions keep their traffic")
         inst.weight = weight
         self.hub.system(inst.id, f"deployed with weight {weight}")
         await self._journal_weights(inst)
@@ -302,25 +312,30 @@ class Supervisor:
         if svc is None:
             raise NotFound(f"no instance {service}:{name}")
         if not svc.auto_spawn:
-            raise NotFound(f"no instance {service}:{name} (to start new ids of {service} on "
-                           f"their first request, set `auto_spawn = true` in [service.{service}]"
-                           f"; or `slum spawn {service}:{name}`)")
+            raise NotFound(
+                f"no instance {service}:{name} (to start new ids of {service} on "
+                f"their first request, set `auto_spawn = true` in [service.{service}]"
+                f"; or `slum spawn {service}:{name}`)"
+            )
         if not DNS_LABEL.fullmatch(name):
             raise NotFound(f"no instance {service}:{name}: ids are DNS labels")
         inst = self.instances.get(f"{service}:{name}")
         if inst is not None:
             return inst
         if svc.max_instances and len(self.by_service.get(service, ())) >= svc.max_instances:
-            raise Unavailable(f"{service} has max_instances = {svc.max_instances} instances: "
-                              f"no room for {name}")
+            raise Unavailable(
+                f"{service} has max_instances = {svc.max_instances} instances: no room for {name}"
+            )
         now = time.monotonic()
         recent = self._auto_spawned.setdefault(service, deque())
         while recent and recent[0] < now - 60:
             recent.popleft()
         per_minute = self.config.settings.auto_spawn_per_minute
         if len(recent) >= per_minute:
-            raise Unavailable(f"{service} started {per_minute} new ids in the last minute "
-                              "(auto_spawn_per_minute): try again shortly")
+            raise Unavailable(
+                f"{service} started {per_minute} new ids in the last minute "
+                "(auto_spawn_per_minute): try again shortly"
+            )
         recent.append(now)
         inst = self._add(service, name)
         self.hub.system(inst.id, "auto_spawn: first request for a new id")
@@ -338,4 +353,3 @@ def check_weight(weight: object) -> int:
     if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
         raise BadRequest(f"invalid weight {weight!r}: use an integer from 0 to {MAX_WEIGHT}")
     return weight
-

@@ -55,8 +55,14 @@ class Watchdog:
             argv = [sys.executable, "-m", "slum", COMMAND]
             env = dict(os.environ)
         try:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                          start_new_session=True, close_fds=True, env=env)
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+                env=env,
+            )
         except OSError as e:
             log.warning("no watchdog (%s): children of a killed slum are reaped at next start", e)
             return

@@ -24,12 +24,14 @@ def labels_key(labels: dict[str, str]) -> str:
     return json.dumps(labels, sort_keys=True, separators=(",", ":"))
 
 
-def write_history(conn: apsw.Connection,
-                  rows: list[tuple[int, str, dict[str, str], float, float, float]]) -> None:
+def write_history(
+    conn: apsw.Connection, rows: list[tuple[int, str, dict[str, str], float, float, float]]
+) -> None:
     """rows: (minute ts, name, labels, avg, min, max)."""
     conn.executemany(
         "INSERT INTO metrics_history (ts, name, labels, value, min, max) VALUES (?, ?, ?, ?, ?, ?)",
-        [(ts, name, labels_key(labels), avg, low, high) for ts, name, labels, avg, low, high in rows])
+        [(ts, name, labels_key(labels), avg, low, high) for ts, name, labels, avg, low, high in rows],
+    )
 
 
 def choose_step(since: int, until: int, step: int | None) -> int:
@@ -44,8 +46,14 @@ def choose_step(since: int, until: int, step: int | None) -> int:
     return STEPS[-1]
 
 
-def query_history(conn: apsw.Connection, name: str, labels: dict[str, str] | None, since: int, until: int,
-                  step: int | None = None) -> dict[str, Any]:
+def query_history(
+    conn: apsw.Connection,
+    name: str,
+    labels: dict[str, str] | None,
+    since: int,
+    until: int,
+    step: int | None = None,
+) -> dict[str, Any]:
     if not name:
         raise BadRequest("name is required")
     for label, value in (("since", since), ("until", until), ("step", step or 60)):
@@ -62,12 +70,18 @@ def query_history(conn: apsw.Connection, name: str, labels: dict[str, str] | Non
     rows = conn.execute(
         f"SELECT labels, (ts / {step}) * {step} AS bucket, avg(value), min(min), max(max) "
         f"FROM metrics_history WHERE {where} GROUP BY labels, bucket ORDER BY labels, bucket",
-        args)
+        args,
+    )
     series: dict[str, list[list[float]]] = {}
     for key, bucket, avg, low, high in rows:
         series.setdefault(key, []).append([bucket * 1000, round(avg, 3), low, high])
-    return {"name": name, "step": step, "since": since, "until": until,
-            "series": [{"labels": json.loads(k), "points": pts} for k, pts in series.items()]}
+    return {
+        "name": name,
+        "step": step,
+        "since": since,
+        "until": until,
+        "series": [{"labels": json.loads(k), "points": pts} for k, pts in series.items()],
+    }
 
 
 def until_next_minute() -> float:

@@ -21,7 +21,9 @@ RING_SECONDS = 3600
 MAX_ROUTES_PER_TARGET = 64
 _ID_SEGMENT = re.compile(
     r"^(\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,}|"
-    r"[A-Za-z0-9_-]{24,})$", re.IGNORECASE)
+    r"[A-Za-z0-9_-]{24,})$",
+    re.IGNORECASE,
+)
 
 
 class Histogram:
@@ -72,10 +74,15 @@ class Histogram:
         self.max = max(self.max, other.max)
 
     def summary(self) -> dict[str, float]:
-        return {"count": self.count, "sum": round(self.sum, 3),
-                "mean": round(self.sum / self.count, 3) if self.count else 0.0,
-                "p50": round(self.quantile(0.5), 3), "p95": round(self.quantile(0.95), 3),
-                "p99": round(self.quantile(0.99), 3), "max": round(self.max, 3)}
+        return {
+            "count": self.count,
+            "sum": round(self.sum, 3),
+            "mean": round(self.sum / self.count, 3) if self.count else 0.0,
+            "p50": round(self.quantile(0.5), 3),
+            "p95": round(self.quantile(0.95), 3),
+            "p99": round(self.quantile(0.99), 3),
+            "max": round(self.max, 3),
+        }
 
     def cumulative(self, bounds: list[float]) -> list[int]:
         """Counts at or below each bound, for the Prometheus exposition."""
@@ -141,8 +148,16 @@ class Series:
     second is counted in plain integers and moved into the rings when the next second begins
     (or a reader asks): one ring write per second, not per request."""
 
-    __slots__ = ("cur_errors", "cur_requests", "errors", "last_minute", "minute",
-                 "minute_start", "requests", "second")
+    __slots__ = (
+        "cur_errors",
+        "cur_requests",
+        "errors",
+        "last_minute",
+        "minute",
+        "minute_start",
+        "requests",
+        "second",
+    )
 
     def __init__(self) -> None:
         self.requests = Ring()
@@ -199,8 +214,7 @@ class RequestMetrics:
         self._slots: dict[tuple[str, bytes, int, bytes], _Slot] = {}
         self._routes: dict[str, set[str]] = {}
 
-    def record(self, target: str, method: bytes, status: int, seconds: float,
-               path: bytes = b"/") -> None:
+    def record(self, target: str, method: bytes, status: int, seconds: float, path: bytes = b"/") -> None:
         if not self.enabled:
             return
         key = (target, method, status // 100, path)
@@ -293,8 +307,21 @@ class RequestMetrics:
         out: list[dict[str, Any]] = []
         for (target, method, status, route), slot in self._by_label.items():
             labels = {"target": target, "method": method, "status": status, "route": route}
-            out.append({"name": "http_requests_total", "value": slot.hist.count,
-                        "labels": labels, "timestamp": now_ms})
-            out.append({"name": "http_request_duration_ms", "value": None, "labels": labels,
-                        "timestamp": now_ms, **slot.hist.summary()})
+            out.append(
+                {
+                    "name": "http_requests_total",
+                    "value": slot.hist.count,
+                    "labels": labels,
+                    "timestamp": now_ms,
+                }
+            )
+            out.append(
+                {
+                    "name": "http_request_duration_ms",
+                    "value": None,
+                    "labels": labels,
+                    "timestamp": now_ms,
+                    **slot.hist.summary(),
+                }
+            )
         return out

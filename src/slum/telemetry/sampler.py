@@ -90,8 +90,11 @@ class Sampler:
                 continue
         return GroupStats(round(cpu, 1), rss, fds, threads, len(members))
 
-    def cgroup_sample(self, cgroups: dict[str, InstanceCgroup], now: float,
-                      ) -> dict[str, GroupStats]:
+    def cgroup_sample(
+        self,
+        cgroups: dict[str, InstanceCgroup],
+        now: float,
+    ) -> dict[str, GroupStats]:
         """Instances in a cgroup of their own: the kernel's counters for the whole tree, two small
         file reads each for CPU and memory, instead of reading every process. Processes, threads
         and open files change slowly and cost a read per process: every RESCAN_TICKS ticks."""
@@ -110,8 +113,7 @@ class Sampler:
                     except OSError:
                         continue
                 tasks = cg.tasks()
-                slow = self._cg_slow[name] = (fds, tasks if tasks is not None else len(pids),
-                                              len(pids))
+                slow = self._cg_slow[name] = (fds, tasks if tasks is not None else len(pids), len(pids))
             percent = 0.0
             if cpu_s is not None:
                 prev = self._cg_prev.get(name)
@@ -124,8 +126,9 @@ class Sampler:
             self._cg_prev.pop(gone, None)
         return out
 
-    def tick_sync(self, groups: dict[int, str],
-                  cgroups: dict[str, InstanceCgroup] | None = None) -> dict[str, GroupStats]:
+    def tick_sync(
+        self, groups: dict[int, str], cgroups: dict[str, InstanceCgroup] | None = None
+    ) -> dict[str, GroupStats]:
         """One sample (in a worker thread): every process, matched to its instance by group;
         instances with a cgroup from the cgroup."""
         now = time.monotonic()
@@ -147,8 +150,11 @@ class Sampler:
             self._members, self._scanned, self._rescan_in = by_group, set(groups), RESCAN_TICKS
         else:
             self._rescan_in -= 1
-        members = {groups[pgid]: [p for p in procs if p.is_running()]
-                   for pgid, procs in self._members.items() if pgid in groups}
+        members = {
+            groups[pgid]: [p for p in procs if p.is_running()]
+            for pgid, procs in self._members.items()
+            if pgid in groups
+        }
         result = {name: self._group(procs, now) for name, procs in members.items()}
         result.update(self.cgroup_sample(cgroups or {}, now))
         self.own = self._group([psutil.Process()], now)
@@ -159,10 +165,15 @@ class Sampler:
             disk_free, disk_total = float(disk.free), float(disk.total)
         except OSError:
             disk_free = disk_total = 0.0
-        self.host = {"load1": load1, "load5": load5, "cpus": float(os.cpu_count() or 1),
-                     "memory_total_bytes": float(memory.total),
-                     "memory_available_bytes": float(memory.available),
-                     "disk_free_bytes": disk_free, "disk_total_bytes": disk_total}
+        self.host = {
+            "load1": load1,
+            "load5": load5,
+            "cpus": float(os.cpu_count() or 1),
+            "memory_total_bytes": float(memory.total),
+            "memory_available_bytes": float(memory.available),
+            "disk_free_bytes": disk_free,
+            "disk_total_bytes": disk_total,
+        }
         alive = {p.pid for procs in members.values() for p in procs} | {os.getpid()}
         for pid in list(self._cpu_prev):
             if pid not in alive:
@@ -193,8 +204,9 @@ class Sampler:
             rings.cpu.set(second, self.own.cpu_percent)
             rings.rss.set(second, self.own.rss_bytes)
 
-    async def run(self, interval_s: float = INTERVAL_S, *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, interval_s: float = INTERVAL_S, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started()
         while True:
             await self.tick()
@@ -209,22 +221,26 @@ class Sampler:
         out: list[dict[str, Any]] = []
         for name, stats in self.instances.items():
             labels = {"instance": name}
-            for metric, value in (("cpu_percent", stats.cpu_percent),
-                                  ("rss_bytes", stats.rss_bytes),
-                                  ("open_fds", stats.open_fds), ("threads", stats.threads),
-                                  ("processes", stats.processes)):
-                out.append({"name": f"instance_{metric}", "value": value, "labels": labels,
-                            "timestamp": now_ms})
+            for metric, value in (
+                ("cpu_percent", stats.cpu_percent),
+                ("rss_bytes", stats.rss_bytes),
+                ("open_fds", stats.open_fds),
+                ("threads", stats.threads),
+                ("processes", stats.processes),
+            ):
+                out.append(
+                    {"name": f"instance_{metric}", "value": value, "labels": labels, "timestamp": now_ms}
+                )
         if self.own is not None:
-            for metric, value in (("cpu_percent", self.own.cpu_percent),
-                                  ("rss_bytes", self.own.rss_bytes),
-                                  ("open_fds", self.own.open_fds),
-                                  ("threads", self.own.threads)):
-                out.append({"name": f"slum_{metric}", "value": value, "labels": {},
-                            "timestamp": now_ms})
+            for metric, value in (
+                ("cpu_percent", self.own.cpu_percent),
+                ("rss_bytes", self.own.rss_bytes),
+                ("open_fds", self.own.open_fds),
+                ("threads", self.own.threads),
+            ):
+                out.append({"name": f"slum_{metric}", "value": value, "labels": {}, "timestamp": now_ms})
         for metric, value in self.host.items():
-            out.append({"name": f"host_{metric}", "value": value, "labels": {},
-                        "timestamp": now_ms})
+            out.append({"name": f"host_{metric}", "value": value, "labels": {}, "timestamp": now_ms})
         return out
 
 
@@ -235,8 +251,11 @@ def _stats(values: list[float | None]) -> tuple[float, float, float] | None:
     return sum(present) / len(present), min(present), max(present)
 
 
-def minute_rows(minute: int, sampler: Sampler, requests: RequestMetrics,
-                ) -> list[tuple[int, str, dict[str, str], float, float, float]]:
+def minute_rows(
+    minute: int,
+    sampler: Sampler,
+    requests: RequestMetrics,
+) -> list[tuple[int, str, dict[str, str], float, float, float]]:
     """What the minute starting at `minute` adds to metrics_history: min/avg/max per series."""
     end = minute + 59
     rows: list[tuple[int, str, dict[str, str], float, float, float]] = []
@@ -253,13 +272,16 @@ def minute_rows(minute: int, sampler: Sampler, requests: RequestMetrics,
         if not any(counts):
             continue
         rows.append((minute, "requests_per_s", labels, *_stats(counts)))  # type: ignore[misc]
-        rows.append((minute, "errors_per_s", labels,
-                     *_stats(series.errors.series(60, end, fill=0.0))))  # type: ignore[misc]
-        hist = (series.minute if series.minute_start == minute else
-                series.last_minute if series.minute_start == minute + 60 else None)
+        rows.append((minute, "errors_per_s", labels, *_stats(series.errors.series(60, end, fill=0.0))))  # type: ignore[misc]
+        hist = (
+            series.minute
+            if series.minute_start == minute
+            else series.last_minute
+            if series.minute_start == minute + 60
+            else None
+        )
         if hist is not None and hist.count:
-            rows.append((minute, "latency_p99_ms", labels, hist.quantile(0.99),
-                         hist.quantile(0.5), hist.max))
+            rows.append((minute, "latency_p99_ms", labels, hist.quantile(0.99), hist.quantile(0.5), hist.max))
     if sampler.host:
         for metric in ("load1", "memory_available_bytes", "disk_free_bytes"):
             value = sampler.host[metric]

@@ -28,14 +28,20 @@ class Telemetry:
         requests.enabled = request_metrics
         return cls(requests, Sampler(supervisor, data_dir))
 
-    async def run(self, tasks: Tasks, store: Store, *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, tasks: Tasks, store: Store, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Started once both tasks are known to `tasks` (so `slum status` lists them at once)."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_periodic, tasks, "sampler", self.sampler.tick,
-                                        INTERVAL_S))
-            await nursery.start(partial(
-                run_periodic, tasks, "history",
-                partial(flush_minute, store, self.sampler, self.requests), until_next_minute,
-                first_delay=True))
+            await nursery.start(partial(run_periodic, tasks, "sampler", self.sampler.tick, INTERVAL_S))
+            await nursery.start(
+                partial(
+                    run_periodic,
+                    tasks,
+                    "history",
+                    partial(flush_minute, store, self.sampler, self.requests),
+                    until_next_minute,
+                    first_delay=True,
+                )
+            )
             task_status.started()

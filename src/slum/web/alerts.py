@@ -22,9 +22,11 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
         if engine is None:
             return jsonify({"alerts": [], "open": [], "webhooks": 0, "statistics": None})
         recent = list(engine.recent)[::-1][: int(raw)]
-        return jsonify({
-            "alerts": [a.to_dict() for a in recent],
-            "open": [e.alert.to_dict() for e in engine.episodes.values()],
-            "webhooks": len(ctx.config.alerts),
-            "statistics": asdict(engine.statistics()),
-        })
+        return jsonify(
+            {
+                "alerts": [a.to_dict() for a in recent],
+                "open": [e.alert.to_dict() for e in engine.episodes.values()],
+                "webhooks": len(ctx.config.alerts),
+                "statistics": asdict(engine.statistics()),
+            }
+        )

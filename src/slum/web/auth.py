@@ -84,8 +84,10 @@ class Proxies:
             try:
                 self.networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
             except ValueError:
-                raise ConfigError(f"settings.trusted_proxies: {entry!r} is not an IP address or "
-                                  "network (e.g. 127.0.0.1 or 10.0.0.0/8)") from None
+                raise ConfigError(
+                    f"settings.trusted_proxies: {entry!r} is not an IP address or "
+                    "network (e.g. 127.0.0.1 or 10.0.0.0/8)"
+                ) from None
 
     def trusted(self, address: str) -> bool:
         if not self.networks:
@@ -114,8 +116,11 @@ class Proxies:
         if str(headers.get("origin", "")).startswith("https://"):
             return True
         hops = [h.strip() for h in str(headers.get("x-forwarded-for", "")).split(",") if h.strip()]
-        return (bool(hops) and self.trusted(hops[-1])
-                and str(headers.get("x-forwarded-proto", "")).split(",")[0].strip() == "https")
+        return (
+            bool(hops)
+            and self.trusted(hops[-1])
+            and str(headers.get("x-forwarded-proto", "")).split(",")[0].strip() == "https"
+        )
 
 
 # --- the cost of guessing ---
@@ -125,8 +130,12 @@ class RateLimiter:
     entry: one-off failures (probation) cannot push out clients that failed repeatedly
     (offenders), so a flood of distinct addresses does not wipe an attacker's bucket."""
 
-    def __init__(self, burst: float = BUCKET_BURST, refill_per_s: float = BUCKET_REFILL_PER_S,
-                 entries: int = BUCKET_ENTRIES) -> None:
+    def __init__(
+        self,
+        burst: float = BUCKET_BURST,
+        refill_per_s: float = BUCKET_REFILL_PER_S,
+        entries: int = BUCKET_ENTRIES,
+    ) -> None:
         self.burst = burst
         self.refill_per_s = refill_per_s
         self.entries = entries
@@ -215,8 +224,7 @@ class Argon2Gate:
                 queued = False
                 self.running += 1
                 try:
-                    return await trio.to_thread.run_sync(store_tokens.verify_hash, token_hash,
-                                                         token)
+                    return await trio.to_thread.run_sync(store_tokens.verify_hash, token_hash, token)
                 finally:
                     self.running -= 1
         finally:
@@ -298,8 +306,7 @@ class Authenticator:
         return Identity(*found)
 
     async def new_session(self, token_id: int) -> str:
-        return await self.store.write(
-            lambda c: store_tokens.create_session(c, token_id, SESSION_TTL_S))
+        return await self.store.write(lambda c: store_tokens.create_session(c, token_id, SESSION_TTL_S))
 
     async def end_session(self, sid: str | None) -> None:
         if sid and len(sid) <= MAX_TOKEN_LEN:
@@ -376,8 +383,9 @@ def check_json_body() -> None:
     from quart import request
 
     content_type = request.headers.get("content-type")
-    has_body = request.headers.get("content-length", "0") not in ("", "0") or \
-        "transfer-encoding" in request.headers
+    has_body = (
+        request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
+    )
     if content_type is None and not has_body:
         return
     mimetype = (content_type or "").split(";", 1)[0].strip().lower()

@@ -61,9 +61,13 @@ def register(app: QuartTrio) -> None:
 
 
 async def gzip_json(response: Response) -> Response:
-    if (response.mimetype != "application/json" or not isinstance(response.response, DataBody)
-            or "content-encoding" in response.headers or request.method == "HEAD"
-            or "gzip" not in accepted(request.headers.get("accept-encoding"))):
+    if (
+        response.mimetype != "application/json"
+        or not isinstance(response.response, DataBody)
+        or "content-encoding" in response.headers
+        or request.method == "HEAD"
+        or "gzip" not in accepted(request.headers.get("accept-encoding"))
+    ):
         return response
     body: Any = await response.get_data()
     if len(body) < MIN_JSON_BYTES:

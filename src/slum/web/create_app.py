@@ -100,8 +100,19 @@ def create_app(ctx: WebContext) -> QuartTrio:
         return response
 
     install(app, ctx)
-    for module in (health, fleet, fleet_tenants, fleet_view, instances, logs, metrics, overview,
-                   session, deploys, openapi):
+    for module in (
+        health,
+        fleet,
+        fleet_tenants,
+        fleet_view,
+        instances,
+        logs,
+        metrics,
+        overview,
+        session,
+        deploys,
+        openapi,
+    ):
         app.register_blueprint(module.bp)
     app.register_blueprint(metrics.prometheus_bp)
     # Dashboard-only paths, outside the route table.
@@ -120,8 +131,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
             return jsonify({"error": f"no API endpoint /_/{path}"}), 404
         file, immutable = dashboard.resolve(path)
         response = await compress.send_static(file)
-        response.headers["Cache-Control"] = ("public, max-age=31536000, immutable" if immutable
-                                             else "no-cache")
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if immutable else "no-cache"
         return response
 
     return app
@@ -130,11 +140,12 @@ def create_app(ctx: WebContext) -> QuartTrio:
 def dashboard_csp() -> str:
     """The SPA's policy: its scripts from /_/ plus the inline bootstrap script of index.html
     (allowed by its hash, not by 'unsafe-inline'); never framed."""
-    hashes = " ".join(f"'sha256-{h}'" for h in _inline_script_hashes(dashboard.root()
-                                                                       / "index.html"))
-    return ("default-src 'self'; script-src 'self' " + hashes + "; style-src 'self' "
-            "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; "
-            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+    hashes = " ".join(f"'sha256-{h}'" for h in _inline_script_hashes(dashboard.root() / "index.html"))
+    return (
+        "default-src 'self'; script-src 'self' " + hashes + "; style-src 'self' "
+        "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
 
 
 _hash_cache: dict[tuple[str, float], list[str]] = {}
@@ -148,8 +159,10 @@ def _inline_script_hashes(index: Path) -> list[str]:
     if key not in _hash_cache:
         text = index.read_text(encoding="utf-8", errors="replace")
         _hash_cache.clear()
-        _hash_cache[key] = [base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
-                            for body in INLINE_SCRIPT.findall(text)]
+        _hash_cache[key] = [
+            base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+            for body in INLINE_SCRIPT.findall(text)
+        ]
     return _hash_cache[key]
 
 

@@ -35,9 +35,9 @@ class DeployRequest(TypedDict):
 
 
 # `from` is a keyword in Python: the functional form
-RouteRequest = TypedDict("RouteRequest", {"from": str, "to": str,
-                                          "process": NotRequired[str],
-                                          "service": NotRequired[str]})
+RouteRequest = TypedDict(
+    "RouteRequest", {"from": str, "to": str, "process": NotRequired[str], "service": NotRequired[str]}
+)
 
 
 class WeightRequest(TypedDict):
@@ -90,22 +90,23 @@ def _timeout(data: dict[str, Any]) -> float:
     value = data.get("timeout", DEFAULT_DEPLOY_TIMEOUT_S)
     if value is None:
         return DEFAULT_DEPLOY_TIMEOUT_S
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            0 < value <= MAX_DEPLOY_TIMEOUT_S):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 < value <= MAX_DEPLOY_TIMEOUT_S)
+    ):
         raise BadRequest(f"timeout must be a number of seconds in (0, {MAX_DEPLOY_TIMEOUT_S:g}]")
     return float(value)
 
 
-@endpoint(bp, "POST", "/deploys", prefixes=BOTH, body=DeployRequest, response=Deployed,
-          status=201)
+@endpoint(bp, "POST", "/deploys", prefixes=BOTH, body=DeployRequest, response=Deployed, status=201)
 async def deploy() -> tuple[Response, int]:
     """Deploy a version: started at weight 0, given its weight once healthy; a version that
     does not get healthy is stopped and the serving versions keep their traffic."""
     return await _deploy()
 
 
-@endpoint(bp, "POST", "/deploy", prefixes=(API,), body=DeployRequest, response=Deployed,
-          status=201)
+@endpoint(bp, "POST", "/deploy", prefixes=(API,), body=DeployRequest, response=Deployed, status=201)
 async def deploy_tenement() -> tuple[Response, int]:
     """Deploy a version, at tenement's path."""
     return await _deploy()
@@ -118,8 +119,7 @@ async def _deploy() -> tuple[Response, int]:
     version = _str(data, "version")
     check_instance(f"{service}:{version}")
     weight = _int(data, "weight", MAX_WEIGHT)
-    inst = await ctx.supervisor.deploy(service, version, weight=weight,
-                                       timeout_s=_timeout(data))
+    inst = await ctx.supervisor.deploy(service, version, weight=weight, timeout_s=_timeout(data))
     d = ctx.instance_dict(inst)
     d["instance_id"] = inst.id  # tenement's DeployResponse
     return jsonify(d), 201
@@ -131,13 +131,20 @@ async def _route(service: str, data: dict[str, Any]) -> Response:
     check_instance(f"{service}:{source}")
     check_instance(f"{service}:{target}")
     old, new = await ctx.supervisor.route(service, source, target)
-    return jsonify({"service": service, "from_instance": old.id, "to_instance": new.id,
-                    "from_weight": old.weight, "to_weight": new.weight,
-                    "from": ctx.instance_dict(old), "to": ctx.instance_dict(new)})
+    return jsonify(
+        {
+            "service": service,
+            "from_instance": old.id,
+            "to_instance": new.id,
+            "from_weight": old.weight,
+            "to_weight": new.weight,
+            "from": ctx.instance_dict(old),
+            "to": ctx.instance_dict(new),
+        }
+    )
 
 
-@endpoint(bp, "POST", "/services/<service>/route", prefixes=BOTH, body=RouteRequest,
-          response=Routed)
+@endpoint(bp, "POST", "/services/<service>/route", prefixes=BOTH, body=RouteRequest, response=Routed)
 async def service_route(service: str) -> Response:
     """Blue/green: all of `from`'s weight goes to `to` in one step; `from` keeps running."""
     return await _route(service, await body())
@@ -150,8 +157,7 @@ async def tenement_route() -> Response:
     return await _route(_str(data, "process", "service"), data)
 
 
-@endpoint(bp, "POST", "/instances/<ref>/weight", prefixes=BOTH, body=WeightRequest,
-          response=Deployed)
+@endpoint(bp, "POST", "/instances/<ref>/weight", prefixes=BOTH, body=WeightRequest, response=Deployed)
 async def weight(ref: str) -> Response:
     """Set one instance's share of its service's traffic (0-100)."""
     parse_instance_ref(ref)
@@ -180,5 +186,4 @@ async def storage(ref: str) -> Response:
         used = 0
     path = data_dir / inst.service.name / inst.name
     exists = await trio.Path(path).is_dir()
-    return jsonify({"id": inst.id, "path": str(path), "exists": exists, "bytes": used,
-                    **inst.storage()})
+    return jsonify({"id": inst.id, "path": str(path), "exists": exists, "bytes": used, **inst.storage()})

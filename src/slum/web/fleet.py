@@ -136,8 +136,7 @@ async def tenant_add() -> tuple[Response, int]:
     if not data.id:
         raise BadRequest("id is required")
     config = data.config
-    config_text = None if config is None else (config if isinstance(config, str)
-                                                else json.dumps(config))
+    config_text = None if config is None else (config if isinstance(config, str) else json.dumps(config))
     added = await context().fleet.add_tenant(data.id, data.server, data.service, config_text)
     return jsonify(tenant_dict(added)), 201
 
@@ -148,8 +147,7 @@ async def tenant_remove(tenant_id: str) -> Response:
     return jsonify(tenant_dict(await context().fleet.remove_tenant(tenant_id)))
 
 
-@endpoint(bp, "POST", "/tenants/<tenant_id>/move", prefixes=BOTH, body=TenantMove,
-          response=Tenant)
+@endpoint(bp, "POST", "/tenants/<tenant_id>/move", prefixes=BOTH, body=TenantMove, response=Tenant)
 async def tenant_move(tenant_id: str) -> Response:
     """Move a tenant to another server: started there, stopped here. Its data stays behind."""
     to = (await read_body(TenantMove)).to
@@ -162,16 +160,16 @@ async def tenant_move(tenant_id: str) -> Response:
     return jsonify(result)
 
 
-@endpoint(bp, "POST", "/tenants/<tenant_id>/aliases", prefixes=BOTH, body=NewAlias,
-          response=Tenant, status=201)
+@endpoint(
+    bp, "POST", "/tenants/<tenant_id>/aliases", prefixes=BOTH, body=NewAlias, response=Tenant, status=201
+)
 async def alias_add(tenant_id: str) -> tuple[Response, int]:
     """Route a custom domain to the tenant (409 if it is another tenant's)."""
     domain = (await read_body(NewAlias)).domain
     return jsonify(tenant_dict(await context().fleet.add_alias(tenant_id, domain))), 201
 
 
-@endpoint(bp, "DELETE", "/tenants/<tenant_id>/aliases/<domain>", prefixes=BOTH,
-          response=Tenant)
+@endpoint(bp, "DELETE", "/tenants/<tenant_id>/aliases/<domain>", prefixes=BOTH, response=Tenant)
 async def alias_remove(tenant_id: str, domain: str) -> Response:
     """Stop routing a custom domain to the tenant."""
     return jsonify(tenant_dict(await context().fleet.remove_alias(domain, tenant_id)))

@@ -26,15 +26,17 @@ class Health(TypedDict):
 async def health() -> Response:
     """Whether slum is up (no token needed)."""
     ctx = context()
-    data: dict[str, Any] = {"status": "ok", "version": __version__,
-                            "uptime_secs": round(time.time() - ctx.started_at, 1),
-                            "instances": len(ctx.supervisor.instances)}
+    data: dict[str, Any] = {
+        "status": "ok",
+        "version": __version__,
+        "uptime_secs": round(time.time() - ctx.started_at, 1),
+        "instances": len(ctx.supervisor.instances),
+    }
     if ctx.registry_health is not None:
         # Still 200: this router routes with its last known table. A load balancer keeps it;
         # an operator (and the metric slum_registry_up) sees that writes cannot be made.
         state = registry_health(ctx)
-        data["registry"] = {"backend": state["backend"], "up": state["up"],
-                            "reason": state["reason"]}
+        data["registry"] = {"backend": state["backend"], "up": state["up"], "reason": state["reason"]}
         if not state["up"]:
             data["status"] = "degraded"
     return jsonify(data)

@@ -20,8 +20,18 @@ from slum.web.routes import API, BOTH, endpoint, read_body
 bp = Blueprint("instances", __name__)
 
 
-InstanceState = Literal["stopped", "sleeping", "starting", "healthy", "degraded", "unhealthy",
-                        "backoff", "stopping", "failed", "crash-looping"]
+InstanceState = Literal[
+    "stopped",
+    "sleeping",
+    "starting",
+    "healthy",
+    "degraded",
+    "unhealthy",
+    "backoff",
+    "stopping",
+    "failed",
+    "crash-looping",
+]
 Health = Literal["healthy", "unhealthy", "unknown"]
 
 
@@ -104,13 +114,15 @@ def checked_ref(ref: str) -> str:
     return ref
 
 
-@endpoint(bp, "GET", "/instances", prefixes=BOTH, response=list[Instance],
-          query=InstancesArgs)
+@endpoint(bp, "GET", "/instances", prefixes=BOTH, response=list[Instance], query=InstancesArgs)
 async def instances() -> Response:
     """The instances of this node (with `all=1`: of every server)."""
     ctx = context()
-    local = [{**ctx.instance_dict(i), "server": registry.LOCAL}
-             for i in ctx.supervisor.list() if instance_allowed(i.id)]
+    local = [
+        {**ctx.instance_dict(i), "server": registry.LOCAL}
+        for i in ctx.supervisor.list()
+        if instance_allowed(i.id)
+    ]
     if request.args.get("all") not in ("1", "true") or scope_tenant() is not None:
         return jsonify(local)  # a scoped token: its tenant runs here, the fleet is not its own
     servers = [s for s in await ctx.fleet.servers() if not s.local]
@@ -122,15 +134,21 @@ async def instances() -> Response:
             why = nodes.unreachable(server)
             if why is not None:
                 raise nodes.NodeFailed(why)
-            got = await nodes.call(server, "GET", "/_/api/instances",
-                                   timeout_s=nodes.READ_TIMEOUT_S)
+            got = await nodes.call(server, "GET", "/_/api/instances", timeout_s=nodes.READ_TIMEOUT_S)
             answer = [i for i in got if isinstance(i, dict)] if isinstance(got, list) else []
-            results.extend({**i, "server": server.name} for i in answer
-                           if instance_allowed(str(i.get("id", ""))))
+            results.extend(
+                {**i, "server": server.name} for i in answer if instance_allowed(str(i.get("id", "")))
+            )
         except SlumError as e:
             if instance_allowed(f"{server.name}:?"):
-                results.append({"id": f"{server.name}:?", "server": server.name,
-                                "status": "unknown", "reason": e.message})
+                results.append(
+                    {
+                        "id": f"{server.name}:?",
+                        "server": server.name,
+                        "status": "unknown",
+                        "reason": e.message,
+                    }
+                )
 
     async with trio.open_nursery() as nursery:
         for server in servers:
@@ -154,8 +172,7 @@ async def spawn() -> tuple[Response, int]:
     return await _spawn(data.service, data.id)
 
 
-@endpoint(bp, "POST", "/instances/spawn", prefixes=(API,), body=TenementSpawn, response=Instance,
-          status=201)
+@endpoint(bp, "POST", "/instances/spawn", prefixes=(API,), body=TenementSpawn, response=Instance, status=201)
 async def spawn_tenement() -> tuple[Response, int]:
     """Start an instance, as tenement's API does."""
     data = await read_body(TenementSpawn)
@@ -181,11 +198,19 @@ async def instance(ref: str) -> Response:
     d = ctx.instance_dict(inst)
     d["history"] = [{"ts": t.ts, "state": t.state, "reason": t.reason} for t in inst.history]
     svc = inst.service
-    d["config"] = {"command": list(svc.command), "health": svc.health,
-                   "idle_timeout": svc.idle_timeout, "startup_timeout": svc.startup_timeout,
-                   "restart": svc.restart, "workdir": str(svc.workdir), "env": svc.env,
-                   "memory_limit_mb": svc.memory_limit_mb, "cpu_shares": svc.cpu_shares,
-                   "pids_max": svc.pids_max, "isolation": svc.isolation}
+    d["config"] = {
+        "command": list(svc.command),
+        "health": svc.health,
+        "idle_timeout": svc.idle_timeout,
+        "startup_timeout": svc.startup_timeout,
+        "restart": svc.restart,
+        "workdir": str(svc.workdir),
+        "env": svc.env,
+        "memory_limit_mb": svc.memory_limit_mb,
+        "cpu_shares": svc.cpu_shares,
+        "pids_max": svc.pids_max,
+        "isolation": svc.isolation,
+    }
     return jsonify(d)
 
 
@@ -203,10 +228,8 @@ async def stop(ref: str) -> Response:
     return jsonify(ctx.instance_dict(await ctx.supervisor.stop(checked_ref(ref))))
 
 
-@endpoint(bp, "GET", "/instances/<ref>/health", prefixes=BOTH,
-          response=InstanceHealth)
+@endpoint(bp, "GET", "/instances/<ref>/health", prefixes=BOTH, response=InstanceHealth)
 async def instance_health(ref: str) -> Response:
     """An instance's health and status."""
     inst = context().supervisor.get(checked_ref(ref))
-    return jsonify({"id": inst.id, "health": inst.health, "status": inst.state.value,
-                    "reason": inst.reason})
+    return jsonify({"id": inst.id, "health": inst.health, "status": inst.state.value, "reason": inst.reason})

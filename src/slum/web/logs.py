@@ -118,14 +118,16 @@ def _resume_id() -> int | None:
     return last_id if last_id is not None and 0 <= last_id <= logs.MAX_ID else None
 
 
-@endpoint(bp, "GET", "/logs/stream", prefixes=BOTH, query=StreamArgs, response=str,
-          content="text/event-stream")
+@endpoint(
+    bp, "GET", "/logs/stream", prefixes=BOTH, query=StreamArgs, response=str, content="text/event-stream"
+)
 async def log_stream() -> Any:
     """Live log lines as server-sent events (`log`, `state`, `lagged`); `Last-Event-ID`
     resumes from the store. Under /api, tenement's shape: unnamed `data:` events (so a
     browser's `onmessage` sees them), the log lines only."""
     ctx = context()
     if request.path.startswith(API + "/"):
+
         def event(name: str, data: Any, event_id: int | None = None) -> bytes:
             return _unnamed(data, event_id) if name == "log" else b""
     else:
@@ -149,8 +151,7 @@ async def log_stream() -> Any:
             if last_id is not None and want_logs:
                 # Resume from the store: what the client missed while disconnected.
                 while True:
-                    back = logs.LogQuery(**{**q.__dict__, "after_id": sent,
-                                            "limit": 1000, "offset": 0})
+                    back = logs.LogQuery(**{**q.__dict__, "after_id": sent, "limit": 1000, "offset": 0})
                     rows = await ctx.store.read(partial(logs.query, q=back))
                     for row in rows:
                         yield event("log", row, row["id"])
@@ -171,14 +172,26 @@ async def log_stream() -> Any:
                     if want_logs and item.id > sent and q.matches(item.line):
                         sent = item.id
                         yield event("log", logs.stored_to_entry(item), item.id)
-                elif states and isinstance(item, StateChanged) and (
-                        tenant is None or item.instance_id.partition(":")[2] == tenant):
-                    yield event("state", {"id": item.instance_id, "old": item.old,
-                                          "new": item.new, "reason": item.reason,
-                                          "ts": item.ts})
+                elif (
+                    states
+                    and isinstance(item, StateChanged)
+                    and (tenant is None or item.instance_id.partition(":")[2] == tenant)
+                ):
+                    yield event(
+                        "state",
+                        {
+                            "id": item.instance_id,
+                            "old": item.old,
+                            "new": item.new,
+                            "reason": item.reason,
+                            "ts": item.ts,
+                        },
+                    )
 
-    response = await make_response(stream(), 200, {
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no"})
+    response = await make_response(
+        stream(),
+        200,
+        {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
     response.timeout = None  # type: ignore[union-attr]
     return response

@@ -93,10 +93,23 @@ async def metrics() -> Response:
     now_ms = int(time.time() * 1000)
     for target in ctx.requests.series:
         recent = ctx.requests.recent(target).summary()
-        out.append({"name": "requests_per_s", "value": round(ctx.requests.rate(target), 2),
-                    "labels": {"target": target}, "timestamp": now_ms})
-        out.append({"name": "latency_recent_ms", "value": recent["p99"],
-                    "labels": {"target": target}, "timestamp": now_ms, **recent})
+        out.append(
+            {
+                "name": "requests_per_s",
+                "value": round(ctx.requests.rate(target), 2),
+                "labels": {"target": target},
+                "timestamp": now_ms,
+            }
+        )
+        out.append(
+            {
+                "name": "latency_recent_ms",
+                "value": recent["p99"],
+                "labels": {"target": target},
+                "timestamp": now_ms,
+                **recent,
+            }
+        )
     return jsonify([m for m in out if _in_scope(m.get("labels"))])
 
 
@@ -117,8 +130,10 @@ async def live() -> Response:
     for target, s in ctx.requests.series.items():
         if not wanted(target):
             continue
-        series[target] = {"requests": s.requests.series(seconds, now, fill=0.0),
-                          "errors": s.errors.series(seconds, now, fill=0.0)}
+        series[target] = {
+            "requests": s.requests.series(seconds, now, fill=0.0),
+            "errors": s.errors.series(seconds, now, fill=0.0),
+        }
     if ctx.sampler is not None:
         for name, rings in ctx.sampler.rings.items():
             if not wanted(name):
@@ -137,14 +152,15 @@ async def history() -> Response:
     name = a.get("name") or ""
     labels = parse_labels(a.get("labels"))
     if not _in_scope(labels):
-        raise Forbidden(f"this token is limited to tenant {scope_tenant()}: "
-                        "name one of its instances in labels (target or instance)")
+        raise Forbidden(
+            f"this token is limited to tenant {scope_tenant()}: "
+            "name one of its instances in labels (target or instance)"
+        )
     now = time.time()
     since = _seconds(logs.parse_since(a.get("since"))) or now - 3600
     until = _seconds(logs.parse_since(a.get("until"))) or now
     step = int_arg("step", 0) or None
-    result = await ctx.store.read(
-        lambda c: query_history(c, name, labels, int(since), int(until), step))
+    result = await ctx.store.read(lambda c: query_history(c, name, labels, int(since), int(until), step))
     result["series"] = [s for s in result["series"] if _in_scope(s["labels"])]
     # One series asked for by its labels: its points at the top level too.
     result["points"] = result["series"][0]["points"] if len(result["series"]) == 1 else []
@@ -159,8 +175,9 @@ async def prometheus() -> Response:
     require_unscoped()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(context()))
-    return Response(generate_latest(registry), 200,
-                    {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return Response(
+        generate_latest(registry), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
 
 
 def parse_labels(raw: str | None) -> dict[str, str] | None:
@@ -173,13 +190,13 @@ def parse_labels(raw: str | None) -> dict[str, str] | None:
         except ValueError:
             labels = None
         if not isinstance(labels, dict):
-            raise BadRequest('labels must be a JSON object or k=v,k=v')
+            raise BadRequest("labels must be a JSON object or k=v,k=v")
         return {str(k): str(v) for k, v in labels.items()}
     out = {}
     for part in raw.split(","):
         key, eq, value = part.partition("=")
         if not eq or not key.strip():
-            raise BadRequest('labels must be a JSON object or k=v,k=v')
+            raise BadRequest("labels must be a JSON object or k=v,k=v")
         out[key.strip()] = value.strip()
     return out
 
@@ -205,8 +222,9 @@ class _Collector:
         ctx = self.ctx
         names = ["target", "method", "status", "route"]
         total = CounterMetricFamily("http_requests", "Requests through the edge", labels=names)
-        duration = HistogramMetricFamily("http_request_duration_ms",
-                                         "Request duration in milliseconds", labels=names)
+        duration = HistogramMetricFamily(
+            "http_request_duration_ms", "Request duration in milliseconds", labels=names
+        )
         errors = CounterMetricFamily("http_errors", "Requests answered 5xx", labels=["target"])
         error_counts: dict[str, int] = {}
         for key, n in ctx.requests.totals.items():
@@ -224,12 +242,16 @@ class _Collector:
         yield duration
         yield errors
 
-        state = GaugeMetricFamily("slum_instance_up", "1 when the instance serves requests",
-                                  labels=["instance", "state"])
+        state = GaugeMetricFamily(
+            "slum_instance_up", "1 when the instance serves requests", labels=["instance", "state"]
+        )
         restarts = CounterMetricFamily("slum_instance_restarts", "Restarts", labels=["instance"])
         wakes = CounterMetricFamily("slum_instance_wakes", "Wakes on request", labels=["instance"])
-        ooms = CounterMetricFamily("slum_instance_oom_kills", "Processes the kernel killed at the "
-                                   "instance's memory limit", labels=["instance"])
+        ooms = CounterMetricFamily(
+            "slum_instance_oom_kills",
+            "Processes the kernel killed at the instance's memory limit",
+            labels=["instance"],
+        )
         for inst in ctx.supervisor.list():
             state.add_metric([inst.id, inst.state.value], 1 if inst.serving else 0)
             restarts.add_metric([inst.id], inst.restarts)
@@ -240,9 +262,12 @@ class _Collector:
         yield wakes
         yield ooms
         if ctx.sampler is not None:
-            gauges = {m: GaugeMetricFamily(f"slum_instance_{m}", f"Instance {m} (process group)",
-                                           labels=["instance"])
-                      for m in ("cpu_percent", "rss_bytes", "open_fds", "threads")}
+            gauges = {
+                m: GaugeMetricFamily(
+                    f"slum_instance_{m}", f"Instance {m} (process group)", labels=["instance"]
+                )
+                for m in ("cpu_percent", "rss_bytes", "open_fds", "threads")
+            }
             for name, stats in ctx.sampler.instances.items():
                 for m, family in gauges.items():
                     family.add_metric([name], float(getattr(stats, m)))
@@ -258,32 +283,43 @@ class _Collector:
         if ctx.edge is not None:
             # What the edge contained: each a refused request or a failed exchange, never a crash.
             edge = ctx.edge.statistics()
-            upstream = CounterMetricFamily("slum_edge_upstream_errors", "Failed upstream exchanges "
-                                           "(malformed, cut or late answers: 502/504)",
-                                           labels=["target"])
+            upstream = CounterMetricFamily(
+                "slum_edge_upstream_errors",
+                "Failed upstream exchanges (malformed, cut or late answers: 502/504)",
+                labels=["target"],
+            )
             for target, n in sorted(edge.upstream_errors.items()):
                 upstream.add_metric([target], n)
             yield upstream
-            refused = CounterMetricFamily("slum_edge_client_errors", "Client requests refused as "
-                                          "malformed or over a limit")
+            refused = CounterMetricFamily(
+                "slum_edge_client_errors", "Client requests refused as malformed or over a limit"
+            )
             refused.add_metric([], edge.client_errors)
             yield refused
-            timeouts = CounterMetricFamily("slum_edge_timeouts", "Client connections ended by a "
-                                           "header, keep-alive or body timeout")
+            timeouts = CounterMetricFamily(
+                "slum_edge_timeouts", "Client connections ended by a header, keep-alive or body timeout"
+            )
             timeouts.add_metric([], edge.timeouts)
             yield timeouts
-            yield GaugeMetricFamily("slum_edge_connections", "Open client connections",
-                                    value=edge.connections)
+            yield GaugeMetricFamily(
+                "slum_edge_connections", "Open client connections", value=edge.connections
+            )
         registry = registry_health(ctx)
-        up = GaugeMetricFamily("slum_registry_up", "1 when the fleet registry can be read and "
-                               "written; 0 while routing goes on with the last known table",
-                               labels=["backend"])
+        up = GaugeMetricFamily(
+            "slum_registry_up",
+            "1 when the fleet registry can be read and "
+            "written; 0 while routing goes on with the last known table",
+            labels=["backend"],
+        )
         up.add_metric([registry["backend"]], 1 if registry["up"] else 0)
         yield up
         tasks = ctx.tasks
         if tasks is not None:
-            task_errors = CounterMetricFamily("slum_task_errors", "Errors of a background task "
-                                              "(contained: the task retried)", labels=["task"])
+            task_errors = CounterMetricFamily(
+                "slum_task_errors",
+                "Errors of a background task (contained: the task retried)",
+                labels=["task"],
+            )
             for name, n in tasks.errors().items():
                 task_errors.add_metric([name], n)
             yield task_errors

@@ -85,15 +85,22 @@ async def status() -> Response:
     data["log_batches"] = ctx.ingest.batches
     if ctx.sampler is not None:
         stats = ctx.sampler.stats
-        data["sampler"] = {"ticks": stats.ticks, "last_tick_ms": stats.last_tick_ms,
-                           "busy_s": round(stats.busy_s, 4)}
+        data["sampler"] = {
+            "ticks": stats.ticks,
+            "last_tick_ms": stats.last_tick_ms,
+            "busy_s": round(stats.busy_s, 4),
+        }
     data["edge_connections"] = ctx.edge.connections if ctx.edge is not None else 0
     data["requests_metrics"] = ctx.requests.enabled
     if ctx.edge is not None:
         edge = ctx.edge.statistics()
-        data["edge"] = {"connections": edge.connections, "max_connections": edge.max_connections,
-                        "client_errors": edge.client_errors, "timeouts": edge.timeouts,
-                        "upstream_errors": dict(edge.upstream_errors)}
+        data["edge"] = {
+            "connections": edge.connections,
+            "max_connections": edge.max_connections,
+            "client_errors": edge.client_errors,
+            "timeouts": edge.timeouts,
+            "upstream_errors": dict(edge.upstream_errors),
+        }
     else:
         data["edge"] = {}
     data["registry"] = registry_health(ctx)
@@ -119,26 +126,46 @@ async def _overview(ctx: WebContext) -> dict[str, Any]:
     for inst in insts:
         by_state[inst.state.value] += 1
     healthy = by_state["healthy"]
-    attention = [{"kind": "instance", "id": i.id, "state": i.state.value,
-                  "message": f"{i.state.value}: {i.reason}" if i.reason else i.state.value}
-                 for i in insts if i.state in (State.FAILED, State.BACKOFF, State.UNHEALTHY)]
-    attention += [{"kind": "server", "id": s["name"], "state": s["status"],
-                   "message": s.get("reason", s["status"])}
-                  for s in servers if s["status"] != "online"]
-    attention += [{"kind": "storage", "id": i.id, "state": "quota", "message": warning}
-                  for i in insts if (warning := i.storage()["storage_warning"])]
+    attention = [
+        {
+            "kind": "instance",
+            "id": i.id,
+            "state": i.state.value,
+            "message": f"{i.state.value}: {i.reason}" if i.reason else i.state.value,
+        }
+        for i in insts
+        if i.state in (State.FAILED, State.BACKOFF, State.UNHEALTHY)
+    ]
+    attention += [
+        {"kind": "server", "id": s["name"], "state": s["status"], "message": s.get("reason", s["status"])}
+        for s in servers
+        if s["status"] != "online"
+    ]
+    attention += [
+        {"kind": "storage", "id": i.id, "state": "quota", "message": warning}
+        for i in insts
+        if (warning := i.storage()["storage_warning"])
+    ]
     host = ctx.sampler.host if ctx.sampler is not None else {}
     total, free = host.get("disk_total_bytes"), host.get("disk_free_bytes")
     if total and free is not None and free / total < 0.1:
-        attention.append({"kind": "disk", "id": str(ctx.config.settings.data_dir),
-                          "state": "filling", "message": f"disk {100 - free / total * 100:.0f}% "
-                          f"full ({free / 1e9:.1f} GB free)"})
+        attention.append(
+            {
+                "kind": "disk",
+                "id": str(ctx.config.settings.data_dir),
+                "state": "filling",
+                "message": f"disk {100 - free / total * 100:.0f}% full ({free / 1e9:.1f} GB free)",
+            }
+        )
     return {
-        "servers": len(servers), "tenants": len(tenants), "instances": len(insts),
-        "healthy": healthy, "unhealthy": (len(insts) - healthy - by_state["stopped"]
-                                          - by_state["sleeping"]),
-        "by_state": by_state, "recent_logs": recent, "attention": attention,
-        "server_list": [{**s, "tenants": [t.id for t in tenants if t.server_id == s["id"]]}
-                        for s in servers],
+        "servers": len(servers),
+        "tenants": len(tenants),
+        "instances": len(insts),
+        "healthy": healthy,
+        "unhealthy": (len(insts) - healthy - by_state["stopped"] - by_state["sleeping"]),
+        "by_state": by_state,
+        "recent_logs": recent,
+        "attention": attention,
+        "server_list": [{**s, "tenants": [t.id for t in tenants if t.server_id == s["id"]]} for s in servers],
         "levels": list(LEVELS),
     }

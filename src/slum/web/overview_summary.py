@@ -38,8 +38,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
 
 
 async def summary(ctx: WebContext) -> dict[str, Any]:
-    recent = await ctx.store.read(
-        lambda c: logs.query(c, logs.LogQuery(min_level="warn", limit=10)))
+    recent = await ctx.store.read(lambda c: logs.query(c, logs.LogQuery(min_level="warn", limit=10)))
     servers = [registry.server_dict(s) for s in await ctx.fleet.servers()]
     tenants = await ctx.fleet.tenants()
     insts = ctx.supervisor.list()
@@ -51,30 +50,46 @@ async def summary(ctx: WebContext) -> dict[str, Any]:
         by_state[status] = by_state.get(status, 0) + 1
         if status in ATTENTION_STATES:
             reason = inst.reason or inst.last_reason
-            attention.append({"kind": "instance", "id": inst.id, "state": status,
-                              "message": f"{status}: {reason}" if reason else status})
+            attention.append(
+                {
+                    "kind": "instance",
+                    "id": inst.id,
+                    "state": status,
+                    "message": f"{status}: {reason}" if reason else status,
+                }
+            )
         sampled = ctx.sampler.of(inst.id) if ctx.sampler is not None else None
         if inst.pid is not None and sampled is not None:
-            consumers.append({"id": inst.id, "cpu_percent": sampled.cpu_percent,
-                              "rss_bytes": sampled.rss_bytes})
-    attention += [{"kind": "server", "id": s["name"], "state": s["status"], "message": "offline"}
-                  for s in servers if s["status"] != "online"]
+            consumers.append(
+                {"id": inst.id, "cpu_percent": sampled.cpu_percent, "rss_bytes": sampled.rss_bytes}
+            )
+    attention += [
+        {"kind": "server", "id": s["name"], "state": s["status"], "message": "offline"}
+        for s in servers
+        if s["status"] != "online"
+    ]
     healthy = by_state.get("healthy", 0)
     idle = by_state.get("stopped", 0) + by_state.get("sleeping", 0)
     return {
-        "servers": len(servers), "tenants": len(tenants), "instances": len(insts),
-        "healthy": healthy, "unhealthy": len(insts) - healthy - idle,
-        "by_state": by_state, "recent_logs": recent, "attention": attention,
-        "server_list": [{**s, "tenants": [t.id for t in tenants if t.server_id == s["id"]]}
-                        for s in servers],
+        "servers": len(servers),
+        "tenants": len(tenants),
+        "instances": len(insts),
+        "healthy": healthy,
+        "unhealthy": len(insts) - healthy - idle,
+        "by_state": by_state,
+        "recent_logs": recent,
+        "attention": attention,
+        "server_list": [{**s, "tenants": [t.id for t in tenants if t.server_id == s["id"]]} for s in servers],
         "levels": list(LEVELS),
         "traffic": _traffic(ctx),
         "latency": _worst_latency(ctx, {i.id for i in insts}),
         "host": dict(ctx.sampler.host) if ctx.sampler is not None else {},
-        "top_cpu": sorted((c for c in consumers if c["cpu_percent"] is not None),
-                          key=lambda c: -c["cpu_percent"])[:TOP],
-        "top_memory": sorted((c for c in consumers if c["rss_bytes"] is not None),
-                             key=lambda c: -c["rss_bytes"])[:TOP],
+        "top_cpu": sorted(
+            (c for c in consumers if c["cpu_percent"] is not None), key=lambda c: -c["cpu_percent"]
+        )[:TOP],
+        "top_memory": sorted(
+            (c for c in consumers if c["rss_bytes"] is not None), key=lambda c: -c["rss_bytes"]
+        )[:TOP],
     }
 
 
@@ -88,21 +103,25 @@ def _traffic(ctx: WebContext) -> dict[str, Any]:
     for target, series in list(ctx.requests.series.items()):
         if target in OWN_TARGETS:
             continue
-        for out, values in ((requests, series.requests.series(TRAFFIC_SECONDS, now, fill=0.0)),
-                            (errors, series.errors.series(TRAFFIC_SECONDS, now, fill=0.0))):
+        for out, values in (
+            (requests, series.requests.series(TRAFFIC_SECONDS, now, fill=0.0)),
+            (errors, series.errors.series(TRAFFIC_SECONDS, now, fill=0.0)),
+        ):
             for i, v in enumerate(values):
                 out[i] += v or 0.0
     return {
-        "end": now * 1000, "bucket_s": BUCKET_S,
-        "requests": _buckets(requests), "errors": _buckets(errors),
-        "requests_total": round(sum(requests)), "errors_total": round(sum(errors)),
+        "end": now * 1000,
+        "bucket_s": BUCKET_S,
+        "requests": _buckets(requests),
+        "errors": _buckets(errors),
+        "requests_total": round(sum(requests)),
+        "errors_total": round(sum(errors)),
         "rate_now": round(sum(requests[-60:]) / 60, 3),
     }
 
 
 def _buckets(values: list[float]) -> list[float]:
-    return [round(sum(values[i:i + BUCKET_S]) / BUCKET_S, 3)
-            for i in range(0, len(values), BUCKET_S)]
+    return [round(sum(values[i : i + BUCKET_S]) / BUCKET_S, 3) for i in range(0, len(values), BUCKET_S)]
 
 
 def _worst_latency(ctx: WebContext, instance_ids: set[str]) -> dict[str, Any] | None:
@@ -116,7 +135,12 @@ def _worst_latency(ctx: WebContext, instance_ids: set[str]) -> dict[str, Any] | 
         if not recent["count"]:
             continue
         if worst is None or recent["p99"] > worst["p99"]:
-            worst = {"target": target, "instance": target if target in instance_ids else None,
-                     "p50": recent["p50"], "p95": recent["p95"], "p99": recent["p99"],
-                     "count": recent["count"]}
+            worst = {
+                "target": target,
+                "instance": target if target in instance_ids else None,
+                "p50": recent["p50"],
+                "p95": recent["p95"],
+                "p99": recent["p99"],
+                "count": recent["count"],
+            }
     return worst

@@ -53,17 +53,29 @@ class Route:
 ROUTES: list[Route] = []
 
 
-def endpoint(bp: Blueprint, method: str, path: str, *, prefixes: tuple[str, ...] = DASHBOARD,
-             body: type | None = None, response: Any = Any, status: int = 200,
-             query: type | None = None, content: str = "application/json",
-             public: bool = False) -> Callable[[View], View]:
+def endpoint(
+    bp: Blueprint,
+    method: str,
+    path: str,
+    *,
+    prefixes: tuple[str, ...] = DASHBOARD,
+    body: type | None = None,
+    response: Any = Any,
+    status: int = 200,
+    query: type | None = None,
+    content: str = "application/json",
+    public: bool = False,
+) -> Callable[[View], View]:
     def register(view: View) -> View:
-        ROUTES.append(Route(method, path, prefixes, view, body, response, status, query,
-                            content, public))
+        ROUTES.append(Route(method, path, prefixes, view, body, response, status, query, content, public))
         handler = view if method in ("GET", "HEAD") else _json_only(view)
         for prefix in prefixes:
-            bp.add_url_rule(prefix + path, endpoint=f"{view.__name__}{prefix.replace('/', '_')}",
-                            view_func=handler, methods=[method])
+            bp.add_url_rule(
+                prefix + path,
+                endpoint=f"{view.__name__}{prefix.replace('/', '_')}",
+                view_func=handler,
+                methods=[method],
+            )
         return view
 
     return register
@@ -77,8 +89,7 @@ def _json_only(view: View) -> View:
     @functools.wraps(view)
     async def checked(*args: Any, **kwargs: Any) -> Any:
         if request.headers.get("content-type") and not request.is_json:
-            raise UnsupportedMediaType(
-                "the request body must be JSON (Content-Type: application/json)")
+            raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
         return await view(*args, **kwargs)
 
     return checked

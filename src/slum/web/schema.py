@@ -57,8 +57,7 @@ def schema_of(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
     if origin is list:
         return {"type": "array", "items": schema_of(args[0], components) if args else {}}
     if origin is dict:
-        return {"type": "object",
-                "additionalProperties": schema_of(args[1], components) if args else {}}
+        return {"type": "object", "additionalProperties": schema_of(args[1], components) if args else {}}
     if tp is list:
         return {"type": "array"}
     if tp is dict:
@@ -76,15 +75,20 @@ def _object_schema(tp: type, components: dict[str, Any]) -> dict[str, Any]:
     hints = get_type_hints(tp, include_extras=True)
     properties = {name: schema_of(hint, components) for name, hint in hints.items()}
     if dataclasses.is_dataclass(tp):
-        required = [f.name for f in dataclasses.fields(tp)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        required = [
+            f.name
+            for f in dataclasses.fields(tp)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
     else:
         # Not __required_keys__: under `from __future__ import annotations` Python 3.11 counts a
         # NotRequired[...] key as required there; the resolved hints say it right.
         total = getattr(tp, "__total__", True)
-        required = sorted(name for name, hint in hints.items()
-                          if get_origin(hint) is Required
-                          or (total and get_origin(hint) is not NotRequired))
+        required = sorted(
+            name
+            for name, hint in hints.items()
+            if get_origin(hint) is Required or (total and get_origin(hint) is not NotRequired)
+        )
     out: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         out["required"] = required
@@ -113,11 +117,15 @@ def conforms(value: Any, tp: Any) -> bool:
     if origin is Literal:
         return value in args
     if origin is list or tp is list:
-        return isinstance(value, list) and all(conforms(v, args[0]) for v in value) if args \
+        return (
+            isinstance(value, list) and all(conforms(v, args[0]) for v in value)
+            if args
             else isinstance(value, list)
+        )
     if origin is dict or tp is dict:
-        return isinstance(value, dict) and (not args or all(
-            isinstance(k, str) and conforms(v, args[1]) for k, v in value.items()))
+        return isinstance(value, dict) and (
+            not args or all(isinstance(k, str) and conforms(v, args[1]) for k, v in value.items())
+        )
     raise TypeError(f"cannot check a value against {tp!r}")
 
 
@@ -142,8 +150,7 @@ def from_json(cls: type[T], data: Any) -> T:
 
 
 def _describe(tp: Any) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             type(None): "null"}
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
     if tp in names:
         return names[tp]
     origin, args = get_origin(tp), get_args(tp)

@@ -41,15 +41,20 @@ async def login() -> Response:
     token = _opt_str(data, "token")
     if not token:
         raise BadRequest("token is required")
-    identity = await ctx.auth.verify_token(token.strip(),
-                                           ctx.auth.proxies.client(request.headers))
+    identity = await ctx.auth.verify_token(token.strip(), ctx.auth.proxies.client(request.headers))
     if identity.token_id is None:
         raise BadRequest("no session for the local operator: use the control socket")
     response = jsonify({"ok": True})
     https = ctx.auth.proxies.https(request.headers)
-    response.set_cookie(auth.SECURE_SESSION_COOKIE if https else auth.SESSION_COOKIE,
-                        await ctx.auth.new_session(identity.token_id), max_age=SESSION_TTL_S,
-                        httponly=True, samesite="Strict", path="/", secure=https)
+    response.set_cookie(
+        auth.SECURE_SESSION_COOKIE if https else auth.SESSION_COOKIE,
+        await ctx.auth.new_session(identity.token_id),
+        max_age=SESSION_TTL_S,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        secure=https,
+    )
     return response
 
 
@@ -61,8 +66,9 @@ async def logout() -> Response:
     response = jsonify({"ok": True})
     for name in auth.SESSION_COOKIES:
         if name in request.cookies:
-            response.delete_cookie(name, path="/", secure=name.startswith("__Host-"),
-                                   httponly=True, samesite="Strict")
+            response.delete_cookie(
+                name, path="/", secure=name.startswith("__Host-"), httponly=True, samesite="Strict"
+            )
     return response
 
 

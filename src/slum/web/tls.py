@@ -24,8 +24,10 @@ from slum.web.auth import TRUSTED_SCOPE_KEY
 from slum.web.context import WebContext
 
 ASK_PATH = "/api/tls/ask"
-_HOSTNAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
-                       r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+)
 
 
 def _trusted(ctx: WebContext) -> bool:

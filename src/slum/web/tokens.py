@@ -33,10 +33,8 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
             raise BadRequest("expected a JSON object in the request body")
         description, tenant = data.get("description"), data.get("tenant")
         description, tenant = check_token_fields(description, tenant)
-        public_id, token = await ctx.store.write(
-            lambda c: tokens.create(c, description, tenant))
-        return jsonify({"id": public_id, "token": token, "description": description,
-                        "tenant": tenant}), 201
+        public_id, token = await ctx.store.write(lambda c: tokens.create(c, description, tenant))
+        return jsonify({"id": public_id, "token": token, "description": description, "tenant": tenant}), 201
 
     @app.delete("/_/api/tokens/<public_id>")
     async def token_revoke(public_id: str) -> Response:
@@ -47,8 +45,7 @@ def register(app: QuartTrio, ctx: WebContext) -> None:
 
 
 def check_token_fields(description: Any, tenant: Any) -> tuple[str | None, str | None]:
-    if description is not None and (not isinstance(description, str)
-                                    or len(description) > MAX_DESCRIPTION):
+    if description is not None and (not isinstance(description, str) or len(description) > MAX_DESCRIPTION):
         raise BadRequest(f"description must be a string of at most {MAX_DESCRIPTION} characters")
     if tenant is not None:
         if not isinstance(tenant, str):
