@@ -95,7 +95,7 @@ async def _serve(
     table = RouteTable(opts.domain.lower(), frozenset(config.services))
 
     def routes(rows: list[RouteRow], aliases: dict[str, str]) -> None:
-        default = startup.default_service(config)  # read at each publish: a reload changes it
+        default = config.tenant_service  # read at each publish: a reload changes it
         table.replace({r.tenant: r.serving(default) for r in rows}, aliases)
 
     # etcd when several routers share the fleet; None keeps it in this node's SQLite. A URL that

@@ -404,6 +404,16 @@ class Config:
     warnings: tuple[str, ...] = ()
     alerts: tuple[AlertRule, ...] = ()
 
+    @property
+    def tenant_service(self) -> str | None:
+        """The service of a tenant registered without one: `[routing] default`, else the only
+        service there is. Routing and the fleet's stop of a departing tenant both ask here."""
+        if self.default_service:
+            return self.default_service
+        if len(self.services) == 1:
+            return next(iter(self.services))
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
         return {

@@ -88,15 +88,6 @@ def default_instance(config: cfg.Config) -> str | None:
     return f"{service}:{names[0] if names else 'default'}"
 
 
-def default_service(config: cfg.Config) -> str | None:
-    """The service of a tenant registered without one."""
-    if config.default_service:
-        return config.default_service
-    if len(config.services) == 1:
-        return next(iter(config.services))
-    return None
-
-
 def edge_options(
     settings: cfg.Settings,
     config: cfg.Config,

@@ -190,6 +190,18 @@ def test_cli_registry_commands_go_through_the_running_server(slum: Slum) -> None
     assert slum.cli_json("tenant-list", *db) == []
 
 
+def test_removing_a_tenant_of_the_only_service_stops_its_instance(slum: Slum) -> None:
+    """A tenant added without a service on a node with one service routes to that service; its
+    removal stops that instance too (both ask the config the same question)."""
+    write_config(slum.dir, NODE_CONFIG)
+    slum.start()
+    db = ["--database", str(slum.database)]
+    slum.cli("tenant-add", "carol", "-s", "local", *db, check=True)
+    assert slum.http("GET", "/", host="carol.localhost")[:3:2] == (200, b"web:carol /")
+    slum.cli("tenant-remove", "carol", *db, check=True)
+    assert {i["id"]: i["status"] for i in slum.cli_json("ps")}.get("web:carol") in (None, "stopped")
+
+
 def test_alias_endpoints(slum: Slum) -> None:
     from slum.client import Client
     from slum.errors import BadRequest, Conflict, NotFound

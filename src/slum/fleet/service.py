@@ -255,7 +255,7 @@ def supervisor_stopper(supervisor: Supervisor, config: Callable[[], Config]) -> 
     """A tenant that left this node (removed, or moved away): its instance here stops."""
 
     async def stop(tenant: Tenant) -> None:
-        inst = supervisor.instances.get(f"{tenant.service or config().default_service}:{tenant.id}")
+        inst = supervisor.instances.get(f"{tenant.service or config().tenant_service}:{tenant.id}")
         if inst is not None and inst.want_running:
             await supervisor.stop(inst.id)
 
