@@ -235,3 +235,29 @@ async def test_a_write_by_another_process_reaches_the_edge(store: Store, tmp_pat
         with trio.fail_after(5):
             await seen.wait()
         nursery.cancel_scope.cancel()
+
+
+class OutvotedRegistry(SqliteRegistry):
+    """The SQLite registry, but the fleet's status of a node stays as the other routers voted
+    (online): what a router in the minority meets on a shared registry."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.own_views: list[tuple[str, str]] = []
+
+    async def set_server_status(self, server_id: str, status: str) -> None:
+        self.own_views.append((server_id, status))
+
+
+async def test_a_router_outvoted_on_a_node_says_so_once(store: Store) -> None:
+    registry = OutvotedRegistry(store)
+    await registry.ensure_local()
+    service = FleetService(registry)
+    await service.add_server(f"127.0.0.1:{free_port()}", "down")
+    checker = nodes.NodeChecker(0.1)
+    reports: list[tuple[str, str]] = []
+    for _ in range(nodes.OFFLINE_AFTER + 3):
+        await checker.check(registry, lambda name, status: reports.append((name, status)))
+    assert [(name, status.split(":")[0]) for name, status in reports] == [("down", "offline")]
+    # its own view is still written each round, for the majority to count
+    assert len(registry.own_views) == 4 and {s for _, s in registry.own_views} == {"offline"}

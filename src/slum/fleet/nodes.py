@@ -119,12 +119,16 @@ class NodeChecker:
         registry's change notification then reroutes) and reported. A stored address that does
         not parse is `invalid`, never called."""
         servers = [s for s in await registry.servers() if not s.local and status_of(s)[0] != INVALID]
-        moved: list[tuple[Server, str]] = []
+        moved: list[tuple[Server, str, bool]] = []
         async with trio.open_nursery() as nursery:
             for server in servers:
                 nursery.start_soon(self._check, server, moved)
-        for server, status in moved:
+        for server, status, changed_here in moved:
             await registry.set_server_status(server.id, status)
+            if not changed_here:
+                # This router's view is unchanged, only not (yet) the fleet's: on a shared
+                # registry the majority of routers decides. Said once, when it changed.
+                continue
             self.transitions += 1
             error = self.nodes[server.name].last_error
             report(server.name, status if status == "online" else f"{status}: {error}")
@@ -133,7 +137,7 @@ class NodeChecker:
             if name not in known:
                 del self.nodes[name]
 
-    async def _check(self, server: Server, moved: list[tuple[Server, str]]) -> None:
+    async def _check(self, server: Server, moved: list[tuple[Server, str, bool]]) -> None:
         state = self.nodes.setdefault(server.name, NodeStatus(server.status))
         try:
             await call(server, "GET", "/api/health", timeout_s=CHECK_TIMEOUT_S)
@@ -150,7 +154,7 @@ class NodeChecker:
             if state.failures == 0
             else ("offline" if state.failures >= OFFLINE_AFTER else state.status)
         )
-        if want != server.status or want != state.status:
-            state.status = want
-            if want != server.status:
-                moved.append((server, want))
+        changed_here = want != state.status
+        state.status = want
+        if want != server.status:
+            moved.append((server, want, changed_here))
