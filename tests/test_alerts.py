@@ -324,6 +324,26 @@ async def test_gauges_disk_and_dropped_logs(monkeypatch: pytest.MonkeyPatch) -> 
     assert alerts_mod.disk_usage_of({}, "/d") == {}
 
 
+async def test_a_shared_registry_out_of_reach_is_one_episode() -> None:
+    state: dict[str, Any] = {"backend": "etcd", "up": True, "reason": None}
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("gauge broke")
+
+    engine = Alerts((), Hub(), registry_health=lambda: state)
+    engine.tick()
+    state.update(up=False, reason="no member answered")
+    engine.tick()
+    engine.tick()  # still down: the same episode
+    engine.registry_health = broken  # a failing gauge changes nothing
+    engine.tick()
+    engine.registry_health = lambda: state
+    state.update(up=True, reason=None)
+    engine.tick()
+    assert _episodes(engine) == [("registry_down", "etcd", "firing"), ("registry_down", "etcd", "resolved")]
+    assert "no member answered" in engine.recent[0].message and "last known table" in engine.recent[0].message
+
+
 async def test_a_reload_moves_alerts_to_the_new_webhooks(receiver: Receiver) -> None:
     other = Receiver()
     try:

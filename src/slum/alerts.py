@@ -56,6 +56,7 @@ DESCRIPTIONS = {
     "node_offline": "server offline",
     "disk_full": "disk over 90%",
     "logs_dropped": "log lines dropped",
+    "registry_down": "fleet registry unreachable",
 }
 
 
@@ -123,12 +124,14 @@ class Alerts:
         max_restarts: int = 3,
         tick_s: float = TICK_S,
         disk_usage: Callable[[], dict[str, float]] | None = None,
+        registry_health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.hub = hub
         self.restart_window = restart_window
         self.crash_loop_restarts = max(1, min(CRASH_LOOP_RESTARTS, max_restarts))
         self.tick_s = tick_s
         self.disk_usage = disk_usage
+        self.registry_health = registry_health  # a shared registry's (etcd) up/down and why
         self.recent: deque[Alert] = deque(maxlen=HISTORY)
         self.episodes: dict[tuple[str, str], _Episode] = {}
         self._last_sent: dict[tuple[int, str, str], float] = {}
@@ -282,6 +285,8 @@ class Alerts:
                     self.observe("disk_full", subject, True, f"{subject} is {used:.0%} full")
                 else:
                     self.observe("disk_full", subject, False, f"{subject} is {used:.0%} full")
+        if self.registry_health is not None:
+            self._registry()
         drops = self.hub.dropped_logs
         if drops > self._last_drops:
             self.observe(
@@ -293,6 +298,23 @@ class Alerts:
             self._last_drops, self._last_drop_at = drops, now
         elif now - self._last_drop_at >= DROPS_QUIET_S:
             self.observe("logs_dropped", "logs", False, f"no log lines dropped for {DROPS_QUIET_S:g}s")
+
+    def _registry(self) -> None:
+        try:
+            state = self.registry_health() if self.registry_health is not None else None
+        except Exception as e:  # a gauge failing is no reason to stop alerting
+            log.warning("alerts: registry gauge failed: %s", e)
+            return
+        if state is None:
+            return
+        up, backend = bool(state.get("up")), str(state.get("backend", "registry"))
+        message = (
+            f"the {backend} registry is reachable again"
+            if up
+            else f"the {backend} registry cannot be reached ({state.get('reason') or 'no answer'}): "
+            "routing goes on with the last known table; fleet changes are refused"
+        )
+        self.observe("registry_down", backend, not up, message)
 
     # --- running ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -136,6 +136,7 @@ async def _serve(
         restart_window=settings.restart_window,
         max_restarts=settings.max_restarts,
         disk_usage=lambda: disk_usage_of(sampler.host, str(settings.data_dir)),
+        registry_health=None if shared is None else lambda: shared.health().as_dict(),
     )
     ctx = WebContext(
         config,

@@ -301,6 +301,7 @@ ALERT_EVENTS = (
     "node_offline",
     "disk_full",
     "logs_dropped",
+    "registry_down",
 )
 ALERT_KEYS: tuple[Key, ...] = (
     Key("url", str, None, "Webhook URL (http or https) the alert is POSTed to. Required."),

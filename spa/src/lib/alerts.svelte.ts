@@ -17,17 +17,25 @@ export interface AlertsAnswer {
 	open: Alert[];
 }
 
-export const alerts = $state<{ recent: Alert[]; open: number; loaded: boolean }>({
+export const alerts = $state<{ recent: Alert[]; open: number; openList: Alert[]; loaded: boolean }>({
 	recent: [],
 	open: 0,
+	openList: [],
 	loaded: false
 });
 
 export async function refreshAlerts(client: Client): Promise<void> {
 	const answer = await client.request<AlertsAnswer>(`${API_BASE}/alerts?limit=10`);
 	alerts.recent = answer?.alerts ?? [];
-	alerts.open = answer?.open?.length ?? 0;
+	alerts.openList = answer?.open ?? [];
+	alerts.open = alerts.openList.length;
 	alerts.loaded = true;
+}
+
+/** The open alert saying the shared fleet registry (etcd) cannot be reached, if there is one:
+ * routing goes on with the last known table and fleet changes are refused until it is back. */
+export function registryDown(open: Alert[]): Alert | undefined {
+	return open.find((a) => a.event === 'registry_down');
 }
 
 /** "(2) Overview · slum" while alerts are open. */
