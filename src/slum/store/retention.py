@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import apsw
 import trio
@@ -20,6 +21,8 @@ from slum.store.db import Store
 log = logging.getLogger("slum.retention")
 INTERVAL_S = 300.0
 CHUNK_MIN = 1000
+BATCH = 20_000  # lines deleted in one transaction
+ROUNDS = 20  # measure, delete, measure again: at most this often a pass
 
 
 @dataclass
@@ -43,47 +46,82 @@ def _delete_through(conn: apsw.Connection, last_id: int) -> int:
     return int(count)
 
 
-def by_age(conn: apsw.Connection, max_age_days: float, now: float | None = None) -> int:
-    cutoff = int(((now or time.time()) - max_age_days * 86400) * 1_000_000)
-    (last,) = next(conn.execute("SELECT max(id) FROM logs WHERE ts_us < ?", (cutoff,)))
-    deleted = _delete_through(conn, last) if last is not None else 0
-    metrics_cutoff = int((now or time.time()) - max_age_days * 86400)
-    conn.execute("DELETE FROM metrics_history WHERE ts < ?", (metrics_cutoff,))
+def age_batch(conn: apsw.Connection, max_age_days: float, now: float | None = None) -> int:
+    """One transaction: up to BATCH of the oldest lines past the age limit (0: none left), and
+    the metrics history past it."""
+    now = time.time() if now is None else now
+    cutoff = int((now - max_age_days * 86400) * 1_000_000)
+    deleted = 0
+    with conn:
+        conn.execute("DELETE FROM metrics_history WHERE ts < ?", (int(now - max_age_days * 86400),))
+        (first,) = next(conn.execute("SELECT min(id) FROM logs"))
+        if first is not None:
+            # A range of the primary key, so that a batch never scans the whole table.
+            (last,) = next(
+                conn.execute("SELECT max(id) FROM logs WHERE id < ? AND ts_us < ?", (first + BATCH, cutoff))
+            )
+            if last is not None:
+                deleted = _delete_through(conn, last)
     return deleted
 
 
-def by_size(conn: apsw.Connection, max_bytes: int) -> int:
-    """Delete the oldest lines until the database uses at most max_bytes (or no logs are left)."""
+def size_goal(conn: apsw.Connection, max_bytes: int) -> int:
+    """How many of the oldest lines to delete for the database to use at most max_bytes (a
+    tenth under it, so that the next pass does not start at once)."""
+    used = used_bytes(conn)
+    if used <= max_bytes:
+        return 0
+    (first, last) = next(conn.execute("SELECT min(id), max(id) FROM logs"))
+    if first is None:
+        return 0
+    count = last - first + 1  # ids grow by one a line, and only the oldest are ever deleted
+    share = (used - max_bytes * 0.9) / used
+    return int(min(count, max(CHUNK_MIN, math.ceil(count * share))))
+
+
+def size_batch(conn: apsw.Connection, goal: int) -> int:
+    """One transaction: the oldest min(goal, BATCH) lines."""
     deleted = 0
-    for _ in range(20):
-        used = used_bytes(conn)
-        if used <= max_bytes:
-            break
-        (count, _first) = next(conn.execute("SELECT count(*), min(id) FROM logs"))
-        if not count:
-            break
-        share = (used - max_bytes * 0.9) / used
-        n = min(count, max(CHUNK_MIN, math.ceil(count * share)))
-        (last,) = next(conn.execute("SELECT id FROM logs ORDER BY id LIMIT 1 OFFSET ?", (n - 1,)))
-        deleted += _delete_through(conn, last)
-        # Let FTS5 fold the deletions into its segments so their pages become free.
-        conn.execute("INSERT INTO logs_fts(logs_fts, rank) VALUES ('merge', 500)")
+    with conn:
+        (first,) = next(conn.execute("SELECT min(id) FROM logs"))
+        if first is not None:
+            deleted = _delete_through(conn, first + min(goal, BATCH) - 1)
+            # Let FTS5 fold the deletions into its segments so their pages become free.
+            conn.execute("INSERT INTO logs_fts(logs_fts, rank) VALUES ('merge', 500)")
     return deleted
 
 
 def enforce(conn: apsw.Connection, max_age_days: float, max_bytes: int) -> RetentionResult:
+    """One pass, all at once (tests and tools; the server's `retain` runs the same batches)."""
     result = RetentionResult()
-    with conn:
-        result.deleted_by_age = by_age(conn, max_age_days)
-    with conn:
-        result.deleted_by_size = by_size(conn, max_bytes)
+    while n := age_batch(conn, max_age_days):
+        result.deleted_by_age += n
+    for _ in range(ROUNDS):
+        goal = size_goal(conn, max_bytes)
+        if not goal:
+            break
+        while goal > 0 and (n := size_batch(conn, goal)):
+            result.deleted_by_size += n
+            goal -= n
     result.used_bytes = used_bytes(conn)
     return result
 
 
 async def retain(store: Store, max_age_days: float, max_bytes: int) -> RetentionResult:
-    """One pass (app.py runs it every INTERVAL_S under run_periodic, which contains errors)."""
-    result = await store.write_raw(lambda c: enforce(c, max_age_days, max_bytes))
+    """One pass (app.py runs it every INTERVAL_S under run_periodic, which contains errors), one
+    batch per write: a flood's backlog never becomes one long transaction that holds the log
+    writer's commits, or a SIGTERM, behind it; a cancel lands between two batches."""
+    result = RetentionResult()
+    while n := await store.write_raw(partial(age_batch, max_age_days=max_age_days)):
+        result.deleted_by_age += n
+    for _ in range(ROUNDS):
+        goal = await store.write_raw(partial(size_goal, max_bytes=max_bytes))
+        if not goal:
+            break
+        while goal > 0 and (n := await store.write_raw(partial(size_batch, goal=goal))):
+            result.deleted_by_size += n
+            goal -= n
+    result.used_bytes = await store.write_raw(used_bytes)
     if result.deleted_by_age or result.deleted_by_size:
         log.info(
             "retention: deleted %d lines by age, %d by size; %.1f MB used",
