@@ -171,16 +171,21 @@ class Put:
         return {"request_put": req}
 
 
+def _key_range(key: bytes | str, prefix: bool) -> dict[str, Any]:
+    """One key, or with `prefix` every key under it (etcd's half-open [key, range_end))."""
+    req: dict[str, Any] = {"key": b64(_key(key))}
+    if prefix:
+        req["range_end"] = b64(prefix_end(_key(key)))
+    return req
+
+
 @dataclass(frozen=True)
 class Delete:
     key: bytes | str
     prefix: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        req: dict[str, Any] = {"key": b64(_key(self.key))}
-        if self.prefix:
-            req["range_end"] = b64(prefix_end(_key(self.key)))
-        return {"request_delete_range": req}
+        return {"request_delete_range": _key_range(self.key, self.prefix)}
 
 
 @dataclass(frozen=True)
@@ -189,10 +194,7 @@ class Get:
     prefix: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        req: dict[str, Any] = {"key": b64(_key(self.key))}
-        if self.prefix:
-            req["range_end"] = b64(prefix_end(_key(self.key)))
-        return {"request_range": req}
+        return {"request_range": _key_range(self.key, self.prefix)}
 
 
 Op = Put | Delete | Get
@@ -340,9 +342,7 @@ class Etcd:
     ) -> RangeResult:
         """Keys [key] or [key*]; serializable reads the member's local copy (no quorum needed,
         possibly stale), the default is linearizable."""
-        body: dict[str, Any] = {"key": b64(_key(key))}
-        if prefix:
-            body["range_end"] = b64(prefix_end(_key(key)))
+        body = _key_range(key, prefix)
         if revision:
             body["revision"] = str(revision)
         if limit:
@@ -450,9 +450,7 @@ class Etcd:
         Iterating raises Unavailable when the stream breaks or ends, and Compacted when the
         start revision is gone.
         """
-        create: dict[str, Any] = {"key": b64(_key(key))}
-        if prefix:
-            create["range_end"] = b64(prefix_end(_key(key)))
+        create = _key_range(key, prefix)
         if start_revision:
             create["start_revision"] = str(start_revision)
         if progress_notify:
