@@ -280,6 +280,28 @@ async def test_stopped_instances_leave_no_cgroup_and_the_subtree_goes_at_the_end
     assert not any(b.exists() for b in bases)
 
 
+@needs("memory", "pids")
+async def test_the_app_and_what_it_forks_run_in_every_cgroup_of_the_instance(tmp_path: Path) -> None:
+    # Under v1 the child moves only its own thread (0 into `tasks`) before exec: the app and
+    # every thread it starts must still be in each cgroup, and so must what it forks.
+    script = 'sleep 1000 & echo $! > "$SLUM_DATA_DIR/forked"; exec ' + " ".join(
+        [PYTHON, str(child("web.py")[1])]
+    )
+    services = service("web", ["/bin/sh", "-c", script], health="/health", pids_max=50)
+    async with supervised(tmp_path, services) as h:
+        inst = await h.sup.spawn("web", "a")
+        with killing_leftovers([inst]):
+            assert inst.cgroup is not None and inst.pid is not None
+            forked = int(await wait_file(h.data_dir / "web" / "a" / "forked"))
+            for d in inst.cgroup.dirs.values():
+                procs = {int(p) for p in (d / "cgroup.procs").read_text().split()}
+                assert {inst.pid, forked} <= procs, d
+            threads = {int(t) for t in os.listdir(f"/proc/{inst.pid}/task")}
+            for d in inst.cgroup.dirs.values():
+                if (d / "tasks").exists():
+                    assert threads <= {int(t) for t in (d / "tasks").read_text().split()}, d
+
+
 def test_leftovers_of_a_dead_owner_are_killed_and_removed_but_not_a_live_ones(tmp_path: Path) -> None:
     if not ROOT or "pids" not in HOST.hierarchies:
         pytest.skip("needs root and the pids controller")
