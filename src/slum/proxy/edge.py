@@ -177,6 +177,7 @@ class Edge:
             self.counters.upstream_fault("edge", f"internal error: {type(e).__name__}: {e}")
         finally:
             self._open.discard(conn)
+            conn.release()
             stream.close()
             self.gate.leave()
             if self.draining and not self.gate.open:

@@ -293,7 +293,10 @@ async def forward(
         stream.close()
         raise
     ex.status = resp.status
-    return await _relay(conn, req, up, pool, stream, resp, ex)
+    try:
+        return await _relay(conn, req, up, pool, stream, resp, ex)
+    finally:
+        resp.release()
 
 
 async def _exchange(

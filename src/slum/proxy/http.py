@@ -7,6 +7,7 @@ UpstreamError (the upstream answered with something slum will not relay: 502, or
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -139,6 +140,15 @@ class Request:
         return self.chunked or self.content_length > 0
 
 
+def _release(owner: ClientConnection | ResponseHead) -> None:
+    """An httptools parser holds its owner's bound methods (its callbacks) and the owner holds
+    the parser: a reference cycle, which only the garbage collector frees. One per proxied
+    response made the collector run every ~60 requests, 4 us a request in all (bench/metrics.py's
+    profile); dropping the parser at the end lets reference counting free both at once."""
+    with contextlib.suppress(AttributeError):
+        del owner.parser
+
+
 class ClientConnection:
     """Feeds a client's bytes to the parser and hands out requests and body chunks in order,
     pipelined requests included; an upgrade leaves the rest of the bytes in `upgraded`.
@@ -185,6 +195,10 @@ class ClientConnection:
         self.peer = stream.peer()
         # The peer is one of `trusted_proxies` (Caddy in front): its X-Forwarded-Proto is kept.
         self.via_proxy = False
+
+    def release(self) -> None:
+        """Drop the parser once the connection ended: see _release."""
+        _release(self)
 
     # parser callbacks
     def on_message_begin(self) -> None:
@@ -419,6 +433,10 @@ class ResponseHead:
         if self.head_done:
             self.complete = True
             self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
+
+    def release(self) -> None:
+        """Drop the parser once the response is relayed: see _release."""
+        _release(self)
 
     def feed(self, data: bytes) -> None:
         try:
