@@ -1,17 +1,21 @@
 """Request metrics and the sampler (issue 6).
 
-- throughput with request metrics on vs off: two slum servers, `request_metrics = true` and
-  `false`, both forwarding to the SAME nginx (started here; each slum's instance is a small script
-  that adds a `listen 127.0.0.1:$PORT` to that nginx, reloads it, and sleeps, so each edge
-  reaches the very same nginx workers on a port of its own). wrk runs alternate between the two
-  (A B, B A, ...), median of --runs each.
-- sampler cost: a third slum with 100 running instances (a tiny program that listens on $PORT
+- throughput with request metrics on vs off, in ONE slum: `request_metrics` is switched between
+  wrk runs by rewriting the config and POST /_/api/reload, in three states in a rotating order
+  (on, off, on again; median of --runs each). The two "on" states are an A/A pair: their gap is
+  what this method cannot tell apart on the machine it runs on.
+- the same comparison across two slum servers, `request_metrics = true` and `false` (--two;
+  two processes differ by a few percent on their own). Every slum here forwards to the SAME
+  nginx (started here; each slum's instance is a small script that adds a `listen
+  127.0.0.1:$PORT` to that nginx, reloads it, and sleeps, so each edge reaches the very same
+  nginx workers on a port of its own).
+- sampler cost: another slum with 100 running instances (a tiny program that listens on $PORT
   and sleeps), spawned through the API and healthy; /_/api/status "sampler" busy_s and ticks
   read before and after --window seconds: % of one core (busy_s is the tick's wall time in its
   worker thread, so on a loaded machine it over-states the CPU); slum's whole CPU beside it.
 
-    .venv/bin/python bench/metrics.py [--runs 3] [--duration 10] [--threads 2] [--connections 32]
-                                      [--instances 100] [--window 30] [--quick]
+    .venv/bin/python bench/metrics.py [--runs 9] [--duration 5] [--threads 2] [--connections 32]
+                                      [--instances 100] [--window 30] [--two] [--quick]
 """
 
 from __future__ import annotations
@@ -185,6 +189,49 @@ def throughput(args: argparse.Namespace, servers: dict[str, Slum]) -> dict[str, 
     return results
 
 
+def set_metrics(s: Slum, config: str, on: bool) -> None:
+    (s.dir / "tenement.toml").write_text(
+        config.replace("request_metrics = true", f"request_metrics = {str(on).lower()}")
+    )
+    code, data = api(s.sock, "POST", "/_/api/reload", {})
+    if code != 200 or status(s)["requests_metrics"] != on:
+        raise RuntimeError(f"reload to request_metrics = {on}: {code} {data}")
+
+
+def toggled(args: argparse.Namespace, s: Slum, config: str) -> dict[str, list[dict[str, Any]]]:
+    """One server, metrics switched by a reload before each run, in three states taken in a
+    rotating order: on, off, and on again (the A/A pair, whose gap is the noise of the method)."""
+    from proxy import check_target, wrk
+
+    check_target("toggled", s.port, HOST)
+    wrk(f"http://127.0.0.1:{s.port}/index.html", HOST, args.threads, args.connections, args.warmup)
+    states = [("metrics on", True), ("metrics off", False), ("metrics on again", True)]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in states}
+    for i in range(args.runs):
+        for name, on in states[i % 3 :] + states[: i % 3]:
+            set_metrics(s, config, on)
+            c0 = cpu_times(s.pid)
+            r = wrk(
+                f"http://127.0.0.1:{s.port}/index.html", HOST, args.threads, args.connections, args.duration
+            )
+            c1 = cpu_times(s.pid)
+            r["slum_cpu_s"] = c1[0] + c1[1] - c0[0] - c0[1]
+            r["slum_user_s"] = c1[0] - c0[0]
+            results[name].append(r)
+            print(
+                f"  run {i + 1}: {name:16} {r['rps']:>8.0f} req/s  p50 {r['p50']:.2f} ms  "
+                f"p99 {r['p99']:.2f} ms  non-2xx {r['non2xx']}  (one slum, pid {s.pid})",
+                flush=True,
+            )
+    set_metrics(s, config, True)
+    return results
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user), float(t.system)
+
+
 def record_cost(n: int = 100_000, rounds: int = 5) -> float:
     """Seconds per RequestMetrics.record() call as the edge makes it (one instance, one route):
     the CPU that `request_metrics = true` adds to a request, without the noise of two servers."""
@@ -241,17 +288,18 @@ def run(argv: list[str]) -> list[Row]:
     ap = argparse.ArgumentParser(
         prog="bench/metrics.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--instances", type=int, default=100)
     ap.add_argument("--window", type=float, default=30.0, help="seconds the sampler is watched")
-    ap.add_argument("--quick", action="store_true", help="1 run of 3 s, a 10 s sampler window")
+    ap.add_argument("--two", action="store_true", help="also: two slums, one on, one off")
+    ap.add_argument("--quick", action="store_true", help="3 runs of 3 s, a 10 s sampler window")
     args = ap.parse_args(argv)
     if args.quick:
-        args.runs, args.duration, args.warmup, args.window = 1, 3.0, 1.0, 10.0
+        args.runs, args.duration, args.warmup, args.window = 3, 3.0, 1.0, 10.0
     args.runs = max(1, min(args.runs, 20))
     args.duration = max(1, min(round(args.duration), 120))  # wrk takes whole seconds only
     args.warmup = max(1, round(args.warmup))
@@ -259,28 +307,39 @@ def run(argv: list[str]) -> list[Row]:
     window = max(3.0, min(args.window, 600.0))
 
     rows: list[Row] = [load_row("metrics", "at start")]
+    extra: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempdir("slum-bench-metrics-") as d, Procs() as procs:
         ndir = d / "nginx"
         ndir.mkdir()
         nginx, nginx_port = shared_nginx(procs, ndir)
-        servers: dict[str, Slum] = {}
-        for name, on in (("metrics on", "true"), ("metrics off", "false")):
+
+        def server(name: str, on: bool) -> tuple[Slum, str]:
             sdir = d / name.replace(" ", "-")
             sdir.mkdir()
-            s = start_slum(procs, sdir, SLUM_CONF.format(dir=sdir, metrics=on, nginx_dir=ndir, nginx=nginx))
+            conf = SLUM_CONF.format(dir=sdir, metrics=str(on).lower(), nginx_dir=ndir, nginx=nginx)
+            s = start_slum(procs, sdir, conf)
             s.wait_healthy(["web:x"])
-            if status(s)["requests_metrics"] != (on == "true"):
+            if status(s)["requests_metrics"] != on:
                 raise RuntimeError(f"{name}: /_/api/status requests_metrics is not {on}")
-            servers[name] = s
+            return s, conf
+
+        one, conf = server("toggled", True)
         print(
-            f"metrics: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
-            f"x{args.runs} per server, alternating; both reach nginx pid "
-            f"{procs.procs[0].pid}",
+            f"metrics: one slum, wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
+            f"x{args.runs} each way, request_metrics switched by a reload before each run; "
+            f"nginx pid {procs.procs[0].pid}",
             flush=True,
         )
-        results = throughput(args, servers)
-        for s in servers.values():
-            procs.stop(s.proc)
+        results = toggled(args, one, conf)
+        procs.stop(one.proc)
+        if args.two:
+            servers = {
+                name: server(name, on)[0] for name, on in (("metrics on", True), ("metrics off", False))
+            }
+            print("metrics: two servers, runs alternating", flush=True)
+            extra["two slums"] = throughput(args, servers)
+            for s in servers.values():
+                procs.stop(s.proc)
         print(f"metrics: sampler with {n} instances, {window:g} s window ...", flush=True)
         sdir = d / "sampler"
         sdir.mkdir()
@@ -293,49 +352,81 @@ def run(argv: list[str]) -> list[Row]:
         {
             "args": vars(args),
             "runs": results,
+            "two_servers": extra,
             "sampler": samp,
             "nginx_port": nginx_port,
             "record_s": record_s,
         },
     )
-    med = {k: {m: median([r[m] for r in rs]) for m in ("rps", "p50", "p99")} for k, rs in results.items()}
-    on, off = med["metrics on"], med["metrics off"]
-    loss = 1 - on["rps"] / off["rps"]
-    cpu_req = {}
+
+    def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, rs in results.items():
+            out[name] = {m: median([r[m] for r in rs]) for m in ("rps", "p50", "p99")}
+            out[name]["cpu"] = median([r["slum_cpu_s"] / r["requests"] * 1e6 for r in rs if r["requests"]])
+            if all("slum_user_s" in r for r in rs):
+                out[name]["user"] = median(
+                    [r["slum_user_s"] / r["requests"] * 1e6 for r in rs if r["requests"]]
+                )
+        return out
+
+    def spread(rs: list[dict[str, Any]]) -> str:
+        return f"{min(r['rps'] for r in rs):.0f}-{max(r['rps'] for r in rs):.0f}"
+
+    med = summary(results)
     for name, m in med.items():
         bad = sum(r["non2xx"] for r in results[name])
-        cpu = cpu_req[name] = median(
-            [r["slum_cpu_s"] / r["requests"] * 1e6 for r in results[name] if r["requests"]]
-        )
         rows.append(
             Row(
                 "metrics",
-                f"{name}: req/s (median of {args.runs})",
+                f"{name}, one slum: req/s (median of {args.runs})",
                 f"{m['rps']:.0f}",
-                f"p50 {m['p50']:.2f} / p99 {m['p99']:.2f} ms; {cpu:.0f} us slum CPU/req"
+                f"p50 {m['p50']:.2f} / p99 {m['p99']:.2f} ms; {m['cpu']:.1f} us slum CPU/req"
                 + (f"; {bad} non-2xx!" if bad else ""),
             )
         )
-    spread = {
-        k: f"{min(r['rps'] for r in rs):.0f}-{max(r['rps'] for r in rs):.0f}" for k, rs in results.items()
-    }
+    on, off, again = med["metrics on"], med["metrics off"], med["metrics on again"]
+    # Both "on" states against "off": every on run counts, the A/A pair says how far apart two
+    # medians of the same state come out here.
+    on_all = median([r["rps"] for r in results["metrics on"] + results["metrics on again"]])
+    loss = 1 - on_all / off["rps"]
     rows.append(
         Row(
             "metrics",
-            "on / off req/s",
-            f"{on['rps'] / off['rps']:.3f}x",
+            "on / off req/s, one slum",
+            f"{on_all / off['rps']:.3f}x",
             f"at most {TARGET_LOSS:.0%} lower: {met(loss <= TARGET_LOSS)} "
-            f"({loss:+.1%} lower); runs on {spread['metrics on']}, off {spread['metrics off']}",
+            f"({loss:+.1%} lower); runs on {spread(results['metrics on'] + results['metrics on again'])}, "
+            f"off {spread(results['metrics off'])}; user CPU/req {on['user']:.1f} / {off['user']:.1f} us",
             issue18="request metrics on vs off",
         )
     )
     rows.append(
         Row(
             "metrics",
+            "A/A: on / on again req/s, one slum",
+            f"{on['rps'] / again['rps']:.3f}x",
+            "the same state twice: how far apart two medians come out on this machine",
+        )
+    )
+    for label, res in extra.items():
+        m2 = summary(res)
+        (a, ma), (b, mb) = m2.items()
+        rows.append(
+            Row(
+                "metrics",
+                f"{label}: {a} / {b} req/s, two processes",
+                f"{ma['rps'] / mb['rps']:.3f}x",
+                f"{a} {spread(res[a])}, {b} {spread(res[b])}; CPU/req {ma['cpu']:.1f} vs {mb['cpu']:.1f} us",
+            )
+        )
+    rows.append(
+        Row(
+            "metrics",
             "RequestMetrics.record() in-process",
             f"{record_s * 1e6:.2f} us/call",
-            f"= {record_s * 1e6 / cpu_req['metrics off'] * 100:.1f}% of slum's "
-            f"{cpu_req['metrics off']:.0f} us CPU per request (metrics off)",
+            f"= {record_s * 1e6 / off['cpu']:.1%} of slum's {off['cpu']:.0f} us CPU per request "
+            "(metrics off)",
         )
     )
     rows.append(
