@@ -3,7 +3,8 @@
 - throughput with request metrics on vs off, in ONE slum: `request_metrics` is switched between
   wrk runs by rewriting the config and POST /_/api/reload, in three states in a rotating order
   (on, off, on again; median of --runs each). The two "on" states are an A/A pair: their gap is
-  what this method cannot tell apart on the machine it runs on.
+  what this method cannot tell apart on the machine it runs on. slum runs pinned to CPU 0,
+  nginx and wrk to CPU 1.
 - the same comparison across two slum servers, `request_metrics = true` and `false` (--two;
   two processes differ by a few percent on their own). Every slum here forwards to the SAME
   nginx (started here; each slum's instance is a small script that adds a `listen
@@ -198,12 +199,21 @@ def set_metrics(s: Slum, config: str, on: bool) -> None:
         raise RuntimeError(f"reload to request_metrics = {on}: {code} {data}")
 
 
-def toggled(args: argparse.Namespace, s: Slum, config: str) -> dict[str, list[dict[str, Any]]]:
+def toggled(
+    args: argparse.Namespace, s: Slum, config: str, nginx_pids: list[int]
+) -> dict[str, list[dict[str, Any]]]:
     """One server, metrics switched by a reload before each run, in three states taken in a
     rotating order: on, off, and on again (the A/A pair, whose gap is the noise of the method)."""
-    from proxy import check_target, wrk
+    from proxy import check_target, pin, wrk
 
     check_target("toggled", s.port, HOST)
+    if (os.cpu_count() or 1) >= 2:
+        # slum alone on CPU 0, nginx, wrk (a child of this process) and the rest on CPU 1: the
+        # runs then differ by what slum does, not by where the scheduler put whom.
+        pin(s.pid, {0})
+        for p in nginx_pids:
+            pin(p, {1})
+        os.sched_setaffinity(0, {1})
     wrk(f"http://127.0.0.1:{s.port}/index.html", HOST, args.threads, args.connections, args.warmup)
     states = [("metrics on", True), ("metrics off", False), ("metrics on again", True)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in states}
@@ -224,6 +234,7 @@ def toggled(args: argparse.Namespace, s: Slum, config: str) -> dict[str, list[di
                 flush=True,
             )
     set_metrics(s, config, True)
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     return results
 
 
@@ -330,7 +341,8 @@ def run(argv: list[str]) -> list[Row]:
             f"nginx pid {procs.procs[0].pid}",
             flush=True,
         )
-        results = toggled(args, one, conf)
+        master = procs.procs[0].pid
+        results = toggled(args, one, conf, [master, *(c.pid for c in psutil.Process(master).children())])
         procs.stop(one.proc)
         if args.two:
             servers = {
