@@ -74,6 +74,29 @@ def test_request_counters_and_rate() -> None:
     assert m.recent("web:a").count == 31
 
 
+def test_queued_requests_count_in_the_second_they_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    # record() queues; a reader applies the queue first, each request to its own second, also
+    # when the queue was applied seconds later.
+    import slum.telemetry.requests as requests
+
+    clock = [1_000_000.2]
+    monkeypatch.setattr(requests, "_now", lambda: clock[0])
+    m = RequestMetrics()
+    for second, n in ((1_000_000, 3), (1_000_001, 5), (1_000_003, 2)):
+        clock[0] = second + 0.5
+        for _ in range(n):
+            m.record("web:a", b"GET", 200, 0.002, b"/")
+    clock[0] = 1_000_005.0
+    m.settle()
+    counts = m.series["web:a"].requests.series(6, 1_000_004, fill=0.0)
+    assert counts == [0.0, 3.0, 5.0, 0.0, 2.0, 0.0]
+    assert m.recent("web:a").count == 10
+    # A full queue is applied as it fills, without a reader.
+    for _ in range(requests.PENDING):
+        m.record("web:b", b"GET", 200, 0.002, b"/")
+    assert not m._pending and m._series["web:b"].cur_requests == requests.PENDING
+
+
 def test_history_over_a_day(tmp_path: Path) -> None:
     conn = connect(tmp_path / "slum.db")
     start = (int(time.time()) // 3600) * 3600 - 86400  # aligned: buckets hold 5 minutes

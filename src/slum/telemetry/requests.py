@@ -198,56 +198,77 @@ _now = time.time
 _INV_LOWEST = 1 / LOWEST_MS
 _INV_LOG_RATIO = 1 / _LOG_RATIO
 MAX_CACHED_KEYS = 20_000
+PENDING = 256  # requests queued before they are applied; readers apply what is queued first
 
 
 class RequestMetrics:
     """Per target (instance id, or 'slum' for the API) and per (target, method, class, route).
 
-    record() runs for every request on the edge: one dict lookup finds the request's slot (by
-    the raw key, cached), the bucket index is computed once for the three histograms it feeds,
-    and the per-second counts are plain integer additions."""
+    record() runs for every request on the edge, in the middle of its work: it only queues the
+    request (one tuple), and the queue is applied in batches of PENDING requests, or whenever a
+    reader asks. Applied one at a time between the edge's own steps, the same bookkeeping cost
+    the edge three times what it costs in a tight loop (bench/metrics.py, specs/performance.md).
+    Applying: one dict lookup finds the request's slot (by the raw key, cached), the bucket index
+    is computed once for the two histograms it feeds, and per-second counts are integer adds."""
 
     def __init__(self) -> None:
         self.enabled = True
-        self.series: dict[str, Series] = {}
+        self._series: dict[str, Series] = {}
         self._by_label: dict[tuple[str, str, str, str], _Slot] = {}
         self._slots: dict[tuple[str, bytes, int, bytes], _Slot] = {}
         self._routes: dict[str, set[str]] = {}
+        self._pending: list[tuple[str, bytes, int, float, bytes, int]] = []
+
+    @property
+    def series(self) -> dict[str, Series]:
+        self.drain()
+        return self._series
 
     def record(self, target: str, method: bytes, status: int, seconds: float, path: bytes = b"/") -> None:
-        if not self.enabled:
+        if self.enabled:
+            pending = self._pending
+            pending.append((target, method, status, seconds, path, int(_now())))
+            if len(pending) >= PENDING:
+                self.drain()
+
+    def drain(self) -> None:
+        """Apply the queued requests (each to the second it ended in)."""
+        pending = self._pending
+        if not pending:
             return
-        key = (target, method, status // 100, path)
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slot(key)
-        ms = seconds * 1000.0
-        if ms > LOWEST_MS:
-            index = int(_log(ms * _INV_LOWEST) * _INV_LOG_RATIO) + 1
-            if index >= BUCKETS:
-                index = BUCKETS - 1
-        else:
-            index = 0
-        # Histogram.add, inlined twice: a method call is a good part of this function's cost.
-        hist = slot.hist
-        hist.counts[index] += 1
-        hist.count += 1
-        hist.sum += ms
-        if ms > hist.max:
-            hist.max = ms
-        series = slot.series
-        now = int(_now())
-        if now != series.second:
-            series.roll(now)
-        series.cur_requests += 1
-        if status >= 500:
-            series.cur_errors += 1
-        hist = series.minute
-        hist.counts[index] += 1
-        hist.count += 1
-        hist.sum += ms
-        if ms > hist.max:
-            hist.max = ms
+        self._pending = []
+        slots = self._slots
+        for target, method, status, seconds, path, now in pending:
+            key = (target, method, status // 100, path)
+            slot = slots.get(key)
+            if slot is None:
+                slot = self._slot(key)
+            ms = seconds * 1000.0
+            if ms > LOWEST_MS:
+                index = int(_log(ms * _INV_LOWEST) * _INV_LOG_RATIO) + 1
+                if index >= BUCKETS:
+                    index = BUCKETS - 1
+            else:
+                index = 0
+            # Histogram.add, inlined twice: a method call is a good part of this loop's cost.
+            hist = slot.hist
+            hist.counts[index] += 1
+            hist.count += 1
+            hist.sum += ms
+            if ms > hist.max:
+                hist.max = ms
+            series = slot.series
+            if now != series.second:
+                series.roll(now)
+            series.cur_requests += 1
+            if status >= 500:
+                series.cur_errors += 1
+            hist = series.minute
+            hist.counts[index] += 1
+            hist.count += 1
+            hist.sum += ms
+            if ms > hist.max:
+                hist.max = ms
 
     def _slot(self, key: tuple[str, bytes, int, bytes]) -> _Slot:
         target, method, status_class, path = key
@@ -260,27 +281,31 @@ class RequestMetrics:
         label = (target, method.decode("latin-1"), f"{status_class}xx", route)
         slot = self._by_label.get(label)
         if slot is None:
-            series = self.series.get(target)
+            series = self._series.get(target)
             if series is None:
-                series = self.series[target] = Series()
+                series = self._series[target] = Series()
             slot = self._by_label[label] = _Slot(Histogram(), series)
         if len(self._slots) < MAX_CACHED_KEYS:
             self._slots[key] = slot
         return slot
 
     def settle(self) -> None:
-        """Move the counts of past seconds into the rings (readers call this first)."""
+        """Apply what is queued and move the counts of past seconds into the rings (readers
+        call this first)."""
+        self.drain()
         now = int(_now())
-        for series in self.series.values():
+        for series in self._series.values():
             if series.second != now:
                 series.roll(now)
 
     @property
     def totals(self) -> dict[tuple[str, str, str, str], int]:
+        self.drain()
         return {label: slot.hist.count for label, slot in self._by_label.items()}
 
     @property
     def histograms(self) -> dict[tuple[str, str, str, str], Histogram]:
+        self.drain()
         return {label: slot.hist for label, slot in self._by_label.items()}
 
     def rate(self, target: str, window_s: int = 10) -> float:
@@ -303,6 +328,7 @@ class RequestMetrics:
         return out
 
     def snapshot(self) -> list[dict[str, Any]]:
+        self.drain()
         now_ms = int(_now() * 1000)
         out: list[dict[str, Any]] = []
         for (target, method, status, route), slot in self._by_label.items():
