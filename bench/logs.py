@@ -393,6 +393,7 @@ def _flood_table(flood: dict[str, Any]) -> list[Row]:
             "logs",
             "(b) flood under slum: lines/s stored",
             f"{flood['alone_rate']:,.0f} lines/s",
+            "held by log_rate_kb (default 256 KiB/s, ~70-byte lines); "
             f"during wrk: {median(flood['during_rate']):,.0f}/s; dropped "
             f"{flood['dropped_logs']}; flood outlasted wrk: {all(flood['still_flooding'])}",
         ),

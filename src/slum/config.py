@@ -61,6 +61,14 @@ SETTINGS_KEYS: tuple[Key, ...] = (
     Key("stop_grace_s", (int, float), 10, "Seconds between SIGTERM and SIGKILL when stopping.", 0),
     Key("log_retention_days", (int, float), 7, "Log lines older than this are deleted.", 0),
     Key("log_max_mb", int, 1024, "Total size of stored logs; the oldest lines go first.", 1),
+    Key(
+        "log_rate_kb",
+        int,
+        256,
+        "Per instance: KiB a second of stdout and stderr that slum takes in (4 s of it at once); "
+        "past it the app's writes wait on its pipe, nothing is dropped. 0 = no limit.",
+        0,
+    ),
     Key("max_held_requests", int, 100, "Requests held per waking instance; beyond it: 503.", 1),
     Key("max_body_mb", int, 0, "Largest request body the proxy accepts (0 = no limit); larger: 413.", 0),
     Key(
@@ -337,6 +345,7 @@ class Settings:
     stop_grace_s: float = 10
     log_retention_days: float = 7
     log_max_mb: int = 1024
+    log_rate_kb: int = 256
     max_held_requests: int = 100
     max_body_mb: int = 0
     request_metrics: bool = True

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 
 from slum.supervisor import State
-from tests.supervisor.harness import child, service, supervised, wait_state, web
+from tests.supervisor.harness import child, http_get, service, supervised, wait_state, web
 
 
 async def test_stdout_and_stderr_lines_arrive_with_levels(tmp_path: Path) -> None:
@@ -32,6 +33,30 @@ async def test_flood_arrives_whole_and_in_order(tmp_path: Path, consumer: str, l
         await wait_state(inst, State.STOPPED, within=30)
         assert inst.reason == "exited with code 0"
         # Stopped means its output was read to the end; the consumer may still be catching up.
+        await h.logs.wait_for(lambda: h.logs.counts["flood:a", "stdout"] >= lines, within=30)
+        got = [line.message for line in h.logs.of("flood:a", "stdout")]
+        assert got == [f"line {i}" for i in range(lines)]
+
+
+async def test_a_flood_over_log_rate_kb_waits_on_its_pipe_and_loses_nothing(tmp_path: Path) -> None:
+    # 80,000 lines are ~850 KiB: 512 KiB pass at once (4 s of 128 KiB/s), the rest at 128 KiB/s,
+    # so the child is held for ~2.7 s where it would take ~0.2 s. A neighbour answers meanwhile.
+    lines = 80_000
+    svc = service("flood", child("flood.py"), restart="never", env={"LINES": str(lines)}) + web()
+    async with supervised(tmp_path, svc, log_rate_kb=128) as h:
+        other = await h.sup.spawn("web", "a")
+        assert other.port is not None
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(h.sup.spawn, "flood", "a")
+            await trio.sleep(1)
+            inst = h.sup.instances["flood:a"]
+            assert inst.pid is not None  # held on its pipe
+            assert await http_get(other.port, "/health") == (200, b"ok")
+        await wait_state(inst, State.STOPPED, within=30)
+        held = trio.current_time() - started
+        assert 2.0 < held < 20, held
+        await h.logs.wait_for(lambda: h.logs.count("flood:a", "log_rate_kb (128 KiB/s)", "system") == 1)
         await h.logs.wait_for(lambda: h.logs.counts["flood:a", "stdout"] >= lines, within=30)
         got = [line.message for line in h.logs.of("flood:a", "stdout")]
         assert got == [f"line {i}" for i in range(lines)]

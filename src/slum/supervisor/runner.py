@@ -14,8 +14,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -311,8 +313,9 @@ async def run_once(inst: Instance, ctx: Context) -> Ending:
             # Beside readiness polling, not before it: the database write can wait behind a log
             # batch, and a wake should cost little more than the app's own start.
             pumps.start_soon(_journal_started, inst, ctx, child)
-            pumps.start_soon(_pump, ctx.hub.output(inst.id, "stdout"), child.stdout, readers[0])
-            pumps.start_soon(_pump, ctx.hub.output(inst.id, "stderr"), child.stderr, readers[1])
+            budget = LogBudget(ctx.settings.log_rate_kb * 1024, partial(_throttled, inst, ctx))
+            pumps.start_soon(_pump, ctx.hub.output(inst.id, "stdout"), child.stdout, readers[0], budget)
+            pumps.start_soon(_pump, ctx.hub.output(inst.id, "stderr"), child.stderr, readers[1], budget)
             try:
                 cause, why = await _watch(inst, ctx, child)
             finally:
@@ -546,12 +549,51 @@ async def _drain(readers: tuple[_Reader, ...]) -> bool:
     return False
 
 
-async def _pump(out: OutputStream, stream: trio.lowlevel.FdStream, reader: _Reader) -> None:
+class LogBudget:
+    """What one instance may write to stdout and stderr together: `log_rate_kb` a second, with
+    BURST_S seconds of it at once (a long stack trace, a start-up banner). Past it the pumps
+    wait before their next read, the pipes fill, and the app's own writes block until slum has
+    taken in what came before: a flooding app slows itself, not the edge or the others, and no
+    line is dropped."""
+
+    BURST_S = 4.0
+
+    def __init__(self, rate: float, on_throttle: Callable[[], None] | None = None) -> None:
+        self.rate = rate
+        self.tokens = self.capacity = rate * self.BURST_S
+        self.at = trio.current_time()
+        self.on_throttle = on_throttle
+
+    async def take(self, size: int) -> None:
+        if not self.rate:
+            return
+        now = trio.current_time()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate) - size
+        self.at = now
+        if self.tokens < 0:
+            if self.on_throttle is not None:
+                self.on_throttle()
+                self.on_throttle = None  # told once a run
+            await trio.sleep(-self.tokens / self.rate)
+
+
+def _throttled(inst: Instance, ctx: Context) -> None:
+    ctx.hub.system(
+        inst.id,
+        f"output over log_rate_kb ({ctx.settings.log_rate_kb} KiB/s): its writes wait "
+        "until slum has taken in what came before (nothing is dropped)",
+        "warn",
+    )
+
+
+async def _pump(
+    out: OutputStream, stream: trio.lowlevel.FdStream, reader: _Reader, budget: LogBudget | None = None
+) -> None:
     """Move bytes from a pipe to the hub, nothing more: lines, levels and stack traces are made
     in ingestion's thread, so a flooding child costs the event loop one wake-up per read."""
     try:
         with reader.scope:
-            await _pump_until_eof(out, stream, reader)
+            await _pump_until_eof(out, stream, reader, budget)
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         return
     finally:
@@ -560,7 +602,9 @@ async def _pump(out: OutputStream, stream: trio.lowlevel.FdStream, reader: _Read
             await stream.aclose()
 
 
-async def _pump_until_eof(out: OutputStream, stream: trio.lowlevel.FdStream, reader: _Reader) -> None:
+async def _pump_until_eof(
+    out: OutputStream, stream: trio.lowlevel.FdStream, reader: _Reader, budget: LogBudget | None
+) -> None:
     while True:
         reader.waiting_since = trio.current_time()
         chunk = await stream.receive_some(READ_CHUNK)
@@ -569,3 +613,5 @@ async def _pump_until_eof(out: OutputStream, stream: trio.lowlevel.FdStream, rea
             reader.eof.set()
             return
         await out.send(chunk)
+        if budget is not None:
+            await budget.take(len(chunk))
