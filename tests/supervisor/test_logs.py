@@ -60,3 +60,18 @@ async def test_a_flood_over_log_rate_kb_waits_on_its_pipe_and_loses_nothing(tmp_
         await h.logs.wait_for(lambda: h.logs.counts["flood:a", "stdout"] >= lines, within=30)
         got = [line.message for line in h.logs.of("flood:a", "stdout")]
         assert got == [f"line {i}" for i in range(lines)]
+
+
+async def test_what_a_throttled_app_says_while_it_stops_is_read_at_once(tmp_path: Path) -> None:
+    # At 16 KiB/s its 20,000-line goodbye (~250 KB) would take ~12 s to be read, far past
+    # stop_grace_s (1 s here): the stop lifts the limit, so the goodbye arrives whole, in time.
+    svc = service("bye", child("goodbye.py"), restart="never", env={"GOODBYE_LINES": "20000"})
+    async with supervised(tmp_path, svc, log_rate_kb=16) as h:
+        inst = await h.sup.spawn("bye", "a")
+        await h.logs.wait_for(lambda: h.logs.count("bye:a", "ready", "stdout") == 1)
+        started = trio.current_time()
+        await h.sup.stop("bye:a")
+        assert trio.current_time() - started < 5
+        assert inst.reason == "stopped"
+        await h.logs.wait_for(lambda: h.logs.count("bye:a", "goodbye done", "stdout") == 1, within=20)
+        assert h.logs.counts["bye:a", "stdout"] == 1 + 20_000 + 1

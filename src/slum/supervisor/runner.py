@@ -325,6 +325,10 @@ async def run_once(inst: Instance, ctx: Context) -> Ending:
                 # Also at shutdown (a cancel): stop the process, then read its pipes to the end,
                 # so what it said last (a SIGTERM handler's goodbye) is stored.
                 with trio.CancelScope(shield=True):
+                    # A stop is bounded by stop_grace_s: what the app says while it stops (and
+                    # what is left in its pipes) is read at once, not at log_rate_kb, so its
+                    # goodbye is not cut short by a SIGKILL.
+                    budget.lift()
                     await _end(inst, ctx, child)
                     if cgroup is not None:
                         # What left the process group is still in the cgroup, holding the pipes
@@ -568,6 +572,7 @@ class LogBudget:
         self.tokens = self.capacity = rate * self.BURST_S
         self.at = trio.current_time()
         self.on_throttle = on_throttle
+        self._lifted = trio.Event()
 
     async def take(self, size: int) -> None:
         if not self.rate:
@@ -579,7 +584,13 @@ class LogBudget:
             if self.on_throttle is not None:
                 self.on_throttle()
                 self.on_throttle = None  # told once a run
-            await trio.sleep(-self.tokens / self.rate)
+            with trio.move_on_after(-self.tokens / self.rate):
+                await self._lifted.wait()
+
+    def lift(self) -> None:
+        """No limit from now on, waiting readers included."""
+        self.rate = 0
+        self._lifted.set()
 
 
 def _throttled(inst: Instance, ctx: Context) -> None:
