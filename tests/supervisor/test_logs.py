@@ -39,9 +39,10 @@ async def test_flood_arrives_whole_and_in_order(tmp_path: Path, consumer: str, l
 
 
 async def test_a_flood_over_log_rate_kb_waits_on_its_pipe_and_loses_nothing(tmp_path: Path) -> None:
-    # 80,000 lines are ~850 KiB: 512 KiB pass at once (4 s of 128 KiB/s), the rest at 128 KiB/s,
-    # so the child is held for ~2.7 s where it would take ~0.2 s. A neighbour answers meanwhile.
-    lines = 80_000
+    # 120,000 lines are ~1.3 MiB: 512 KiB pass at once (4 s of 128 KiB/s), the rest at 128 KiB/s
+    # until the child has written its last line (what is still in the pipe then is read at once),
+    # so the child is held for ~5 s where it would take ~0.3 s. A neighbour answers meanwhile.
+    lines = 120_000
     svc = service("flood", child("flood.py"), restart="never", env={"LINES": str(lines)}) + web()
     async with supervised(tmp_path, svc, log_rate_kb=128) as h:
         other = await h.sup.spawn("web", "a")
