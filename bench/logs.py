@@ -357,25 +357,26 @@ def flood_phase(slum: Slum, wrk_s: float, window_s: float, lines: int, rounds: i
     return res
 
 
+def flood_server(procs: Procs, d: Path, fdir: Path, nginx: str, python: str, flood_lines: int) -> Slum:
+    """A slum in fdir with the flood service and an nginx instance (svc:x), healthy."""
+    slum = start_slum(
+        procs,
+        fdir,
+        CONFIG.format(
+            dir=d, python=python, nginx=nginx, instances='[instances]\nsvc = ["x"]', flood_lines=flood_lines
+        ),
+    )
+    slum.wait_healthy(["svc:x"])
+    return slum
+
+
 def flood_rows(args: argparse.Namespace, python: str, flood_lines: int) -> list[Row]:
     with tempdir("slum-bench-flood-") as d, Procs() as procs:
         (d / "flood.py").write_text(FLOOD_PY)
         (d / "tick.py").write_text(TICK_PY)
         fdir = d / "flood"
         fdir.mkdir()
-        nginx = setup_nginx(fdir)
-        slum = start_slum(
-            procs,
-            fdir,
-            CONFIG.format(
-                dir=d,
-                python=python,
-                nginx=nginx,
-                instances='[instances]\nsvc = ["x"]',
-                flood_lines=flood_lines,
-            ),
-        )
-        slum.wait_healthy(["svc:x"])
+        slum = flood_server(procs, d, fdir, setup_nginx(fdir), python, flood_lines)
         flood = flood_phase(slum, args.wrk_seconds, args.flood_window, flood_lines, args.flood_rounds)
     save_json("logs-flood", {"args": vars(args), "flood": flood})
     return _flood_table(flood)
@@ -515,18 +516,7 @@ def run(argv: list[str]) -> list[Row]:
 
         # (b) flood on a fresh server with an nginx instance
         print("logs: flood + wrk ...", flush=True)
-        slum2 = start_slum(
-            procs,
-            fdir,
-            CONFIG.format(
-                dir=d,
-                python=python,
-                nginx=nginx,
-                instances='[instances]\nsvc = ["x"]',
-                flood_lines=flood_lines,
-            ),
-        )
-        slum2.wait_healthy(["svc:x"])
+        slum2 = flood_server(procs, d, fdir, nginx, python, flood_lines)
         flood = flood_phase(slum2, args.wrk_seconds, args.flood_window, flood_lines, args.flood_rounds)
         rows.append(load_row("logs", "at end"))
 

@@ -160,8 +160,7 @@ def shared_nginx(procs: Procs, d: Path) -> tuple[str, int]:
 
 
 def cpu_s(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return float(t.user + t.system)
+    return sum(cpu_times(pid))
 
 
 def throughput(args: argparse.Namespace, servers: dict[str, Slum]) -> dict[str, list[dict[str, Any]]]:

@@ -139,18 +139,12 @@ async def spawn(
             if SETPRIV is not None or prefix:
                 _check_executable(argv[0], cwd, env)
             if SETPRIV is not None:
-                return subprocess.Popen(
-                    [SETPRIV, "--pdeathsig", "KILL", "--", *prefix, *argv],
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out_w,
-                    stderr=err_w,
-                    start_new_session=True,
-                    close_fds=True,
-                )
+                # No preexec_fn: Popen can vfork.
+                cmd, setup = [SETPRIV, "--pdeathsig", "KILL", "--", *prefix, *argv], None
+            else:
+                cmd, setup = [*prefix, *argv], _child_setup
             return subprocess.Popen(
-                [*prefix, *argv],
+                cmd,
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -158,7 +152,7 @@ async def spawn(
                 stderr=err_w,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_child_setup,
+                preexec_fn=setup,
             )
         finally:
             os.close(out_w)
